@@ -1,0 +1,62 @@
+"""trl_pav: process advantage verifiers (arXiv 2410.08146) on top of Hugging Face TRL.
+
+Example:
+    >>> import torch
+    >>> from trl_pav import StepFormat, prover_advantages
+    >>> StepFormat().split("2*3=6\\nA:6")
+    ['2*3=6', 'A:6']
+    >>> prover_advantages(torch.tensor([0.2, 0.5, 1.0]), k=4)
+    tensor([0.3471, 0.0625])
+"""
+
+from .data import REQUIRED_COLUMNS, StepwiseDataError, from_math_shepherd, from_trl_stepwise, validate_stepwise
+from .grading import ExactMatchGrader, Grader, MathVerifyGrader, extract_answer, extract_boxed, grade_batch
+from .steps import StepFormat, TokenizedTrace, token_positions, tokenize_trace
+from .tokenization import build_char_tokenizer, load_tokenizer
+from .values import (
+    best_of_k,
+    broadcast_step_values,
+    class_balanced_bce,
+    dense_advantages,
+    distinguishability,
+    effective_reward,
+    leave_one_out_advantages,
+    prover_advantages,
+    prover_alignment,
+    prover_values,
+    step_advantages,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "REQUIRED_COLUMNS",
+    "ExactMatchGrader",
+    "Grader",
+    "MathVerifyGrader",
+    "StepFormat",
+    "StepwiseDataError",
+    "TokenizedTrace",
+    "__version__",
+    "best_of_k",
+    "broadcast_step_values",
+    "build_char_tokenizer",
+    "class_balanced_bce",
+    "dense_advantages",
+    "distinguishability",
+    "effective_reward",
+    "extract_answer",
+    "extract_boxed",
+    "from_math_shepherd",
+    "from_trl_stepwise",
+    "grade_batch",
+    "leave_one_out_advantages",
+    "load_tokenizer",
+    "prover_advantages",
+    "prover_alignment",
+    "prover_values",
+    "step_advantages",
+    "token_positions",
+    "tokenize_trace",
+    "validate_stepwise",
+]

@@ -1,0 +1,237 @@
+"""The stepwise dataset contract: one row is one trace with a soft label per step.
+
+Columns:
+    - `prompt`: a string, or chat messages (a list of `{"role": str, "content": str}` dicts).
+    - `completions`: a non-empty list of step strings.
+    - `labels`: one float in `[0, 1]` per step, the Monte-Carlo estimate of `Q^π` after that step. Bools load as 0/1,
+      so rows in TRL's former stepwise-supervision format load unchanged.
+
+Other columns (provenance written by the labeler, ids, gold answers) pass through untouched.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from datasets import Dataset
+
+__all__ = [
+    "REQUIRED_COLUMNS",
+    "StepwiseDataError",
+    "from_math_shepherd",
+    "from_trl_stepwise",
+    "validate_stepwise",
+]
+
+REQUIRED_COLUMNS = ("prompt", "completions", "labels")
+_MAX_LISTED = 20
+
+
+class StepwiseDataError(ValueError):
+    """Raised when rows break the stepwise contract. `problems` holds `(row, message)` pairs."""
+
+    def __init__(self, problems: list[tuple[int | None, str]], total_rows: int):
+        self.problems = problems
+        shown = "\n".join(
+            f"  - {'row ' + str(r) + ': ' if r is not None else ''}{m}" for r, m in problems[:_MAX_LISTED]
+        )
+        more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
+        bad_rows = len({r for r, _ in problems if r is not None})
+        summary = f"{len(problems)} problem(s) in {bad_rows} of {total_rows} row(s)"
+        super().__init__(f"stepwise dataset is invalid: {summary}\n{shown}{more}")
+
+
+def _check_prompt(prompt: Any) -> str | None:
+    if isinstance(prompt, str):
+        return None if prompt.strip() else "prompt is empty"
+    if isinstance(prompt, list):
+        if not prompt:
+            return "prompt is an empty list of messages"
+        for j, msg in enumerate(prompt):
+            if not isinstance(msg, Mapping) or not isinstance(msg.get("role"), str):
+                return f"prompt[{j}] must be a message dict with a string 'role', got {msg!r:.80}"
+            if not isinstance(msg.get("content"), str):
+                return f"prompt[{j}]['content'] must be a string, got {type(msg.get('content')).__name__}"
+        return None
+    return f"prompt must be a string or a list of chat messages, got {type(prompt).__name__}"
+
+
+def _row_problems(row: Mapping[str, Any]) -> tuple[list[str], list[float] | None]:
+    """Problems of one row, and its labels as floats when they are valid."""
+    problems = []
+    msg = _check_prompt(row["prompt"])
+    if msg:
+        problems.append(msg)
+    completions, labels = row["completions"], row["labels"]
+    if not isinstance(completions, (list, tuple)):
+        problems.append(f"completions must be a list of strings, got {type(completions).__name__}")
+        completions = None
+    elif not completions:
+        problems.append("empty trace: completions has no steps")
+    else:
+        for j, step in enumerate(completions):
+            if not isinstance(step, str):
+                problems.append(f"completions[{j}] must be a string, got {type(step).__name__}")
+            elif not step.strip():
+                problems.append(f"completions[{j}] is empty or whitespace-only")
+    floats: list[float] | None = None
+    if not isinstance(labels, (list, tuple)):
+        problems.append(f"labels must be a list of floats in [0, 1], got {type(labels).__name__}")
+    else:
+        floats = []
+        for j, lab in enumerate(labels):
+            if isinstance(lab, bool):
+                floats.append(float(lab))
+            elif isinstance(lab, (int, float)) and not isinstance(lab, bool):
+                val = float(lab)
+                if not math.isfinite(val):
+                    problems.append(f"labels[{j}] = {lab!r} is not finite")
+                elif not 0.0 <= val <= 1.0:
+                    problems.append(f"labels[{j}] = {lab!r} is outside [0, 1]")
+                floats.append(val)
+            else:
+                problems.append(f"labels[{j}] must be a number or bool, got {type(lab).__name__} {lab!r:.40}")
+        if completions is not None and len(labels) != len(completions):
+            problems.append(f"length mismatch: {len(completions)} completions but {len(labels)} labels")
+    return problems, (floats if not problems else None)
+
+
+def validate_stepwise(data: Dataset | Iterable[Mapping[str, Any]]) -> Dataset:
+    """Check rows against the stepwise contract and return a clean `datasets.Dataset` with float labels.
+
+    Every row is checked before anything is raised, so one error lists all offending rows.
+
+    Args:
+        data: a `datasets.Dataset` or an iterable of row dicts.
+
+    Returns:
+        A `Dataset` with the same rows and columns, `labels` as lists of floats.
+
+    Raises:
+        StepwiseDataError: naming each bad row and what is wrong with it.
+
+    Example:
+        >>> from trl_pav import validate_stepwise
+        >>> ds = validate_stepwise([{"prompt": "1+1?", "completions": ["1+1=2", "A:2"], "labels": [True, 1.0]}])
+        >>> ds[0]["labels"]
+        [1.0, 1.0]
+    """
+    rows = list(data) if not isinstance(data, Dataset) else data.to_list()
+    if not rows:
+        raise StepwiseDataError([(None, "dataset has no rows")], 0)
+    columns: set[str] = set(data.column_names) if isinstance(data, Dataset) else set().union(*(r.keys() for r in rows))
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise StepwiseDataError([(None, f"missing column(s) {missing}; found {sorted(columns)}")], len(rows))
+    problems: list[tuple[int | None, str]] = []
+    clean = []
+    first_kind: tuple[int, str] | None = None
+    for i, row in enumerate(rows):
+        absent = [c for c in REQUIRED_COLUMNS if c not in row]
+        if absent:
+            problems.append((i, f"missing field(s) {absent}"))
+            continue
+        row_problems, floats = _row_problems(row)
+        # A column holds one type: all prompts are strings, or all are chat messages.
+        if isinstance(row["prompt"], (str, list)):
+            kind = "a string" if isinstance(row["prompt"], str) else "chat messages"
+            first_kind = first_kind or (i, kind)
+            if kind != first_kind[1]:
+                row_problems.append(f"prompt is {kind} but row {first_kind[0]}'s is {first_kind[1]}")
+        problems.extend((i, m) for m in row_problems)
+        if floats is not None:
+            clean.append({**row, "completions": list(row["completions"]), "labels": floats})
+    if problems:
+        raise StepwiseDataError(problems, len(rows))
+    return Dataset.from_list(clean)
+
+
+def from_trl_stepwise(data: Dataset | Iterable[Mapping[str, Any]]) -> Dataset:
+    """Load rows in TRL's former stepwise-supervision format (`prompt`, `completions`, bool `labels`).
+
+    The format is a subset of ours, so this is validation with bool labels read as 0/1.
+
+    Example:
+        >>> from trl_pav import from_trl_stepwise
+        >>> from_trl_stepwise([{"prompt": "2*3?", "completions": ["2*3=6"], "labels": [True]}])[0]["labels"]
+        [1.0]
+    """
+    return validate_stepwise(data)
+
+
+def _shepherd_row(text: str, label: str, step_tag: str, good: str, bad: str, question_end: re.Pattern) -> dict:
+    pieces = text.split(step_tag)
+    if len(pieces) < 2:
+        raise ValueError(f"no step tag {step_tag!r} in input")
+    expected_len = len(text) - (len(pieces) - 1) * (len(step_tag) - 1)
+    if len(label) != expected_len:
+        raise ValueError(
+            f"label text has {len(label)} characters but input with tags replaced by one mark has {expected_len}"
+        )
+    marks, pos = [], 0
+    for piece in pieces[:-1]:
+        if label[pos : pos + len(piece)] != piece:
+            raise ValueError(f"label text differs from input near character {pos}")
+        pos += len(piece)
+        mark = label[pos]
+        if mark not in (good, bad):
+            raise ValueError(f"step mark {mark!r} at character {pos} is neither {good!r} nor {bad!r}")
+        marks.append(mark == good)
+        pos += 1
+    match = question_end.search(pieces[0])
+    if match is None:
+        raise ValueError(f"cannot find where the question ends (pattern {question_end.pattern!r})")
+    prompt = pieces[0][: match.start()]
+    steps = [pieces[0][match.start() :], *pieces[1:-1]]
+    steps = [s.strip() for s in steps]
+    return {"prompt": prompt.strip(), "completions": steps, "labels": [float(m) for m in marks]}
+
+
+def from_math_shepherd(
+    data: Dataset | Iterable[Mapping[str, Any]],
+    input_column: str = "input",
+    label_column: str = "label",
+    step_tag: str = "ки",
+    good_mark: str = "+",
+    bad_mark: str = "-",
+    first_step_pattern: str = r"Step 1\s*:",
+) -> Dataset:
+    """Convert Math-Shepherd-style rows to the stepwise contract.
+
+    In that format `input` holds the question followed by steps, each ending in `step_tag`, and `label` is the same
+    text with each tag replaced by `good_mark` or `bad_mark`. The question ends where `first_step_pattern` first
+    matches. Other columns are kept.
+
+    Raises:
+        StepwiseDataError: naming each row that cannot be converted and why.
+
+    Example:
+        >>> from trl_pav import from_math_shepherd
+        >>> row = {"input": "What is 2+2? Step 1: 2+2=4 ки\\nStep 2: The answer is 4 ки",
+        ...        "label": "What is 2+2? Step 1: 2+2=4 +\\nStep 2: The answer is 4 +"}
+        >>> out = from_math_shepherd([row])[0]
+        >>> out["prompt"], out["completions"], out["labels"]
+        ('What is 2+2?', ['Step 1: 2+2=4', 'Step 2: The answer is 4'], [1.0, 1.0])
+    """
+    rows = list(data) if not isinstance(data, Dataset) else data.to_list()
+    question_end = re.compile(first_step_pattern)
+    problems: list[tuple[int | None, str]] = []
+    out = []
+    for i, row in enumerate(rows):
+        text, label = row.get(input_column), row.get(label_column)
+        if not isinstance(text, str) or not isinstance(label, str):
+            problems.append((i, f"fields {input_column!r} and {label_column!r} must both be strings"))
+            continue
+        try:
+            converted = _shepherd_row(text, label, step_tag, good_mark, bad_mark, question_end)
+        except ValueError as err:
+            problems.append((i, str(err)))
+            continue
+        rest = {k: v for k, v in row.items() if k not in (input_column, label_column)}
+        out.append({**rest, **converted})
+    if problems:
+        raise StepwiseDataError(problems, len(rows))
+    return validate_stepwise(out)
