@@ -1,0 +1,221 @@
+import itertools
+import random
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from trl_pav import MathVerifyGrader, load_tokenizer
+from trl_pav.generation import GenerationRequest, HFPolicy, Policy
+from trl_pav.tasks import (
+    ArithmeticTask,
+    PlantedOracleScorer,
+    PlantedProverPolicy,
+    PlantedTask,
+    TinyPolicyConfig,
+    evaluate,
+    get_task,
+    reference_steps,
+    train_sft_policy,
+)
+from trl_pav.testing import tiny_causal_lm
+
+
+def all_small_expressions():
+    for n_ops in (1, 2, 3):
+        for nums in itertools.product(range(1, 4), repeat=n_ops + 1):
+            for ops in itertools.product("+-*", repeat=n_ops):
+                yield "".join(str(n) + o for n, o in zip(nums, [*ops, ""]))
+
+
+def test_evaluate_and_reference_traces_exhaustive():
+    task = ArithmeticTask()
+    fmt = task.step_format
+    mv = MathVerifyGrader()
+    count = 0
+    for expr in all_small_expressions():
+        value = eval(expr)  # Python's precedence is the task's
+        assert evaluate(expr) == value
+        steps = reference_steps(expr)
+        assert steps[-1] == f"#### {value}"
+        assert len(steps) == expr.count("+") + expr.count("-") + expr.count("*") + 1
+        assert task.step_labels(expr, steps) == [True] * len(steps)
+        assert task.first_error(expr, steps) is None
+        text = fmt.join(steps)
+        assert task.grader.grade(text, str(value)) == 1.0
+        assert task.grader.grade(text, str(value + 1)) == 0.0
+        count += 1
+        if count % 20 == 0:  # math-verify reads the final answer the same way (sampled: it is slow)
+            assert mv.grade(text, str(value)) == 1.0 and mv.grade(text, str(value + 1)) == 0.0
+    assert count == 9 * 3 + 27 * 9 + 81 * 27
+
+
+def test_first_error_oracle():
+    task = ArithmeticTask()
+    expr = "25-29*14-2"
+    ref = reference_steps(expr)
+    for i in range(len(ref)):
+        bad = list(ref)
+        bad[i] = bad[i][:-1] + str((int(bad[i][-1]) + 1) % 10)  # wrong last digit
+        assert task.first_error(expr, bad) == i
+        assert task.step_labels(expr, bad) == [True] * i + [False] * (len(ref) - i)
+    assert task.first_error(expr, ["25-29=-4", "-4*14=-56"]) == 0  # precedence violated (true equation, wrong value)
+    assert task.first_error(expr, ["14-2=12"]) == 0
+    assert task.first_error(expr, ["garbage"]) == 0
+    assert task.first_error(expr, ["29*14=406", "#### -383"]) is None  # a correct early answer is correct
+    assert task.first_error(expr, ["29*14=406", "#### -383", "1+1=2"]) == 2  # nothing may follow the answer
+    # A different valid order keeps the value: correct.
+    assert task.first_error("2*3+4*5", ["4*5=20", "2*3=6", "6+20=26", "#### 26"]) is None
+    assert task.first_error("2-3+4", ["3+4=7"]) == 0  # 2-(3+4) changes the value
+
+
+def test_problem_generation():
+    task = ArithmeticTask(min_operand=5, max_operand=9, min_ops=3, max_ops=3, operators="+*")
+    probs = task.sample_problems(50, seed=3)
+    assert probs == task.sample_problems(50, seed=3)
+    assert probs != task.sample_problems(50, seed=4)
+    for p in probs:
+        nums = [int(x) for x in p.expression.replace("*", "+").split("+")]
+        assert len(nums) == 4 and all(5 <= x <= 9 for x in nums)
+        assert p.answer == eval(p.expression)
+        assert p.prompt == f"Q:{p.expression}?\n"
+    with pytest.raises(ValueError, match="operators"):
+        ArithmeticTask(operators="/")
+    with pytest.raises(ValueError, match="unknown task"):
+        get_task("chess")
+
+
+def test_arithmetic_tokenizer_roundtrip(tmp_path):
+    task = ArithmeticTask()
+    tok = task.tokenizer()
+    ds = task.sft_dataset(20, seed=0)
+    tok.save_pretrained(tmp_path)
+    again = load_tokenizer(tmp_path)
+    for row in ds:
+        text = row["prompt"] + row["completion"]
+        ids = tok(text)["input_ids"]
+        assert ids[0] == tok.bos_token_id and tok.unk_token_id not in ids
+        assert again(text)["input_ids"] == ids
+        assert again.decode(ids, skip_special_tokens=True) == text
+
+
+def brute_force_values(task, gamma, prefix):
+    """Success probability of μ_γ from `prefix` by enumerating every completion."""
+    probs = task.prover_probs(gamma)
+    total = 0.0
+    rest = task.length - len(prefix)
+    for tail in itertools.product(range(task.vocab_size), repeat=rest):
+        seq = [*prefix, *tail]
+        p, k = 1.0, task.match_state(prefix)
+        for a in tail:
+            p *= probs[k, a]
+            k = int(task.transitions[k, a])
+        total += p * task.is_success(seq)
+    return total
+
+
+@pytest.mark.parametrize("gamma", [1.0, 3.0, 10.0])
+def test_planted_dp_matches_brute_force(gamma):
+    task = PlantedTask(vocab_size=4, length=6, planted=(1, 2, 1))
+    rng = random.Random(0)
+    prefixes = [[]] + [[rng.randrange(4) for _ in range(rng.randrange(1, 6))] for _ in range(12)]
+    prefixes += [[1, 2], [1, 2, 1], [2, 1, 2, 1, 2]]
+    for prefix in prefixes:
+        values = task.exact_values(gamma, task.decode(prefix))
+        for h in range(len(prefix) + 1):
+            assert values[h] == pytest.approx(brute_force_values(task, gamma, prefix[:h]), abs=1e-12)
+    # Uniform symbols (γ = 1) from the root: inclusion-exclusion is messy, the enumeration is the truth.
+    assert task.success_probability(gamma) == pytest.approx(brute_force_values(task, gamma, []), abs=1e-12)
+
+
+def test_planted_automaton_and_grader():
+    task = PlantedTask()
+    assert task.grader.grade("a d g a d f b b b b") == 1.0
+    assert task.grader.grade("d g a d f a a a a a") == 1.0
+    assert task.grader.grade("d g a d a a a a a a") == 0.0
+    assert task.grader.grade("a d g a d f b b b") == 0.0  # too short
+    assert task.grader.grade("a d g a d f b b b z") == 0.0  # unknown symbol
+    # Overlap: "d g a d" then "g a d f" needs the automaton to fall back to state 1 after a mismatch.
+    assert task.match_state([3, 6, 0, 3, 6, 0, 3, 5]) == 5
+    assert task.exact_values(5.0, ["d", "g", "a", "d", "f"])[-1] == 1.0
+    assert task.exact_values(5.0, ["zz"]) [1] == 0.0
+
+
+def test_planted_prover_matches_dp():
+    """Empirical success of μ_γ through the Policy interface lies within a 99.9% binomial interval of the DP value."""
+    task = PlantedTask()
+    gamma = 10.0
+    policy = PlantedProverPolicy(task, gamma)
+    assert isinstance(policy, Policy)
+    n = 4000
+    gens = policy.generate([GenerationRequest(task.prompt, seed=s) for s in range(n)])
+    rate = np.mean([task.grader.grade(task.step_format.join(g.steps)) for g in gens])
+    p = task.success_probability(gamma)
+    assert abs(rate - p) < 3.3 * np.sqrt(p * (1 - p) / n), (rate, p)
+    # From a prefix, one step at a time.
+    one = policy.generate([GenerationRequest(task.prompt, ("d", "g"), seed=1)], stop_at_step=True)[0]
+    assert len(one.steps) == 1 and not one.finished
+    scorer = PlantedOracleScorer(task, gamma)
+    assert scorer.score([">"], [["d", "g"]]) == [task.exact_values(gamma, ["d", "g"])]
+
+
+def test_hf_policy_seeded_and_batch_independent(char_tok):
+    model = tiny_causal_lm(char_tok, seed=1)
+    reqs = [GenerationRequest("Q:1+2*3?\n", steps=("2*3=6",) * (i % 3), seed=100 + i) for i in range(9)]
+    big = HFPolicy(model, char_tok, batch_size=16, max_new_tokens=12, max_step_tokens=6)
+    small = HFPolicy(model, char_tok, batch_size=1, max_new_tokens=12, max_step_tokens=6)
+    assert isinstance(big, Policy)
+    for stop in (False, True):
+        a, b = big.generate(reqs, stop_at_step=stop), small.generate(reqs, stop_at_step=stop)
+        assert [(g.steps, g.finished, g.num_tokens) for g in a] == [(g.steps, g.finished, g.num_tokens) for g in b]
+        for g in a:
+            assert g.num_tokens <= (6 if stop else 12)
+            if stop:
+                assert len(g.steps) <= 1 and all("\n" not in s for s in g.steps)
+    # Different seeds give different samples; the same seed the same sample.
+    again = big.generate(reqs)
+    assert [g.steps for g in again] == [g.steps for g in big.generate(reqs)]
+    assert len({tuple(g.steps) for g in again}) > 1
+
+
+def test_hf_policy_sampling_distribution(char_tok):
+    """Per-row Gumbel sampling follows softmax(logits / T): first-token frequencies match the model's probabilities."""
+    model = tiny_causal_lm(char_tok, seed=2, hidden_size=16)
+    policy = HFPolicy(model, char_tok, temperature=0.7, max_new_tokens=1, batch_size=512)
+    n = 3000
+    gens = policy.generate([GenerationRequest("ab", seed=s) for s in range(n)])
+    with torch.no_grad():
+        logits = model(torch.tensor([char_tok("ab")["input_ids"]])).logits[0, -1] / 0.7
+    probs = torch.softmax(logits.double(), -1)
+    top = int(probs.argmax())
+    token = char_tok.convert_ids_to_tokens(top)
+    # Count samples whose first token is the most likely one (decoded text is a single character).
+    hits = sum(1 for g in gens if g.num_tokens == 1 and "".join(g.steps) == token) if token.strip() else None
+    if hits is not None:
+        p = float(probs[top])
+        assert abs(hits / n - p) < 4 * np.sqrt(p * (1 - p) / n) + 1e-3
+
+
+def test_stop_at_step_with_bpe(bpe_tok):
+    model = tiny_causal_lm(bpe_tok, seed=0)
+    policy = HFPolicy(model, bpe_tok, max_step_tokens=5, max_new_tokens=10)
+    out = policy.generate([GenerationRequest("Q: 1+1?\n", seed=s) for s in range(4)], stop_at_step=True)
+    for g in out:
+        assert len(g.steps) <= 1 and g.num_tokens <= 5
+
+
+def test_sft_training_deterministic_and_reloadable(tmp_path):
+    task = ArithmeticTask()
+    cfg = TinyPolicyConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_steps=4, batch_size=8)
+    data = task.sft_dataset(32, seed=0)
+    a = train_sft_policy(task.tokenizer(), data, tmp_path / "a", cfg)
+    b = train_sft_policy(task.tokenizer(), data, tmp_path / "b", cfg)
+    ma, mb = AutoModelForCausalLM.from_pretrained(a), AutoModelForCausalLM.from_pretrained(b)
+    for (n, pa), (_, pb) in zip(ma.named_parameters(), mb.named_parameters()):
+        assert torch.equal(pa, pb), n
+    # Reload through both paths keeps the character tokenizer intact (Llama config: AutoTokenizer is safe).
+    text = data[0]["prompt"] + data[0]["completion"]
+    ref = task.tokenizer()(text)["input_ids"]
+    assert load_tokenizer(a)(text)["input_ids"] == ref
+    assert AutoTokenizer.from_pretrained(a)(text)["input_ids"] == ref

@@ -1,0 +1,89 @@
+"""`trl-pav` command line: one subcommand per pipeline stage, each parsed TRL-style (dataclasses, `--config x.yaml`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+
+__all__ = ["TrainPolicyArguments", "main"]
+
+
+@dataclass
+class TrainPolicyArguments:
+    """Arguments of `trl-pav train-policy`.
+
+    Args:
+        task (`str`, defaults to `"arithmetic"`): `"arithmetic"` or `"planted"`.
+        output_dir (`str`, defaults to `"outputs/policy"`): where the checkpoint (model + tokenizer) is written.
+        max_steps (`int` or `None`, defaults to `None`): optimizer steps (None: the task's default budget).
+        seed (`int`, defaults to `0`): training seed.
+        eval_problems (`int`, defaults to `200`): held-out problems for the sampled-accuracy report (0 to skip).
+    """
+
+    task: str = field(default="arithmetic", metadata={"help": "Task: arithmetic or planted."})
+    output_dir: str = field(default="outputs/policy", metadata={"help": "Where the checkpoint is written."})
+    max_steps: int | None = field(default=None, metadata={"help": "Optimizer steps (default: the task's budget)."})
+    seed: int = field(default=0, metadata={"help": "Training seed."})
+    eval_problems: int = field(default=200, metadata={"help": "Held-out problems for the accuracy report."})
+
+
+def _train_policy(argv: list[str]) -> dict:
+    import time
+    from dataclasses import replace
+
+    from transformers import AutoModelForCausalLM
+
+    from .evaluation import sampled_accuracy
+    from .generation import HFPolicy
+    from .tasks import DEFAULT_POLICY, ArithmeticTask, get_task, train_base_policy
+    from .tokenization import load_tokenizer
+
+    (args,) = _parse(TrainPolicyArguments, argv)
+    task = get_task(args.task)
+    config = replace(DEFAULT_POLICY[task.name], seed=args.seed)
+    if args.max_steps is not None:
+        config = replace(config, max_steps=args.max_steps)
+    start = time.time()
+    path = train_base_policy(task, args.output_dir, config)
+    result = {"task": task.name, "output_dir": path, "train_seconds": round(time.time() - start, 1)}
+    if args.eval_problems > 0:
+        policy = HFPolicy(AutoModelForCausalLM.from_pretrained(path), load_tokenizer(path), task.step_format)
+        if isinstance(task, ArithmeticTask):
+            probs = task.sample_problems(args.eval_problems, seed=10_000 + args.seed)
+            prompts, golds = [p.prompt for p in probs], [p.gold for p in probs]
+        else:
+            prompts, golds = [task.prompt] * args.eval_problems, [""] * args.eval_problems
+        result["sampled_accuracy"] = sampled_accuracy(policy, prompts, golds, task.grader, seed=args.seed)
+    return result
+
+
+def _demo(argv: list[str]) -> dict:
+    raise SystemExit("trl-pav demo: the end-to-end reproduction is not built yet (see the open demo issue).")
+
+
+COMMANDS = {"train-policy": _train_policy, "demo": _demo}
+
+
+def _parse(dataclass_type, argv: list[str]):
+    from trl import TrlParser
+
+    return TrlParser((dataclass_type,)).parse_args_and_config(args=argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `trl-pav` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        known = ", ".join(COMMANDS)
+        msg = f"usage: trl-pav {{{known}}} [--config file.yaml] [--option value ...]"
+        if argv and argv[0] not in ("-h", "--help"):
+            raise SystemExit(f"trl-pav: unknown command {argv[0]!r}\n{msg}")
+        print(msg)
+        return
+    result = COMMANDS[argv[0]](argv[1:])
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""The policy protocol: anything that continues a partial trace, one sampled continuation per request.
+
+Every request carries its own seed, and backends draw each sample from that seed alone (not from a global random
+stream), so a result does not depend on how requests are batched, sharded, resumed or split across processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from ..steps import StepFormat
+
+__all__ = ["Generation", "GenerationRequest", "Policy", "continue_trace", "gumbel_noise", "mix_seed"]
+
+_MASK32 = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Continue `prompt` + the steps taken so far.
+
+    Attributes:
+        prompt: the rendered prompt text (a chat template already applied).
+        steps: the steps taken so far (possibly none).
+        seed: the seed of this one sample (an int in [0, 2**32)).
+    """
+
+    prompt: str
+    steps: tuple[str, ...] = ()
+    seed: int = 0
+
+
+@dataclass
+class Generation:
+    """One sampled continuation.
+
+    Attributes:
+        steps: the new steps (one when generation stopped at a step boundary; none if nothing usable came out).
+        finished: whether the trace ended (end-of-sequence reached, or a policy-specific end).
+        num_tokens: tokens generated for this continuation (the compute it cost).
+        truncated: whether generation hit the token limit before finishing.
+    """
+
+    steps: list[str] = field(default_factory=list)
+    finished: bool = False
+    num_tokens: int = 0
+    truncated: bool = False
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """A policy that continues partial traces. HF models, vLLM engines and procedural task policies implement it."""
+
+    name: str
+    step_format: StepFormat
+
+    def generate(self, requests: Sequence[GenerationRequest], stop_at_step: bool = False) -> list[Generation]:
+        """One continuation per request: the next step only (`stop_at_step=True`) or the rest of the trace."""
+        ...
+
+
+def continue_trace(prompt: str, steps: Sequence[str], step_format: StepFormat) -> str:
+    """The text a policy continues from: the prompt, the steps joined, and a separator when there are steps.
+
+    Example:
+        >>> continue_trace("Q:2*3+1?\\n", ["2*3=6"], StepFormat())
+        'Q:2*3+1?\\n2*3=6\\n'
+    """
+    return prompt + (step_format.join(steps) + step_format.separator if steps else "")
+
+
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    # A 32-bit integer finaliser computed in int64 with constants < 2**31, so products never overflow.
+    x = x & _MASK32
+    x = (x ^ (x >> 16)) * 0x7FEB352D & _MASK32
+    x = (x ^ (x >> 15)) * 0x2C1B3C6D & _MASK32
+    return x ^ (x >> 16)
+
+
+def mix_seed(*parts: int) -> int:
+    """Combine integers (a base seed, a problem index, a stage, a sample index) into one 32-bit seed.
+
+    Example:
+        >>> mix_seed(0, 1) != mix_seed(1, 0)
+        True
+    """
+    h = torch.tensor(0x9E3779B9, dtype=torch.int64)
+    for p in parts:
+        h = _hash32(h ^ _hash32(torch.tensor(int(p) & _MASK32, dtype=torch.int64)))
+    return int(h)
+
+
+def gumbel_noise(seeds: torch.Tensor, step: int, vocab_size: int, device: torch.device | None = None) -> torch.Tensor:
+    """Counter-based Gumbel noise: row b depends only on `(seeds[b], step)`, never on the batch around it.
+
+    `argmax(logits / T + gumbel_noise(...))` is an exact sample from `softmax(logits / T)`.
+
+    Args:
+        seeds: `(B,)` int64 per-row seeds.
+        step: index of the token being generated (0 for the first new token).
+        vocab_size: V.
+
+    Returns:
+        `(B, V)` float32 Gumbel(0, 1) samples.
+    """
+    device = device or seeds.device
+    row = _hash32(seeds.to(device=device, dtype=torch.int64) ^ _hash32(torch.tensor(step + 1, device=device)))
+    cols = torch.arange(vocab_size, device=device, dtype=torch.int64)
+    h = _hash32(row[:, None] * 0x01000193 ^ _hash32(cols + 0x5BD1E995)[None, :])
+    u = (h.to(torch.float64) + 0.5) / 2.0**32
+    return (-torch.log(-torch.log(u))).to(torch.float32)

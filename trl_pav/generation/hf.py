@@ -1,0 +1,170 @@
+"""Hugging Face transformers generation backend: batched, left-padded, stops at step boundaries, per-request seeds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from transformers import GenerationConfig, LogitsProcessor, PreTrainedModel, StoppingCriteria
+
+from ..steps import StepFormat
+from .base import Generation, GenerationRequest, continue_trace, gumbel_noise
+
+__all__ = ["HFPolicy"]
+
+
+class _SeededSampler(LogitsProcessor):
+    """Turns greedy decoding into sampling at `temperature` with per-row counter-based Gumbel noise."""
+
+    def __init__(self, seeds: torch.Tensor, input_len: int, temperature: float):
+        self.seeds, self.input_len, self.temperature = seeds, input_len, temperature
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        step = input_ids.shape[1] - self.input_len
+        noise = gumbel_noise(self.seeds, step, scores.shape[-1], device=scores.device)
+        return scores.float() / self.temperature + noise
+
+
+class _StepBoundary(StoppingCriteria):
+    """Marks a row done once its new text holds the separator after some non-whitespace text."""
+
+    def __init__(self, tokenizer, separator: str, input_len: int, holds_last_char: torch.Tensor):
+        self.tokenizer, self.separator, self.input_len = tokenizer, separator, input_len
+        self.holds_last_char = holds_last_char  # (V,) bool: tokens whose text contains the separator's last char
+        self.done: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        if self.done is None:
+            self.done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        last = input_ids[:, -1]
+        in_vocab = last < self.holds_last_char.numel()
+        maybe = in_vocab & self.holds_last_char[last.clamp(max=self.holds_last_char.numel() - 1)] & ~self.done
+        for b in maybe.nonzero().flatten().tolist():
+            text = self.tokenizer.decode(input_ids[b, self.input_len :], skip_special_tokens=True)
+            stripped = text.lstrip()
+            if self.separator in stripped and stripped.index(self.separator) > 0:
+                self.done[b] = True
+        return self.done.clone()
+
+
+class HFPolicy:
+    """A transformers causal LM as a `Policy`: batched sampling with per-request seeds and step-boundary stops.
+
+    Args:
+        model: a causal LM (`AutoModelForCausalLM`).
+        tokenizer: its fast tokenizer (needs a pad token; left padding is applied here).
+        step_format: how steps are separated.
+        name: an id recorded in datasets it helps build (defaults to the model's `name_or_path`).
+        temperature: sampling temperature; 0 decodes greedily.
+        max_new_tokens: token limit for a continuation to the end of the trace.
+        max_step_tokens: token limit for a single step.
+        batch_size: rows per `generate` call.
+
+    Example:
+        >>> from trl_pav.testing import char_tokenizer, tiny_causal_lm
+        >>> tok = char_tokenizer()
+        >>> policy = HFPolicy(tiny_causal_lm(tok), tok, max_new_tokens=8)
+        >>> out = policy.generate([GenerationRequest("Q:1+1?\\n", seed=s) for s in range(3)])
+        >>> len(out), all(g.num_tokens <= 8 for g in out)
+        (3, True)
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer,
+        step_format: StepFormat | None = None,
+        *,
+        name: str | None = None,
+        temperature: float = 1.0,
+        max_new_tokens: int = 256,
+        max_step_tokens: int = 64,
+        batch_size: int = 64,
+    ):
+        if tokenizer.pad_token_id is None:
+            raise ValueError("HFPolicy: the tokenizer has no pad token; set tokenizer.pad_token first")
+        if temperature < 0:
+            raise ValueError(f"HFPolicy: temperature must be >= 0, got {temperature}")
+        self.model, self.tokenizer = model, tokenizer
+        self.step_format = step_format or StepFormat()
+        self.name = name or getattr(model, "name_or_path", None) or type(model).__name__
+        self.temperature, self.batch_size = temperature, batch_size
+        self.max_new_tokens, self.max_step_tokens = max_new_tokens, max_step_tokens
+        vocab = [tokenizer.decode([i]) for i in range(len(tokenizer))]
+        last_char = self.step_format.separator[-1]
+        self._holds_last_char = torch.tensor([last_char in t for t in vocab], dtype=torch.bool, device=model.device)
+
+    @torch.inference_mode()
+    def generate(self, requests: Sequence[GenerationRequest], stop_at_step: bool = False) -> list[Generation]:
+        """One continuation per request (see `Policy.generate`)."""
+        texts = [continue_trace(r.prompt, r.steps, self.step_format) for r in requests]
+        encoded = [self.tokenizer(t)["input_ids"] for t in texts]
+        # Similar lengths together: less padding. Results do not depend on the grouping (per-request seeds).
+        order = sorted(range(len(requests)), key=lambda i: len(encoded[i]))
+        out: list[Generation | None] = [None] * len(requests)
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            batch = self._generate_batch([encoded[i] for i in chunk], [requests[i].seed for i in chunk], stop_at_step)
+            for i, gen in zip(chunk, batch):
+                out[i] = gen
+        return out  # type: ignore[return-value]
+
+    def _generate_batch(self, ids: list[list[int]], seeds: list[int], stop_at_step: bool) -> list[Generation]:
+        device = self.model.device
+        width = max(len(x) for x in ids)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=device)
+        attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
+        limit = self.max_step_tokens if stop_at_step else self.max_new_tokens
+        eos = self.tokenizer.eos_token_id
+        config = GenerationConfig(
+            max_new_tokens=limit, do_sample=False, pad_token_id=pad, eos_token_id=eos, num_beams=1, use_cache=True
+        )
+        processors = []
+        if self.temperature > 0:
+            seed_tensor = torch.tensor(seeds, dtype=torch.int64, device=device)
+            processors.append(_SeededSampler(seed_tensor, width, self.temperature))
+        criteria = []
+        if stop_at_step:
+            criteria.append(_StepBoundary(self.tokenizer, self.step_format.separator, width, self._holds_last_char))
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            output = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=attention,
+                generation_config=config,
+                logits_processor=processors,
+                stopping_criteria=criteria,
+            )
+        finally:
+            self.model.train(was_training)
+        return [self._decode_row(row[width:].tolist(), stop_at_step, limit) for row in output]
+
+    def _decode_row(self, new_ids: list[int], stop_at_step: bool, limit: int) -> Generation:
+        eos = self.tokenizer.eos_token_id
+        eos_at = new_ids.index(eos) if eos in new_ids else None
+        # Padding after a finished row may reuse the EOS id, so look for a step boundary before the first EOS only.
+        before_eos = new_ids if eos_at is None else new_ids[:eos_at]
+        if stop_at_step:
+            boundary = self._tokens_to_boundary(before_eos)
+            if boundary is not None:
+                text = self.tokenizer.decode(new_ids[:boundary], skip_special_tokens=True)
+                return Generation(steps=self.step_format.split(text)[:1], finished=False, num_tokens=boundary)
+        finished = eos_at is not None
+        used = new_ids[: eos_at + 1] if finished else new_ids[:limit]
+        steps = self.step_format.split(self.tokenizer.decode(used, skip_special_tokens=True))
+        if stop_at_step:
+            steps = steps[:1]
+        return Generation(steps=steps, finished=finished, num_tokens=len(used), truncated=not finished)
+
+    def _tokens_to_boundary(self, new_ids: list[int]) -> int | None:
+        """Number of tokens up to the one that completes the first step boundary, or None if there is none."""
+        sep, vocab = self.step_format.separator, self._holds_last_char.numel()
+        for n, tok in enumerate(new_ids, start=1):
+            if tok < vocab and not self._holds_last_char[tok]:
+                continue
+            stripped = self.tokenizer.decode(new_ids[:n], skip_special_tokens=True).lstrip()
+            if sep in stripped and stripped.index(sep) > 0:
+                return n
+        return None

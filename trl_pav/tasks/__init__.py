@@ -1,0 +1,58 @@
+"""Synthetic reasoning tasks whose base policies train in minutes on a CPU, with exact ground truth."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+from .arithmetic import ArithmeticGrader, ArithmeticProblem, ArithmeticTask, evaluate, reference_steps
+from .planted import PlantedGrader, PlantedOracleScorer, PlantedProverPolicy, PlantedTask
+from .sft import TinyPolicyConfig, train_sft_policy
+
+__all__ = [
+    "TASKS",
+    "ArithmeticGrader",
+    "ArithmeticProblem",
+    "ArithmeticTask",
+    "PlantedGrader",
+    "PlantedOracleScorer",
+    "PlantedProverPolicy",
+    "PlantedTask",
+    "TinyPolicyConfig",
+    "evaluate",
+    "get_task",
+    "reference_steps",
+    "train_base_policy",
+    "train_sft_policy",
+]
+
+TASKS = {"arithmetic": ArithmeticTask, "planted": PlantedTask}
+
+# Policy sizes and budgets that reach the targets on 2 CPU cores (measured; see docs/tasks.md).
+DEFAULT_POLICY = {
+    "arithmetic": TinyPolicyConfig(max_steps=700),
+    "planted": TinyPolicyConfig(hidden_size=64, num_layers=2, intermediate_size=256, max_steps=50, max_positions=32),
+}
+
+
+def get_task(name: str, **kwargs) -> ArithmeticTask | PlantedTask:
+    """A task by name (`"arithmetic"` or `"planted"`)."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; known tasks: {sorted(TASKS)}")
+    return TASKS[name](**kwargs)
+
+
+def train_base_policy(
+    task: ArithmeticTask | PlantedTask, output_dir: str | os.PathLike, config: TinyPolicyConfig | None = None
+) -> str:
+    """Train a task's base policy with TRL's `SFTTrainer` and save it (model + tokenizer) to `output_dir`.
+
+    Arithmetic: reference traces of fresh problems, one per sequence in the budget. Planted: the paper's
+    initialisation, SFT on 3,200 samples of the procedural prover with γ = 5.
+    """
+    config = config or DEFAULT_POLICY[task.name]
+    if isinstance(task, ArithmeticTask):
+        data = task.sft_dataset(config.batch_size * config.max_steps, seed=config.seed + 1)
+    else:
+        data = task.sft_dataset(gamma=5.0, n=3200, seed=config.seed + 1)
+    return train_sft_policy(task.tokenizer(), data, output_dir, replace(config))
