@@ -6,7 +6,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 
-__all__ = ["TrainPolicyArguments", "main"]
+__all__ = ["LabelArguments", "TrainPolicyArguments", "load_hf_policy", "main"]
 
 
 @dataclass
@@ -58,17 +58,100 @@ def _train_policy(argv: list[str]) -> dict:
     return result
 
 
+@dataclass
+class LabelArguments:
+    """Arguments of `trl-pav label` (with `MCLabelConfig`'s fields alongside).
+
+    Args:
+        policy (`str`): path or Hub id of the base policy (a causal LM checkpoint with its tokenizer).
+        output_dir (`str`, defaults to `"outputs/labels"`): where shards, the dataset and `metadata.json` go.
+        task (`str` or `None`, defaults to `None`): draw problems from a synthetic task (`arithmetic`, `planted`).
+        dataset (`str` or `None`, defaults to `None`): or read problems from a JSON/JSONL/Parquet file or a Hub id.
+        dataset_split (`str`, defaults to `"train"`): split of `dataset`.
+        num_problems (`int`, defaults to `64`): problems to label (the first ones of `dataset`).
+        problems_seed (`int`, defaults to `0`): seed of the task's problem generator.
+        prover_policy (`str` or `None`, defaults to `None`): a separate rollout policy (with `prover=policy`).
+        temperature (`float`, defaults to `1.0`): sampling temperature of seed traces and rollouts.
+        max_new_tokens (`int`, defaults to `256`): token limit per rollout.
+        batch_size (`int`, defaults to `256`): generation batch size.
+        push_to_hub (`str` or `None`, defaults to `None`): a Hub dataset id to push the result to.
+    """
+
+    policy: str = field(default="", metadata={"help": "Path or Hub id of the base policy."})
+    output_dir: str = field(default="outputs/labels", metadata={"help": "Output folder."})
+    task: str | None = field(default=None, metadata={"help": "Synthetic task to draw problems from."})
+    dataset: str | None = field(default=None, metadata={"help": "JSON/JSONL/Parquet file or Hub id of problems."})
+    dataset_split: str = field(default="train", metadata={"help": "Split of the dataset."})
+    num_problems: int = field(default=64, metadata={"help": "Number of problems."})
+    problems_seed: int = field(default=0, metadata={"help": "Seed of the task's problem generator."})
+    prover_policy: str | None = field(default=None, metadata={"help": "Separate rollout (prover) policy."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
+    max_new_tokens: int = field(default=256, metadata={"help": "Token limit per rollout."})
+    batch_size: int = field(default=256, metadata={"help": "Generation batch size."})
+    push_to_hub: str | None = field(default=None, metadata={"help": "Hub dataset id to push to."})
+
+
+def load_hf_policy(path: str, step_format, **kwargs):
+    """An `HFPolicy` from a checkpoint folder or Hub id (character tokenizers reload safely)."""
+    from transformers import AutoModelForCausalLM
+
+    from .generation import HFPolicy
+    from .tokenization import load_tokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(path)
+    return HFPolicy(model, load_tokenizer(path), step_format, name=path, **kwargs)
+
+
+def _problems(args: LabelArguments):
+    """Problems (prompt, gold) and the grader and step format that go with them."""
+    from .grading import MathVerifyGrader
+    from .steps import StepFormat
+    from .tasks import ArithmeticTask, get_task
+
+    if (args.task is None) == (args.dataset is None):
+        raise SystemExit("trl-pav label: give exactly one of --task or --dataset")
+    if args.task is not None:
+        task = get_task(args.task)
+        if isinstance(task, ArithmeticTask):
+            problems = task.problems_dataset(args.num_problems, seed=args.problems_seed)
+        else:
+            problems = task.problems_dataset(args.num_problems)
+        return problems, task.grader, task.step_format
+    from .datasets_io import load_problems
+
+    problems = load_problems(args.dataset, split=args.dataset_split, limit=args.num_problems)
+    return problems, MathVerifyGrader(), StepFormat()
+
+
+def _label(argv: list[str]) -> dict:
+    from .labeling import MCLabelConfig, MCLabeler, load_labels
+
+    args, config = _parse((LabelArguments, MCLabelConfig), argv)
+    if not args.policy:
+        raise SystemExit("trl-pav label: --policy is required (a checkpoint folder or Hub id)")
+    problems, grader, step_format = _problems(args)
+    gen = {"temperature": args.temperature, "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size}
+    policy = load_hf_policy(args.policy, step_format, **gen)
+    prover = load_hf_policy(args.prover_policy, step_format, **gen) if args.prover_policy else None
+    MCLabeler(policy, grader, config, prover_policy=prover).label(problems, args.output_dir)
+    dataset, metadata = load_labels(args.output_dir)
+    if args.push_to_hub:
+        dataset.push_to_hub(args.push_to_hub)
+    return {"output_dir": args.output_dir, **{k: metadata[k] for k in ("num_traces", "num_labels", "rollouts")}}
+
+
 def _demo(argv: list[str]) -> dict:
     raise SystemExit("trl-pav demo: the end-to-end reproduction is not built yet (see the open demo issue).")
 
 
-COMMANDS = {"train-policy": _train_policy, "demo": _demo}
+COMMANDS = {"train-policy": _train_policy, "label": _label, "demo": _demo}
 
 
-def _parse(dataclass_type, argv: list[str]):
+def _parse(dataclass_types, argv: list[str]):
     from trl import TrlParser
 
-    return TrlParser((dataclass_type,)).parse_args_and_config(args=argv)
+    types = dataclass_types if isinstance(dataclass_types, tuple) else (dataclass_types,)
+    return TrlParser(types).parse_args_and_config(args=argv)
 
 
 def main(argv: list[str] | None = None) -> None:

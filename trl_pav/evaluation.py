@@ -15,7 +15,9 @@ def sample_traces(
 ) -> list[list[list[str]]]:
     """`samples_per_prompt` complete traces (as step lists) per prompt, seeded per (prompt, sample)."""
     requests = [
-        GenerationRequest(p, seed=mix_seed(seed, i, j)) for i, p in enumerate(prompts) for j in range(samples_per_prompt)
+        GenerationRequest(p, seed=mix_seed(seed, i, j))
+        for i, p in enumerate(prompts)
+        for j in range(samples_per_prompt)
     ]
     gens = policy.generate(requests)
     return [[gens[i * samples_per_prompt + j].steps for j in range(samples_per_prompt)] for i in range(len(prompts))]

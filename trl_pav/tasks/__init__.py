@@ -5,7 +5,14 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 
-from .arithmetic import ArithmeticGrader, ArithmeticProblem, ArithmeticTask, evaluate, reference_steps
+from .arithmetic import (
+    ArithmeticGrader,
+    ArithmeticProblem,
+    ArithmeticTask,
+    NoisyArithmeticPolicy,
+    evaluate,
+    reference_steps,
+)
 from .planted import PlantedGrader, PlantedOracleScorer, PlantedProverPolicy, PlantedTask
 from .sft import TinyPolicyConfig, train_sft_policy
 
@@ -14,6 +21,7 @@ __all__ = [
     "ArithmeticGrader",
     "ArithmeticProblem",
     "ArithmeticTask",
+    "NoisyArithmeticPolicy",
     "PlantedGrader",
     "PlantedOracleScorer",
     "PlantedProverPolicy",

@@ -17,7 +17,7 @@ from datasets import Dataset
 from ..steps import StepFormat
 from ..tokenization import build_char_tokenizer
 
-__all__ = ["ArithmeticGrader", "ArithmeticProblem", "ArithmeticTask", "evaluate", "reference_steps"]
+__all__ = ["ArithmeticGrader", "ArithmeticProblem", "ArithmeticTask", "NoisyArithmeticPolicy", "evaluate", "reference_steps"]
 
 _STEP = re.compile(r"^(-?\d+)([+\-*])(-?\d+)=(-?\d+)$")
 _ANSWER = re.compile(r"^####\s*(-?\d+)$")
@@ -250,3 +250,85 @@ class ArithmeticTask:
         """
         labels = self.step_labels(expression, steps)
         return next((i for i, ok in enumerate(labels) if not ok), None)
+
+
+class NoisyArithmeticPolicy:
+    """A procedural arithmetic policy with exactly known values, for tests and benchmarks.
+
+    It follows the reference order; while the trace is still correct, each operation step is wrong with probability
+    `error_rate` (the result is off by a nonzero amount). After an error it makes no more errors and continues
+    consistently from the wrong value; every later operation is injective in that value (products are by nonzero
+    operands), so the final answer is wrong. Hence from a correct prefix with r operations left
+    `Q^π = (1 - error_rate)^r`, and 0 after any error (`exact_value`).
+
+    Example:
+        >>> task = ArithmeticTask()
+        >>> pol = NoisyArithmeticPolicy(task, error_rate=0.0)
+        >>> from trl_pav.generation import GenerationRequest
+        >>> pol.generate([GenerationRequest("Q:2*3+4?\\n")])[0].steps
+        ['2*3=6', '6+4=10', '#### 10']
+    """
+
+    def __init__(self, task: ArithmeticTask, error_rate: float, name: str | None = None):
+        if not 0.0 <= error_rate <= 1.0:
+            raise ValueError(f"error_rate must be in [0, 1], got {error_rate}")
+        self.task, self.error_rate = task, error_rate
+        self.step_format = task.step_format
+        self.name = name or f"noisy-arithmetic-p{error_rate:g}"
+
+    @staticmethod
+    def _expression(prompt: str) -> str:
+        m = re.match(r"^Q:(.+)\?\n$", prompt)
+        if m is None:
+            raise ValueError(f"not an arithmetic prompt: {prompt!r}")
+        return m.group(1)
+
+    def _state(self, expression: str, steps: Sequence[str]) -> list[int | str] | None:
+        """Current tokens after replaying `steps` (wrong results included), None if a step is unreadable or final."""
+        tokens = _tokenize(expression)
+        for step in steps:
+            m = _STEP.match(step.strip())
+            if m is None or len(tokens) < 3:
+                return None
+            i = _next_op(tokens)
+            tokens[i - 1 : i + 2] = [int(m.group(4))]
+        return tokens
+
+    def exact_value(self, prompt: str, steps: Sequence[str]) -> float:
+        """Exact success probability after `steps` (the root value for no steps)."""
+        expression = self._expression(prompt)
+        labels = self.task.step_labels(expression, steps)
+        if not all(labels):
+            return 0.0
+        if steps and _ANSWER.match(steps[-1].strip()):
+            return 1.0
+        remaining = (len(_tokenize(expression)) - 1) // 2 - len(steps)
+        return (1.0 - self.error_rate) ** remaining
+
+    def generate(self, requests: Sequence, stop_at_step: bool = False) -> list:
+        """One continuation per request (see `Policy.generate`)."""
+        from ..generation.base import Generation
+
+        out = []
+        for req in requests:
+            rng = random.Random(req.seed)
+            expression = self._expression(req.prompt)
+            on_path = all(self.task.step_labels(expression, req.steps))
+            tokens = self._state(expression, req.steps)
+            new: list[str] = []
+            finished = tokens is None
+            while tokens is not None and not (stop_at_step and new):
+                if len(tokens) == 1:
+                    new.append(f"#### {tokens[0]}")
+                    finished = True
+                    break
+                i = _next_op(tokens)
+                a, op, b = tokens[i - 1], tokens[i], tokens[i + 1]
+                value = _apply(a, op, b)  # type: ignore[arg-type]
+                if on_path and rng.random() < self.error_rate:
+                    value += rng.choice([-10, -2, -1, 1, 2, 10])
+                    on_path = False
+                new.append(f"{a}{op}{b}={value}")
+                tokens[i - 1 : i + 2] = [value]
+            out.append(Generation(steps=new, finished=finished, num_tokens=sum(len(s) + 1 for s in new)))
+        return out

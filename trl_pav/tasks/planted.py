@@ -55,7 +55,9 @@ class PlantedTask:
         if not 2 <= self.vocab_size <= len(_LETTERS):
             raise ValueError(f"vocab_size must be in [2, 26], got {self.vocab_size}")
         if not self.planted or any(not 0 <= s < self.vocab_size for s in self.planted):
-            raise ValueError(f"planted must be a non-empty string of symbols in [0, {self.vocab_size}), got {self.planted}")
+            raise ValueError(
+                f"planted must be a non-empty string of symbols in [0, {self.vocab_size}), got {self.planted}"
+            )
         if len(self.planted) > self.length:
             raise ValueError(f"planted string ({len(self.planted)}) is longer than a trace ({self.length})")
         self.planted = tuple(self.planted)

@@ -1,0 +1,209 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from trl_pav import best_of_k
+from trl_pav.generation import Generation
+from trl_pav.labeling import LabelingConfigMismatch, MCLabelConfig, MCLabeler, load_labels
+from trl_pav.tasks import ArithmeticTask, NoisyArithmeticPolicy, PlantedProverPolicy, PlantedTask
+
+
+def binom_two_sided_p(k: int, n: int, p: float) -> float:
+    """Exact two-sided binomial p-value (sum of outcomes no more likely than k)."""
+    if p in (0.0, 1.0):
+        return 1.0 if k == n * p else 0.0
+    pmf = [math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(n + 1)]
+    return min(1.0, sum(q for q in pmf if q <= pmf[k] * (1 + 1e-9)))
+
+
+def quiet(**kw):
+    return MCLabelConfig(show_progress=False, **kw)
+
+
+def test_planted_labels_match_exact_dp():
+    """Labels from the procedural prover lie within the Monte-Carlo interval of the exact DP values."""
+    task = PlantedTask(vocab_size=4, length=6, planted=(1, 2, 1))
+    gamma, n_mc = 2.0, 40
+    labeler = MCLabeler(PlantedProverPolicy(task, gamma), task.grader, quiet(n_cov=4, n_mc=n_mc, strategy="all"))
+    ds = labeler.label(task.problems_dataset(40))
+    pvals = []
+    for row in ds:
+        exact = task.exact_values(gamma, row["completions"])
+        assert row["root_value"] * n_mc == pytest.approx(round(row["root_value"] * n_mc))
+        pvals.append(binom_two_sided_p(round(row["root_value"] * n_mc), n_mc, exact[0]))
+        for h, (label, count) in enumerate(zip(row["labels"], row["label_rollouts"]), start=1):
+            if count == 0:  # the whole trace: its own exact grade
+                assert h == len(row["completions"]) and label == task.grader.grade(" ".join(row["completions"]))
+                continue
+            assert count == n_mc
+            pvals.append(binom_two_sided_p(round(label * n_mc), n_mc, exact[h]))
+    assert len(pvals) > 150
+    # At a 99% bound about 1% of honest estimates fall outside; allow 3%, and nothing wildly off.
+    outside = sum(p < 0.01 for p in pvals) / len(pvals)
+    assert outside <= 0.03, outside
+    assert min(pvals) > 1e-6
+
+
+def test_arithmetic_labels_match_analytic_values():
+    task = ArithmeticTask()
+    policy = NoisyArithmeticPolicy(task, error_rate=0.15)
+    n_mc = 30
+    ds = MCLabeler(policy, task.grader, quiet(n_cov=3, n_mc=n_mc, strategy="all")).label(task.problems_dataset(30, seed=5))
+    pvals = []
+    for row in ds:
+        for h, (label, count) in enumerate(zip(row["labels"], row["label_rollouts"]), start=1):
+            exact = policy.exact_value(row["prompt"], row["completions"][:h])
+            if count:
+                pvals.append(binom_two_sided_p(round(label * n_mc), n_mc, exact))
+            else:
+                assert label == exact  # the complete trace
+    assert sum(p < 0.01 for p in pvals) / len(pvals) <= 0.03 and min(pvals) > 1e-6
+
+
+def test_bok_labels_are_the_transform_without_extra_rollouts(tmp_path):
+    task = ArithmeticTask()
+    policy = NoisyArithmeticPolicy(task, error_rate=0.2)
+    problems = task.problems_dataset(12, seed=1)
+    runs = {}
+    for k in (1, 4):
+        labeler = MCLabeler(policy, task.grader, quiet(n_cov=2, n_mc=8, prover_k=k, strategy="all"))
+        ds = labeler.label(problems, tmp_path / f"k{k}")
+        runs[k] = (ds, load_labels(tmp_path / f"k{k}")[1])
+    (d1, m1), (d4, m4) = runs[1], runs[4]
+    assert d1["labels"] == d4["labels"]
+    assert m1["rollouts"] == m4["rollouts"] and m1["generated_tokens"] == m4["generated_tokens"]
+    for row in d4:
+        expected = best_of_k(torch.tensor(row["labels"], dtype=torch.float64), 4).tolist()
+        assert row["prover_labels"] == pytest.approx(expected)
+        assert row["prover"] == "bo4" and row["target"] == "q_pi"
+    assert d1[0]["prover_labels"] == d1[0]["labels"]
+
+
+def test_first_pit_finds_true_first_error_with_fewer_rollouts():
+    task = ArithmeticTask(min_ops=3, max_ops=4)
+    policy = NoisyArithmeticPolicy(task, error_rate=0.25)
+    problems = task.problems_dataset(40, seed=2)
+    results = {}
+    for strategy in ("first_pit", "all"):
+        labeler = MCLabeler(policy, task.grader, quiet(n_cov=4, n_mc=8, strategy=strategy))
+        stats = {}
+        original = labeler._assemble
+
+        def capture(results_, seconds, original=original, stats=stats):
+            ds, meta = original(results_, seconds)
+            stats.update(meta)
+            return ds, meta
+
+        labeler._assemble = capture
+        results[strategy] = (labeler.label(problems), stats)
+    ds, meta = results["first_pit"]
+    failing = [r for r in ds if r["seed_outcome"] == 0.0]
+    assert len(failing) > 30
+    hits = sum(r["first_pit"] == task.first_error(r["expression"], r["completions"]) for r in failing)
+    rate = hits / len(failing)
+    print(f"first-pit located the true first error in {rate:.1%} of {len(failing)} failing traces; rollouts "
+          f"{meta['rollouts']} vs {results['all'][1]['rollouts']} labeling every prefix")
+    assert rate >= 0.85
+    assert meta["rollouts"] < results["all"][1]["rollouts"]
+    # Steps after the pit are labeled 0; only binary-search probes there spent rollouts.
+    for r in failing:
+        pit, n_steps = r["first_pit"], len(r["completions"])
+        assert all(lab == 0.0 for lab in r["labels"][pit:])
+        probes_after = sum(c > 0 for c in r["label_rollouts"][pit + 1 :])
+        assert probes_after <= math.ceil(math.log2(n_steps))
+
+
+def test_bad_inputs():
+    task = ArithmeticTask()
+    policy = NoisyArithmeticPolicy(task, 0.1)
+    with pytest.raises(ValueError, match="n_mc must be >= 1"):
+        MCLabelConfig(n_mc=0)
+    with pytest.raises(ValueError, match="unknown prover 'oracle'"):
+        MCLabelConfig(prover="oracle")
+    with pytest.raises(ValueError, match="needs a prover_policy"):
+        MCLabeler(policy, task.grader, quiet(prover="policy"))
+    labeler = MCLabeler(policy, task.grader, quiet(n_cov=1, n_mc=2))
+    with pytest.raises(ValueError, match="problems list is empty"):
+        labeler.label([])
+    with pytest.raises(ValueError, match="problem 1: no gold answer"):
+        labeler.label([{"prompt": "Q:1+2?\n", "gold": "3"}, {"prompt": "Q:1+2?\n"}])
+    with pytest.raises(ValueError, match="problem 0: field 'prompt' must be a non-empty string"):
+        labeler.label([{"prompt": "", "gold": "3"}])
+
+    class Silent:
+        name, step_format = "silent", task.step_format
+
+        def generate(self, requests, stop_at_step=False):
+            return []
+
+    with pytest.raises(RuntimeError, match="policy 'silent' returned nothing for 1 requests"):
+        MCLabeler(Silent(), task.grader, quiet(n_cov=1, n_mc=1)).label([{"prompt": "Q:1+2?\n", "gold": "3"}])
+
+    class Empty(Silent):
+        name = "empty"
+
+        def generate(self, requests, stop_at_step=False):
+            return [Generation(steps=[], finished=True) for _ in requests]
+
+    with pytest.raises(RuntimeError, match="produced no steps in any of 2 seed traces"):
+        MCLabeler(Empty(), task.grader, quiet(n_cov=2, n_mc=1)).label([{"prompt": "Q:1+2?\n", "gold": "3"}])
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from trl_pav.labeling import MCLabelConfig, MCLabeler
+    from trl_pav.tasks import ArithmeticTask, NoisyArithmeticPolicy
+    task = ArithmeticTask(min_ops=3, max_ops=4)
+    cfg = MCLabelConfig(n_cov=4, n_mc=16, shard_size=2, seed=7, show_progress=False, strategy=sys.argv[2])
+    MCLabeler(NoisyArithmeticPolicy(task, 0.2), task.grader, cfg).label(task.problems_dataset(120, seed=3), sys.argv[1])
+    """
+)
+
+
+def test_kill_and_resume_gives_identical_dataset(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, str(script), str(killed), "first_pit"], env=env)
+    shard_dir = killed / "shards"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(shard_dir.glob("shard-*.json"))) < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(shard_dir.glob("shard-*.json")))
+    assert 3 <= done_before < 60, "the run must be killed mid-way"
+    assert not (killed / "dataset").exists()
+    subprocess.run([sys.executable, str(script), str(killed), "first_pit"], env=env, check=True)
+    clean = tmp_path / "clean"
+    subprocess.run([sys.executable, str(script), str(clean), "first_pit"], env=env, check=True)
+    resumed_ds, resumed_meta = load_labels(killed)
+    clean_ds, clean_meta = load_labels(clean)
+    assert resumed_ds.to_list() == clean_ds.to_list()
+    assert resumed_meta["shards_found_finished"] == done_before
+    assert resumed_meta["rollouts"] == clean_meta["rollouts"]
+    # A changed configuration refuses to mix with the old shards.
+    result = subprocess.run([sys.executable, str(script), str(killed), "all"], env=env, capture_output=True, text=True)
+    assert result.returncode != 0 and "LabelingConfigMismatch" in result.stderr
+    assert json.loads((killed / "manifest.json").read_text())["config"]["strategy"] == "first_pit"
+
+
+def test_overwrite_discards_old_shards(tmp_path):
+    task = ArithmeticTask()
+    policy = NoisyArithmeticPolicy(task, 0.2)
+    problems = task.problems_dataset(4, seed=0)
+    MCLabeler(policy, task.grader, quiet(n_cov=1, n_mc=2)).label(problems, tmp_path)
+    with pytest.raises(LabelingConfigMismatch, match="different labeling run"):
+        MCLabeler(policy, task.grader, quiet(n_cov=1, n_mc=3)).label(problems, tmp_path)
+    ds = MCLabeler(policy, task.grader, quiet(n_cov=1, n_mc=3, overwrite=True)).label(problems, tmp_path)
+    assert load_labels(tmp_path)[1]["config"]["n_mc"] == 3 and len(ds) == 4

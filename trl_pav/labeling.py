@@ -1,0 +1,457 @@
+"""Monte-Carlo step labeling: estimate `Q^π` after each step of seed traces by rolling out completions.
+
+For each problem the labeler samples `n_cov` seed traces from the base policy π, then for each chosen prefix samples
+`n_mc` completions from the rollout policy (π itself for Best-of-K provers, whose values follow from the BoK transform
+at no extra cost; another policy otherwise) and grades them; the fraction correct is the label.
+
+All work of a shard of problems is batched together: seed traces, root rollouts, then rounds of prefix probes across
+every trace (one round for `strategy="all"`, a few for the first-pit binary search). Every rollout's seed is derived
+from (run seed, problem, prefix text, rollout index), so identical prefixes of different seed traces share their
+rollouts, and results do not depend on batching, shard order, resumption or the number of processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from datasets import Dataset, load_from_disk
+
+from .data import validate_stepwise
+from .generation.base import Generation, GenerationRequest, Policy, mix_seed
+from .grading import Grader
+from .values import best_of_k
+
+__all__ = ["LabelingConfigMismatch", "MCLabelConfig", "MCLabeler", "load_labels"]
+
+_SEED_STAGE, _ROOT_STAGE, _PREFIX_STAGE = 0, 1, 2
+
+
+@dataclass
+class MCLabelConfig:
+    """Configuration of Monte-Carlo step labeling.
+
+    Args:
+        n_cov (`int`, defaults to `4`):
+            Seed traces sampled from the base policy per problem (coverage).
+        n_mc (`int`, defaults to `20`):
+            Rollouts per labeled prefix (the paper's value); the label is the fraction that succeed.
+        strategy (`str`, defaults to `"first_pit"`):
+            Which prefixes get rollouts. `"all"`: every step. `"first_pit"` (the paper's): on failed traces, binary
+            search for the first step after which success drops to `pit_threshold` or below, label the steps before
+            it, and label the steps after it 0 without rollouts; successful traces get every step labeled.
+        prover (`str`, defaults to `"bok"`):
+            `"bok"`: the prover is Best-of-K of the base policy; rollouts come from the base policy and `labels` are
+            `Q̂^π` (`prover_labels` holds the BoK transform). `"policy"`: rollouts come from a separate prover policy
+            and `labels` are that policy's `Q̂^μ`.
+        prover_k (`int`, defaults to `4`):
+            K of the Best-of-K prover (the paper's headline is Bo4). Recorded with `prover="policy"` but unused.
+        pit_threshold (`float`, defaults to `0.0`):
+            A prefix whose estimated success is at most this is a pit.
+        seed (`int`, defaults to `0`):
+            Run seed; every rollout's seed derives from it.
+        shard_size (`int`, defaults to `16`):
+            Problems per shard. A finished shard is on disk for good; a killed run loses at most the shard in flight.
+        overwrite (`bool`, defaults to `False`):
+            Discard existing shards written with a different configuration instead of refusing to run.
+        prompt_column (`str`, defaults to `"prompt"`): column of the problems holding the rendered prompt.
+        gold_column (`str`, defaults to `"gold"`): column holding the gold answer.
+        show_progress (`bool`, defaults to `True`): show a progress bar with rollouts per second.
+    """
+
+    n_cov: int = 4
+    n_mc: int = 20
+    strategy: Literal["all", "first_pit"] = "first_pit"
+    prover: Literal["bok", "policy"] = "bok"
+    prover_k: int = 4
+    pit_threshold: float = 0.0
+    seed: int = 0
+    shard_size: int = 16
+    overwrite: bool = False
+    prompt_column: str = "prompt"
+    gold_column: str = "gold"
+    show_progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.n_cov < 1:
+            raise ValueError(f"n_cov must be >= 1, got {self.n_cov}")
+        if self.n_mc < 1:
+            raise ValueError(f"n_mc must be >= 1, got {self.n_mc}")
+        if self.strategy not in ("all", "first_pit"):
+            raise ValueError(f"strategy must be 'all' or 'first_pit', got {self.strategy!r}")
+        if self.prover not in ("bok", "policy"):
+            raise ValueError(f"unknown prover {self.prover!r}: use 'bok' (Best-of-K of the base policy) or 'policy'")
+        if self.prover_k < 1:
+            raise ValueError(f"prover_k must be >= 1, got {self.prover_k}")
+        if not 0.0 <= self.pit_threshold < 1.0:
+            raise ValueError(f"pit_threshold must be in [0, 1), got {self.pit_threshold}")
+        if self.shard_size < 1:
+            raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """The fields that change results (not progress display, overwrite or column names)."""
+        keep = ("n_cov", "n_mc", "strategy", "prover", "prover_k", "pit_threshold", "seed", "shard_size")
+        return {k: getattr(self, k) for k in keep}
+
+
+class LabelingConfigMismatch(RuntimeError):
+    """An output folder holds shards written with a different configuration."""
+
+
+@dataclass
+class _Trace:
+    """One seed trace and what is known of its prefix values."""
+
+    problem: int
+    index: int
+    steps: list[str]
+    outcome: float
+    finished: bool
+    strategy: str
+    pit_threshold: float
+    values: dict[int, float] = field(default_factory=dict)
+    rollouts: dict[int, int] = field(default_factory=dict)
+    lo: int = 0
+    hi: int = 0
+
+    def __post_init__(self) -> None:
+        self.hi = len(self.steps)
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome < 1.0
+
+    def pending(self) -> list[int]:
+        """Prefix lengths to measure next (empty when done). Prefix H, the whole trace, is known from its grade."""
+        last = len(self.steps)
+        if self.strategy == "all" or not self.failed:
+            return [h for h in range(1, last) if h not in self.values]
+        while self.hi - self.lo > 1:  # binary search for the first pit in (lo, hi]; hi is known to be a pit
+            mid = (self.lo + self.hi) // 2
+            if mid not in self.values:
+                return [mid]
+            if self.values[mid] <= self.pit_threshold:
+                self.hi = mid
+            else:
+                self.lo = mid
+        return [h for h in range(1, self.hi) if h not in self.values]
+
+    def labels(self) -> tuple[list[float], list[int]]:
+        """Label and rollout count of every step."""
+        labels, counts = [], []
+        last = len(self.steps)
+        pit = self.hi if (self.strategy == "first_pit" and self.failed) else last + 1
+        for h in range(1, last + 1):
+            if h in self.values:
+                labels.append(self.values[h])
+                counts.append(self.rollouts[h])
+            elif h == last:
+                labels.append(self.outcome)
+                counts.append(0)
+            elif h > pit:
+                labels.append(0.0)  # past the first pit: assumed to stay at 0
+                counts.append(0)
+            else:  # pragma: no cover - every other step is measured
+                raise AssertionError(f"step {h} of trace {self.index} was never labeled")
+        return labels, counts
+
+    def first_pit(self) -> int:
+        """0-based index of the first step judged a pit, or -1 (successful trace or strategy `all`)."""
+        if self.strategy != "first_pit" or not self.failed:
+            return -1
+        return self.hi - 1
+
+
+class MCLabeler:
+    """Labels seed traces of a base policy with Monte-Carlo success estimates.
+
+    Args:
+        policy: the base policy π (seed traces, and rollouts for Best-of-K provers).
+        grader: grades a complete trace against the gold answer.
+        config: an `MCLabelConfig`.
+        prover_policy: the rollout policy when `config.prover == "policy"`.
+
+    Example:
+        >>> from trl_pav.tasks import PlantedTask, PlantedProverPolicy
+        >>> task = PlantedTask()
+        >>> labeler = MCLabeler(PlantedProverPolicy(task, 5.0), task.grader,
+        ...                     MCLabelConfig(n_cov=1, n_mc=4, strategy="all", show_progress=False))
+        >>> ds = labeler.label(task.problems_dataset(2))
+        >>> len(ds), len(ds[0]["labels"]) == len(ds[0]["completions"]) == 10
+        (2, True)
+    """
+
+    def __init__(self, policy: Policy, grader: Grader, config: MCLabelConfig | None = None, prover_policy=None):
+        self.config = config or MCLabelConfig()
+        if self.config.prover == "policy" and prover_policy is None:
+            raise ValueError("MCLabelConfig.prover='policy' needs a prover_policy")
+        if self.config.prover == "bok" and prover_policy is not None:
+            raise ValueError("a prover_policy was given but MCLabelConfig.prover='bok'; set prover='policy' to use it")
+        self.policy, self.grader = policy, grader
+        self.rollout_policy = prover_policy if prover_policy is not None else policy
+        self.step_format = policy.step_format
+        self.prover_name = f"bo{self.config.prover_k}" if self.config.prover == "bok" else prover_policy.name
+
+    # ---- public API ------------------------------------------------------------------------------------------------
+    def label(self, problems: Dataset | Sequence[dict], output_dir: str | os.PathLike | None = None) -> Dataset:
+        """Label `problems` (rows with a prompt and a gold answer) and return the stepwise dataset.
+
+        With `output_dir`, work is written in shards there and a re-run resumes from the finished shards; the
+        dataset is also saved (`load_labels(output_dir)` reads it back) with `metadata.json` holding the budget.
+        Under `accelerate launch`, processes split the shards and the main process assembles the result.
+        """
+        rows = self._check_problems(problems)
+        shards = [
+            list(range(s, min(s + self.config.shard_size, len(rows))))
+            for s in range(0, len(rows), self.config.shard_size)
+        ]
+        start = time.time()
+        if output_dir is None:
+            with _progress(self.config, sum(len(s) for s in shards)) as bar:
+                results = [self._label_shard(rows, idx, bar) for idx in shards]
+            return self._assemble(results, time.time() - start)[0]
+        return self._label_to_disk(rows, shards, Path(output_dir), start)
+
+    # ---- input checks ----------------------------------------------------------------------------------------------
+    def _check_problems(self, problems: Dataset | Sequence[dict]) -> list[dict]:
+        rows = problems.to_list() if isinstance(problems, Dataset) else list(problems)
+        if not rows:
+            raise ValueError("MCLabeler.label: the problems list is empty")
+        pc, gc = self.config.prompt_column, self.config.gold_column
+        for i, row in enumerate(rows):
+            if not isinstance(row.get(pc), str) or not row[pc]:
+                raise ValueError(f"problem {i}: field {pc!r} must be a non-empty string, got {row.get(pc)!r:.60}")
+            if gc not in row or row[gc] is None:
+                raise ValueError(f"problem {i}: no gold answer (field {gc!r} is missing or None)")
+            if not isinstance(row[gc], str):
+                raise ValueError(f"problem {i}: gold answer {gc!r} must be a string, got {type(row[gc]).__name__}")
+        return rows
+
+    def _generate(self, policy: Policy, requests: list[GenerationRequest]) -> list[Generation]:
+        if not requests:
+            return []
+        out = policy.generate(requests)
+        if out is None or len(out) != len(requests) or not all(isinstance(g, Generation) for g in out):
+            got = "nothing" if not out else f"{len(out)} results of types {sorted({type(g).__name__ for g in out})}"
+            raise RuntimeError(f"policy {policy.name!r} returned {got} for {len(requests)} requests")
+        return out
+
+    # ---- one shard -------------------------------------------------------------------------------------------------
+    def _grade(self, steps: Sequence[str], gold: str) -> float:
+        return float(self.grader.grade(self.step_format.separator.join(steps), gold))
+
+    def _label_shard(self, rows: list[dict], indices: list[int], progress=None) -> dict:
+        cfg, seed = self.config, self.config.seed
+        pc, gc = cfg.prompt_column, cfg.gold_column
+        stats = {"rollouts": 0, "generated_tokens": 0, "seed_traces": 0, "empty_traces": 0, "prefix_cache_hits": 0}
+        # Seed traces from the base policy and root rollouts from the rollout policy, in one batch each.
+        seed_reqs = [
+            GenerationRequest(rows[i][pc], seed=mix_seed(seed, i, _SEED_STAGE, j))
+            for i in indices
+            for j in range(cfg.n_cov)
+        ]
+        seeds = self._generate(self.policy, seed_reqs)
+        root_values = self._estimate(rows, [(i, ()) for i in indices], stats, progress)
+        stats["generated_tokens"] += sum(g.num_tokens for g in seeds)
+        stats["seed_traces"] += len(seeds)
+        traces: list[_Trace] = []
+        for k, gen in enumerate(seeds):
+            i, j = indices[k // cfg.n_cov], k % cfg.n_cov
+            if not gen.steps:
+                stats["empty_traces"] += 1
+                continue
+            outcome = self._grade(gen.steps, rows[i][gc])
+            traces.append(_Trace(i, j, list(gen.steps), outcome, gen.finished, cfg.strategy, cfg.pit_threshold))
+        # Rounds of probes over every trace; identical prefixes of one problem share their estimate.
+        cache: dict[tuple[int, tuple[str, ...]], float] = {}
+        while True:
+            wanted = [(t, h) for t in traces for h in t.pending()]
+            if not wanted:
+                break
+            keys = list(
+                dict.fromkeys(
+                    (t.problem, tuple(t.steps[:h])) for t, h in wanted if (t.problem, tuple(t.steps[:h])) not in cache
+                )
+            )
+            stats["prefix_cache_hits"] += len(wanted) - len(keys)
+            for key, value in zip(keys, self._estimate(rows, keys, stats, progress)):
+                cache[key] = value
+            for t, h in wanted:
+                t.values[h] = cache[(t.problem, tuple(t.steps[:h]))]
+                t.rollouts[h] = cfg.n_mc
+        out_rows = []
+        for t in traces:
+            labels, counts = t.labels()
+            row = rows[t.problem]
+            extra = {k: v for k, v in row.items() if k not in (pc, gc)}
+            out_rows.append(
+                {
+                    **extra,
+                    "prompt": row[pc],
+                    "completions": t.steps,
+                    "labels": labels,
+                    "label_rollouts": counts,
+                    "root_value": root_values[indices.index(t.problem)],
+                    "seed_outcome": t.outcome,
+                    "seed_finished": t.finished,
+                    "first_pit": t.first_pit(),
+                    "gold": row[gc],
+                    "problem_index": t.problem,
+                    "trace_index": t.index,
+                }
+            )
+        return {"shard": indices[0] // cfg.shard_size, "rows": out_rows, "stats": stats}
+
+    def _estimate(
+        self, rows: list[dict], keys: list[tuple[int, tuple[str, ...]]], stats: dict, progress
+    ) -> list[float]:
+        """Fraction of `n_mc` rollouts from each (problem, prefix) that succeed."""
+        cfg = self.config
+        reqs = []
+        for i, prefix in keys:
+            prefix_id = zlib.crc32(self.step_format.separator.join(prefix).encode())
+            reqs += [
+                GenerationRequest(
+                    rows[i][cfg.prompt_column], prefix, mix_seed(cfg.seed, i, _PREFIX_STAGE, prefix_id, r)
+                )
+                for r in range(cfg.n_mc)
+            ]
+        gens = self._generate(self.rollout_policy, reqs)
+        stats["rollouts"] += len(gens)
+        stats["generated_tokens"] += sum(g.num_tokens for g in gens)
+        if progress is not None:
+            progress.update(len(gens))
+        out = []
+        for k, (i, prefix) in enumerate(keys):
+            batch = gens[k * cfg.n_mc : (k + 1) * cfg.n_mc]
+            gold = rows[i][cfg.gold_column]
+            out.append(sum(self._grade([*prefix, *g.steps], gold) for g in batch) / cfg.n_mc)
+        return out
+
+    # ---- assembling and disk ---------------------------------------------------------------------------------------
+    def _assemble(self, results: list[dict], seconds: float) -> tuple[Dataset, dict]:
+        rows = [r for res in sorted(results, key=lambda r: r["shard"]) for r in res["rows"]]
+        totals: dict[str, float] = {}
+        for res in results:
+            for k, v in res["stats"].items():
+                totals[k] = totals.get(k, 0) + v
+        if not rows:
+            raise RuntimeError(
+                f"policy {self.policy.name!r} produced no steps in any of {int(totals.get('seed_traces', 0))} seed "
+                "traces: nothing to label (check its stop tokens, max_new_tokens and step separator)"
+            )
+        k = self.config.prover_k if self.config.prover == "bok" else 1
+        for r in rows:
+            r["prover_labels"] = best_of_k(torch.tensor(r["labels"], dtype=torch.float64), k).tolist()
+            r["prover"] = self.prover_name
+            r["policy"] = self.policy.name
+            r["target"] = "q_pi" if self.config.prover == "bok" else "q_mu"
+        dataset = validate_stepwise(rows)
+        metadata = {
+            "config": asdict(self.config),
+            "policy": self.policy.name,
+            "prover": self.prover_name,
+            "rollout_policy": self.rollout_policy.name,
+            "num_problems": len({r["problem_index"] for r in rows}),
+            "num_traces": len(rows),
+            "num_labels": sum(len(r["labels"]) for r in rows),
+            "wall_seconds": round(seconds, 3),
+            **totals,
+        }
+        return dataset, metadata
+
+    def _fingerprint(self, rows: list[dict]) -> str:
+        h = hashlib.sha256()
+        h.update(json.dumps(self.config.fingerprint_fields(), sort_keys=True).encode())
+        h.update(f"{self.policy.name}|{self.rollout_policy.name}|{type(self.grader).__name__}".encode())
+        for r in rows:
+            h.update(f"{r[self.config.prompt_column]}\x00{r[self.config.gold_column]}\x01".encode())
+        return h.hexdigest()[:16]
+
+    def _label_to_disk(self, rows: list[dict], shards: list[list[int]], out: Path, start: float) -> Dataset:
+        from accelerate import PartialState
+
+        state = PartialState()
+        shard_dir = out / "shards"
+        manifest_path = out / "manifest.json"
+        fingerprint = self._fingerprint(rows)
+        if state.is_main_process:
+            self._prepare_output(out, manifest_path, shard_dir, fingerprint, len(rows), len(shards))
+        state.wait_for_everyone()
+        mine = [s for k, s in enumerate(shards) if k % state.num_processes == state.process_index]
+        todo = [s for s in mine if not (shard_dir / f"shard-{s[0] // self.config.shard_size:05d}.json").exists()]
+        with _progress(self.config, sum(len(s) for s in todo), enabled=state.is_local_main_process) as bar:
+            for indices in todo:
+                result = self._label_shard(rows, indices, bar)
+                _atomic_write_json(shard_dir / f"shard-{result['shard']:05d}.json", result)
+        state.wait_for_everyone()
+        results = [json.loads(p.read_text()) for p in sorted(shard_dir.glob("shard-*.json"))]
+        if len(results) != len(shards):
+            raise RuntimeError(f"{out}: expected {len(shards)} shards but found {len(results)} after labeling")
+        dataset, metadata = self._assemble(results, time.time() - start)
+        if state.is_main_process:
+            metadata["fingerprint"] = fingerprint
+            metadata["shards_found_finished"] = len(mine) - len(todo)
+            tmp = out / "dataset.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            dataset.save_to_disk(str(tmp))
+            shutil.rmtree(out / "dataset", ignore_errors=True)
+            os.replace(tmp, out / "dataset")
+            _atomic_write_json(out / "metadata.json", metadata)
+        state.wait_for_everyone()
+        return dataset
+
+    def _prepare_output(
+        self, out: Path, manifest_path: Path, shard_dir: Path, fingerprint: str, n: int, n_shards: int
+    ) -> None:
+        if manifest_path.exists():
+            old = json.loads(manifest_path.read_text())
+            if old.get("fingerprint") != fingerprint:
+                if not self.config.overwrite:
+                    raise LabelingConfigMismatch(
+                        f"{out} holds shards from a different labeling run (fingerprint {old.get('fingerprint')}, "
+                        f"this run {fingerprint}; config there: {old.get('config')}). Use another output_dir, or "
+                        "set overwrite=True to discard them."
+                    )
+                shutil.rmtree(shard_dir, ignore_errors=True)
+        shard_dir.mkdir(parents=True, exist_ok=True)
+        manifest = {
+            "fingerprint": fingerprint,
+            "config": self.config.fingerprint_fields(),
+            "policy": self.policy.name,
+            "rollout_policy": self.rollout_policy.name,
+            "num_problems": n,
+            "num_shards": n_shards,
+        }
+        _atomic_write_json(manifest_path, manifest)
+
+
+def _progress(config: MCLabelConfig, n_problems: int, enabled: bool = True):
+    """A rollouts progress bar (its total is an estimate: the first-pit search decides the real count as it goes)."""
+    from tqdm.auto import tqdm
+
+    expected = n_problems * config.n_mc * (1 + config.n_cov * 3)
+    return tqdm(total=expected, unit="rollout", desc="MC labeling", disable=not (config.show_progress and enabled))
+
+
+def _atomic_write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)
+
+
+def load_labels(output_dir: str | os.PathLike) -> tuple[Dataset, dict]:
+    """The dataset and metadata of a finished labeling run written by `MCLabeler.label(..., output_dir)`."""
+    out = Path(output_dir)
+    if not (out / "dataset").exists():
+        raise FileNotFoundError(f"{out} has no finished labeling output (no 'dataset' folder)")
+    return load_from_disk(str(out / "dataset")), json.loads((out / "metadata.json").read_text())
