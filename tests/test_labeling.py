@@ -56,7 +56,9 @@ def test_arithmetic_labels_match_analytic_values():
     task = ArithmeticTask()
     policy = NoisyArithmeticPolicy(task, error_rate=0.15)
     n_mc = 30
-    ds = MCLabeler(policy, task.grader, quiet(n_cov=3, n_mc=n_mc, strategy="all")).label(task.problems_dataset(30, seed=5))
+    ds = MCLabeler(policy, task.grader, quiet(n_cov=3, n_mc=n_mc, strategy="all")).label(
+        task.problems_dataset(30, seed=5)
+    )
     pvals = []
     for row in ds:
         for h, (label, count) in enumerate(zip(row["labels"], row["label_rollouts"]), start=1):
@@ -109,8 +111,10 @@ def test_first_pit_finds_true_first_error_with_fewer_rollouts():
     assert len(failing) > 30
     hits = sum(r["first_pit"] == task.first_error(r["expression"], r["completions"]) for r in failing)
     rate = hits / len(failing)
-    print(f"first-pit located the true first error in {rate:.1%} of {len(failing)} failing traces; rollouts "
-          f"{meta['rollouts']} vs {results['all'][1]['rollouts']} labeling every prefix")
+    print(
+        f"first-pit located the true first error in {rate:.1%} of {len(failing)} failing traces; rollouts "
+        f"{meta['rollouts']} vs {results['all'][1]['rollouts']} labeling every prefix"
+    )
     assert rate >= 0.85
     assert meta["rollouts"] < results["all"][1]["rollouts"]
     # Steps after the pit are labeled 0; only binary-search probes there spent rollouts.

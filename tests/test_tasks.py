@@ -139,7 +139,7 @@ def test_planted_automaton_and_grader():
     # Overlap: "d g a d" then "g a d f" needs the automaton to fall back to state 1 after a mismatch.
     assert task.match_state([3, 6, 0, 3, 6, 0, 3, 5]) == 5
     assert task.exact_values(5.0, ["d", "g", "a", "d", "f"])[-1] == 1.0
-    assert task.exact_values(5.0, ["zz"]) [1] == 0.0
+    assert task.exact_values(5.0, ["zz"])[1] == 0.0
 
 
 def test_planted_prover_matches_dp():

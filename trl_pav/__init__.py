@@ -10,9 +10,14 @@ Example:
 """
 
 from .data import REQUIRED_COLUMNS, StepwiseDataError, from_math_shepherd, from_trl_stepwise, validate_stepwise
+from .generation import Generation, GenerationRequest, HFPolicy, Policy
 from .grading import ExactMatchGrader, Grader, MathVerifyGrader, extract_answer, extract_boxed, grade_batch
+from .labeling import MCLabelConfig, MCLabeler, load_labels
+from .metrics import first_error_accuracy, verifier_metrics
+from .modeling import PAVMetadata, PAVVerifier, StepScorer
 from .steps import StepFormat, TokenizedTrace, token_positions, tokenize_trace
 from .tokenization import build_char_tokenizer, load_tokenizer
+from .trainers import PAVRewardConfig, PAVRewardTrainer
 from .values import (
     best_of_k,
     broadcast_step_values,
@@ -32,9 +37,20 @@ __version__ = "0.1.0"
 __all__ = [
     "REQUIRED_COLUMNS",
     "ExactMatchGrader",
+    "Generation",
+    "GenerationRequest",
     "Grader",
+    "HFPolicy",
+    "MCLabelConfig",
+    "MCLabeler",
     "MathVerifyGrader",
+    "PAVMetadata",
+    "PAVRewardConfig",
+    "PAVRewardTrainer",
+    "PAVVerifier",
+    "Policy",
     "StepFormat",
+    "StepScorer",
     "StepwiseDataError",
     "TokenizedTrace",
     "__version__",
@@ -47,10 +63,12 @@ __all__ = [
     "effective_reward",
     "extract_answer",
     "extract_boxed",
+    "first_error_accuracy",
     "from_math_shepherd",
     "from_trl_stepwise",
     "grade_batch",
     "leave_one_out_advantages",
+    "load_labels",
     "load_tokenizer",
     "prover_advantages",
     "prover_alignment",
@@ -59,4 +77,5 @@ __all__ = [
     "token_positions",
     "tokenize_trace",
     "validate_stepwise",
+    "verifier_metrics",
 ]

@@ -1,0 +1,298 @@
+"""The verifier: a causal-LM backbone with a scalar head read at the prompt's and every step's last token.
+
+`sigmoid(head)` estimates `Q^π` (or `Q^μ` for verifiers trained on another prover's rollouts). The model is an
+ordinary `AutoModelForTokenClassification(num_labels=1)`; the step format, prover K and target type live in its
+config (`config.pav`), so `PAVVerifier.from_pretrained` of a folder or Hub id restores a ready scorer.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import torch
+from transformers import AutoModelForTokenClassification, PreTrainedModel
+
+from .steps import StepFormat, tokenize_trace
+from .values import effective_reward, prover_advantages
+
+__all__ = ["PAVMetadata", "PAVVerifier", "StepScorer", "render_prompt", "verifier_advantages"]
+
+Prompt = str | list[dict[str, str]]
+
+
+@runtime_checkable
+class StepScorer(Protocol):
+    """Anything that scores traces step by step: `score(prompts, steps) -> [[Q root, Q after step 1, ...], ...]`.
+
+    The verifier implements it; so do exact oracles of the synthetic tasks, which can stand in for a verifier in
+    search and RL.
+    """
+
+    def score(self, prompts: Sequence[Prompt], steps: Sequence[Sequence[str]]) -> list[list[float]]: ...
+
+
+@dataclass
+class PAVMetadata:
+    """What a verifier checkpoint must carry besides its weights (stored as `config.pav`).
+
+    Args:
+        step_format (`dict`): `StepFormat.to_dict()` of the steps it was trained on.
+        prover_k (`int`, defaults to `4`): K of the Best-of-K prover whose advantages it serves.
+        target (`str`, defaults to `"q_pi"`): what sigmoid(head) estimates: `"q_pi"` (base-policy values; prover
+            values via the BoK transform) or `"q_mu"` (values of a separate prover policy; no transform).
+        kind (`str`, defaults to `"pav"`): `"pav"` (trained at every step) or `"orm"` (final position, outcome only).
+        base_model (`str`, defaults to `""`): the backbone it was built from.
+        metrics (`dict`, defaults to `{}`): evaluation metrics recorded at save time (for the model card).
+    """
+
+    step_format: dict[str, Any] = field(default_factory=lambda: StepFormat().to_dict())
+    prover_k: int = 4
+    target: Literal["q_pi", "q_mu"] = "q_pi"
+    kind: Literal["pav", "orm"] = "pav"
+    base_model: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, config) -> PAVMetadata:
+        data = getattr(config, "pav", None)
+        if not isinstance(data, dict):
+            raise ValueError(
+                "this checkpoint has no trl_pav step metadata (config.pav): it was not saved by trl_pav. Build a "
+                "verifier from it with PAVVerifier.from_causal_lm(...) and train it, or pass step_format= to "
+                "PAVVerifier.from_pretrained to use it as is."
+            )
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+def render_prompt(tokenizer, prompt: Prompt) -> str:
+    """Prompt text: strings pass through; chat messages go through the tokenizer's chat template."""
+    if isinstance(prompt, str):
+        return prompt
+    return tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Set every dropout probability to 0 (regression on soft labels should not be noised)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    config = getattr(model, "config", None)
+    for name in ("classifier_dropout", "attention_dropout", "hidden_dropout", "hidden_dropout_prob", "dropout"):
+        if config is not None and hasattr(config, name) and isinstance(getattr(config, name), float):
+            setattr(config, name, 0.0)
+
+
+class PAVVerifier:
+    """A trained process (or outcome) verifier with a batched scoring API.
+
+    Args:
+        model: an `AutoModelForTokenClassification` with one label (or a PEFT wrapper of one).
+        tokenizer: its fast tokenizer.
+        metadata: a `PAVMetadata` (defaults to the model config's `pav` entry).
+        max_length: longest tokenized trace; longer traces raise instead of being silently truncated.
+        batch_size: traces per forward pass.
+
+    Example:
+        >>> from trl_pav.testing import char_tokenizer, tiny_token_classifier
+        >>> tok = char_tokenizer()
+        >>> verifier = PAVVerifier(tiny_token_classifier(tok), tok, PAVMetadata(prover_k=4))
+        >>> q = verifier.score(["Q:2*3+1?\\n"], [["2*3=6", "6+1=7", "#### 7"]])
+        >>> len(q[0])  # root, then one value per step
+        4
+        >>> len(verifier.advantages(["Q:2*3+1?\\n"], [["2*3=6", "6+1=7", "#### 7"]])[0])
+        3
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer,
+        metadata: PAVMetadata | None = None,
+        max_length: int | None = None,
+        batch_size: int = 32,
+    ):
+        self.model, self.tokenizer = model, tokenizer
+        self.metadata = metadata or PAVMetadata.from_config(model.config)
+        self.step_format = StepFormat.from_dict(self.metadata.step_format)
+        limit = getattr(model.config, "max_position_embeddings", None)
+        self.max_length = max_length or limit or 4096
+        self.batch_size = batch_size
+        self.verifier_tokens = 0  # running count of tokens scored (compute accounting)
+
+    # ---- construction and persistence -------------------------------------------------------------------------------
+    @classmethod
+    def from_causal_lm(
+        cls, model_name_or_path: str | os.PathLike, tokenizer=None, metadata: PAVMetadata | None = None, **model_kwargs
+    ) -> PAVVerifier:
+        """A fresh verifier (untrained head) on the backbone of a causal-LM checkpoint, dropout off."""
+        from .tokenization import load_tokenizer
+
+        model = AutoModelForTokenClassification.from_pretrained(str(model_name_or_path), num_labels=1, **model_kwargs)
+        disable_dropout(model)
+        metadata = metadata or PAVMetadata()
+        metadata.base_model = metadata.base_model or str(model_name_or_path)
+        model.config.pav = asdict(metadata)
+        tokenizer = tokenizer or load_tokenizer(model_name_or_path)
+        return cls(model, tokenizer, metadata)
+
+    @classmethod
+    def from_pretrained(
+        cls, model_name_or_path: str | os.PathLike, step_format: StepFormat | None = None, **kwargs
+    ) -> PAVVerifier:
+        """Load a verifier saved by trl_pav from a folder or the Hub (PEFT adapter folders are merged into their base).
+
+        Hub keyword arguments (`revision`, `cache_dir`, `token`, `local_files_only`) apply to model and tokenizer;
+        other keyword arguments go to `AutoModelForTokenClassification.from_pretrained`.
+
+        Raises:
+            ValueError: if the checkpoint carries no trl_pav metadata and no `step_format` is given.
+        """
+        from .tokenization import load_tokenizer
+
+        if (Path(model_name_or_path) / "adapter_config.json").exists():
+            from .trainers.pav_reward_trainer import load_adapter_verifier
+
+            return load_adapter_verifier(model_name_or_path)
+        hub = {k: kwargs.pop(k) for k in ("revision", "cache_dir", "token", "local_files_only") if k in kwargs}
+        model = AutoModelForTokenClassification.from_pretrained(str(model_name_or_path), num_labels=1, **hub, **kwargs)
+        model.eval()
+        if getattr(model.config, "pav", None) is None and step_format is not None:
+            model.config.pav = asdict(
+                PAVMetadata(step_format=step_format.to_dict(), base_model=str(model_name_or_path))
+            )
+        return cls(model, load_tokenizer(model_name_or_path, **hub))
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
+        """Write model, tokenizer and a model card (README.md) to `save_directory`."""
+        self.model.config.pav = asdict(self.metadata)
+        self.model.save_pretrained(save_directory)
+        self.tokenizer.save_pretrained(save_directory)
+        (Path(save_directory) / "README.md").write_text(self.model_card())
+
+    def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None) -> str:
+        """Save to a temporary folder and upload it (weights, tokenizer, model card) to `repo_id`."""
+        import tempfile
+
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(tmp)
+            api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message="Upload PAV verifier")
+        return repo_id
+
+    def model_card(self) -> str:
+        """A model card: what it is, base model, prover, training data, metrics, and how to load it."""
+        m = self.metadata
+        what = "process advantage verifier (PAV)" if m.kind == "pav" else "outcome reward model (ORM)"
+        metrics = "\n".join(
+            f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in m.metrics.items()
+        )
+        return f"""---
+library_name: transformers
+tags: [trl, trl_pav, process-reward-model, {m.kind}]
+base_model: {m.base_model or "unknown"}
+---
+
+# {what}
+
+A verifier trained with [trl_pav](https://github.com/) (arXiv 2410.08146): an `AutoModelForTokenClassification`
+with one label whose sigmoid at the last token of the prompt and of every step estimates
+{"the base policy's success probability Q^π" if m.target == "q_pi" else "the prover policy's success probability Q^μ"}.
+
+- Base model: `{m.base_model or "unknown"}`
+- Step separator: `{m.step_format.get("separator", "")!r}`
+- Prover: {"Best-of-" + str(m.prover_k) + " of the base policy" if m.target == "q_pi" else "a separate prover policy"}
+- Kind: `{m.kind}`
+
+## Metrics
+
+| metric | value |
+|---|---|
+{metrics or "| (none recorded) | |"}
+
+## Use
+
+```python
+from trl_pav import PAVVerifier
+
+verifier = PAVVerifier.from_pretrained("<this repo or folder>")
+q = verifier.score(["<prompt>"], [["<step 1>", "<step 2>"]])          # [[Q root, Q step 1, Q step 2]]
+a = verifier.advantages(["<prompt>"], [["<step 1>", "<step 2>"]])     # Best-of-K prover advantages per step
+```
+"""
+
+    # ---- scoring -----------------------------------------------------------------------------------------------------
+    def encode(self, prompt: Prompt, steps: Sequence[str], where: str = "trace"):
+        """Token ids and read positions (root, then each step) of one trace; raises if it exceeds `max_length`."""
+        enc = tokenize_trace(self.tokenizer, render_prompt(self.tokenizer, prompt), list(steps), self.step_format)
+        if len(enc.input_ids) > self.max_length:
+            raise ValueError(
+                f"{where}: {len(enc.input_ids)} tokens exceed the verifier's max_length {self.max_length}; "
+                "shorten the trace or raise max_length (traces are never truncated silently)"
+            )
+        return enc
+
+    @torch.inference_mode()
+    def score(self, prompts: Sequence[Prompt], steps: Sequence[Sequence[str]]) -> list[list[float]]:
+        """`Q̂` of the root and after every step, one list per trace (one forward pass per trace, batched)."""
+        if len(prompts) != len(steps):
+            raise ValueError(f"score: {len(prompts)} prompts but {len(steps)} step lists")
+        encoded = [self.encode(p, s, where=f"trace {i}") for i, (p, s) in enumerate(zip(prompts, steps))]
+        out: list[list[float]] = [[] for _ in encoded]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start : start + self.batch_size]
+                probs = self._forward([encoded[i] for i in chunk])
+                for i, p in zip(chunk, probs):
+                    out[i] = p
+        finally:
+            self.model.train(was_training)
+        return out
+
+    def _forward(self, encoded) -> list[list[float]]:
+        device = self.model.device
+        width = max(len(e.input_ids) for e in encoded)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.tensor([e.input_ids + [pad] * (width - len(e.input_ids)) for e in encoded], device=device)
+        mask = torch.tensor([[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in encoded], device=device)
+        self.verifier_tokens += int(mask.sum())
+        logits = self.model(input_ids=ids, attention_mask=mask).logits[..., 0].float()
+        return [torch.sigmoid(logits[b, e.positions]).tolist() for b, e in enumerate(encoded)]
+
+    def advantages(
+        self, prompts: Sequence[Prompt], steps: Sequence[Sequence[str]], k: float | None = None
+    ) -> list[list[float]]:
+        """Prover advantages `A^μ_h` of every step (BoK transform with `k`, default the checkpoint's prover K)."""
+        return verifier_advantages(self.score(prompts, steps), self._prover_k(k))
+
+    def effective_rewards(
+        self, prompts: Sequence[Prompt], steps: Sequence[Sequence[str]], alpha: float, k: float | None = None
+    ) -> list[list[float]]:
+        """`Q̂^π + α·Â^μ` of every step."""
+        k = self._prover_k(k)
+        out = []
+        for q in self.score(prompts, steps):
+            t = torch.tensor(q, dtype=torch.float64)
+            out.append(effective_reward(t[1:], prover_advantages(t, k), alpha).tolist())
+        return out
+
+    def _prover_k(self, k: float | None) -> float:
+        if self.metadata.target == "q_mu":
+            if k not in (None, 1):
+                raise ValueError("this verifier predicts a separate prover's values (target q_mu): K must be 1")
+            return 1
+        return self.metadata.prover_k if k is None else k
+
+
+def verifier_advantages(values: Sequence[Sequence[float]], k: float) -> list[list[float]]:
+    """Prover advantages from per-trace value lists `[root, step 1, ...]` (as `StepScorer.score` returns them)."""
+    return [prover_advantages(torch.tensor(q, dtype=torch.float64), k).tolist() for q in values]

@@ -1,0 +1,82 @@
+"""Configuration of `PAVRewardTrainer`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+__all__ = ["PAVRewardConfig"]
+
+
+@dataclass
+class PAVRewardConfig(TrainingArguments):
+    r"""Configuration of [`PAVRewardTrainer`], which trains a process advantage verifier (or an ORM).
+
+    Only the parameters specific to verifier training are listed here; see `transformers.TrainingArguments` for the
+    rest. Defaults that differ from `TrainingArguments`: `learning_rate=1e-4`, `logging_steps=10`,
+    `remove_unused_columns=False` (the trainer pre-tokenizes rows itself).
+
+    Parameters:
+        > Verifier
+
+        kind (`str`, *optional*, defaults to `"pav"`):
+            `"pav"`: regress every step's soft label (and the root value when the dataset has `root_value`).
+            `"orm"`: the outcome reward model baseline, trained only at the final position on the binary outcome
+            (`seed_outcome` when the dataset has it, else the last label rounded at `label_threshold`).
+        prover_k (`int`, *optional*, defaults to `4`):
+            K of the Best-of-K prover whose advantages the verifier will serve (stored in the checkpoint).
+        target (`str` or `None`, *optional*, defaults to `None`):
+            What the labels estimate: `"q_pi"` or `"q_mu"`. `None` reads the dataset's `target` column, else `"q_pi"`.
+        step_separator (`str` or `None`, *optional*, defaults to `None`):
+            Step separator of the verifier's inputs. `None` keeps the model's stored format, else a newline.
+
+        > Loss
+
+        class_balanced (`bool`, *optional*, defaults to `True`):
+            Weight labels `< label_threshold` and `>= label_threshold` equally in the binary cross-entropy (the
+            paper's balancing); `False` averages over all labeled positions.
+        label_threshold (`float`, *optional*, defaults to `0.5`):
+            Class boundary for balancing, AUC and the ORM's outcome.
+        train_root (`bool`, *optional*, defaults to `True`):
+            Also regress the root value (read at the prompt's last token) when the dataset has `root_value`; the
+            first step's advantage needs it.
+
+        > Data
+
+        max_length (`int`, *optional*, defaults to `1024`):
+            Longest tokenized trace. Longer traces lose whole trailing steps (with their labels) and a warning
+            counts them; a row whose prompt and first step do not fit is dropped with a warning. Labels are never
+            misaligned.
+        dataset_num_proc (`int` or `None`, *optional*, defaults to `None`):
+            Processes for tokenizing the dataset.
+        model_init_kwargs (`dict` or `None`, *optional*, defaults to `None`):
+            Keyword arguments for `AutoModelForTokenClassification.from_pretrained` when `model` is a string.
+    """
+
+    kind: str = field(default="pav", metadata={"help": "'pav' (every step) or 'orm' (final outcome only)."})
+    prover_k: int = field(default=4, metadata={"help": "K of the Best-of-K prover stored with the verifier."})
+    target: str | None = field(default=None, metadata={"help": "'q_pi' or 'q_mu'; None reads the dataset."})
+    step_separator: str | None = field(default=None, metadata={"help": "Step separator (None: model's or newline)."})
+    class_balanced: bool = field(default=True, metadata={"help": "Balance labels below/above label_threshold."})
+    label_threshold: float = field(default=0.5, metadata={"help": "Class boundary for balancing and metrics."})
+    train_root: bool = field(default=True, metadata={"help": "Also regress the root value when available."})
+    max_length: int = field(default=1024, metadata={"help": "Longest tokenized trace."})
+    dataset_num_proc: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
+    model_init_kwargs: dict | None = field(default=None, metadata={"help": "Kwargs for from_pretrained."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "Initial AdamW learning rate."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every X updates steps."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep pre-tokenized columns."})
+
+    def __post_init__(self):
+        if self.kind not in ("pav", "orm"):
+            raise ValueError(f"PAVRewardConfig.kind must be 'pav' or 'orm', got {self.kind!r}")
+        if self.target not in (None, "q_pi", "q_mu"):
+            raise ValueError(f"PAVRewardConfig.target must be 'q_pi', 'q_mu' or None, got {self.target!r}")
+        if self.prover_k < 1:
+            raise ValueError(f"PAVRewardConfig.prover_k must be >= 1, got {self.prover_k}")
+        if not 0.0 < self.label_threshold < 1.0:
+            raise ValueError(f"PAVRewardConfig.label_threshold must be in (0, 1), got {self.label_threshold}")
+        if self.max_length < 2:
+            raise ValueError(f"PAVRewardConfig.max_length must be >= 2, got {self.max_length}")
+        super().__post_init__()

@@ -1,0 +1,309 @@
+"""`PAVRewardTrainer`: trains a process advantage verifier (or an ORM) on a stepwise dataset."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from datasets import Dataset
+from transformers import AutoModelForTokenClassification, EvalPrediction, PreTrainedModel, Trainer
+from transformers.utils import logging
+
+from ..data import validate_stepwise
+from ..metrics import verifier_metrics
+from ..modeling import PAVMetadata, PAVVerifier, disable_dropout, render_prompt
+from ..steps import StepFormat, tokenize_trace
+from ..tokenization import load_tokenizer
+from ..values import class_balanced_bce
+from .pav_reward_config import PAVRewardConfig
+
+__all__ = ["PAVRewardTrainer", "StepwiseCollator", "tokenize_stepwise_row"]
+
+logger = logging.get_logger(__name__)
+PAV_CONFIG_NAME = "pav_config.json"
+IGNORE = -100.0
+
+
+def tokenize_stepwise_row(
+    row: dict[str, Any],
+    tokenizer,
+    step_format: StepFormat,
+    kind: str = "pav",
+    max_length: int = 1024,
+    train_root: bool = True,
+    label_threshold: float = 0.5,
+) -> dict[str, Any]:
+    """Token ids, read positions and targets of one stepwise row.
+
+    PAV: the root (if `root_value` is present and `train_root`) and every step. ORM: the final step only, with the
+    binary outcome. Traces longer than `max_length` keep only the whole steps that fit, and their labels.
+
+    Returns:
+        `{"input_ids", "read_positions", "read_labels", "dropped_steps"}`; empty `input_ids` if nothing fits.
+    """
+    prompt = render_prompt(tokenizer, row["prompt"])
+    steps, labels = list(row["completions"]), [float(x) for x in row["labels"]]
+    enc = tokenize_trace(tokenizer, prompt, steps, step_format)
+    ids, positions = enc.input_ids, enc.positions
+    kept = len(steps)
+    if len(ids) > max_length:
+        kept = max((h for h in range(len(steps) + 1) if positions[h] < max_length), default=-1)
+        if kept <= 0:
+            return {"input_ids": [], "read_positions": [], "read_labels": [], "dropped_steps": len(steps)}
+        ids = ids[: positions[kept] + 1]
+    if kind == "orm":
+        if kept < len(steps):  # the outcome sits at the final step, which no longer fits
+            return {"input_ids": [], "read_positions": [], "read_labels": [], "dropped_steps": len(steps)}
+        outcome = row.get("seed_outcome")
+        outcome = float(outcome) if outcome is not None else float(labels[-1] >= label_threshold)
+        return {"input_ids": ids, "read_positions": [positions[-1]], "read_labels": [outcome], "dropped_steps": 0}
+    read_positions = positions[1 : kept + 1]
+    read_labels = labels[:kept]
+    root = row.get("root_value")
+    if train_root and root is not None:
+        read_positions = [positions[0], *read_positions]
+        read_labels = [float(root), *read_labels]
+    return {
+        "input_ids": ids,
+        "read_positions": read_positions,
+        "read_labels": read_labels,
+        "dropped_steps": len(steps) - kept,
+    }
+
+
+class StepwiseCollator:
+    """Right-pads token ids and read positions/labels of tokenized stepwise rows into tensors.
+
+    Padding read positions point at token 0 with label -100 (ignored by the loss and the metrics).
+    """
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        width = max(len(f["input_ids"]) for f in features)
+        reads = max(len(f["read_positions"]) for f in features)
+        ids = [f["input_ids"] + [self.pad_token_id] * (width - len(f["input_ids"])) for f in features]
+        mask = [[1] * len(f["input_ids"]) + [0] * (width - len(f["input_ids"])) for f in features]
+        pos = [f["read_positions"] + [0] * (reads - len(f["read_positions"])) for f in features]
+        lab = [f["read_labels"] + [IGNORE] * (reads - len(f["read_labels"])) for f in features]
+        return {
+            "input_ids": torch.tensor(ids, dtype=torch.long),
+            "attention_mask": torch.tensor(mask, dtype=torch.long),
+            "read_positions": torch.tensor(pos, dtype=torch.long),
+            "read_labels": torch.tensor(lab, dtype=torch.float32),
+        }
+
+
+class PAVRewardTrainer(Trainer):
+    """Trains a verifier by class-balanced binary cross-entropy against soft Monte-Carlo labels at step ends.
+
+    One forward pass per trace scores every step. The model is an `AutoModelForTokenClassification(num_labels=1)`,
+    built from any causal-LM checkpoint when `model` is a string; the step format, prover K and target travel in its
+    config, so the saved checkpoint loads with `PAVVerifier.from_pretrained`.
+
+    Args:
+        model: a path/Hub id of a causal LM (or of a verifier to keep training), or a token-classification model.
+        args: a `PAVRewardConfig`.
+        train_dataset: a stepwise dataset (`prompt`, `completions`, `labels`; optional `root_value`,
+            `seed_outcome`, `target`).
+        eval_dataset: the same, for evaluation (Brier score, AUC, calibration error).
+        processing_class: the tokenizer (default: loaded from `model`'s path).
+        peft_config: a PEFT config; use `task_type="TOKEN_CLS"` so the head is trained and saved.
+
+    Example:
+        >>> import tempfile
+        >>> from trl_pav.testing import char_tokenizer, tiny_token_classifier
+        >>> tok = char_tokenizer()
+        >>> rows = [{"prompt": "Q:1+1?\\n", "completions": ["1+1=2", "#### 2"], "labels": [0.9, 1.0]}] * 4
+        >>> args = PAVRewardConfig(output_dir=tempfile.mkdtemp(), max_steps=2, report_to="none", use_cpu=True)
+        >>> trainer = PAVRewardTrainer(tiny_token_classifier(tok), args, Dataset.from_list(rows), processing_class=tok)
+        >>> trainer.train().global_step
+        2
+    """
+
+    _tag_names: ClassVar[list[str]] = ["trl", "trl_pav", "pav"]
+
+    def __init__(
+        self,
+        model: str | PreTrainedModel,
+        args: PAVRewardConfig | None = None,
+        train_dataset: Dataset | None = None,
+        eval_dataset: Dataset | dict[str, Dataset] | None = None,
+        processing_class=None,
+        data_collator=None,
+        compute_metrics=None,
+        callbacks=None,
+        optimizers=(None, None),
+        peft_config=None,
+    ):
+        args = args or PAVRewardConfig(output_dir="pav-verifier")
+        model_id = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "")
+        if isinstance(model, str):
+            model = AutoModelForTokenClassification.from_pretrained(
+                model, num_labels=1, **(args.model_init_kwargs or {})
+            )
+        if getattr(model.config, "num_labels", 1) != 1:
+            raise ValueError(f"the verifier needs a one-label head, got num_labels={model.config.num_labels}")
+        disable_dropout(model)
+        if processing_class is None:
+            if not model_id:
+                raise ValueError("pass processing_class: the model has no path to load a tokenizer from")
+            processing_class = load_tokenizer(model_id)
+        if processing_class.pad_token_id is None:
+            processing_class.pad_token = processing_class.eos_token
+
+        old = getattr(model.config, "pav", None)
+        base_meta = PAVMetadata(**old) if isinstance(old, dict) else PAVMetadata(base_model=model_id)
+        step_format = (
+            StepFormat(args.step_separator) if args.step_separator else StepFormat.from_dict(base_meta.step_format)
+        )
+        target = args.target or _dataset_target(train_dataset) or "q_pi"
+        self.pav_metadata = PAVMetadata(
+            step_format=step_format.to_dict(),
+            prover_k=args.prover_k,
+            target=target,  # type: ignore[arg-type]
+            kind=args.kind,  # type: ignore[arg-type]
+            base_model=base_meta.base_model or model_id,
+        )
+        model.config.pav = asdict(self.pav_metadata)
+        self.step_format = step_format
+
+        if peft_config is not None:
+            from peft import get_peft_model, prepare_model_for_kbit_training
+
+            if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
+                model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)
+            model = get_peft_model(model, peft_config)
+
+        if train_dataset is not None:
+            train_dataset = self._prepare_dataset(train_dataset, processing_class, args, "train")
+        if eval_dataset is not None:
+            if isinstance(eval_dataset, dict):
+                eval_dataset = {k: self._prepare_dataset(v, processing_class, args, k) for k, v in eval_dataset.items()}
+            else:
+                eval_dataset = self._prepare_dataset(eval_dataset, processing_class, args, "eval")
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator or StepwiseCollator(processing_class.pad_token_id),
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            compute_metrics=compute_metrics or self._default_metrics,
+            callbacks=callbacks,
+            optimizers=optimizers,
+        )
+
+    def _prepare_dataset(self, dataset: Dataset, tokenizer, args: PAVRewardConfig, name: str) -> Dataset:
+        dataset = validate_stepwise(dataset)
+        fn_kwargs = {
+            "tokenizer": tokenizer,
+            "step_format": self.step_format,
+            "kind": args.kind,
+            "max_length": args.max_length,
+            "train_root": args.train_root,
+            "label_threshold": args.label_threshold,
+        }
+        tokenized = dataset.map(
+            tokenize_stepwise_row,
+            fn_kwargs=fn_kwargs,
+            remove_columns=dataset.column_names,
+            num_proc=args.dataset_num_proc,
+            desc=f"Tokenizing {name} dataset",
+        )
+        dropped_steps = sum(tokenized["dropped_steps"])
+        empty = [i for i, ids in enumerate(tokenized["input_ids"]) if not ids]
+        if dropped_steps:
+            logger.warning(
+                f"{name} dataset: {dropped_steps} trailing step(s) did not fit in max_length={args.max_length} and "
+                f"were dropped with their labels; {len(empty)} row(s) had nothing left and were removed"
+            )
+        if empty:
+            tokenized = tokenized.select([i for i in range(len(tokenized)) if tokenized[i]["input_ids"]])
+        if len(tokenized) == 0:
+            raise ValueError(f"{name} dataset: no row fits in max_length={args.max_length}")
+        return tokenized.remove_columns("dropped_steps")
+
+    # ---- loss ----------------------------------------------------------------------------------------------------
+    def _reads(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits[..., 0]
+        read = logits.gather(1, inputs["read_positions"])
+        labels = inputs["read_labels"]
+        return read, labels, labels >= 0
+
+    def _loss(self, read: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.args.class_balanced:
+            return class_balanced_bce(read, labels.clamp(min=0), mask, self.args.label_threshold)
+        losses = torch.nn.functional.binary_cross_entropy_with_logits(
+            read.float(), labels.clamp(min=0), reduction="none"
+        )
+        return (losses * mask).sum() / mask.sum().clamp(min=1)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        read, labels, mask = self._reads(model, inputs)
+        loss = self._loss(read, labels, mask)
+        return (loss, {"logits": read}) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            read, labels, mask = self._reads(model, inputs)
+            loss = self._loss(read, labels, mask).detach()
+        if prediction_loss_only:
+            return loss, None, None
+        return loss, read.detach(), labels.masked_fill(~mask, IGNORE)
+
+    def _default_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
+        logits, labels = np.asarray(prediction.predictions), np.asarray(prediction.label_ids)
+        mask = labels >= 0
+        probs = 1.0 / (1.0 + np.exp(-logits[mask]))
+        return verifier_metrics(probs, labels[mask], self.args.label_threshold)
+
+    # ---- saving --------------------------------------------------------------------------------------------------
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Save weights (or the adapter), tokenizer, `pav_config.json` and a model card."""
+        super().save_model(output_dir, _internal_call)
+        output_dir = output_dir or self.args.output_dir
+        if not self.is_world_process_zero():
+            return
+        evals = [e for e in self.state.log_history if any(k.startswith("eval_") for k in e)]
+        if evals:
+            self.pav_metadata.metrics = {k: v for k, v in evals[-1].items() if k.startswith("eval_")}
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(output_dir) / PAV_CONFIG_NAME).write_text(json.dumps(asdict(self.pav_metadata), indent=2))
+        model = self.accelerator.unwrap_model(self.model)
+        card = PAVVerifier(model, self.processing_class, self.pav_metadata).model_card()
+        (Path(output_dir) / "README.md").write_text(card)
+
+    def verifier(self) -> PAVVerifier:
+        """The model being trained, as a scorer."""
+        model = self.accelerator.unwrap_model(self.model)
+        return PAVVerifier(model, self.processing_class, self.pav_metadata, max_length=self.args.max_length)
+
+
+def _dataset_target(dataset: Dataset | None) -> str | None:
+    if dataset is None or "target" not in dataset.column_names:
+        return None
+    values = set(dataset["target"])
+    if len(values) != 1:
+        raise ValueError(f"the dataset mixes label targets {sorted(values)}; train one verifier per target")
+    return values.pop()
+
+
+def load_adapter_verifier(path: str | os.PathLike) -> PAVVerifier:
+    """Load a PEFT adapter checkpoint written by `PAVRewardTrainer`, merged into its base model."""
+    from peft import PeftConfig, PeftModel
+
+    peft_config = PeftConfig.from_pretrained(str(path))
+    base = AutoModelForTokenClassification.from_pretrained(peft_config.base_model_name_or_path, num_labels=1)
+    merged = PeftModel.from_pretrained(base, str(path)).merge_and_unload()
+    metadata = PAVMetadata(**json.loads((Path(path) / PAV_CONFIG_NAME).read_text()))
+    merged.config.pav = asdict(metadata)
+    merged.eval()
+    return PAVVerifier(merged, load_tokenizer(path), metadata)
