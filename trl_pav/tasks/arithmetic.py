@@ -339,3 +339,9 @@ class NoisyArithmeticPolicy:
                 tokens[i - 1 : i + 2] = [value]
             out.append(Generation(steps=new, finished=finished, num_tokens=sum(len(s) + 1 for s in new)))
         return out
+
+    def score(self, prompts: Sequence[str], steps: Sequence[Sequence[str]]) -> list[list[float]]:
+        """Exact `Q^π` of the root and after each step (the `StepScorer` protocol): an oracle verifier."""
+        if len(prompts) != len(steps):
+            raise ValueError(f"score: {len(prompts)} prompts but {len(steps)} step lists")
+        return [[self.exact_value(p, s[:h]) for h in range(len(s) + 1)] for p, s in zip(prompts, steps)]

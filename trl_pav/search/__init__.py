@@ -1,0 +1,23 @@
+"""Verifier-guided test-time search: one algorithm per file, a shared compute ledger, an evaluation runner."""
+
+from .base import ComputeLedger, SearchResult
+from .beam_search import BeamSearchConfig, beam_search
+from .best_of_n import best_of_n, majority_vote, pass_at_n, sample_candidates, weighted_majority
+from .runner import METHODS, SearchEvalConfig, compare_curves, evaluate_search, plot_search_results
+
+__all__ = [
+    "METHODS",
+    "BeamSearchConfig",
+    "ComputeLedger",
+    "SearchEvalConfig",
+    "SearchResult",
+    "beam_search",
+    "best_of_n",
+    "compare_curves",
+    "evaluate_search",
+    "majority_vote",
+    "pass_at_n",
+    "plot_search_results",
+    "sample_candidates",
+    "weighted_majority",
+]

@@ -1,0 +1,105 @@
+"""Shared pieces of the search algorithms: the compute ledger and the per-prompt result record."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..generation.base import Generation, GenerationRequest, Policy
+from ..modeling import StepScorer
+
+__all__ = ["ComputeLedger", "SearchResult", "counted_generate", "counted_score"]
+
+
+@dataclass
+class ComputeLedger:
+    """Compute spent by a search method: one entry per generation or scoring call, totals derived from them.
+
+    Attributes:
+        calls: `(kind, generated_tokens, verifier_tokens, sampled_steps, seconds)` per call, kind being
+            `"generate"` or `"score"`.
+    """
+
+    calls: list[tuple[str, int, int, int, float]] = field(default_factory=list)
+
+    def add(
+        self,
+        kind: str,
+        generated_tokens: int = 0,
+        verifier_tokens: int = 0,
+        sampled_steps: int = 0,
+        seconds: float = 0.0,
+    ):
+        self.calls.append((kind, generated_tokens, verifier_tokens, sampled_steps, seconds))
+
+    @property
+    def generated_tokens(self) -> int:
+        return sum(c[1] for c in self.calls)
+
+    @property
+    def verifier_tokens(self) -> int:
+        return sum(c[2] for c in self.calls)
+
+    @property
+    def sampled_steps(self) -> int:
+        return sum(c[3] for c in self.calls)
+
+    @property
+    def seconds(self) -> float:
+        return sum(c[4] for c in self.calls)
+
+    def totals(self) -> dict[str, float]:
+        """Totals over every call."""
+        return {
+            "generated_tokens": self.generated_tokens,
+            "verifier_tokens": self.verifier_tokens,
+            "sampled_steps": self.sampled_steps,
+            "seconds": round(self.seconds, 4),
+            "calls": len(self.calls),
+        }
+
+
+@dataclass
+class SearchResult:
+    """Outcome of a search for one prompt.
+
+    Attributes:
+        steps: the chosen trace.
+        score: the value that chose it (final `Q̂` for verifier-based methods, votes for majority).
+        candidates: every finished trace considered (for Pass@N and analysis).
+    """
+
+    steps: list[str]
+    score: float
+    candidates: list[list[str]] = field(default_factory=list)
+
+
+def counted_generate(
+    policy: Policy, requests: Sequence[GenerationRequest], ledger: ComputeLedger, stop_at_step: bool
+) -> list[Generation]:
+    """`policy.generate` with its tokens, sampled steps and time recorded in `ledger`."""
+    start = time.perf_counter()
+    out = policy.generate(list(requests), stop_at_step=stop_at_step)
+    if len(out) != len(requests):
+        raise RuntimeError(f"policy {policy.name!r} returned {len(out)} results for {len(requests)} requests")
+    ledger.add(
+        "generate",
+        generated_tokens=sum(g.num_tokens for g in out),
+        sampled_steps=len(out),
+        seconds=time.perf_counter() - start,
+    )
+    return out
+
+
+def counted_score(
+    scorer: StepScorer, prompts: Sequence, steps: Sequence[Sequence[str]], ledger: ComputeLedger
+) -> list[list[float]]:
+    """`scorer.score` with the verifier tokens it read (if it counts them) and its time recorded in `ledger`."""
+    start = time.perf_counter()
+    before = getattr(scorer, "verifier_tokens", 0)
+    out = scorer.score(list(prompts), [list(s) for s in steps]) if prompts else []
+    ledger.add(
+        "score", verifier_tokens=getattr(scorer, "verifier_tokens", 0) - before, seconds=time.perf_counter() - start
+    )
+    return out

@@ -1,0 +1,158 @@
+"""Step-level beam search scored by the effective reward `Q̂^π + α·Â^μ` (the paper's test-time search)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..generation.base import GenerationRequest, Policy, mix_seed
+from ..modeling import StepScorer
+from ..values import best_of_k, effective_reward
+from .base import ComputeLedger, SearchResult, counted_generate, counted_score
+
+__all__ = ["BeamSearchConfig", "beam_search", "child_rewards"]
+
+
+@dataclass
+class BeamSearchConfig:
+    """Configuration of step-level beam search.
+
+    Args:
+        budget (`int`, defaults to `12`): N, the children sampled per step for one prompt. The first step samples N
+            children from the prompt; afterwards N // C beams are kept and each is expanded C times.
+        expansions (`int`, defaults to `3`): C, next steps sampled per beam (the paper's C = 3).
+        alpha (`float`, defaults to `0.5`): weight of the prover advantage (paper: ~0.5 for small models). 0 gives
+            the Q-only baseline.
+        prover_k (`float`, defaults to `4`): K of the Best-of-K prover for advantages (1 when the scorer already
+            predicts a separate prover's values).
+        max_depth (`int`, defaults to `16`): most steps per trace; unfinished beams are dropped there.
+        seed (`int`, defaults to `0`): sampling seed.
+    """
+
+    budget: int = 12
+    expansions: int = 3
+    alpha: float = 0.5
+    prover_k: float = 4
+    max_depth: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.expansions < 1 or self.budget < self.expansions:
+            raise ValueError(f"need budget >= expansions >= 1, got budget={self.budget}, expansions={self.expansions}")
+        if self.max_depth < 1:
+            raise ValueError(f"max_depth must be >= 1, got {self.max_depth}")
+
+    @property
+    def beams(self) -> int:
+        """B, beams kept per step."""
+        return self.budget // self.expansions
+
+
+@dataclass
+class _Node:
+    steps: tuple[str, ...]
+    value: float  # Q̂^π after the last step (the root value for the empty trace)
+    finished: bool = False
+
+
+def child_rewards(parent_values: Sequence[float], child_values: Sequence[float], alpha: float, k: float) -> list[float]:
+    """Effective reward of each child: `Q(child) + α·(f(Q(child)) - f(Q(parent)))`, `f` the Best-of-K transform.
+
+    Example (the paper's Figure 2: a -0.05-progress child of a 0.80 state vs a +0.20-progress child of a 0.50 state):
+        >>> [round(r, 3) for r in child_rewards([0.80, 0.50], [0.75, 0.70], alpha=0.5, k=1)]
+        [0.725, 0.8]
+    """
+    if not parent_values:
+        return []
+    parents = torch.tensor(parent_values, dtype=torch.float64)
+    children = torch.tensor(child_values, dtype=torch.float64)
+    advantage = best_of_k(children, k) - best_of_k(parents, k)
+    return effective_reward(children, advantage, alpha).tolist()
+
+
+def beam_search(
+    policy: Policy,
+    scorer: StepScorer,
+    prompts: Sequence[str],
+    config: BeamSearchConfig | None = None,
+    ledger: ComputeLedger | None = None,
+    prompt_ids: Sequence[int] | None = None,
+) -> list[SearchResult]:
+    """Beam search over steps for every prompt at once (generation and scoring batched across prompts and beams).
+
+    Samples are seeded by (config seed, prompt id, depth, beam rank, expansion), with prompt ids defaulting to
+    positions: searching a prompt alone with its id gives the same result as searching it in a batch.
+
+    Children are ranked by `Q̂^π(child) + α·(f(Q̂^π(child)) - f(Q̂^π(parent)))` with `f` the BoK transform. Finished
+    children join the pool of answers; the best B unfinished children (duplicates removed, ties to the earlier
+    sample) continue. The answer is the finished trace with the highest `Q̂^π`.
+
+    Example:
+        >>> from trl_pav.tasks import PlantedTask, PlantedProverPolicy, PlantedOracleScorer
+        >>> task = PlantedTask()
+        >>> out = beam_search(PlantedProverPolicy(task, 1.0), PlantedOracleScorer(task, 1.0), [">"],
+        ...                   BeamSearchConfig(budget=6, expansions=3, alpha=0.0, prover_k=1))
+        >>> len(out[0].steps)
+        10
+    """
+    cfg = config or BeamSearchConfig()
+    ledger = ledger if ledger is not None else ComputeLedger()
+    ids = list(range(len(prompts))) if prompt_ids is None else list(prompt_ids)
+    if len(ids) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(ids)} prompt ids")
+    roots = counted_score(scorer, prompts, [[] for _ in prompts], ledger)
+    active: list[list[_Node]] = [[_Node((), r[0])] for r in roots]
+    pools: list[list[_Node]] = [[] for _ in prompts]
+    for depth in range(cfg.max_depth):
+        requests, parents = [], []
+        for i, beams in enumerate(active):
+            per_beam = cfg.budget if depth == 0 else cfg.expansions
+            for rank, node in enumerate(beams):
+                for c in range(per_beam):
+                    requests.append(
+                        GenerationRequest(prompts[i], node.steps, mix_seed(cfg.seed, ids[i], depth, rank, c))
+                    )
+                    parents.append((i, node))
+        if not requests:
+            break
+        gens = counted_generate(policy, requests, ledger, stop_at_step=True)
+        children = []
+        for (i, parent), gen in zip(parents, gens):
+            if gen.steps:
+                children.append((i, parent, _Node((*parent.steps, gen.steps[0]), 0.0, gen.finished)))
+            elif gen.finished and parent.steps and not parent.finished:
+                parent.finished = True  # the trace ended right after the parent's last step
+                pools[i].append(parent)
+        values = counted_score(scorer, [prompts[i] for i, _, _ in children], [n.steps for _, _, n in children], ledger)
+        ranked: list[list[tuple[float, int, _Node]]] = [[] for _ in prompts]
+        for (_, _, child), v in zip(children, values):
+            child.value = v[-1]
+        rewards = child_rewards(
+            [parent.value for _, parent, _ in children],
+            [child.value for _, _, child in children],
+            cfg.alpha,
+            cfg.prover_k,
+        )
+        for order, ((i, _, child), reward) in enumerate(zip(children, rewards)):
+            if child.finished:
+                pools[i].append(child)
+            else:
+                ranked[i].append((reward, order, child))
+        for i in range(len(prompts)):
+            seen, keep = set(), []
+            for _, _, child in sorted(ranked[i], key=lambda t: (-t[0], t[1])):
+                if child.steps not in seen:
+                    seen.add(child.steps)
+                    keep.append(child)
+                if len(keep) == cfg.beams:
+                    break
+            active[i] = keep
+    results = []
+    for i, pool in enumerate(pools):
+        if not pool:  # nothing finished within max_depth: fall back to the best unfinished beam
+            pool = active[i] or [_Node((), roots[i][0])]
+        best = max(pool, key=lambda n: n.value)  # max keeps the first of equal values
+        results.append(SearchResult(list(best.steps), best.value, [list(n.steps) for n in pool]))
+    return results
