@@ -121,9 +121,11 @@ class PAVRewardTrainer(Trainer):
         >>> from trl_pav.testing import char_tokenizer, tiny_token_classifier
         >>> tok = char_tokenizer()
         >>> rows = [{"prompt": "Q:1+1?\\n", "completions": ["1+1=2", "#### 2"], "labels": [0.9, 1.0]}] * 4
-        >>> args = PAVRewardConfig(output_dir=tempfile.mkdtemp(), max_steps=2, report_to="none", use_cpu=True)
+        >>> args = PAVRewardConfig(output_dir=tempfile.mkdtemp(), max_steps=2, report_to="none", use_cpu=True,
+        ...                        save_strategy="no", disable_tqdm=True)
         >>> trainer = PAVRewardTrainer(tiny_token_classifier(tok), args, Dataset.from_list(rows), processing_class=tok)
-        >>> trainer.train().global_step
+        >>> trainer.train().global_step  # doctest: +ELLIPSIS
+        {...}
         2
     """
 

@@ -1,0 +1,199 @@
+import pytest
+import torch
+from datasets import Dataset
+
+from trl_pav import StepFormat
+from trl_pav.tasks import ArithmeticTask, NoisyArithmeticPolicy
+from trl_pav.testing import tiny_causal_lm
+from trl_pav.trainers import PAVGRPOConfig, PAVGRPOTrainer, PAVRLOOConfig, PAVRLOOTrainer, grader_reward, locate_steps
+
+TASK = ArithmeticTask()
+
+
+class TableScorer:
+    """Returns fixed values per step list (a stand-in verifier with known outputs)."""
+
+    def __init__(self, table):
+        self.table, self.calls = table, []
+
+    def score(self, prompts, steps):
+        self.calls.append([list(s) for s in steps])
+        return [self.table[tuple(s)] for s in steps]
+
+
+def test_locate_steps(char_tok, bpe_tok):
+    fmt = StepFormat()
+    ids = char_tok("12+3=15\n15*2=30\n#### 30", add_special_tokens=False)["input_ids"]
+    steps, owner = locate_steps(char_tok, ids, fmt, finished=True)
+    assert steps == ["12+3=15", "15*2=30", "#### 30"]
+    assert owner == [0] * 7 + [1] * 8 + [2] * 8
+    # Truncated: the trailing piece is not a step.
+    steps, owner = locate_steps(char_tok, ids[:18], fmt, finished=False)
+    assert steps == ["12+3=15", "15*2=30"] and owner == [0] * 7 + [1] * 8 + [-1] * 3
+    assert locate_steps(char_tok, ids[:5], fmt, finished=False) == ([], [-1] * 5)
+    # BPE: multi-character tokens; each step's last token is the one holding its last character.
+    text = "First add: 12+3=15.\nThen double it: 30.\nThe answer is 30."
+    ids = bpe_tok(text, add_special_tokens=False)["input_ids"]
+    steps, owner = locate_steps(bpe_tok, ids, fmt, finished=True)
+    assert steps == text.split("\n")
+    decoded = [bpe_tok.decode([i for i, o in zip(ids, owner) if o == h]) for h in range(3)]
+    assert decoded[0] == "First add: 12+3=15." and decoded[1].strip() == "Then double it: 30."
+    assert owner == sorted(owner) and -1 not in owner
+
+
+@pytest.fixture(scope="module")
+def policy_dir(tmp_path_factory):
+    tok = TASK.tokenizer()
+    path = tmp_path_factory.mktemp("policy")
+    tiny_causal_lm(tok, seed=0, hidden_size=32).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+def rl_args(cls, tmp_path, **kw):
+    base = dict(
+        output_dir=str(tmp_path / "rl"),
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=24,
+        max_steps=2,
+        logging_steps=1,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+        learning_rate=1e-2,
+        temperature=1.0,
+        seed=0,
+    )
+    return cls(**{**base, **kw})
+
+
+def dataset(n=8):
+    probs = TASK.sample_problems(n, seed=0)
+    return Dataset.from_dict({"prompt": [p.prompt for p in probs], "gold": [p.gold for p in probs]})
+
+
+def test_dense_advantages_hand_computed(policy_dir, tmp_path):
+    tok = TASK.tokenizer()
+    scorer = TableScorer({("1+1=2", "#### 2"): [0.5, 0.75, 1.0], ("2*3=7",): [0.4, 0.0]})
+    trainer = PAVGRPOTrainer(
+        policy_dir,
+        [grader_reward(TASK.grader)],
+        verifier=scorer,
+        args=rl_args(PAVGRPOConfig, tmp_path, pav_alpha=2.0, prover_k=1),
+        train_dataset=dataset(),
+        processing_class=tok,
+    )
+    rows = ["1+1=2\n#### 2", "2*3=7\n#", "2*"]  # finished; truncated after one step; no complete step
+    ids = [tok(r, add_special_tokens=False)["input_ids"] for r in rows]
+    ids[0] = ids[0] + [tok.eos_token_id]
+    width = max(len(x) for x in ids) + 2
+    completion_ids = torch.tensor([x + [tok.pad_token_id] * (width - len(x)) for x in ids])
+    mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])
+    outcome = torch.tensor([1.0, -0.5, -0.5])
+    out = trainer._pav_advantages(
+        [{"prompt": "Q:1+1?\n"}, {"prompt": "Q:2*3?\n"}, {"prompt": "Q:2*3?\n"}],
+        {"completion_ids": completion_ids, "completion_mask": mask, "advantages": outcome},
+    )
+    assert out.shape == (3, width)
+    # Row 0: step "1+1=2" (5 tokens) gains 0.25, step "\n#### 2" (7 tokens) gains 0.25; EOS gets the outcome only.
+    expected0 = [1.0 + 2 * 0.25] * 5 + [1.0 + 2 * 0.25] * 7 + [1.0] + [0.0] * (width - 13)
+    # Row 1: step "2*3=7" loses 0.4; the truncated "\n#" is no step: outcome only.
+    expected1 = [-0.5 - 2 * 0.4] * 5 + [-0.5] * 2 + [0.0] * (width - 7)
+    expected2 = [-0.5] * 2 + [0.0] * (width - 2)
+    assert torch.allclose(out, torch.tensor([expected0, expected1, expected2]))
+    assert scorer.calls[-1] == [["1+1=2", "#### 2"], ["2*3=7"]]  # the step-less row is not scored
+    # alpha = 0: exactly the parent's advantages on every token.
+    trainer.args.pav_alpha = 0.0
+    out0 = trainer._pav_advantages(
+        [{"prompt": "p"}] * 3, {"completion_ids": completion_ids, "completion_mask": mask, "advantages": outcome}
+    )
+    assert torch.allclose(out0, outcome[:, None] * mask)
+    # Ablation: Q^mu instead of A^mu.
+    trainer.args.pav_alpha, trainer.args.process_reward = 1.0, "q_value"
+    outq = trainer._pav_advantages(
+        [{"prompt": "p"}] * 3, {"completion_ids": completion_ids, "completion_mask": mask, "advantages": outcome}
+    )
+    assert outq[0, 0] == pytest.approx(1.0 + 0.75) and outq[1, 0] == pytest.approx(-0.5 + 0.0)
+
+
+def test_token_level_advantages_reach_grpo_loss(policy_dir, tmp_path):
+    """Regression: GRPO's loss must use (B, T) advantages per token (TRL may change this; we must notice)."""
+    tok = TASK.tokenizer()
+    trainer = PAVGRPOTrainer(
+        policy_dir,
+        [grader_reward(TASK.grader)],
+        verifier=NoisyArithmeticPolicy(TASK, 0.2),
+        args=rl_args(PAVGRPOConfig, tmp_path, beta=0.0),
+        train_dataset=dataset(),
+        processing_class=tok,
+    )
+    prompt = tok(["Q:1+2?\n"] * 2, return_tensors="pt")
+    comp = tok(["1+2=3\n#", "1+2=4\n#"], add_special_tokens=False, return_tensors="pt")
+    inputs = {
+        "prompt_ids": prompt["input_ids"],
+        "prompt_mask": prompt["attention_mask"],
+        "completion_ids": comp["input_ids"],
+        "completion_mask": comp["attention_mask"],
+        "num_items_in_batch": comp["attention_mask"].sum(),
+    }
+    flat = torch.tensor([1.0, 0.5])
+    loss_1d = trainer._compute_loss(trainer.model, {**inputs, "advantages": flat})
+    loss_2d = trainer._compute_loss(
+        trainer.model, {**inputs, "advantages": flat[:, None].expand_as(comp["input_ids"]).clone()}
+    )
+    assert torch.allclose(loss_1d, loss_2d)
+    tokenwise = flat[:, None].expand_as(comp["input_ids"]).clone()
+    tokenwise[:, 3:] = 0.0
+    assert not torch.allclose(trainer._compute_loss(trainer.model, {**inputs, "advantages": tokenwise}), loss_1d)
+
+
+@pytest.mark.parametrize(
+    ("trainer_cls", "config_cls"), [(PAVGRPOTrainer, PAVGRPOConfig), (PAVRLOOTrainer, PAVRLOOConfig)]
+)
+def test_training_changes_policy_and_logs_monitoring(policy_dir, tmp_path, trainer_cls, config_cls):
+    tok = TASK.tokenizer()
+    oracle = NoisyArithmeticPolicy(TASK, 0.2)  # exact values as the verifier
+    trainer = trainer_cls(
+        policy_dir,
+        [grader_reward(TASK.grader)],
+        verifier=oracle,
+        args=rl_args(config_cls, tmp_path, pav_alpha=3.0, prover_k=4, beta=0.04),
+        train_dataset=dataset(),
+        processing_class=tok,
+    )
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    changed = sum(not torch.equal(before[n], p) for n, p in trainer.model.named_parameters())
+    assert changed > 0
+    logged = set().union(*(e.keys() for e in trainer.state.log_history))
+    for key in (
+        "pav/outcome_advantage_abs",
+        "pav/process_term_per_completion",
+        "pav/process_outcome_corr",
+        "pav/steps_per_completion",
+        "pav/step_length_tokens",
+        "pav/process_reward_corr",
+    ):
+        assert key in logged, (key, sorted(logged))
+
+
+def test_rejects_sequence_level_losses(tmp_path):
+    with pytest.raises(ValueError, match="loss_type='vespo' assumes one advantage per sequence"):
+        rl_args(PAVGRPOConfig, tmp_path, loss_type="vespo")
+    with pytest.raises(ValueError, match="importance_sampling_level='sequence'"):
+        rl_args(PAVGRPOConfig, tmp_path, importance_sampling_level="sequence")
+    with pytest.raises(ValueError, match="process_reward must be"):
+        rl_args(PAVRLOOConfig, tmp_path, process_reward="return")
+
+
+def test_needs_a_verifier(policy_dir, tmp_path):
+    with pytest.raises(ValueError, match="needs a verifier"):
+        PAVGRPOTrainer(
+            policy_dir,
+            [grader_reward(TASK.grader)],
+            args=rl_args(PAVGRPOConfig, tmp_path),
+            train_dataset=dataset(),
+            processing_class=TASK.tokenizer(),
+        )

@@ -1,0 +1,273 @@
+"""What the PAV RL trainers share: config fields, locating steps in policy tokens, and the dense advantages."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from ..grading import Grader
+from ..modeling import PAVVerifier, StepScorer
+from ..steps import StepFormat, token_positions
+from ..values import best_of_k, dense_advantages, prover_advantages
+
+__all__ = ["PAVRLFields", "PAVRLMixin", "grader_reward", "locate_steps"]
+
+SEQUENCE_LEVEL_LOSSES = ("vespo", "luspo")
+
+
+@dataclass
+class PAVRLFields:
+    """Config fields shared by `PAVGRPOConfig` and `PAVRLOOConfig`.
+
+    Parameters:
+        verifier_model_name_or_path (`str` or `None`, *optional*, defaults to `None`):
+            Folder or Hub id of a trl_pav verifier. Alternatively pass any `StepScorer` as the trainer's `verifier`.
+        pav_alpha (`float`, *optional*, defaults to `3.0`):
+            α, the weight of the process advantage added to the outcome advantage (the paper uses 3-5 in RL).
+            0 reproduces the parent trainer exactly.
+        prover_k (`float` or `None`, *optional*, defaults to `None`):
+            K of the Best-of-K prover. `None` takes the verifier's stored K (1 for scorers without one).
+        process_reward (`str`, *optional*, defaults to `"advantage"`):
+            `"advantage"`: each step's one-step prover advantage `A^μ_h` (the paper's method). `"q_value"`: the
+            prover value `Q^μ_h` itself, an **ablation** the paper shows to fail (policies learn to pad with
+            no-progress steps).
+        process_clip (`float` or `None`, *optional*, defaults to `None`):
+            Clip each step's process term to `[-process_clip, process_clip]`.
+        process_normalize (`bool`, *optional*, defaults to `False`):
+            Divide the batch's process terms by their standard deviation (over scored steps).
+        step_separator (`str` or `None`, *optional*, defaults to `None`):
+            Step separator used to find steps in completions. `None` takes the verifier's, else a newline.
+        verifier_batch_size (`int`, *optional*, defaults to `32`):
+            Traces per verifier forward pass.
+    """
+
+    verifier_model_name_or_path: str | None = field(default=None, metadata={"help": "Verifier folder or Hub id."})
+    pav_alpha: float = field(default=3.0, metadata={"help": "Weight of the process advantage."})
+    prover_k: float | None = field(default=None, metadata={"help": "Prover K (None: the verifier's)."})
+    process_reward: str = field(default="advantage", metadata={"help": "'advantage' or 'q_value' (ablation)."})
+    process_clip: float | None = field(default=None, metadata={"help": "Clip the process term to +-this."})
+    process_normalize: bool = field(default=False, metadata={"help": "Divide process terms by their std."})
+    step_separator: str | None = field(default=None, metadata={"help": "Step separator (None: the verifier's)."})
+    verifier_batch_size: int = field(default=32, metadata={"help": "Traces per verifier forward pass."})
+
+    def _check_pav_fields(self) -> None:
+        if self.process_reward not in ("advantage", "q_value"):
+            raise ValueError(f"process_reward must be 'advantage' or 'q_value', got {self.process_reward!r}")
+        if self.prover_k is not None and self.prover_k < 1:
+            raise ValueError(f"prover_k must be >= 1, got {self.prover_k}")
+        if self.process_clip is not None and self.process_clip <= 0:
+            raise ValueError(f"process_clip must be > 0, got {self.process_clip}")
+        loss_type = getattr(self, "loss_type", None)
+        if loss_type in SEQUENCE_LEVEL_LOSSES:
+            raise ValueError(
+                f"loss_type={loss_type!r} assumes one advantage per sequence; PAV advantages differ per step. "
+                "Use a token-level loss such as 'dapo', 'grpo', 'bnpo' or 'dr_grpo'."
+            )
+        if getattr(self, "importance_sampling_level", "token") == "sequence":
+            raise ValueError(
+                "importance_sampling_level='sequence' assumes one advantage per sequence; PAV advantages differ per "
+                "step. Use importance_sampling_level='token'."
+            )
+
+
+def grader_reward(grader: Grader, gold_column: str = "gold") -> Callable[..., list[float]]:
+    """A TRL reward function grading each completion against the dataset's `gold_column`.
+
+    Example:
+        >>> from trl_pav import ExactMatchGrader
+        >>> reward = grader_reward(ExactMatchGrader(), "gold")
+        >>> reward(prompts=["p", "p"], completions=["A:3", "A:4"], gold=["3", "3"])
+        [1.0, 0.0]
+    """
+
+    def outcome_reward(prompts, completions, **kwargs) -> list[float]:
+        if gold_column not in kwargs:
+            raise ValueError(f"outcome_reward: the dataset has no {gold_column!r} column with gold answers")
+        texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+        return [float(grader.grade(t, g)) for t, g in zip(texts, kwargs[gold_column])]
+
+    outcome_reward.__name__ = f"outcome_{type(grader).__name__}"
+    return outcome_reward
+
+
+def token_char_ends(tokenizer, ids: Sequence[int]) -> list[int]:
+    """Character end of each token in `decode(ids, skip_special_tokens=True)` (one batched decode of all prefixes)."""
+    if not ids:
+        return []
+    texts = tokenizer.batch_decode([list(ids[: k + 1]) for k in range(len(ids))], skip_special_tokens=True)
+    return [len(t) for t in texts]
+
+
+def locate_steps(
+    tokenizer, completion_ids: Sequence[int], step_format: StepFormat, finished: bool
+) -> tuple[list[str], list[int]]:
+    """The complete steps of a completion and the step index of each of its tokens (-1 outside scored steps).
+
+    A step is complete when a separator follows it, or when the completion finished (end of sequence). The trailing
+    piece of a truncated completion is not a step: its tokens, separators after the last step and the EOS token get
+    -1 (outcome advantage only). Tokens from just after step h-1's last token through step h's last token belong to
+    step h.
+
+    Example:
+        >>> from trl_pav.testing import char_tokenizer
+        >>> tok = char_tokenizer()
+        >>> ids = tok("1+1=2\\n2+2=4\\n#", add_special_tokens=False)["input_ids"]
+        >>> steps, owner = locate_steps(tok, ids, StepFormat(), finished=False)
+        >>> steps, owner
+        (['1+1=2', '2+2=4'], [0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, -1, -1])
+    """
+    ends = token_char_ends(tokenizer, completion_ids)
+    text = tokenizer.decode(list(completion_ids), skip_special_tokens=True)
+    spans = step_format.spans(text)
+    sep = step_format.separator
+    complete = [(s, e) for s, e in spans if finished or text.startswith(sep, e)]
+    owner = [-1] * len(completion_ids)
+    if not complete:
+        return [], owner
+    starts = [0, *ends[:-1]]
+    offsets = [(a, b) for a, b in zip(starts, ends)]
+    last_tokens = token_positions(offsets, [e for _, e in complete])
+    first = 0
+    for h, last in enumerate(last_tokens):
+        for t in range(first, last + 1):
+            owner[t] = h
+        first = last + 1
+    return [text[s:e] for s, e in complete], owner
+
+
+class PAVRLMixin:
+    """Dense PAV advantages for TRL's online trainers. Subclasses call `_init_pav` and `_pav_advantages`."""
+
+    def _init_pav(self, verifier: StepScorer | str | None) -> None:
+        args = self.args
+        verifier = verifier if verifier is not None else args.verifier_model_name_or_path
+        if verifier is None:
+            raise ValueError("a PAV trainer needs a verifier: pass verifier= or set verifier_model_name_or_path")
+        if isinstance(verifier, str):
+            verifier = PAVVerifier.from_pretrained(verifier)
+        if not isinstance(verifier, StepScorer):
+            raise TypeError(f"verifier must implement score(prompts, steps), got {type(verifier).__name__}")
+        if isinstance(verifier, PAVVerifier):
+            verifier.batch_size = args.verifier_batch_size
+            verifier.model.requires_grad_(False)
+            if self.is_deepspeed_enabled:
+                from trl.models.utils import prepare_deepspeed
+
+                verifier.model = prepare_deepspeed(verifier.model, self.accelerator)
+            else:
+                verifier.model = self.accelerator.prepare_model(verifier.model, evaluation_mode=True)
+        self.verifier = verifier
+        stored_k = verifier.metadata.prover_k if isinstance(verifier, PAVVerifier) else 1
+        if isinstance(verifier, PAVVerifier) and verifier.metadata.target == "q_mu":
+            stored_k = 1
+        self.pav_prover_k = args.prover_k if args.prover_k is not None else stored_k
+        if args.step_separator is not None:
+            self.pav_step_format = StepFormat(args.step_separator)
+        else:
+            self.pav_step_format = getattr(verifier, "step_format", None) or StepFormat()
+        self._last_rewards: torch.Tensor | None = None
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._last_rewards = rewards  # (global batch, num reward funcs), for monitoring
+        return rewards
+
+    def combine_advantages(
+        self,
+        outcome_advantages: torch.Tensor,
+        process_terms: torch.Tensor,
+        token_step: torch.Tensor,
+        completion_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Per-token advantages from the outcome advantage and the per-step process terms. Override to change how
+        step rewards are combined.
+
+        Args:
+            outcome_advantages: `(B,)` the parent trainer's advantages (leave-one-out for RLOO; group-centred,
+                optionally scaled, for GRPO).
+            process_terms: `(B, H)` per-step process terms (prover advantages, or `Q^μ` in the ablation), already
+                clipped/normalised per the config; 0 for padding steps.
+            token_step: `(B, T)` step index of each completion token, -1 outside scored steps.
+            completion_mask: `(B, T)`.
+
+        Returns:
+            `(B, T)` advantages: `outcome_b + α · process_{b, h(t)}`.
+        """
+        return dense_advantages(outcome_advantages, process_terms, token_step, self.args.pav_alpha, completion_mask)
+
+    def _pav_advantages(self, inputs: list[dict], output: dict) -> torch.Tensor:
+        """Score the batch's completions with the verifier and return `(B, T)` dense advantages (logging the parts)."""
+        device = output["completion_ids"].device
+        completion_ids, mask = output["completion_ids"], output["completion_mask"]
+        outcome = output["advantages"].to(torch.float32)
+        eos = self.processing_class.eos_token_id
+        steps_list, owners = [], []
+        for ids_row, mask_row in zip(completion_ids.tolist(), mask.tolist()):
+            n = int(sum(mask_row))
+            ids = ids_row[:n]
+            finished = bool(ids) and ids[-1] == eos
+            steps, owner = locate_steps(self.processing_class, ids, self.pav_step_format, finished)
+            steps_list.append(steps)
+            owners.append(owner + [-1] * (len(ids_row) - n))
+        token_step = torch.tensor(owners, dtype=torch.long, device=device)
+        max_steps = max((len(s) for s in steps_list), default=0)
+        process = torch.zeros(len(steps_list), max_steps, dtype=torch.float32, device=device)
+        scored = [i for i, s in enumerate(steps_list) if s]
+        if scored:
+            prompts = [inputs[i]["prompt"] for i in scored]
+            values = self.verifier.score(prompts, [steps_list[i] for i in scored])
+            for i, v in zip(scored, values):
+                q = torch.tensor(v, dtype=torch.float64)
+                if self.args.process_reward == "advantage":
+                    term = prover_advantages(q, self.pav_prover_k)
+                else:  # ablation: the prover's value itself
+                    term = best_of_k(q[1:], self.pav_prover_k)
+                process[i, : len(term)] = term.to(torch.float32)
+        step_mask = torch.zeros_like(process, dtype=torch.bool)
+        for i, s in enumerate(steps_list):
+            step_mask[i, : len(s)] = True
+        if self.args.process_clip is not None:
+            process = process.clamp(-self.args.process_clip, self.args.process_clip)
+        if self.args.process_normalize and step_mask.sum() > 1:
+            process = process / (process[step_mask].std() + 1e-6)
+        process = process * step_mask
+        advantages = self.combine_advantages(outcome, process, token_step, mask)
+        self._log_pav(outcome, process, step_mask, token_step, mask, steps_list)
+        return advantages
+
+    def _log_pav(self, outcome, process, step_mask, token_step, mask, steps_list) -> None:
+        mode = "train" if self.model.training else "eval"
+        gather = self.accelerator.gather
+        per_completion = (process * step_mask).sum(1)  # a completion's total process term
+        n_steps = step_mask.sum(1).float()
+        tokens_in_steps = ((token_step >= 0) & mask.bool()).sum(1).float()
+        g_outcome, g_proc, g_steps, g_tokens = (
+            gather(x.float()) for x in (outcome, per_completion, n_steps, tokens_in_steps)
+        )
+        metrics = self._metrics[mode]
+        metrics["pav/outcome_advantage_abs"].append(g_outcome.abs().mean().item())
+        metrics["pav/process_term_per_completion"].append(g_proc.mean().item())
+        step_terms = gather(process[step_mask].float().mean().reshape(1)) if step_mask.any() else None
+        if step_terms is not None:
+            metrics["pav/process_term_per_step"].append(step_terms.nanmean().item())
+        metrics["pav/process_outcome_corr"].append(_corr(g_proc, g_outcome))
+        metrics["pav/steps_per_completion"].append(g_steps.mean().item())
+        metrics["pav/step_length_tokens"].append((g_tokens.sum() / g_steps.sum().clamp(min=1)).item())
+        if self._last_rewards is not None:
+            rewards = torch.nan_to_num(self._last_rewards, nan=0.0).sum(1)
+            local = rewards[
+                self.accelerator.process_index * len(outcome) : (self.accelerator.process_index + 1) * len(outcome)
+            ]
+            wrong = gather((local <= 0).float().to(per_completion.device))
+            if wrong.sum() > 0:
+                metrics["pav/process_term_wrong_answers"].append((g_proc * wrong).sum().item() / wrong.sum().item())
+            metrics["pav/process_reward_corr"].append(_corr(g_proc, gather(local.float().to(per_completion.device))))
+
+
+def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    if a.numel() < 2 or a.std() == 0 or b.std() == 0:
+        return 0.0
+    return float(((a - a.mean()) * (b - b.mean())).mean() / (a.std(unbiased=False) * b.std(unbiased=False)))
