@@ -6,7 +6,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 
-__all__ = ["LabelArguments", "TrainPolicyArguments", "load_hf_policy", "main"]
+__all__ = ["DemoArguments", "LabelArguments", "TrainPolicyArguments", "load_hf_policy", "main"]
 
 
 @dataclass
@@ -140,8 +140,26 @@ def _label(argv: list[str]) -> dict:
     return {"output_dir": args.output_dir, **{k: metadata[k] for k in ("num_traces", "num_labels", "rollouts")}}
 
 
+@dataclass
+class DemoArguments:
+    """Arguments of `trl-pav demo`.
+
+    Args:
+        output_dir (`str`, defaults to `"outputs/demo"`): working folder (cached stages) and `report/` inside it.
+        quick (`bool`, defaults to `False`): the same pipeline on a tiny budget (about 3 minutes).
+    """
+
+    output_dir: str = field(default="outputs/demo", metadata={"help": "Working folder; the report goes to report/."})
+    quick: bool = field(default=False, metadata={"help": "Tiny budget (about 3 minutes)."})
+
+
 def _demo(argv: list[str]) -> dict:
-    raise SystemExit("trl-pav demo: the end-to-end reproduction is not built yet (see the open demo issue).")
+    from .demo import DemoConfig, run_demo
+
+    (args,) = _parse(DemoArguments, argv)
+    config = DemoConfig.quick() if args.quick else DemoConfig()
+    results = run_demo(args.output_dir, config, log=lambda m: print(m, file=sys.stderr, flush=True))
+    return {"report": f"{args.output_dir}/report/report.md", "runtime_seconds": results["runtime_seconds"]}
 
 
 COMMANDS = {"train-policy": _train_policy, "label": _label, "demo": _demo}
