@@ -6,7 +6,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 
-__all__ = ["DemoArguments", "LabelArguments", "TrainPolicyArguments", "load_hf_policy", "main"]
+__all__ = ["DemoArguments", "LabelArguments", "SearchArguments", "TrainPolicyArguments", "load_hf_policy", "main"]
 
 
 @dataclass
@@ -102,7 +102,7 @@ def load_hf_policy(path: str, step_format, **kwargs):
     return HFPolicy(model, load_tokenizer(path), step_format, name=path, **kwargs)
 
 
-def _problems(args: LabelArguments):
+def _problems(args):
     """Problems (prompt, gold) and the grader and step format that go with them."""
     from .grading import MathVerifyGrader
     from .steps import StepFormat
@@ -141,6 +141,85 @@ def _label(argv: list[str]) -> dict:
 
 
 @dataclass
+class SearchArguments:
+    """Arguments of `trl-pav search` (evaluate search methods x budgets; writes results.json and a PNG).
+
+    Args:
+        policy (`str`): path or Hub id of the base policy.
+        pav (`str` or `None`, defaults to `None`): path or Hub id of the PAV (needed by the beam and PAV methods).
+        orm (`str` or `None`, defaults to `None`): path or Hub id of the ORM (needed by `orm_bon`).
+        output_dir (`str`, defaults to `"outputs/search"`): where `results.json` and `search.png` go.
+        task (`str` or `None`): problems from a synthetic task; or `dataset` (a JSON/JSONL/Parquet file or Hub id).
+        dataset (`str` or `None`): see `task`.
+        dataset_split (`str`, defaults to `"test"`): split of `dataset`.
+        num_problems (`int`, defaults to `64`): problems to evaluate.
+        problems_seed (`int`, defaults to `1`): seed of the task's problem generator.
+        methods (`list[str]`): methods to run (see `trl_pav.search.METHODS`).
+        budgets (`list[int]`, defaults to `[4, 8, 16]`): N per prompt.
+        expansions (`int`, defaults to `3`): C of beam search.
+        alpha (`float`, defaults to `0.5`): α of PAV beam search.
+        prover_k (`float`, defaults to `4`): prover K.
+        max_depth (`int`, defaults to `16`): step limit of beam search.
+        temperature (`float`, defaults to `1.0`): sampling temperature.
+        max_new_tokens (`int`, defaults to `256`): token limit per trace.
+        seed (`int`, defaults to `0`): sampling seed.
+    """
+
+    policy: str = field(default="", metadata={"help": "Path or Hub id of the base policy."})
+    pav: str | None = field(default=None, metadata={"help": "Path or Hub id of the PAV."})
+    orm: str | None = field(default=None, metadata={"help": "Path or Hub id of the ORM."})
+    output_dir: str = field(default="outputs/search", metadata={"help": "Output folder."})
+    task: str | None = field(default=None, metadata={"help": "Synthetic task to draw problems from."})
+    dataset: str | None = field(default=None, metadata={"help": "JSON/JSONL/Parquet file or Hub id of problems."})
+    dataset_split: str = field(default="test", metadata={"help": "Split of the dataset."})
+    num_problems: int = field(default=64, metadata={"help": "Number of problems."})
+    problems_seed: int = field(default=1, metadata={"help": "Seed of the task's problem generator."})
+    methods: list[str] = field(default_factory=lambda: ["pav_beam", "q_beam", "orm_bon", "majority", "pass_at_n"])
+    budgets: list[int] = field(default_factory=lambda: [4, 8, 16])
+    expansions: int = field(default=3, metadata={"help": "C of beam search."})
+    alpha: float = field(default=0.5, metadata={"help": "Alpha of PAV beam search."})
+    prover_k: float = field(default=4, metadata={"help": "Prover K."})
+    max_depth: int = field(default=16, metadata={"help": "Step limit of beam search."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
+    max_new_tokens: int = field(default=256, metadata={"help": "Token limit per trace."})
+    seed: int = field(default=0, metadata={"help": "Sampling seed."})
+
+
+def _search(argv: list[str]) -> dict:
+    import json as _json
+    from pathlib import Path
+
+    from .modeling import PAVVerifier
+    from .search import SearchEvalConfig, evaluate_search, plot_search_results
+
+    (args,) = _parse(SearchArguments, argv)
+    if not args.policy:
+        raise SystemExit("trl-pav search: --policy is required (a checkpoint folder or Hub id)")
+    problems, grader, step_format = _problems(args)
+    pav = PAVVerifier.from_pretrained(args.pav) if args.pav else None
+    orm = PAVVerifier.from_pretrained(args.orm) if args.orm else None
+    if pav is not None:
+        step_format = pav.step_format
+    policy = load_hf_policy(args.policy, step_format, temperature=args.temperature, max_new_tokens=args.max_new_tokens)
+    config = SearchEvalConfig(
+        methods=args.methods,
+        budgets=args.budgets,
+        expansions=args.expansions,
+        alpha=args.alpha,
+        prover_k=args.prover_k,
+        max_depth=args.max_depth,
+        seed=args.seed,
+    )
+    results = evaluate_search(policy, problems["prompt"], problems["gold"], grader, config, pav=pav, orm=orm)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(_json.dumps(results, indent=2))
+    plot_search_results(results, str(out / "search.png"))
+    best = {m: max(r["accuracy"] for r in recs) for m, recs in results["methods"].items()}
+    return {"output_dir": str(out), "best_accuracy": best}
+
+
+@dataclass
 class DemoArguments:
     """Arguments of `trl-pav demo`.
 
@@ -162,7 +241,7 @@ def _demo(argv: list[str]) -> dict:
     return {"report": f"{args.output_dir}/report/report.md", "runtime_seconds": results["runtime_seconds"]}
 
 
-COMMANDS = {"train-policy": _train_policy, "label": _label, "demo": _demo}
+COMMANDS = {"train-policy": _train_policy, "label": _label, "search": _search, "demo": _demo}
 
 
 def _parse(dataclass_types, argv: list[str]):

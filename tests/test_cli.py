@@ -1,0 +1,102 @@
+import json
+
+import pytest
+import yaml
+
+from trl_pav import PAVMetadata, PAVVerifier, load_labels, validate_stepwise
+from trl_pav.cli import main
+from trl_pav.testing import char_tokenizer, tiny_causal_lm
+
+
+def run(capsys, argv):
+    main(argv)
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_train_label_search_from_the_command_line(tmp_path, capsys):
+    policy = tmp_path / "policy"
+    out = run(
+        capsys,
+        ["train-policy", "--task", "planted", "--output_dir", str(policy), "--max_steps", "3", "--eval_problems", "8"],
+    )
+    assert out["task"] == "planted" and 0.0 <= out["sampled_accuracy"] <= 1.0
+    labels = tmp_path / "labels"
+    out = run(
+        capsys,
+        [
+            "label",
+            "--policy",
+            str(policy),
+            "--task",
+            "planted",
+            "--num_problems",
+            "3",
+            "--n_cov",
+            "1",
+            "--n_mc",
+            "2",
+            "--output_dir",
+            str(labels),
+            "--show_progress",
+            "false",
+        ],
+    )
+    dataset, meta = load_labels(labels)
+    assert out["num_traces"] == len(dataset) == meta["num_traces"] and meta["config"]["n_mc"] == 2
+    # A verifier from the policy's backbone, then search driven by a YAML config (TRL-style --config).
+    verifier = PAVVerifier.from_causal_lm(policy, metadata=PAVMetadata(step_format={"separator": " "}, prover_k=4))
+    verifier.save_pretrained(tmp_path / "pav")
+    config = {
+        "policy": str(policy),
+        "pav": str(tmp_path / "pav"),
+        "orm": str(tmp_path / "pav"),
+        "task": "planted",
+        "num_problems": 3,
+        "budgets": [3],
+        "max_depth": 10,
+        "max_new_tokens": 24,
+        "output_dir": str(tmp_path / "search"),
+    }
+    (tmp_path / "search.yaml").write_text(yaml.safe_dump(config))
+    out = run(capsys, ["search", "--config", str(tmp_path / "search.yaml")])
+    results = json.loads((tmp_path / "search" / "results.json").read_text())
+    assert set(results["methods"]) == set(out["best_accuracy"]) and (tmp_path / "search" / "search.png").exists()
+
+
+def test_label_real_math500_with_a_tiny_model(tmp_path, capsys, math500_path):
+    tok = char_tokenizer()
+    policy = tmp_path / "tiny"
+    tiny_causal_lm(tok).save_pretrained(policy)
+    tok.save_pretrained(policy)
+    out = run(
+        capsys,
+        [
+            "label",
+            "--policy",
+            str(policy),
+            "--dataset",
+            math500_path,
+            "--num_problems",
+            "3",
+            "--n_cov",
+            "2",
+            "--n_mc",
+            "2",
+            "--max_new_tokens",
+            "12",
+            "--output_dir",
+            str(tmp_path / "l"),
+            "--show_progress",
+            "false",
+        ],
+    )
+    dataset, meta = load_labels(tmp_path / "l")
+    validate_stepwise(dataset)
+    assert "\\boxed{}" in dataset[0]["prompt"] and dataset[0]["gold"] and out["rollouts"] == meta["rollouts"] > 0
+
+
+def test_unknown_command_and_missing_arguments():
+    with pytest.raises(SystemExit, match="unknown command 'fly'"):
+        main(["fly"])
+    with pytest.raises(SystemExit, match="--policy is required"):
+        main(["label", "--task", "arithmetic"])
