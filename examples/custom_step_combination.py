@@ -31,11 +31,27 @@ def main() -> None:
     tok.save_pretrained(policy_dir)
     probs = task.sample_problems(64, seed=0)
     data = Dataset.from_dict({"prompt": [p.prompt for p in probs], "gold": [p.gold for p in probs]})
-    args = PAVGRPOConfig(output_dir=tempfile.mkdtemp(), max_steps=2, per_device_train_batch_size=8, num_generations=4,
-                         max_completion_length=32, use_cpu=True, bf16=False, report_to="none", save_strategy="no",
-                         pav_alpha=3.0, prover_k=4)
-    trainer = PessimisticPAVTrainer(policy_dir, [grader_reward(task.grader)], verifier=NoisyArithmeticPolicy(task, 0.2),
-                                    args=args, train_dataset=data, processing_class=tok)
+    args = PAVGRPOConfig(
+        output_dir=tempfile.mkdtemp(),
+        max_steps=2,
+        per_device_train_batch_size=8,
+        num_generations=4,
+        max_completion_length=32,
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+        save_strategy="no",
+        pav_alpha=3.0,
+        prover_k=4,
+    )
+    trainer = PessimisticPAVTrainer(
+        policy_dir,
+        [grader_reward(task.grader)],
+        verifier=NoisyArithmeticPolicy(task, 0.2),
+        args=args,
+        train_dataset=data,
+        processing_class=tok,
+    )
     trainer.train()
     print({k: v for k, v in trainer.state.log_history[-2].items() if k.startswith("pav/")})
 

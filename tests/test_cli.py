@@ -17,9 +17,19 @@ def test_train_label_search_from_the_command_line(tmp_path, capsys):
     policy = tmp_path / "policy"
     out = run(
         capsys,
-        ["train-policy", "--task", "planted", "--output_dir", str(policy), "--max_steps", "3", "--eval_problems", "8"],
+        [
+            "train-policy",
+            "--task",
+            "arithmetic",
+            "--output_dir",
+            str(policy),
+            "--max_steps",
+            "3",
+            "--eval_problems",
+            "8",
+        ],
     )
-    assert out["task"] == "planted" and 0.0 <= out["sampled_accuracy"] <= 1.0
+    assert out["task"] == "arithmetic" and 0.0 <= out["sampled_accuracy"] <= 1.0
     labels = tmp_path / "labels"
     out = run(
         capsys,
@@ -28,7 +38,9 @@ def test_train_label_search_from_the_command_line(tmp_path, capsys):
             "--policy",
             str(policy),
             "--task",
-            "planted",
+            "arithmetic",
+            "--max_new_tokens",
+            "32",
             "--num_problems",
             "3",
             "--n_cov",
@@ -44,16 +56,16 @@ def test_train_label_search_from_the_command_line(tmp_path, capsys):
     dataset, meta = load_labels(labels)
     assert out["num_traces"] == len(dataset) == meta["num_traces"] and meta["config"]["n_mc"] == 2
     # A verifier from the policy's backbone, then search driven by a YAML config (TRL-style --config).
-    verifier = PAVVerifier.from_causal_lm(policy, metadata=PAVMetadata(step_format={"separator": " "}, prover_k=4))
+    verifier = PAVVerifier.from_causal_lm(policy, metadata=PAVMetadata(prover_k=4))
     verifier.save_pretrained(tmp_path / "pav")
     config = {
         "policy": str(policy),
         "pav": str(tmp_path / "pav"),
         "orm": str(tmp_path / "pav"),
-        "task": "planted",
+        "task": "arithmetic",
         "num_problems": 3,
         "budgets": [3],
-        "max_depth": 10,
+        "max_depth": 4,
         "max_new_tokens": 24,
         "output_dir": str(tmp_path / "search"),
     }

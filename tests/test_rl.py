@@ -103,6 +103,15 @@ def test_dense_advantages_hand_computed(policy_dir, tmp_path):
     expected1 = [-0.5 - 2 * 0.4] * 5 + [-0.5] * 2 + [0.0] * (width - 7)
     expected2 = [-0.5] * 2 + [0.0] * (width - 2)
     assert torch.allclose(out, torch.tensor([expected0, expected1, expected2]))
+    # With outcome rewards known, a finished completion's EOS is a terminal step: f(outcome) - f(Q after last step).
+    trainer._last_rewards = torch.tensor([[0.0], [0.0], [0.0]])  # row 0 ended wrong despite Q = 1.0 after "#### 2"
+    terminal = trainer._pav_advantages(
+        [{"prompt": "Q:1+1?\n"}, {"prompt": "Q:2*3?\n"}, {"prompt": "Q:2*3?\n"}],
+        {"completion_ids": completion_ids, "completion_mask": mask, "advantages": outcome},
+    )
+    assert terminal[0, 12] == pytest.approx(1.0 + 2 * (0.0 - 1.0))  # the EOS token pays for the wrong ending
+    assert torch.allclose(terminal[:, :12], out[:, :12]) and torch.allclose(terminal[1:], out[1:])
+    trainer._last_rewards = None
     assert scorer.calls[-1] == [["1+1=2", "#### 2"], ["2*3=7"]]  # the step-less row is not scored
     # alpha = 0: exactly the parent's advantages on every token.
     trainer.args.pav_alpha = 0.0

@@ -75,11 +75,11 @@ class DemoConfig:
     rl_seeds: list[int] = field(default_factory=lambda: [0, 1])
     rl_eval_every: int = 10
     rl_eval_problems: int = 200
-    planted_rl_steps: int = 100
+    planted_rl_steps: int = 200
     planted_gamma: float = 10.0
     planted_alpha: float = 1.0
     gamma_sweep: list[float] = field(default_factory=lambda: [1.0, 3.0, 10.0, 30.0, 100.0])
-    gamma_sweep_steps: int = 60
+    gamma_sweep_steps: int = 100
     seed: int = 0
 
     @classmethod
@@ -474,7 +474,7 @@ def _planted_stage(cfg: DemoConfig, out: Path, progress) -> dict:
     def run(gamma: float | None, steps: int, seed: int) -> list[tuple[int, float]]:
         curve = _AccuracyCurve(evaluate, max(1, steps // 10))
         run_dir = out / "planted" / "rl" / f"{gamma}-{seed}"
-        kw = {"max_completion_length": 24, "learning_rate": 3e-4}
+        kw = {"max_completion_length": 24, "learning_rate": 1e-3}
         common = {"train_dataset": train_ds, "processing_class": tok, "callbacks": [curve.callback]}
         if gamma is None:
             args = _rl_args(GRPOConfig, run_dir, steps, seed, scale_rewards="none", **kw)

@@ -243,6 +243,11 @@ class PlantedOracleScorer:
     task: PlantedTask
     gamma: float
 
+    @property
+    def step_format(self) -> StepFormat:
+        """The task's step format (one symbol per step), so trainers find the same steps."""
+        return self.task.step_format
+
     def score(self, prompts: Sequence[str], steps: Sequence[Sequence[str]]) -> list[list[float]]:
         """Root value then the value after each step, for each trace."""
         if len(prompts) != len(steps):

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+from transformers.utils import logging
 
 from ..grading import Grader
 from ..modeling import PAVVerifier, StepScorer
@@ -15,6 +16,7 @@ from ..values import best_of_k, dense_advantages, prover_advantages
 __all__ = ["PAVRLFields", "PAVRLMixin", "grader_reward", "locate_steps"]
 
 SEQUENCE_LEVEL_LOSSES = ("vespo", "luspo")
+logger = logging.get_logger(__name__)
 
 
 @dataclass
@@ -41,6 +43,10 @@ class PAVRLFields:
             Step separator used to find steps in completions. `None` takes the verifier's, else a newline.
         verifier_batch_size (`int`, *optional*, defaults to `32`):
             Traces per verifier forward pass.
+        terminal_value (`str`, *optional*, defaults to `"outcome"`):
+            Value after the last step of a completion that ended (EOS). `"outcome"`: its outcome reward (weighted
+            sum of the reward functions, clipped to [0, 1]): the success of a complete trace is known, and a value
+            that assumes the trace goes on would reward stopping early. `"verifier"`: the verifier's estimate.
     """
 
     verifier_model_name_or_path: str | None = field(default=None, metadata={"help": "Verifier folder or Hub id."})
@@ -51,8 +57,11 @@ class PAVRLFields:
     process_normalize: bool = field(default=False, metadata={"help": "Divide process terms by their std."})
     step_separator: str | None = field(default=None, metadata={"help": "Step separator (None: the verifier's)."})
     verifier_batch_size: int = field(default=32, metadata={"help": "Traces per verifier forward pass."})
+    terminal_value: str = field(default="outcome", metadata={"help": "'outcome' or 'verifier' for ended traces."})
 
     def _check_pav_fields(self) -> None:
+        if self.terminal_value not in ("outcome", "verifier"):
+            raise ValueError(f"terminal_value must be 'outcome' or 'verifier', got {self.terminal_value!r}")
         if self.process_reward not in ("advantage", "q_value"):
             raise ValueError(f"process_reward must be 'advantage' or 'q_value', got {self.process_reward!r}")
         if self.prover_k is not None and self.prover_k < 1:
@@ -165,8 +174,14 @@ class PAVRLMixin:
         self.pav_prover_k = args.prover_k if args.prover_k is not None else stored_k
         if args.step_separator is not None:
             self.pav_step_format = StepFormat(args.step_separator)
+        elif getattr(verifier, "step_format", None) is not None:
+            self.pav_step_format = verifier.step_format
         else:
-            self.pav_step_format = getattr(verifier, "step_format", None) or StepFormat()
+            logger.warning(
+                f"the verifier ({type(verifier).__name__}) has no step_format and step_separator is not set: "
+                "completions are split into steps at newlines"
+            )
+            self.pav_step_format = StepFormat()
         self._last_rewards: torch.Tensor | None = None
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -203,46 +218,73 @@ class PAVRLMixin:
         completion_ids, mask = output["completion_ids"], output["completion_mask"]
         outcome = output["advantages"].to(torch.float32)
         eos = self.processing_class.eos_token_id
-        steps_list, owners = [], []
+        steps_list, owners, finished_rows = [], [], []
         for ids_row, mask_row in zip(completion_ids.tolist(), mask.tolist()):
             n = int(sum(mask_row))
             ids = ids_row[:n]
             finished = bool(ids) and ids[-1] == eos
             steps, owner = locate_steps(self.processing_class, ids, self.pav_step_format, finished)
             steps_list.append(steps)
+            finished_rows.append(finished)
             owners.append(owner + [-1] * (len(ids_row) - n))
+        outcomes = self._local_outcomes(len(steps_list))
+        # A finished completion ends with a terminal step (its EOS): value moves from the last step's estimate to
+        # the known outcome, so stopping early is credited to the token that stops.
+        terminal = [
+            self.args.terminal_value == "outcome" and outcomes is not None and finished_rows[i] and bool(steps_list[i])
+            for i in range(len(steps_list))
+        ]
+        for i, row in enumerate(owners):
+            if terminal[i]:
+                last = max(t for t, h in enumerate(row) if h >= 0)
+                n = int(mask[i].sum())
+                row[last + 1 : n] = [len(steps_list[i])] * (n - last - 1)
         token_step = torch.tensor(owners, dtype=torch.long, device=device)
-        max_steps = max((len(s) for s in steps_list), default=0)
-        process = torch.zeros(len(steps_list), max_steps, dtype=torch.float32, device=device)
+        width = max((len(s) + int(t) for s, t in zip(steps_list, terminal)), default=0)
+        process = torch.zeros(len(steps_list), width, dtype=torch.float32, device=device)
+        step_mask = torch.zeros_like(process, dtype=torch.bool)
         scored = [i for i, s in enumerate(steps_list) if s]
         if scored:
             prompts = [inputs[i]["prompt"] for i in scored]
             values = self.verifier.score(prompts, [steps_list[i] for i in scored])
+            k = self.pav_prover_k
             for i, v in zip(scored, values):
                 q = torch.tensor(v, dtype=torch.float64)
+                if terminal[i]:
+                    q = torch.cat([q, q.new_tensor([outcomes[i]])])
                 if self.args.process_reward == "advantage":
-                    term = prover_advantages(q, self.pav_prover_k)
+                    term = prover_advantages(q, k)
                 else:  # ablation: the prover's value itself
-                    term = best_of_k(q[1:], self.pav_prover_k)
+                    term = best_of_k(q[1:], k)
                 process[i, : len(term)] = term.to(torch.float32)
-        step_mask = torch.zeros_like(process, dtype=torch.bool)
-        for i, s in enumerate(steps_list):
-            step_mask[i, : len(s)] = True
+                step_mask[i, : len(term)] = True
         if self.args.process_clip is not None:
             process = process.clamp(-self.args.process_clip, self.args.process_clip)
         if self.args.process_normalize and step_mask.sum() > 1:
             process = process / (process[step_mask].std() + 1e-6)
         process = process * step_mask
         advantages = self.combine_advantages(outcome, process, token_step, mask)
-        self._log_pav(outcome, process, step_mask, token_step, mask, steps_list)
+        self._log_pav(outcome, process, step_mask, mask, steps_list, owners)
         return advantages
 
-    def _log_pav(self, outcome, process, step_mask, token_step, mask, steps_list) -> None:
+    def _local_outcomes(self, n: int) -> list[float] | None:
+        """This process's completions' outcome rewards (weighted sum of reward functions, clipped to [0, 1])."""
+        if self._last_rewards is None:
+            return None
+        weights = self.reward_weights.to(self._last_rewards.device)
+        total = (torch.nan_to_num(self._last_rewards, nan=0.0) * weights).sum(1).clamp(0.0, 1.0)
+        start = self.accelerator.process_index * n
+        return total[start : start + n].tolist()
+
+    def _log_pav(self, outcome, process, step_mask, mask, steps_list, owners) -> None:
         mode = "train" if self.model.training else "eval"
         gather = self.accelerator.gather
+        device = outcome.device
         per_completion = (process * step_mask).sum(1)  # a completion's total process term
-        n_steps = step_mask.sum(1).float()
-        tokens_in_steps = ((token_step >= 0) & mask.bool()).sum(1).float()
+        n_steps = torch.tensor([float(len(s)) for s in steps_list], device=device)
+        tokens_in_steps = torch.tensor(
+            [float(sum(0 <= h < len(s) for h in row)) for row, s in zip(owners, steps_list)], device=device
+        )
         g_outcome, g_proc, g_steps, g_tokens = (
             gather(x.float()) for x in (outcome, per_completion, n_steps, tokens_in_steps)
         )
