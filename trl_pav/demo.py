@@ -48,6 +48,7 @@ class DemoConfig:
         k_sweep_budget (`int`): N of the prover sweep.
         rl_steps (`int`): GRPO steps per arithmetic RL run.
         rl_alpha (`float`): α of PAV-RL (paper: 3-5).
+        rl_learning_rate (`float`): GRPO learning rate on arithmetic (1e-4 already degrades the 1M policy).
         rl_seeds (`list[int]`): seeds of each RL arm.
         rl_eval_every (`int`): steps between held-out evaluations.
         rl_eval_problems (`int`): held-out problems per evaluation.
@@ -60,11 +61,11 @@ class DemoConfig:
     """
 
     policy_steps: int = 700
-    label_problems: int = 256
+    label_problems: int = 512
     n_cov: int = 4
     n_mc: int = 8
     prover_k: int = 4
-    verifier_steps: int = 300
+    verifier_steps: int = 600
     search_problems: int = 128
     search_budgets: list[int] = field(default_factory=lambda: [3, 6, 12, 24])
     search_alpha: float = 0.5
@@ -72,6 +73,7 @@ class DemoConfig:
     k_sweep_budget: int = 12
     rl_steps: int = 60
     rl_alpha: float = 3.0
+    rl_learning_rate: float = 2e-5
     rl_seeds: list[int] = field(default_factory=lambda: [0, 1])
     rl_eval_every: int = 10
     rl_eval_problems: int = 200
@@ -273,8 +275,11 @@ def _arithmetic_stage(cfg: DemoConfig, out: Path, progress, results: dict) -> di
             },
             lambda d, kind=kind: _train_verifier(policy_dir, labels, d, kind, cfg),
         )
-    verifier_eval = _verifier_quality(verifiers["pav"], task, cfg)
-    progress(f"PAV held-out step AUC vs exact checker {verifier_eval['step_auc']:.3f}")
+    verifier_eval = _verifier_quality(verifiers["pav"], task, policy, cfg)
+    orm_eval = _verifier_quality(verifiers["orm"], task, policy, cfg)
+    progress(
+        f"held-out step AUC vs the exact checker: PAV {verifier_eval['step_auc']:.3f}, ORM {orm_eval['step_auc']:.3f}"
+    )
     results["arithmetic"] = {
         "base_policy_sampled_accuracy": base_acc,
         "base_policy_train_seconds": round(policy_seconds, 1),
@@ -285,6 +290,7 @@ def _arithmetic_stage(cfg: DemoConfig, out: Path, progress, results: dict) -> di
         "first_pit_matches_true_first_error": pit_accuracy,
         "failing_traces": len(failing),
         "pav_quality": verifier_eval,
+        "orm_quality": orm_eval,
     }
     return {"task": task, "policy": policy, "policy_dir": policy_dir, "verifiers": verifiers, "base_acc": base_acc}
 
@@ -314,26 +320,26 @@ def _train_verifier(policy_dir: Path, labels, folder: Path, kind: str, cfg: Demo
     shutil.rmtree(folder / "trainer", ignore_errors=True)
 
 
-def _verifier_quality(path: Path, task, cfg: DemoConfig) -> dict:
-    """Step AUC of the PAV against the exact step checker, on fresh traces of a noisy reference policy."""
+def _verifier_quality(path: Path, task, policy, cfg: DemoConfig) -> dict:
+    """Step AUC of a verifier against the exact step checker on fresh held-out traces of the base policy."""
     from .evaluation import sample_traces
     from .metrics import auc, first_error_accuracy
     from .modeling import PAVVerifier
-    from .tasks import NoisyArithmeticPolicy
 
     verifier = PAVVerifier.from_pretrained(path)
-    probs = task.sample_problems(100, seed=20_000)
-    noisy = NoisyArithmeticPolicy(task, error_rate=0.25)
-    traces = [t[0] for t in sample_traces(noisy, [p.prompt for p in probs], 1, seed=cfg.seed)]
-    values = verifier.score([p.prompt for p in probs], traces)
+    probs = task.sample_problems(200, seed=20_000)
+    traces = sample_traces(policy, [p.prompt for p in probs], 2, seed=cfg.seed + 5)
+    rows = [(p, steps) for p, ts in zip(probs, traces) for steps in ts if steps]
+    values = verifier.score([p.prompt for p, _ in rows], [steps for _, steps in rows])
     scores, truth, firsts = [], [], []
-    for p, steps, v in zip(probs, traces, values):
+    for (p, steps), v in zip(rows, values):
         scores += v[1:]
         truth += task.step_labels(p.expression, steps)
         firsts.append(task.first_error(p.expression, steps))
     return {
         "step_auc": auc(np.array(scores), np.array(truth)),
         "first_error_accuracy": first_error_accuracy([v[1:] for v in values], firsts),
+        "traces": len(rows),
     }
 
 
@@ -405,10 +411,20 @@ def _arithmetic_rl_stage(cfg: DemoConfig, out: Path, progress, arith: dict) -> d
             run_dir = out / "arithmetic" / "rl" / f"{arm}-{seed}"
             common = {"train_dataset": train_ds, "processing_class": tok, "callbacks": [curve.callback]}
             if k is None:
-                args = _rl_args(GRPOConfig, run_dir, cfg.rl_steps, seed, scale_rewards="none")
+                args = _rl_args(
+                    GRPOConfig, run_dir, cfg.rl_steps, seed, scale_rewards="none", learning_rate=cfg.rl_learning_rate
+                )
                 trainer = GRPOTrainer(str(arith["policy_dir"]), [grader_reward(task.grader)], args=args, **common)
             else:
-                args = _rl_args(PAVGRPOConfig, run_dir, cfg.rl_steps, seed, pav_alpha=cfg.rl_alpha, prover_k=k)
+                args = _rl_args(
+                    PAVGRPOConfig,
+                    run_dir,
+                    cfg.rl_steps,
+                    seed,
+                    pav_alpha=cfg.rl_alpha,
+                    prover_k=k,
+                    learning_rate=cfg.rl_learning_rate,
+                )
                 verifier = PAVVerifier.from_pretrained(arith["verifiers"]["pav"])
                 trainer = PAVGRPOTrainer(
                     str(arith["policy_dir"]), [grader_reward(task.grader)], verifier=verifier, args=args, **common

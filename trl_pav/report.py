@@ -141,11 +141,19 @@ def _disagreements(results: dict) -> list[str]:
             f"Search: our gain ({search['accuracy_gain']:+.3f}) and compute ratio ({search['compute_ratio']:.2f}x) "
             "fall "
             f"short of the paper's. Likely reason: our verifier is a 1M-parameter model trained for minutes on "
-            f"{arith['labeling']['num_traces']} traces; its step AUC against the exact checker is {auc:.2f}, and beam "
-            "search can only exploit progress the verifier can see. The paper's verifiers are 2B-27B models trained "
-            "on millions of labels."
+            f"{arith['labeling']['num_traces']} traces; its step AUC against the exact checker is {auc:.2f} (ORM "
+            f"{arith['orm_quality']['step_auc']:.2f}), and search can only exploit progress the verifier can see. "
+            "The paper's verifiers are 2B-27B models trained on millions of labels."
         )
-    if search["best_prover_k"] != 4:
+    accs = {r["accuracy"] for r in search["prover_sweep"]}
+    if len(accs) == 1:
+        notes.append(
+            "Prover sweep: every K gives the same accuracy. Among children of one parent, Q + α·(f(Q) − f(Q_parent)) "
+            "ranks exactly as Q does for any K (f is monotone), so K can only matter when children of different "
+            "parents compete for a slot; with 3-4 step traces and the first level all sharing the root, that rarely "
+            "changes the kept beams. The paper's MATH traces are far longer."
+        )
+    elif search["best_prover_k"] != 4:
         notes.append(
             f"Prover sweep: the best K here is {search['best_prover_k']}, not 4. With a noisy small verifier the "
             "differences between K values are within a few problems (see the sweep plot); the paper's optimum "
@@ -238,8 +246,9 @@ Runtime: {results["runtime_seconds"]:.0f} s on this machine. Everything below wa
   {arith["labeling"]["wall_seconds"]:.0f} s. The first pit equals the exact first wrong step in
   {arith["first_pit_matches_true_first_error"]:.1%} of {arith["failing_traces"]} failing traces.
 - Verifiers: PAV (every step and the root, class-balanced soft BCE) and ORM (final outcome), each initialised from
-  the base policy and trained {cfg["verifier_steps"]} steps. PAV step AUC against the exact step checker on held-out
-  traces: {arith["pav_quality"]["step_auc"]:.3f}; first-error localisation {first_error}.
+  the base policy and trained {cfg["verifier_steps"]} steps. Step AUC against the exact step checker on
+  {arith["pav_quality"]["traces"]} held-out base-policy traces: PAV {arith["pav_quality"]["step_auc"]:.3f}, ORM
+  {arith["orm_quality"]["step_auc"]:.3f}; PAV first-error localisation {first_error}.
 - Search on {cfg["search_problems"]} held-out problems, C = 3 expansions, α = {cfg["search_alpha"]}:
 
 | method | {" | ".join(f"N={n}" for n in budgets)} |
