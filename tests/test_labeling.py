@@ -211,3 +211,44 @@ def test_overwrite_discards_old_shards(tmp_path):
         MCLabeler(policy, task.grader, quiet(n_cov=1, n_mc=3)).label(problems, tmp_path)
     ds = MCLabeler(policy, task.grader, quiet(n_cov=1, n_mc=3, overwrite=True)).label(problems, tmp_path)
     assert load_labels(tmp_path)[1]["config"]["n_mc"] == 3 and len(ds) == 4
+
+
+MULTI = textwrap.dedent(
+    """
+    import sys
+    from trl_pav.labeling import MCLabelConfig, MCLabeler
+    from trl_pav.tasks import ArithmeticTask, NoisyArithmeticPolicy
+    task = ArithmeticTask()
+    cfg = MCLabelConfig(n_cov=2, n_mc=6, shard_size=3, seed=5, show_progress=False)
+    MCLabeler(NoisyArithmeticPolicy(task, 0.2), task.grader, cfg).label(task.problems_dataset(20, seed=8), sys.argv[1])
+    """
+)
+
+
+def test_two_processes_under_accelerate_equal_one(tmp_path):
+    script = tmp_path / "multi.py"
+    script.write_text(MULTI)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    launcher = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "29517",
+    ]
+    subprocess.run([*launcher, str(script), str(tmp_path / "two")], env=env, check=True, timeout=300)
+    subprocess.run([sys.executable, str(script), str(tmp_path / "one")], env=env, check=True, timeout=300)
+    two, two_meta = load_labels(tmp_path / "two")
+    one, one_meta = load_labels(tmp_path / "one")
+    assert two_meta["num_processes"] == 2 and one_meta["num_processes"] == 1
+    assert two.to_list() == one.to_list()
+    assert two_meta["rollouts"] == one_meta["rollouts"]

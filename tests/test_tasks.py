@@ -219,3 +219,79 @@ def test_sft_training_deterministic_and_reloadable(tmp_path):
     ref = task.tokenizer()(text)["input_ids"]
     assert load_tokenizer(a)(text)["input_ids"] == ref
     assert AutoTokenizer.from_pretrained(a)(text)["input_ids"] == ref
+
+
+def test_vllm_policy_is_cleanly_absent_on_cpu():
+    import importlib.util
+
+    from trl_pav.generation.vllm import VLLMPolicy
+
+    if importlib.util.find_spec("vllm") is None:
+        with pytest.raises(ImportError, match=r"trl-pav\[vllm\]"):
+            VLLMPolicy("some/model")
+
+
+def test_vllm_policy_request_and_output_handling(monkeypatch):
+    """VLLMPolicy against a stand-in engine shaped like vLLM's API (SamplingParams in, RequestOutput out)."""
+    import sys
+    import types
+    from dataclasses import dataclass, field
+
+    @dataclass
+    class SamplingParams:
+        n: int = 1
+        temperature: float = 1.0
+        max_tokens: int = 16
+        seed: int | None = None
+        stop: list | None = None
+        include_stop_str_in_output: bool = False
+
+    @dataclass
+    class Completion:
+        text: str
+        token_ids: list
+        finish_reason: str
+        stop_reason: object = None
+
+    @dataclass
+    class RequestOutput:
+        outputs: list = field(default_factory=list)
+
+    class Engine:
+        def __init__(self):
+            self.calls = []
+
+        def generate(self, prompts, params, use_tqdm=False):
+            self.calls.append((prompts, params))
+            scripted = {
+                0: Completion("2*3=6", [1, 2, 3, 4, 5], "stop", "\n"),  # stopped at the separator
+                1: Completion("#### 6", [1, 2, 3, 4, 5, 6], "stop", None),  # end of sequence
+                2: Completion("12345678", list(range(8)), "length"),  # ran out of tokens
+            }
+            return [RequestOutput([scripted[p.seed]]) for p in params]
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(SamplingParams=SamplingParams))
+    from trl_pav.generation.vllm import VLLMPolicy
+
+    engine = Engine()
+    policy = VLLMPolicy(engine, TASK_FMT, max_step_tokens=8, name="stand-in")
+    assert isinstance(policy, Policy)
+    reqs = [
+        GenerationRequest("Q:2*3?\n", seed=0),
+        GenerationRequest("Q:2*3?\n", ("2*3=6",), seed=1),
+        GenerationRequest("Q:2*3?\n", seed=2),
+    ]
+    out = policy.generate(reqs, stop_at_step=True)
+    assert [(g.steps, g.finished, g.truncated, g.num_tokens) for g in out] == [
+        (["2*3=6"], False, False, 5),
+        (["#### 6"], True, False, 6),
+        (["12345678"], False, True, 8),
+    ]
+    prompts, params = engine.calls[0]
+    assert prompts[1] == "Q:2*3?\n2*3=6\n" and [p.seed for p in params] == [0, 1, 2]
+    assert all(p.stop == ["\n"] and p.max_tokens == 8 for p in params)
+    policy.generate(reqs[:1])
+    assert engine.calls[-1][1][0].stop is None
+
+
+TASK_FMT = ArithmeticTask().step_format

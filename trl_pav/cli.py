@@ -75,6 +75,7 @@ class LabelArguments:
         max_new_tokens (`int`, defaults to `256`): token limit per rollout.
         batch_size (`int`, defaults to `256`): generation batch size.
         push_to_hub (`str` or `None`, defaults to `None`): a Hub dataset id to push the result to.
+        use_vllm (`bool`, defaults to `False`): generate with vLLM (GPU; `pip install "trl-pav[vllm]"`).
     """
 
     policy: str = field(default="", metadata={"help": "Path or Hub id of the base policy."})
@@ -89,12 +90,18 @@ class LabelArguments:
     max_new_tokens: int = field(default=256, metadata={"help": "Token limit per rollout."})
     batch_size: int = field(default=256, metadata={"help": "Generation batch size."})
     push_to_hub: str | None = field(default=None, metadata={"help": "Hub dataset id to push to."})
+    use_vllm: bool = field(default=False, metadata={"help": "Generate with vLLM (GPU only)."})
 
 
-def load_hf_policy(path: str, step_format, **kwargs):
-    """An `HFPolicy` from a checkpoint folder or Hub id (character tokenizers reload safely)."""
+def load_hf_policy(path: str, step_format, use_vllm: bool = False, **kwargs):
+    """An `HFPolicy` (or a `VLLMPolicy`) from a checkpoint folder or Hub id (character tokenizers reload safely)."""
     from transformers import AutoModelForCausalLM
 
+    if use_vllm:
+        from .generation.vllm import VLLMPolicy
+
+        kwargs.pop("batch_size", None)
+        return VLLMPolicy(path, step_format, name=path, **kwargs)
     from .generation import HFPolicy
     from .tokenization import load_tokenizer
 
@@ -130,7 +137,12 @@ def _label(argv: list[str]) -> dict:
     if not args.policy:
         raise SystemExit("trl-pav label: --policy is required (a checkpoint folder or Hub id)")
     problems, grader, step_format = _problems(args)
-    gen = {"temperature": args.temperature, "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size}
+    gen = {
+        "temperature": args.temperature,
+        "max_new_tokens": args.max_new_tokens,
+        "batch_size": args.batch_size,
+        "use_vllm": args.use_vllm,
+    }
     policy = load_hf_policy(args.policy, step_format, **gen)
     prover = load_hf_policy(args.prover_policy, step_format, **gen) if args.prover_policy else None
     MCLabeler(policy, grader, config, prover_policy=prover).label(problems, args.output_dir)
@@ -163,6 +175,7 @@ class SearchArguments:
         temperature (`float`, defaults to `1.0`): sampling temperature.
         max_new_tokens (`int`, defaults to `256`): token limit per trace.
         seed (`int`, defaults to `0`): sampling seed.
+        use_vllm (`bool`, defaults to `False`): generate with vLLM (GPU; `pip install "trl-pav[vllm]"`).
     """
 
     policy: str = field(default="", metadata={"help": "Path or Hub id of the base policy."})
@@ -183,6 +196,7 @@ class SearchArguments:
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
     max_new_tokens: int = field(default=256, metadata={"help": "Token limit per trace."})
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
+    use_vllm: bool = field(default=False, metadata={"help": "Generate with vLLM (GPU only)."})
 
 
 def _search(argv: list[str]) -> dict:
@@ -200,7 +214,9 @@ def _search(argv: list[str]) -> dict:
     orm = PAVVerifier.from_pretrained(args.orm) if args.orm else None
     if pav is not None:
         step_format = pav.step_format
-    policy = load_hf_policy(args.policy, step_format, temperature=args.temperature, max_new_tokens=args.max_new_tokens)
+    policy = load_hf_policy(
+        args.policy, step_format, args.use_vllm, temperature=args.temperature, max_new_tokens=args.max_new_tokens
+    )
     config = SearchEvalConfig(
         methods=args.methods,
         budgets=args.budgets,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 import time
@@ -375,8 +374,14 @@ def _search_stage(cfg: DemoConfig, out: Path, progress, arith: dict) -> dict:
             "pav_beam"
         ][0]
         sweep.append({"k": k, "accuracy": rec["accuracy"]})
-    best_k = max(sweep, key=lambda r: (r["accuracy"], -abs(math.log(r["k"] / cfg.prover_k))))["k"]
-    return {"curves": curves["methods"], **comparison, "prover_sweep": sweep, "best_prover_k": best_k}
+    return {"curves": curves["methods"], **comparison, "prover_sweep": sweep, **best_prover(sweep)}
+
+
+def best_prover(sweep: list[dict]) -> dict:
+    """The K with the highest accuracy (ties go to the smallest K, not to the paper's answer) and every tied K."""
+    top = max(r["accuracy"] for r in sweep)
+    tied = sorted(r["k"] for r in sweep if r["accuracy"] == top)
+    return {"best_prover_k": tied[0], "best_prover_k_ties": tied}
 
 
 # ---- arithmetic RL -------------------------------------------------------------------------------------------------

@@ -401,6 +401,7 @@ class MCLabeler:
         if state.is_main_process:
             metadata["fingerprint"] = fingerprint
             metadata["shards_found_finished"] = len(mine) - len(todo)
+            metadata["num_processes"] = state.num_processes
             tmp = out / "dataset.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
             dataset.save_to_disk(str(tmp))

@@ -1,0 +1,89 @@
+"""vLLM generation backend (optional extra `trl-pav[vllm]`): prefix caching and per-request seeds on GPUs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..steps import StepFormat
+from .base import Generation, GenerationRequest, continue_trace
+
+__all__ = ["VLLMPolicy"]
+
+
+class VLLMPolicy:
+    """A vLLM engine as a `Policy`.
+
+    Each request becomes one vLLM request with its own `SamplingParams(seed=...)`, so samples do not depend on how
+    requests are batched. Requests that share a prefix (the seed traces of one problem, the rollouts of one prefix)
+    reuse its KV cache through vLLM's prefix caching. With `stop_at_step`, generation stops at the step separator.
+
+    Args:
+        model: a model path/Hub id (an engine is created with `enable_prefix_caching=True`), or a `vllm.LLM`.
+        step_format: how steps are separated.
+        name: id recorded in datasets (defaults to the model path).
+        temperature: sampling temperature.
+        max_new_tokens: token limit for a continuation to the end of the trace.
+        max_step_tokens: token limit for one step.
+        **llm_kwargs: passed to `vllm.LLM` when `model` is a path (e.g. `gpu_memory_utilization`).
+
+    Raises:
+        ImportError: if vLLM is not installed (`pip install "trl-pav[vllm]"`).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        step_format: StepFormat | None = None,
+        *,
+        name: str | None = None,
+        temperature: float = 1.0,
+        max_new_tokens: int = 256,
+        max_step_tokens: int = 64,
+        **llm_kwargs,
+    ):
+        try:
+            from vllm import SamplingParams
+        except ImportError as err:
+            raise ImportError('VLLMPolicy needs vLLM: pip install "trl-pav[vllm]" (GPU machines only)') from err
+        self._sampling_params = SamplingParams
+        if isinstance(model, str):
+            from vllm import LLM
+
+            self.llm = LLM(model=model, enable_prefix_caching=True, **llm_kwargs)
+            self.name = name or model
+        else:
+            self.llm = model
+            self.name = name or type(model).__name__
+        self.step_format = step_format or StepFormat()
+        self.temperature, self.max_new_tokens, self.max_step_tokens = temperature, max_new_tokens, max_step_tokens
+
+    def generate(self, requests: Sequence[GenerationRequest], stop_at_step: bool = False) -> list[Generation]:
+        """One continuation per request (see `Policy.generate`)."""
+        if not requests:
+            return []
+        sep = self.step_format.separator
+        params = [
+            self._sampling_params(
+                n=1,
+                temperature=self.temperature,
+                max_tokens=self.max_step_tokens if stop_at_step else self.max_new_tokens,
+                seed=r.seed,
+                stop=[sep] if stop_at_step else None,
+                include_stop_str_in_output=False,
+            )
+            for r in requests
+        ]
+        texts = [continue_trace(r.prompt, r.steps, self.step_format) for r in requests]
+        outputs = self.llm.generate(texts, params, use_tqdm=False)
+        return [self._to_generation(out.outputs[0], stop_at_step) for out in outputs]
+
+    def _to_generation(self, completion, stop_at_step: bool) -> Generation:
+        steps = self.step_format.split(completion.text)
+        num_tokens = len(completion.token_ids)
+        if completion.finish_reason == "length":
+            return Generation(steps=steps[:1] if stop_at_step else steps, num_tokens=num_tokens, truncated=True)
+        # finish_reason "stop": a stop string (the separator) or the end of sequence (stop_reason None or EOS id).
+        at_separator = isinstance(completion.stop_reason, str)
+        finished = not at_separator
+        return Generation(steps=steps[:1] if stop_at_step else steps, finished=finished, num_tokens=num_tokens)
