@@ -174,7 +174,8 @@ def _disagreements(results: dict) -> list[str]:
         )
     elif len(search.get("best_prover_k_ties", [])) > 1:
         notes.append(
-            f"Prover sweep: K in {search['best_prover_k_ties']} tie for the best accuracy (we report the smallest); the "
+            f"Prover sweep: K in {search['best_prover_k_ties']} tie for the best accuracy (we report the smallest); "
+            "the "
             "differences between K values are one or two problems, within noise. Among children of one parent the "
             "effective reward ranks as Q does for any K, so K only matters when children of different parents "
             "compete."
