@@ -53,7 +53,7 @@ def first_error_rate(ds, task) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--problems", type=int, default=24)
+    parser.add_argument("--problems", type=int, default=64)
     parser.add_argument("--n_cov", type=int, default=2)
     parser.add_argument("--n_mc", type=int, default=8)
     args = parser.parse_args()

@@ -8,14 +8,14 @@ from __future__ import annotations
 import tempfile
 import time
 
-from _common import emit
+from _common import arithmetic_policy_dir, emit
 from datasets import Dataset
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from trl_pav import PAVMetadata, PAVVerifier
 from trl_pav.tasks import ArithmeticTask
-from trl_pav.testing import tiny_causal_lm, tiny_token_classifier
+from trl_pav.testing import tiny_token_classifier
 from trl_pav.trainers import PAVGRPOConfig, PAVGRPOTrainer, grader_reward
 
 STEPS, WARMUP = 24, 4
@@ -70,9 +70,7 @@ def run(cls, trainer_cls, policy_dir, data, tok, **extra) -> float:
 def main() -> None:
     task = ArithmeticTask()
     tok = task.tokenizer()
-    policy_dir = tempfile.mkdtemp()
-    tiny_causal_lm(tok, hidden_size=128, num_layers=4, max_positions=128).save_pretrained(policy_dir)
-    tok.save_pretrained(policy_dir)
+    policy_dir = str(arithmetic_policy_dir())  # a trained policy: both trainers see nonzero rewards and update
     probs = task.sample_problems(2000, seed=0)
     data = Dataset.from_dict({"prompt": [p.prompt for p in probs], "gold": [p.gold for p in probs]})
     verifier = PAVVerifier(

@@ -202,9 +202,14 @@ def tokenize_trace(tokenizer, prompt: str, steps: Sequence[str], step_format: St
     step_format.check_steps(steps)
     ids: list[int] = []
     positions: list[int] = []
-    segments = [prompt] + [(step_format.separator if h else "") + step for h, step in enumerate(steps)]
-    for h, segment in enumerate(segments):
-        enc = tokenizer(segment, add_special_tokens=(h == 0), return_offsets_mapping=True)
+    segments = [(step_format.separator if h else "") + step for h, step in enumerate(steps)]
+    encodings = [tokenizer(prompt, add_special_tokens=True, return_offsets_mapping=True)]
+    if segments:  # one batched call for all steps
+        batch = tokenizer(segments, add_special_tokens=False, return_offsets_mapping=True)
+        encodings += [
+            {"input_ids": i, "offset_mapping": o} for i, o in zip(batch["input_ids"], batch["offset_mapping"])
+        ]
+    for h, (segment, enc) in enumerate(zip([prompt, *segments], encodings)):
         if not enc["input_ids"]:
             raise ValueError(f"tokenize_trace: segment {h} ({segment!r:.40}) produced no tokens")
         (pos,) = token_positions(enc["offset_mapping"], [len(segment)])
