@@ -78,18 +78,10 @@ def main() -> None:
                 n_cov=args.n_cov, n_mc=args.n_mc, strategy=strategy, show_progress=False, shard_size=args.problems
             ),
         )
-        meta = {}
-        original = labeler._assemble
-
-        def capture(results, seconds, original=original, meta=meta):
-            ds, m = original(results, seconds)
-            meta.update(m)
-            return ds, m
-
-        labeler._assemble = capture
         start = time.perf_counter()
         ds = labeler.label(data)
         seconds = time.perf_counter() - start
+        meta = labeler.last_metadata
         measured = sum(c > 0 for r in ds for c in r["label_rollouts"])
         runs[strategy] = {
             "seconds": seconds,

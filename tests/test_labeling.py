@@ -96,16 +96,7 @@ def test_first_pit_finds_true_first_error_with_fewer_rollouts():
     results = {}
     for strategy in ("first_pit", "all"):
         labeler = MCLabeler(policy, task.grader, quiet(n_cov=4, n_mc=8, strategy=strategy))
-        stats = {}
-        original = labeler._assemble
-
-        def capture(results_, seconds, original=original, stats=stats):
-            ds, meta = original(results_, seconds)
-            stats.update(meta)
-            return ds, meta
-
-        labeler._assemble = capture
-        results[strategy] = (labeler.label(problems), stats)
+        results[strategy] = (labeler.label(problems), labeler.last_metadata)
     ds, meta = results["first_pit"]
     failing = [r for r in ds if r["seed_outcome"] == 0.0]
     assert len(failing) > 30

@@ -200,6 +200,7 @@ class MCLabeler:
         self.rollout_policy = prover_policy if prover_policy is not None else policy
         self.step_format = policy.step_format
         self.prover_name = f"bo{self.config.prover_k}" if self.config.prover == "bok" else prover_policy.name
+        self.last_metadata: dict = {}  # budget and counts of the latest `label` call
 
     # ---- public API ------------------------------------------------------------------------------------------------
     def label(self, problems: Dataset | Sequence[dict], output_dir: str | os.PathLike | None = None) -> Dataset:
@@ -218,7 +219,8 @@ class MCLabeler:
         if output_dir is None:
             with _progress(self.config, sum(len(s) for s in shards)) as bar:
                 results = [self._label_shard(rows, idx, bar) for idx in shards]
-            return self._assemble(results, time.time() - start)[0]
+            dataset, self.last_metadata = self._assemble(results, time.time() - start)
+            return dataset
         return self._label_to_disk(rows, shards, Path(output_dir), start)
 
     # ---- input checks ----------------------------------------------------------------------------------------------
@@ -380,7 +382,8 @@ class MCLabeler:
     def _label_to_disk(self, rows: list[dict], shards: list[list[int]], out: Path, start: float) -> Dataset:
         from accelerate import PartialState
 
-        state = PartialState()
+        # Without cpu=True, accelerate forms no process group on CPU-only machines and every rank acts as the main one.
+        state = PartialState(cpu=not torch.cuda.is_available())
         shard_dir = out / "shards"
         manifest_path = out / "manifest.json"
         fingerprint = self._fingerprint(rows)
@@ -398,6 +401,7 @@ class MCLabeler:
         if len(results) != len(shards):
             raise RuntimeError(f"{out}: expected {len(shards)} shards but found {len(results)} after labeling")
         dataset, metadata = self._assemble(results, time.time() - start)
+        self.last_metadata = metadata
         if state.is_main_process:
             metadata["fingerprint"] = fingerprint
             metadata["shards_found_finished"] = len(mine) - len(todo)
