@@ -33,7 +33,8 @@ from .values import best_of_k
 
 __all__ = ["LabelingConfigMismatch", "MCLabelConfig", "MCLabeler", "load_labels"]
 
-_SEED_STAGE, _ROOT_STAGE, _PREFIX_STAGE = 0, 1, 2
+# Seed streams: seed traces, and rollouts from a prefix (the root is the empty prefix).
+_SEED_STAGE, _PREFIX_STAGE = 0, 2
 
 
 @dataclass
