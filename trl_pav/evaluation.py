@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .generation.base import GenerationRequest, Policy, mix_seed
+from .generation.base import Policy, group_samples, sample_requests
 from .grading import Grader
 
 __all__ = ["sample_traces", "sampled_accuracy"]
@@ -14,13 +14,8 @@ def sample_traces(
     policy: Policy, prompts: Sequence[str], samples_per_prompt: int = 1, seed: int = 0
 ) -> list[list[list[str]]]:
     """`samples_per_prompt` complete traces (as step lists) per prompt, seeded per (prompt, sample)."""
-    requests = [
-        GenerationRequest(p, seed=mix_seed(seed, i, j))
-        for i, p in enumerate(prompts)
-        for j in range(samples_per_prompt)
-    ]
-    gens = policy.generate(requests)
-    return [[gens[i * samples_per_prompt + j].steps for j in range(samples_per_prompt)] for i in range(len(prompts))]
+    gens = policy.generate(sample_requests(prompts, samples_per_prompt, seed))
+    return group_samples(gens, samples_per_prompt)
 
 
 def sampled_accuracy(

@@ -71,6 +71,16 @@ class StepFormat:
                 return out
             start = stop + n
 
+    def complete_spans(self, text: str, finished: bool = False) -> list[tuple[int, int]]:
+        """Spans of the steps of `text` that are known to be complete: followed by a separator, or all of them when
+        the text is finished (no more text will follow).
+
+        Example:
+            >>> StepFormat(";").complete_spans("1+1=2;2+2=")
+            [(0, 5)]
+        """
+        return [(s, e) for s, e in self.spans(text) if finished or text.startswith(self.separator, e)]
+
     def split(self, text: str) -> list[str]:
         """The steps of `text`, in order (whitespace-only pieces dropped)."""
         return [text[s:e] for s, e in self.spans(text)]

@@ -14,7 +14,16 @@ import torch
 
 from ..steps import StepFormat
 
-__all__ = ["Generation", "GenerationRequest", "Policy", "continue_trace", "gumbel_noise", "mix_seed"]
+__all__ = [
+    "Generation",
+    "GenerationRequest",
+    "Policy",
+    "continue_trace",
+    "group_samples",
+    "gumbel_noise",
+    "mix_seed",
+    "sample_requests",
+]
 
 _MASK32 = 0xFFFFFFFF
 
@@ -71,6 +80,28 @@ def continue_trace(prompt: str, steps: Sequence[str], step_format: StepFormat) -
         'Q:2*3+1?\\n2*3=6\\n'
     """
     return prompt + (step_format.join(steps) + step_format.separator if steps else "")
+
+
+def sample_requests(
+    prompts: Sequence[str], n: int, seed: int, stream: int = 0, prompt_ids: Sequence[int] | None = None
+) -> list[GenerationRequest]:
+    """`n` from-scratch requests per prompt, seeded by (seed, prompt id, stream + sample index), grouped by prompt.
+
+    Prompt ids default to positions; pass stable ids to get the same samples whatever the batch.
+    """
+    if n < 1:
+        raise ValueError(f"need at least one sample per prompt, got {n}")
+    ids = list(range(len(prompts))) if prompt_ids is None else list(prompt_ids)
+    if len(ids) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(ids)} prompt ids")
+    return [
+        GenerationRequest(p, seed=mix_seed(seed, ids[i], stream + j)) for i, p in enumerate(prompts) for j in range(n)
+    ]
+
+
+def group_samples(generations: Sequence[Generation], n: int) -> list[list[list[str]]]:
+    """Steps of `n` consecutive generations per prompt (the layout `sample_requests` produces)."""
+    return [[g.steps for g in generations[k : k + n]] for k in range(0, len(generations), n)]
 
 
 def _hash32(x: torch.Tensor) -> torch.Tensor:

@@ -28,8 +28,8 @@ class _SeededSampler(LogitsProcessor):
 class _StepBoundary(StoppingCriteria):
     """Marks a row done once its new text holds the separator after some non-whitespace text."""
 
-    def __init__(self, tokenizer, separator: str, input_len: int, holds_last_char: torch.Tensor):
-        self.tokenizer, self.separator, self.input_len = tokenizer, separator, input_len
+    def __init__(self, tokenizer, step_format: StepFormat, input_len: int, holds_last_char: torch.Tensor):
+        self.tokenizer, self.step_format, self.input_len = tokenizer, step_format, input_len
         self.holds_last_char = holds_last_char  # (V,) bool: tokens whose text contains the separator's last char
         self.done: torch.Tensor | None = None
 
@@ -38,11 +38,12 @@ class _StepBoundary(StoppingCriteria):
             self.done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         last = input_ids[:, -1]
         in_vocab = last < self.holds_last_char.numel()
-        maybe = in_vocab & self.holds_last_char[last.clamp(max=self.holds_last_char.numel() - 1)] & ~self.done
+        # Ids beyond the tokenizer's vocabulary are checked by decoding, as in `HFPolicy._tokens_to_boundary`.
+        holds = self.holds_last_char[last.clamp(max=self.holds_last_char.numel() - 1)]
+        maybe = (~in_vocab | holds) & ~self.done
         for b in maybe.nonzero().flatten().tolist():
             text = self.tokenizer.decode(input_ids[b, self.input_len :], skip_special_tokens=True)
-            stripped = text.lstrip()
-            if self.separator in stripped and stripped.index(self.separator) > 0:
+            if self.step_format.complete_spans(text):
                 self.done[b] = True
         return self.done.clone()
 
@@ -126,7 +127,7 @@ class HFPolicy:
             processors.append(_SeededSampler(seed_tensor, width, self.temperature))
         criteria = []
         if stop_at_step:
-            criteria.append(_StepBoundary(self.tokenizer, self.step_format.separator, width, self._holds_last_char))
+            criteria.append(_StepBoundary(self.tokenizer, self.step_format, width, self._holds_last_char))
         was_training = self.model.training
         self.model.eval()
         try:
@@ -160,11 +161,10 @@ class HFPolicy:
 
     def _tokens_to_boundary(self, new_ids: list[int]) -> int | None:
         """Number of tokens up to the one that completes the first step boundary, or None if there is none."""
-        sep, vocab = self.step_format.separator, self._holds_last_char.numel()
+        vocab = self._holds_last_char.numel()
         for n, tok in enumerate(new_ids, start=1):
             if tok < vocab and not self._holds_last_char[tok]:
                 continue
-            stripped = self.tokenizer.decode(new_ids[:n], skip_special_tokens=True).lstrip()
-            if sep in stripped and stripped.index(sep) > 0:
+            if self.step_format.complete_spans(self.tokenizer.decode(new_ids[:n], skip_special_tokens=True)):
                 return n
         return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
-from ..generation.base import GenerationRequest, Policy, mix_seed
+from ..generation.base import Policy, group_samples, sample_requests
 from ..grading import Grader
 from ..modeling import StepScorer
 from .base import ComputeLedger, SearchResult, counted_generate, counted_score
@@ -16,17 +16,17 @@ AnswerFn = Callable[[list[str]], str | None]
 
 
 def sample_candidates(
-    policy: Policy, prompts: Sequence[str], n: int, seed: int = 0, ledger: ComputeLedger | None = None
+    policy: Policy,
+    prompts: Sequence[str],
+    n: int,
+    seed: int = 0,
+    ledger: ComputeLedger | None = None,
+    prompt_ids: Sequence[int] | None = None,
 ) -> list[list[list[str]]]:
-    """N complete traces per prompt (all prompts in one batch), seeded per (prompt, sample)."""
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+    """N complete traces per prompt (all prompts in one batch), seeded per (prompt id, sample)."""
     ledger = ledger if ledger is not None else ComputeLedger()
-    requests = [
-        GenerationRequest(p, seed=mix_seed(seed, i, 10_000 + j)) for i, p in enumerate(prompts) for j in range(n)
-    ]
-    gens = counted_generate(policy, requests, ledger, stop_at_step=False)
-    return [[gens[i * n + j].steps for j in range(n)] for i in range(len(prompts))]
+    requests = sample_requests(prompts, n, seed, stream=10_000, prompt_ids=prompt_ids)
+    return group_samples(counted_generate(policy, requests, ledger, stop_at_step=False), n)
 
 
 def best_of_n(

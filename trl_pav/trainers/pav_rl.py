@@ -129,9 +129,7 @@ def locate_steps(
     """
     ends = token_char_ends(tokenizer, completion_ids)
     text = tokenizer.decode(list(completion_ids), skip_special_tokens=True)
-    spans = step_format.spans(text)
-    sep = step_format.separator
-    complete = [(s, e) for s, e in spans if finished or text.startswith(sep, e)]
+    complete = step_format.complete_spans(text, finished)
     owner = [-1] * len(completion_ids)
     if not complete:
         return [], owner
