@@ -38,27 +38,27 @@ def _plot_curves(path: Path, curves: dict[str, list[dict]], title: str, ylabel: 
             lo = [y - p["std"] for y, p in zip(ys, points)]
             hi = [y + p["std"] for y, p in zip(ys, points)]
             ax.fill_between(xs, lo, hi, alpha=0.15)
-    ax.set_xlabel("RL iteration")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path.name
+    return _save(plt, fig, ax, path, "RL iteration", ylabel, title)
 
 
-def _plot_sweep(path: Path, xs: list, ys: list, xlabel: str, title: str, baseline: float | None = None) -> str:
+def _plot_sweep(
+    path: Path, xs: list, ys: list, xlabel: str, title: str, log_base: int, baseline: float | None = None
+) -> str:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     ax.plot(xs, ys, marker="o")
     if baseline is not None:
         ax.axhline(baseline, ls="--", color="gray", label="outcome-only RL")
         ax.legend(fontsize=8)
-    ax.set_xscale("log", base=2 if xlabel.startswith("prover K") else 10)
+    ax.set_xscale("log", base=log_base)
+    return _save(plt, fig, ax, path, xlabel, "accuracy", title)
+
+
+def _save(plt, fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> str:
+    """Label, grid and write a figure as PNG; returns the file name."""
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("accuracy")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -96,6 +96,7 @@ def write_report(results: dict, folder: str | Path) -> Path:
             [r["accuracy"] for r in search["prover_sweep"]],
             "prover K (Best-of-K)",
             "PAV beam search accuracy vs prover strength",
+            2,
         ),
         "rl": _plot_curves(folder / "rl_arithmetic.png", rl["curves"], "Arithmetic: online RL"),
         "planted": _plot_curves(
@@ -107,6 +108,7 @@ def write_report(results: dict, folder: str | Path) -> Path:
             [r["final_accuracy"] for r in planted["gamma_sweep"]],
             "prover gamma",
             "Planted: final success vs prover strength",
+            10,
             planted["gamma_sweep_outcome_accuracy"],
         ),
     }
