@@ -206,3 +206,19 @@ def test_needs_a_verifier(policy_dir, tmp_path):
             train_dataset=dataset(),
             processing_class=TASK.tokenizer(),
         )
+
+
+def test_token_char_ends_fast_path_equals_prefix_decoding(char_tok, bpe_tok):
+    from trl_pav.trainers.pav_rl import token_char_ends
+
+    def by_prefixes(tok, ids):
+        return [len(tok.decode(ids[: k + 1], skip_special_tokens=True)) for k in range(len(ids))]
+
+    for tok in (char_tok, bpe_tok):
+        for text in ("12+3=15\n15*2=30\n#### 30", "First, add: 12+3=15.\nThe answer is 15.", "é€ x\n\ny"):
+            ids = tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            assert token_char_ends(tok, ids) == by_prefixes(tok, ids)
+    # A non-canonical BPE tokenization (" answer" as single characters) takes the exact fallback path.
+    odd = bpe_tok("The", add_special_tokens=False)["input_ids"] + [bpe_tok.convert_tokens_to_ids(c) for c in "Ġans"]
+    assert bpe_tok("The ans", add_special_tokens=False)["input_ids"] != odd
+    assert token_char_ends(bpe_tok, odd) == by_prefixes(bpe_tok, odd)

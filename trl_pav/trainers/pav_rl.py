@@ -102,9 +102,30 @@ def grader_reward(grader: Grader, gold_column: str = "gold") -> Callable[..., li
 
 
 def token_char_ends(tokenizer, ids: Sequence[int]) -> list[int]:
-    """Character end of each token in `decode(ids, skip_special_tokens=True)` (one batched decode of all prefixes)."""
+    """Character end of each token in `decode(ids, skip_special_tokens=True)`.
+
+    Fast path, O(T): re-tokenize the decoded text with offsets; when that reproduces the same ids (the usual case),
+    each token ends at its offset's end and special tokens end where the previous token did. Otherwise (a
+    non-canonical tokenization the model sampled) decode every prefix, which is exact but O(T^2).
+
+    Example:
+        >>> from trl_pav.testing import char_tokenizer
+        >>> tok = char_tokenizer()
+        >>> token_char_ends(tok, tok("ab;cd", add_special_tokens=False)["input_ids"] + [tok.eos_token_id])
+        [1, 2, 3, 4, 5, 5]
+    """
     if not ids:
         return []
+    special = set(tokenizer.all_special_ids)
+    text = tokenizer.decode(list(ids), skip_special_tokens=True)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    if enc["input_ids"] == [t for t in ids if t not in special]:
+        ends, offsets, end = [], iter(enc["offset_mapping"]), 0
+        for t in ids:
+            if t not in special:
+                end = max(end, next(offsets)[1])
+            ends.append(end)
+        return ends
     texts = tokenizer.batch_decode([list(ids[: k + 1]) for k in range(len(ids))], skip_special_tokens=True)
     return [len(t) for t in texts]
 
