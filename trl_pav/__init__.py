@@ -10,6 +10,8 @@ Example:
 """
 
 from .data import REQUIRED_COLUMNS, StepwiseDataError, from_math_shepherd, from_trl_stepwise, validate_stepwise
+from .datasets_io import load_problems
+from .distributed import Lockstep
 from .generation import Generation, GenerationRequest, HFPolicy, Policy
 from .grading import ExactMatchGrader, Grader, MathVerifyGrader, extract_answer, extract_boxed, grade_batch
 from .labeling import MCLabelConfig, MCLabeler, load_labels
@@ -41,6 +43,7 @@ __all__ = [
     "GenerationRequest",
     "Grader",
     "HFPolicy",
+    "Lockstep",
     "MCLabelConfig",
     "MCLabeler",
     "MathVerifyGrader",
@@ -69,6 +72,7 @@ __all__ = [
     "grade_batch",
     "leave_one_out_advantages",
     "load_labels",
+    "load_problems",
     "load_tokenizer",
     "prover_advantages",
     "prover_alignment",

@@ -15,28 +15,35 @@ _GOLD_FIELDS = ("gold", "answer", "solution")
 _INSTRUCTION = "Solve the problem step by step, one step per line. Put the final answer in \\boxed{{}}.\n\n{problem}\n"
 
 
-def _read(source: str, split: str) -> Dataset:
+def _read(source: str, split: str, config: str | None = None) -> Dataset:
     ext = os.path.splitext(source)[1].lower()
     if os.path.exists(source):
         kind = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}.get(ext)
         if kind is None:
             raise ValueError(f"cannot read problems from {source!r}: use a .json, .jsonl, .parquet or .csv file")
         return load_dataset(kind, data_files=source, split="train")
-    return load_dataset(source, split=split)
+    return load_dataset(source, config, split=split)
 
 
 def load_problems(
-    source: str | Dataset, split: str = "train", limit: int | None = None, template: str = _INSTRUCTION
+    source: str | Dataset,
+    split: str = "train",
+    limit: int | None = None,
+    template: str = _INSTRUCTION,
+    config: str | None = None,
 ) -> Dataset:
     """Problems with `prompt` (the problem in `template`) and `gold` (the reference final answer).
 
     Field layouts recognised: MATH / MATH-500 (`problem`, `answer` or `solution` with a `\\boxed{}` answer), GSM8K
-    (`question`, `answer` ending in `#### n`), and rows that already have `prompt` / `gold`. Other columns are kept.
+    (`question`, `answer` ending in `#### n`), and rows that already have `prompt` / `gold`. Other columns, the
+    source answer column included, are kept.
+
+    `config` is the Hub dataset's configuration (for example `"main"` for `openai/gsm8k`).
 
     Raises:
         ValueError: naming the first row without a usable problem or answer.
     """
-    data = source if isinstance(source, Dataset) else _read(source, split)
+    data = source if isinstance(source, Dataset) else _read(source, split, config)
     if limit is not None:
         data = data.select(range(min(limit, len(data))))
     columns = set(data.column_names)
@@ -57,5 +64,6 @@ def load_problems(
         prompt = problem if prompt_field == "prompt" else template.format(problem=problem)
         return {"prompt": prompt, "gold": gold.strip()}
 
-    keep = [c for c in data.column_names if c not in ("prompt", "gold")]
-    return data.map(convert, with_indices=True, remove_columns=[c for c in keep if c in (prompt_field, gold_field)])
+    # The source answer column stays (GSM8K's holds the reference solution that SFT trains on).
+    drop = [prompt_field] if prompt_field != "prompt" else []
+    return data.map(convert, with_indices=True, remove_columns=drop)

@@ -16,6 +16,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import torch
 from transformers import AutoModelForTokenClassification, PreTrainedModel
 
+from .distributed import Lockstep
 from .steps import StepFormat, tokenize_trace
 from .values import effective_reward, prover_advantages
 
@@ -95,6 +96,8 @@ class PAVVerifier:
         metadata: a `PAVMetadata` (defaults to the model config's `pav` entry).
         max_length: longest tokenized trace; longer traces raise instead of being silently truncated.
         batch_size: traces per forward pass.
+        lockstep: a `Lockstep` when the model is sharded across processes (DeepSpeed ZeRO-3): every `score` call
+            then runs the same number of forward passes on every process, and a process that is done calls `drain`.
 
     Example:
         >>> from trl_pav.testing import char_tokenizer, tiny_token_classifier
@@ -114,8 +117,10 @@ class PAVVerifier:
         metadata: PAVMetadata | None = None,
         max_length: int | None = None,
         batch_size: int = 32,
+        lockstep: Lockstep | None = None,
     ):
         self.model, self.tokenizer = model, tokenizer
+        self.lockstep = lockstep
         self.metadata = metadata or PAVMetadata.from_config(model.config)
         self.step_format = StepFormat.from_dict(self.metadata.step_format)
         limit = getattr(model.config, "max_position_embeddings", None)
@@ -246,17 +251,37 @@ a = verifier.advantages(["<prompt>"], [["<step 1>", "<step 2>"]])     # Best-of-
         encoded = [self.encode(p, s, where=f"trace {i}") for i, (p, s) in enumerate(zip(prompts, steps))]
         out: list[list[float]] = [[] for _ in encoded]
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
+        starts = range(0, len(order), self.batch_size)
+        passes = self.lockstep.agree(len(starts)) if self.lockstep is not None else len(starts)
         was_training = self.model.training
         self.model.eval()
         try:
-            for start in range(0, len(order), self.batch_size):
+            for start in starts:
                 chunk = order[start : start + self.batch_size]
                 probs = self._forward([encoded[i] for i in chunk])
                 for i, p in zip(chunk, probs):
                     out[i] = p
+            for _ in range(passes - len(starts)):
+                self._dummy_forward()
         finally:
             self.model.train(was_training)
         return out
+
+    @torch.inference_mode()
+    def drain(self) -> int:
+        """Under `lockstep`, run dummy passes until every process has finished scoring; returns how many ran."""
+        if self.lockstep is None:
+            return 0
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return self.lockstep.drain(self._dummy_forward)
+        finally:
+            self.model.train(was_training)
+
+    def _dummy_forward(self) -> None:
+        ids = torch.zeros(1, 1, dtype=torch.long, device=self.model.device)
+        self.model(input_ids=ids, attention_mask=torch.ones_like(ids))
 
     def _forward(self, encoded) -> list[list[float]]:
         device = self.model.device

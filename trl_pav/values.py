@@ -211,7 +211,9 @@ def dense_advantages(
     return out
 
 
-def class_balanced_bce(logits: Tensor, labels: Tensor, mask: Tensor, threshold: float = 0.5) -> Tensor:
+def class_balanced_bce(
+    logits: Tensor, labels: Tensor, mask: Tensor, threshold: float = 0.5, class_counts: Tensor | None = None
+) -> Tensor:
     """Binary cross-entropy against soft labels, class-balanced over labels `< threshold` and `>= threshold`.
 
     Each class contributes half of the loss (when both are present), so a dataset dominated by failing (or by
@@ -222,15 +224,30 @@ def class_balanced_bce(logits: Tensor, labels: Tensor, mask: Tensor, threshold: 
         labels: `(...)` soft targets in [0, 1].
         mask: `(...)` bool, which positions carry a label.
         threshold: class boundary.
+        class_counts: `(2,)` labeled positions below and at/above `threshold` in the *whole* batch when it is split
+            across processes. Then the result is this part's share: the shares of all parts sum to the loss of the
+            whole batch. `None`: this batch is the whole batch.
 
     Returns:
         `()` the loss (0 with gradient if no position is labeled).
+
+    Example:
+        >>> logits, labels = torch.zeros(4), torch.tensor([0.0, 0.0, 0.0, 1.0])
+        >>> mask = torch.ones(4, dtype=torch.bool)
+        >>> whole = class_balanced_bce(logits, labels, mask)
+        >>> counts = torch.tensor([3.0, 1.0])
+        >>> first = class_balanced_bce(logits[:2], labels[:2], mask[:2], class_counts=counts)
+        >>> second = class_balanced_bce(logits[2:], labels[2:], mask[2:], class_counts=counts)
+        >>> bool(torch.isclose(first + second, whole))
+        True
     """
     mask = mask.bool()
     losses = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="none")
-    high = mask & (labels >= threshold)
-    low = mask & (labels < threshold)
-    terms = [losses[m].mean() for m in (low, high) if m.any()]
-    if not terms:
+    classes = (mask & (labels < threshold), mask & (labels >= threshold))
+    if class_counts is None:
+        class_counts = torch.stack([m.sum() for m in classes]).to(losses)
+    present = [i for i in range(2) if class_counts[i] > 0]
+    if not present:
         return logits.sum() * 0.0
-    return torch.stack(terms).mean()
+    total = sum(losses[classes[i]].sum() / class_counts[i] for i in present)
+    return total / len(present) + logits.sum() * 0.0

@@ -3,7 +3,14 @@
 from .base import ComputeLedger, SearchResult
 from .beam_search import BeamSearchConfig, beam_search
 from .best_of_n import best_of_n, majority_vote, pass_at_n, sample_candidates, weighted_majority
-from .runner import METHODS, SearchEvalConfig, compare_curves, evaluate_search, plot_search_results
+from .runner import (
+    METHODS,
+    SearchEvalConfig,
+    compare_curves,
+    evaluate_search,
+    merge_search_results,
+    plot_search_results,
+)
 
 __all__ = [
     "METHODS",
@@ -16,6 +23,7 @@ __all__ = [
     "compare_curves",
     "evaluate_search",
     "majority_vote",
+    "merge_search_results",
     "pass_at_n",
     "plot_search_results",
     "sample_candidates",

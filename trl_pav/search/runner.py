@@ -13,7 +13,14 @@ from .base import ComputeLedger, SearchResult
 from .beam_search import BeamSearchConfig, beam_search
 from .best_of_n import best_of_n, majority_vote, pass_at_n, sample_candidates, weighted_majority
 
-__all__ = ["METHODS", "SearchEvalConfig", "compare_curves", "evaluate_search", "plot_search_results"]
+__all__ = [
+    "METHODS",
+    "SearchEvalConfig",
+    "compare_curves",
+    "evaluate_search",
+    "merge_search_results",
+    "plot_search_results",
+]
 
 METHODS = ("pav_beam", "q_beam", "orm_bon", "pav_bon", "majority", "weighted_majority", "pass_at_n")
 
@@ -61,12 +68,16 @@ def evaluate_search(
     orm: StepScorer | None = None,
     answer_fn: Callable[[list[str]], str | None] | None = None,
     show_progress: bool = True,
+    prompt_ids: Sequence[int] | None = None,
 ) -> dict:
     """Run every method at every budget; return `{"methods": {method: [record per N]}}`.
 
-    Each record holds `n`, `accuracy` and the compute totals (`generated_tokens`, `verifier_tokens`, `sampled_steps`,
-    `seconds`) summed over all prompts. Best-of-N methods share one set of samples per N; each is charged for the
-    sampling plus its own scoring.
+    Each record holds `n`, `accuracy`, `correct` and the compute totals (`generated_tokens`, `verifier_tokens`,
+    `sampled_steps`, `seconds`) summed over all prompts. Best-of-N methods share one set of samples per N; each is
+    charged for the sampling plus its own scoring. `prompt_ids` (default `0..len-1`) seed each prompt's sampling, so
+    a shard of the problems run with its global ids gives the same per-problem results as the whole set (see
+    `merge_search_results`). After each method the scorers' `drain` (if any) runs, which keeps sharded verifiers
+    in lockstep across processes.
     """
     from tqdm.auto import tqdm
 
@@ -81,12 +92,21 @@ def evaluate_search(
     join = policy.step_format.separator.join
     answer_fn = answer_fn or (lambda steps: extract_answer(join(steps)))
 
-    def accuracy(results: list[SearchResult]) -> float:
-        return sum(grader.grade(join(r.steps), g) for r, g in zip(results, golds)) / len(golds)
+    ids = list(range(len(prompts))) if prompt_ids is None else list(prompt_ids)
+    if len(ids) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(ids)} prompt ids")
 
-    def record(n: int, acc: float, *ledgers: ComputeLedger) -> dict:
+    def correct(results: list[SearchResult]) -> int:
+        return sum(bool(grader.grade(join(r.steps), g)) for r, g in zip(results, golds))
+
+    def record(n: int, hits: int, *ledgers: ComputeLedger) -> dict:
         merged = ComputeLedger([c for ledger in ledgers for c in ledger.calls])
-        return {"n": n, "accuracy": acc, **merged.totals()}
+        return {"n": n, "accuracy": hits / max(len(golds), 1), "correct": hits, **merged.totals()}
+
+    def drain() -> None:
+        for scorer in (pav, orm):
+            if hasattr(scorer, "drain"):
+                scorer.drain()
 
     out: dict[str, list[dict]] = {m: [] for m in cfg.methods}
     bon = [m for m in cfg.methods if m in ("orm_bon", "pav_bon", "majority", "weighted_majority", "pass_at_n")]
@@ -106,28 +126,60 @@ def evaluate_search(
                 seed=cfg.seed,
             )
             ledger = ComputeLedger()
-            results = beam_search(policy, pav, prompts, beam_cfg, ledger)
-            out[method].append(record(n, accuracy(results), ledger))
+            results = beam_search(policy, pav, prompts, beam_cfg, ledger, prompt_ids=ids)
+            drain()
+            out[method].append(record(n, correct(results), ledger))
             bar.update(1)
         if bon:
             sampling = ComputeLedger()
-            candidates = sample_candidates(policy, prompts, n, cfg.seed, sampling)
+            candidates = sample_candidates(policy, prompts, n, cfg.seed, sampling, prompt_ids=ids)
             for method in bon:
                 scoring = ComputeLedger()
                 if method == "orm_bon":
-                    acc = accuracy(best_of_n(prompts, candidates, orm, scoring))
+                    hits = correct(best_of_n(prompts, candidates, orm, scoring))
                 elif method == "pav_bon":
-                    acc = accuracy(best_of_n(prompts, candidates, pav, scoring))
+                    hits = correct(best_of_n(prompts, candidates, pav, scoring))
                 elif method == "majority":
-                    acc = accuracy(majority_vote(candidates, answer_fn))
+                    hits = correct(majority_vote(candidates, answer_fn))
                 elif method == "weighted_majority":
-                    acc = accuracy(weighted_majority(prompts, candidates, pav, answer_fn, scoring))
+                    hits = correct(weighted_majority(prompts, candidates, pav, answer_fn, scoring))
                 else:
-                    acc = sum(pass_at_n(candidates, golds, grader, join)) / len(golds)
-                out[method].append(record(n, acc, sampling, scoring))
+                    hits = sum(bool(x) for x in pass_at_n(candidates, golds, grader, join))
+                drain()
+                out[method].append(record(n, hits, sampling, scoring))
             bar.update(1)
     bar.close()
     return {"methods": out, "config": cfg.__dict__, "num_problems": len(prompts)}
+
+
+def merge_search_results(parts: Sequence[dict]) -> dict:
+    """One result from `evaluate_search` results on disjoint shards of the problems (one per process).
+
+    Correct answers and compute totals add up; accuracy is recomputed over all problems. Seconds add up too (process
+    seconds, not wall time).
+
+    Example:
+        >>> a = {"methods": {"m": [{"n": 4, "accuracy": 0.5, "correct": 1, "generated_tokens": 10}]}, "num_problems": 2}
+        >>> b = {"methods": {"m": [{"n": 4, "accuracy": 1.0, "correct": 1, "generated_tokens": 6}]}, "num_problems": 1}
+        >>> merge_search_results([a, b])["methods"]["m"]
+        [{'n': 4, 'accuracy': 0.6666666666666666, 'correct': 2, 'generated_tokens': 16}]
+    """
+    parts = [p for p in parts if p["num_problems"] > 0]
+    if not parts:
+        raise ValueError("merge_search_results: no shard has any problem")
+    total = sum(p["num_problems"] for p in parts)
+    methods: dict[str, list[dict]] = {}
+    for method, records in parts[0]["methods"].items():
+        merged = []
+        for i, rec in enumerate(records):
+            shard_recs = [p["methods"][method][i] for p in parts]
+            if any(r["n"] != rec["n"] for r in shard_recs):
+                raise ValueError(f"merge_search_results: shards disagree on the budgets of {method!r}")
+            row = {k: sum(r[k] for r in shard_recs) for k in rec if k not in ("n", "accuracy")}
+            row = {"n": rec["n"], "accuracy": row["correct"] / total, **row}
+            merged.append(row)
+        methods[method] = merged
+    return {**parts[0], "methods": methods, "num_problems": total}
 
 
 def _interp_log(x: float, xs: list[float], ys: list[float]) -> float:

@@ -14,7 +14,7 @@ from .arithmetic import (
     reference_steps,
 )
 from .planted import PlantedGrader, PlantedOracleScorer, PlantedProverPolicy, PlantedTask
-from .sft import TinyPolicyConfig, train_sft_policy
+from .sft import TinyPolicyConfig, tiny_policy_model, train_sft_policy
 
 __all__ = [
     "TASKS",
@@ -30,6 +30,7 @@ __all__ = [
     "evaluate",
     "get_task",
     "reference_steps",
+    "tiny_policy_model",
     "train_base_policy",
     "train_sft_policy",
 ]

@@ -9,7 +9,7 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-__all__ = ["TinyPolicyConfig", "train_sft_policy"]
+__all__ = ["TinyPolicyConfig", "tiny_policy_model", "train_sft_policy"]
 
 
 @dataclass
@@ -43,18 +43,15 @@ class TinyPolicyConfig:
     bf16: bool = False
 
 
-def train_sft_policy(
-    tokenizer, train_dataset: Dataset, output_dir: str | os.PathLike, config: TinyPolicyConfig | None = None
-) -> str:
-    """Train a tiny causal LM on prompt-completion rows (loss on completion tokens) and save model + tokenizer.
+def tiny_policy_model(tokenizer, config: TinyPolicyConfig | None = None):
+    """A freshly initialised tiny Llama sized by `config` for `tokenizer` (seeded by `config.seed`).
 
-    Deterministic under `config.seed` on a given machine.
-
-    Returns:
-        `output_dir`, loadable with `AutoModelForCausalLM.from_pretrained` and `trl_pav.load_tokenizer`.
+    Example:
+        >>> from trl_pav.testing import char_tokenizer
+        >>> model = tiny_policy_model(char_tokenizer(), TinyPolicyConfig(hidden_size=32, num_layers=1, num_heads=2))
+        >>> model.config.num_hidden_layers
+        1
     """
-    from trl import SFTConfig, SFTTrainer
-
     config = config or TinyPolicyConfig()
     torch.manual_seed(config.seed)
     model_config = LlamaConfig(
@@ -70,7 +67,23 @@ def train_sft_policy(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    model = AutoModelForCausalLM.from_config(model_config)
+    return AutoModelForCausalLM.from_config(model_config)
+
+
+def train_sft_policy(
+    tokenizer, train_dataset: Dataset, output_dir: str | os.PathLike, config: TinyPolicyConfig | None = None
+) -> str:
+    """Train a tiny causal LM on prompt-completion rows (loss on completion tokens) and save model + tokenizer.
+
+    Deterministic under `config.seed` on a given machine.
+
+    Returns:
+        `output_dir`, loadable with `AutoModelForCausalLM.from_pretrained` and `trl_pav.load_tokenizer`.
+    """
+    from trl import SFTConfig, SFTTrainer
+
+    config = config or TinyPolicyConfig()
+    model = tiny_policy_model(tokenizer, config)
     args = SFTConfig(
         output_dir=str(output_dir),
         max_steps=config.max_steps,

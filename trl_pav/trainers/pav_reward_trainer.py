@@ -239,17 +239,27 @@ class PAVRewardTrainer(Trainer):
         labels = inputs["read_labels"]
         return read, labels, labels >= 0
 
-    def _loss(self, read: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _loss(self, read: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, split: bool = False) -> torch.Tensor:
+        """The batch's loss; `split`: the batch is one process's share of a data-parallel batch, so normalise by
+        the whole batch's counts and scale by the process count (DDP averages the gradients), which makes N
+        processes train exactly like one process with an N times larger batch."""
+        labels = labels.clamp(min=0)
+        threshold = self.args.label_threshold
+        counts = None
+        if split:
+            local = torch.stack([(mask & (labels < threshold)).sum(), (mask & (labels >= threshold)).sum()])
+            counts = self.accelerator.reduce(local.float(), reduction="sum")
         if self.args.class_balanced:
-            return class_balanced_bce(read, labels.clamp(min=0), mask, self.args.label_threshold)
-        losses = torch.nn.functional.binary_cross_entropy_with_logits(
-            read.float(), labels.clamp(min=0), reduction="none"
-        )
-        return (losses * mask).sum() / mask.sum().clamp(min=1)
+            loss = class_balanced_bce(read, labels, mask, threshold, class_counts=counts)
+        else:
+            losses = torch.nn.functional.binary_cross_entropy_with_logits(read.float(), labels, reduction="none")
+            total = mask.sum() if counts is None else counts.sum()
+            loss = (losses * mask).sum() / total.clamp(min=1)
+        return loss * self.accelerator.num_processes if split else loss
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         read, labels, mask = self._reads(model, inputs)
-        loss = self._loss(read, labels, mask)
+        loss = self._loss(read, labels, mask, split=model.training and self.accelerator.num_processes > 1)
         return (loss, {"logits": read}) if return_outputs else loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):

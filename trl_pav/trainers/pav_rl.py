@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers.utils import logging
 
+from ..distributed import Lockstep
 from ..grading import Grader
 from ..modeling import PAVVerifier, StepScorer
 from ..steps import StepFormat, token_positions
@@ -47,6 +48,9 @@ class PAVRLFields:
             Value after the last step of a completion that ended (EOS). `"outcome"`: its outcome reward (weighted
             sum of the reward functions, clipped to [0, 1]): the success of a complete trace is known, and a value
             that assumes the trace goes on would reward stopping early. `"verifier"`: the verifier's estimate.
+        verifier_lockstep (`bool` or `None`, *optional*, defaults to `None`):
+            Run the same number of verifier forward passes on every process (dummy passes pad the short ones), as a
+            verifier sharded by DeepSpeed ZeRO-3 requires. `None`: on exactly when ZeRO-3 is enabled.
     """
 
     verifier_model_name_or_path: str | None = field(default=None, metadata={"help": "Verifier folder or Hub id."})
@@ -58,6 +62,9 @@ class PAVRLFields:
     step_separator: str | None = field(default=None, metadata={"help": "Step separator (None: the verifier's)."})
     verifier_batch_size: int = field(default=32, metadata={"help": "Traces per verifier forward pass."})
     terminal_value: str = field(default="outcome", metadata={"help": "'outcome' or 'verifier' for ended traces."})
+    verifier_lockstep: bool | None = field(
+        default=None, metadata={"help": "Equal verifier passes on every process (None: on under ZeRO-3)."}
+    )
 
     def _check_pav_fields(self) -> None:
         if self.terminal_value not in ("outcome", "verifier"):
@@ -186,6 +193,12 @@ class PAVRLMixin:
                 verifier.model = prepare_deepspeed(verifier.model, self.accelerator)
             else:
                 verifier.model = self.accelerator.prepare_model(verifier.model, evaluation_mode=True)
+            lockstep = args.verifier_lockstep
+            if lockstep is None:
+                plugin = self.accelerator.state.deepspeed_plugin if self.is_deepspeed_enabled else None
+                lockstep = plugin is not None and plugin.zero_stage == 3
+            if lockstep:
+                verifier.lockstep = Lockstep(self.accelerator.device)
         self.verifier = verifier
         stored_k = verifier.metadata.prover_k if isinstance(verifier, PAVVerifier) else 1
         if isinstance(verifier, PAVVerifier) and verifier.metadata.target == "q_mu":
@@ -263,7 +276,8 @@ class PAVRLMixin:
         process = torch.zeros(len(steps_list), width, dtype=torch.float32, device=device)
         step_mask = torch.zeros_like(process, dtype=torch.bool)
         scored = [i for i, s in enumerate(steps_list) if s]
-        if scored:
+        # Under lockstep every process must call the verifier, even with nothing to score.
+        if scored or getattr(self.verifier, "lockstep", None) is not None:
             prompts = [inputs[i]["prompt"] for i in scored]
             values = self.verifier.score(prompts, [steps_list[i] for i in scored])
             k = self.pav_prover_k

@@ -1,0 +1,19 @@
+r"""Stage 2: Monte-Carlo step labels under a Best-of-K prover (the paper: n_mc = 20, Bo4, first pit).
+
+    accelerate launch --config_file recipes/accelerate_configs/cpu_2proc.yaml \
+        recipes/label.py --config recipes/configs/arithmetic/label.yaml
+
+Arguments: `trl_pav.scripts.label` (TRL-style: YAML keys, CLI overrides, `env:` blocks, `--use_peft`,
+`--load_in_4bit`). The same code runs as `trl-pav label`.
+"""
+
+import json
+
+from accelerate import PartialState
+
+from trl_pav.scripts.label import main, make_parser
+
+if __name__ == "__main__":
+    result = main(*make_parser().parse_args_and_config())
+    if PartialState().is_main_process:
+        print(json.dumps(result))

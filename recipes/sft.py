@@ -1,0 +1,19 @@
+r"""Stage 1: SFT of the base policy, or rejection fine-tuning on its correct traces.
+
+    accelerate launch --config_file recipes/accelerate_configs/cpu_2proc.yaml \
+        recipes/sft.py --config recipes/configs/arithmetic/sft.yaml
+
+Arguments: `trl_pav.scripts.sft` (TRL-style: YAML keys, CLI overrides, `env:` blocks, `--use_peft`,
+`--load_in_4bit`). The same code runs as `trl-pav sft`.
+"""
+
+import json
+
+from accelerate import PartialState
+
+from trl_pav.scripts.sft import main, make_parser
+
+if __name__ == "__main__":
+    result = main(*make_parser().parse_args_and_config())
+    if PartialState().is_main_process:
+        print(json.dumps(result))

@@ -1,0 +1,173 @@
+"""What the stage scripts share: problem and generation arguments, model loading under accelerate, output helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trl import ScriptArguments
+
+__all__ = [
+    "GenerationArguments",
+    "ProblemArguments",
+    "load_causal_lm",
+    "load_stage_policy",
+    "load_stage_problems",
+    "model_init_kwargs",
+    "on_cpu",
+    "write_json",
+]
+
+
+@dataclass
+class ProblemArguments(ScriptArguments):
+    """TRL's `ScriptArguments` plus where problems come from.
+
+    Args:
+        dataset_name (`str` or `None`, defaults to `None`):
+            Problems from a Hub id or a local `.json`/`.jsonl`/`.parquet`/`.csv` file in the MATH / MATH-500
+            (`problem`, `answer`/`solution`), GSM8K (`question`, `answer` with `#### n`) or `prompt`/`gold` layout.
+        task (`str` or `None`, defaults to `None`):
+            Or problems from a synthetic task: `"arithmetic"` or `"planted"` (graded exactly, not by math-verify).
+        num_problems (`int` or `None`, defaults to `None`):
+            Use the first `num_problems` problems of the dataset (required for a task, which is unbounded).
+        problems_seed (`int`, defaults to `0`):
+            Seed of the task's problem generator (use different seeds for training and evaluation problems).
+    """
+
+    task: str | None = field(default=None, metadata={"help": "Synthetic task: arithmetic or planted."})
+    num_problems: int | None = field(default=None, metadata={"help": "Number of problems (first N of the dataset)."})
+    problems_seed: int = field(default=0, metadata={"help": "Seed of the task's problem generator."})
+
+
+@dataclass
+class GenerationArguments:
+    """How the stage samples from a policy.
+
+    Args:
+        temperature (`float`, defaults to `1.0`): sampling temperature.
+        max_new_tokens (`int`, defaults to `256`): token limit per trace (per rollout when labeling).
+        generation_batch_size (`int`, defaults to `64`): sequences per `generate` call (HF backend).
+        use_vllm (`bool`, defaults to `False`): generate with vLLM (GPU only; `pip install "trl-pav[vllm]"`).
+        vllm_gpu_memory_utilization (`float`, defaults to `0.5`): vLLM's share of GPU memory (the verifier and,
+            in RL, the trainer need the rest).
+    """
+
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
+    max_new_tokens: int = field(default=256, metadata={"help": "Token limit per trace."})
+    generation_batch_size: int = field(default=64, metadata={"help": "Sequences per generate call (HF backend)."})
+    use_vllm: bool = field(default=False, metadata={"help": "Generate with vLLM (GPU only)."})
+    vllm_gpu_memory_utilization: float = field(default=0.5, metadata={"help": "vLLM's share of GPU memory."})
+
+
+def on_cpu() -> bool:
+    """True when no CUDA device is visible (TRL configs then need `use_cpu=True, bf16=False`)."""
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def load_stage_problems(args: ProblemArguments, split: str):
+    """Problems (`prompt`, `gold`) with the grader and step format that go with them.
+
+    Raises:
+        ValueError: when neither or both of `dataset_name` and `task` are set, or a task has no `num_problems`.
+    """
+    from ..grading import MathVerifyGrader
+    from ..steps import StepFormat
+    from ..tasks import ArithmeticTask, get_task
+
+    if (args.task is None) == (args.dataset_name is None):
+        raise ValueError("give exactly one of dataset_name (a file or Hub id) and task (arithmetic or planted)")
+    if args.task is not None:
+        if args.num_problems is None:
+            raise ValueError(f"task {args.task!r} needs num_problems")
+        task = get_task(args.task)
+        if isinstance(task, ArithmeticTask):
+            problems = task.problems_dataset(args.num_problems, seed=args.problems_seed)
+        else:
+            problems = task.problems_dataset(args.num_problems)
+        return problems, task.grader, task.step_format
+    from ..datasets_io import load_problems
+
+    problems = load_problems(args.dataset_name, split=split, limit=args.num_problems, config=args.dataset_config)
+    return problems, MathVerifyGrader(), StepFormat()
+
+
+def model_init_kwargs(model_args) -> dict[str, Any]:
+    """`from_pretrained` keyword arguments from TRL's `ModelConfig` (revision, dtype, attention, 4/8-bit)."""
+    from trl import get_quantization_config
+
+    kwargs: dict[str, Any] = {
+        "revision": model_args.model_revision,
+        "attn_implementation": model_args.attn_implementation,
+    }
+    if model_args.dtype not in (None, "auto"):
+        kwargs["dtype"] = model_args.dtype
+    quantization = get_quantization_config(model_args)
+    if quantization is not None:
+        from accelerate import PartialState
+
+        kwargs["quantization_config"] = quantization
+        kwargs["device_map"] = {"": PartialState().local_process_index}
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def load_causal_lm(path: str, model_args):
+    """A causal LM on this process's device (quantized models are placed by their device map)."""
+    from accelerate import PartialState
+    from transformers import AutoModelForCausalLM
+
+    kwargs = model_init_kwargs(model_args)
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if "quantization_config" not in kwargs:
+        model = model.to(PartialState(cpu=on_cpu()).device)
+    return model.eval()
+
+
+def load_stage_policy(path: str, model_args, gen: GenerationArguments, step_format):
+    """An `HFPolicy` (or a `VLLMPolicy` with `use_vllm`) for `path` with the stage's sampling settings."""
+    if gen.use_vllm:
+        from accelerate import PartialState
+
+        from ..generation.vllm import VLLMPolicy
+
+        llm_kwargs: dict[str, Any] = {"gpu_memory_utilization": gen.vllm_gpu_memory_utilization}
+        if model_args.dtype not in (None, "auto"):
+            llm_kwargs["dtype"] = model_args.dtype
+        if PartialState().num_processes > 1:
+            # One engine per process on its own GPU, inside the accelerate process group (as TRL's colocate mode).
+            llm_kwargs["distributed_executor_backend"] = "external_launcher"
+        return VLLMPolicy(
+            path,
+            step_format,
+            name=path,
+            temperature=gen.temperature,
+            max_new_tokens=gen.max_new_tokens,
+            **llm_kwargs,
+        )
+    from ..generation import HFPolicy
+    from ..tokenization import load_tokenizer
+
+    return HFPolicy(
+        load_causal_lm(path, model_args),
+        load_tokenizer(path),
+        step_format,
+        name=path,
+        temperature=gen.temperature,
+        max_new_tokens=gen.max_new_tokens,
+        batch_size=gen.generation_batch_size,
+    )
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> str:
+    """Write `obj` as indented JSON atomically (write then rename), creating parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+    return str(path)

@@ -1,0 +1,61 @@
+"""Stage 2: Monte-Carlo labels of a base policy's seed traces under a Best-of-K prover (`recipes/label.py`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .common import GenerationArguments, ProblemArguments, load_stage_policy, load_stage_problems
+
+__all__ = ["LabelScriptArguments", "main", "make_parser"]
+
+
+@dataclass
+class LabelScriptArguments(ProblemArguments, GenerationArguments):
+    """Arguments of the labeling recipe, besides `MCLabelConfig` and the base policy's `ModelConfig`.
+
+    Args:
+        output_dir (`str`, defaults to `"outputs/labels"`):
+            Shards, the assembled dataset and `metadata.json` (the budget) go here; a re-run resumes.
+        prover_model_name_or_path (`str` or `None`, defaults to `None`):
+            A separate rollout policy (set `prover: policy` in the labeling config); `None`: Best-of-K of the base.
+        push_to_hub (`str` or `None`, defaults to `None`):
+            A Hub dataset id to push the labels to (main process).
+    """
+
+    output_dir: str = field(default="outputs/labels", metadata={"help": "Output folder (resumable)."})
+    prover_model_name_or_path: str | None = field(default=None, metadata={"help": "Separate prover policy."})
+    push_to_hub: str | None = field(default=None, metadata={"help": "Hub dataset id to push the labels to."})
+
+
+def make_parser():
+    from trl import ModelConfig, TrlParser
+
+    from ..labeling import MCLabelConfig
+
+    return TrlParser((LabelScriptArguments, MCLabelConfig, ModelConfig))
+
+
+def main(script_args: LabelScriptArguments, label_config, model_args) -> dict:
+    """Label the problems; every process takes a share of the shards, the main one assembles the dataset."""
+    from accelerate import PartialState
+
+    from ..labeling import MCLabeler, load_labels
+    from .common import on_cpu
+
+    if not model_args.model_name_or_path:
+        raise ValueError("label: set model_name_or_path (the base policy)")
+    if label_config.prover == "policy" and not script_args.prover_model_name_or_path:
+        raise ValueError("label: prover='policy' needs prover_model_name_or_path")
+    problems, grader, step_format = load_stage_problems(script_args, script_args.dataset_train_split)
+    policy = load_stage_policy(model_args.model_name_or_path, model_args, script_args, step_format)
+    prover = None
+    if script_args.prover_model_name_or_path:
+        prover = load_stage_policy(script_args.prover_model_name_or_path, model_args, script_args, step_format)
+    MCLabeler(policy, grader, label_config, prover_policy=prover).label(problems, script_args.output_dir)
+    state = PartialState(cpu=on_cpu())
+    state.wait_for_everyone()
+    dataset, metadata = load_labels(script_args.output_dir)
+    if script_args.push_to_hub and state.is_main_process:
+        dataset.push_to_hub(script_args.push_to_hub)
+    keys = ("num_traces", "num_labels", "rollouts", "num_processes")
+    return {"output_dir": script_args.output_dir, **{k: metadata.get(k) for k in keys}}

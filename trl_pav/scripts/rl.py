@@ -1,0 +1,99 @@
+"""Stage 4: online RL with per-step PAV advantages, GRPO or RLOO (`recipes/rl_pav.py`)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+
+from .common import ProblemArguments
+
+__all__ = ["ALGORITHMS", "RLScriptArguments", "algorithm_from_argv", "main", "make_parser"]
+
+ALGORITHMS = ("grpo", "rloo")
+
+
+@dataclass
+class RLScriptArguments(ProblemArguments):
+    """Arguments of the RL recipe, besides `PAVGRPOConfig` / `PAVRLOOConfig` and the policy's `ModelConfig`.
+
+    Args:
+        algorithm (`str`, defaults to `"grpo"`): `"grpo"` (`PAVGRPOTrainer`) or `"rloo"` (`PAVRLOOTrainer`).
+            Without a verifier and with `pav_alpha: 0`, the recipe trains the outcome-only baseline (TRL's own
+            trainer) on the same data.
+    """
+
+    algorithm: str = field(default="grpo", metadata={"help": "grpo or rloo."})
+
+
+def algorithm_from_argv(argv: list[str]) -> str:
+    """The `algorithm` named on the command line (`--algorithm x`) or in the `--config` YAML, else `"grpo"`."""
+    import yaml
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--algorithm", default=None)
+    pre.add_argument("--config", default=None)
+    known, _ = pre.parse_known_args(argv)
+    algorithm = known.algorithm
+    if algorithm is None and known.config:
+        with open(known.config) as f:
+            algorithm = (yaml.safe_load(f) or {}).get("algorithm")
+    algorithm = algorithm or "grpo"
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown RL algorithm {algorithm!r}; use one of {ALGORITHMS}")
+    return algorithm
+
+
+def make_parser(algorithm: str = "grpo"):
+    from trl import ModelConfig, TrlParser
+
+    from ..trainers import PAVGRPOConfig, PAVRLOOConfig
+
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown RL algorithm {algorithm!r}; use one of {ALGORITHMS}")
+    config = PAVGRPOConfig if algorithm == "grpo" else PAVRLOOConfig
+    return TrlParser((RLScriptArguments, config, ModelConfig))
+
+
+def main(script_args: RLScriptArguments, training_args, model_args) -> dict:
+    """Train the policy against the outcome grader plus the verifier's per-step advantages; save it."""
+    from trl import GRPOTrainer, RLOOTrainer, get_peft_config
+
+    from ..tokenization import load_tokenizer
+    from ..trainers import PAVGRPOConfig, PAVGRPOTrainer, PAVRLOOTrainer, grader_reward
+    from .common import load_stage_problems, model_init_kwargs
+
+    if not model_args.model_name_or_path:
+        raise ValueError("rl_pav: set model_name_or_path (the policy to train)")
+    grpo = isinstance(training_args, PAVGRPOConfig)
+    if (script_args.algorithm == "grpo") != grpo:
+        raise ValueError(f"rl_pav: algorithm {script_args.algorithm!r} but a {type(training_args).__name__}")
+    problems, grader, _ = load_stage_problems(script_args, script_args.dataset_train_split)
+    training_args.model_init_kwargs = {**model_init_kwargs(model_args), **(training_args.model_init_kwargs or {})}
+    common = {
+        "model": model_args.model_name_or_path,
+        "reward_funcs": [grader_reward(grader, "gold")],
+        "args": training_args,
+        "train_dataset": problems,
+        "processing_class": load_tokenizer(model_args.model_name_or_path),
+        "peft_config": get_peft_config(model_args),
+    }
+    outcome_only = training_args.verifier_model_name_or_path is None and training_args.pav_alpha == 0
+    if outcome_only:
+        trainer = (GRPOTrainer if grpo else RLOOTrainer)(**common)
+    elif training_args.verifier_model_name_or_path is None:
+        raise ValueError("rl_pav: set verifier_model_name_or_path (or pav_alpha: 0 for the outcome-only baseline)")
+    else:
+        trainer = (PAVGRPOTrainer if grpo else PAVRLOOTrainer)(**common)
+    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model(training_args.output_dir)
+    if trainer.is_world_process_zero():
+        common["processing_class"].save_pretrained(training_args.output_dir)
+    if training_args.push_to_hub:
+        trainer.push_to_hub()
+    return {
+        "output_dir": training_args.output_dir,
+        "algorithm": script_args.algorithm,
+        "outcome_only": outcome_only,
+        "train_loss": result.training_loss,
+        "global_step": result.global_step,
+    }

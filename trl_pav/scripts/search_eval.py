@@ -1,0 +1,109 @@
+"""Stage 5: accuracy against compute of verifier-guided search and its baselines (`recipes/search_eval.py`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .common import GenerationArguments, ProblemArguments
+
+__all__ = ["SearchScriptArguments", "main", "make_parser"]
+
+
+@dataclass
+class SearchScriptArguments(ProblemArguments, GenerationArguments):
+    """Arguments of the search recipe, besides `SearchEvalConfig` and the policy's `ModelConfig`.
+
+    Args:
+        output_dir (`str`, defaults to `"outputs/search"`): `results.json` and `search.png` go here.
+        pav_model_name_or_path (`str` or `None`, defaults to `None`): the PAV (beam search, `pav_bon`, weighted vote).
+        orm_model_name_or_path (`str` or `None`, defaults to `None`): the ORM (`orm_bon`).
+        verifier_batch_size (`int`, defaults to `32`): traces per verifier forward pass.
+        verifier_lockstep (`bool` or `None`, defaults to `None`): equal verifier forward passes on every process (a
+            verifier sharded by ZeRO-3 needs it). `None`: on exactly when accelerate runs DeepSpeed ZeRO-3.
+    """
+
+    dataset_train_split: str = field(default="test", metadata={"help": "Split of the problems to evaluate on."})
+    output_dir: str = field(default="outputs/search", metadata={"help": "Output folder."})
+    pav_model_name_or_path: str | None = field(default=None, metadata={"help": "Folder or Hub id of the PAV."})
+    orm_model_name_or_path: str | None = field(default=None, metadata={"help": "Folder or Hub id of the ORM."})
+    verifier_batch_size: int = field(default=32, metadata={"help": "Traces per verifier forward pass."})
+    verifier_lockstep: bool | None = field(default=None, metadata={"help": "Equal verifier passes per process."})
+
+
+def make_parser():
+    from trl import ModelConfig, TrlParser
+
+    from ..search import SearchEvalConfig
+
+    return TrlParser((SearchScriptArguments, SearchEvalConfig, ModelConfig))
+
+
+def _zero3(accelerator) -> bool:
+    plugin = accelerator.state.deepspeed_plugin
+    return plugin is not None and plugin.zero_stage == 3
+
+
+def _load_verifier(path: str, args: SearchScriptArguments, accelerator, lockstep: bool):
+    """A verifier on this process's device; under ZeRO-3 sharded by DeepSpeed (then run it in lockstep)."""
+    from ..distributed import Lockstep
+    from ..modeling import PAVVerifier
+
+    verifier = PAVVerifier.from_pretrained(path)
+    verifier.batch_size = args.verifier_batch_size
+    verifier.model.requires_grad_(False)
+    if _zero3(accelerator):
+        from trl.models.utils import prepare_deepspeed
+
+        verifier.model = prepare_deepspeed(verifier.model, accelerator)
+    else:
+        verifier.model = verifier.model.to(accelerator.device)
+    if lockstep:
+        verifier.lockstep = Lockstep(accelerator.device)
+    return verifier
+
+
+def main(script_args: SearchScriptArguments, search_config, model_args) -> dict:
+    """Evaluate every method at every budget; processes split the problems and the main one writes the results."""
+    from accelerate import Accelerator
+    from accelerate.utils import gather_object
+
+    from ..distributed import process_shard
+    from ..search import evaluate_search, merge_search_results, plot_search_results
+    from .common import load_stage_policy, load_stage_problems, on_cpu, write_json
+
+    if not model_args.model_name_or_path:
+        raise ValueError("search_eval: set model_name_or_path (the policy)")
+    accelerator = Accelerator(cpu=on_cpu())
+    state = accelerator.state
+    problems, grader, step_format = load_stage_problems(script_args, script_args.dataset_train_split)
+    if len(problems) < state.num_processes:
+        raise ValueError(f"search_eval: {len(problems)} problems for {state.num_processes} processes")
+    lockstep = _zero3(accelerator) if script_args.verifier_lockstep is None else script_args.verifier_lockstep
+    pav = orm = None
+    if script_args.pav_model_name_or_path:
+        pav = _load_verifier(script_args.pav_model_name_or_path, script_args, accelerator, lockstep)
+        step_format = pav.step_format
+    if script_args.orm_model_name_or_path:
+        orm = _load_verifier(script_args.orm_model_name_or_path, script_args, accelerator, lockstep)
+    policy = load_stage_policy(model_args.model_name_or_path, model_args, script_args, step_format)
+    ids, rows = process_shard(problems.to_list(), state.process_index, state.num_processes)
+    part = evaluate_search(
+        policy,
+        [r["prompt"] for r in rows],
+        [r["gold"] for r in rows],
+        grader,
+        search_config,
+        pav=pav,
+        orm=orm,
+        show_progress=state.is_main_process,
+        prompt_ids=ids,
+    )
+    parts = gather_object([part]) if state.num_processes > 1 else [part]
+    results = merge_search_results(parts)
+    results["config"] = search_config.__dict__
+    best = {m: max(r["accuracy"] for r in recs) for m, recs in results["methods"].items()}
+    if state.is_main_process:
+        write_json(f"{script_args.output_dir}/results.json", results)
+        plot_search_results(results, f"{script_args.output_dir}/search.png")
+    state.wait_for_everyone()
+    return {"output_dir": script_args.output_dir, "num_problems": results["num_problems"], "best_accuracy": best}

@@ -1,0 +1,156 @@
+"""Stage 1: the base policy by SFT, or rejection fine-tuning on its own correct traces (`recipes/sft.py`)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .common import GenerationArguments, ProblemArguments
+
+__all__ = ["SFTScriptArguments", "main", "make_parser", "rejection_sample", "solution_completion"]
+
+_GSM8K_ANSWER = re.compile(r"####\s*(.+?)\s*$", re.DOTALL)
+
+
+@dataclass
+class SFTScriptArguments(ProblemArguments, GenerationArguments):
+    """Arguments of the SFT recipe, besides TRL's `SFTConfig` and `ModelConfig`.
+
+    Args:
+        from_scratch (`bool`, defaults to `False`):
+            Train a freshly initialised tiny Llama with the task's character tokenizer (synthetic tasks only; its
+            size is the task's default in `trl_pav.tasks.DEFAULT_POLICY`) instead of `model_name_or_path`.
+        rejection_sampling (`bool`, defaults to `False`):
+            Rejection fine-tuning, as the paper does before RL: sample `samples_per_problem` traces per problem from
+            `model_name_or_path`, keep the distinct correct ones, and fine-tune on them. Otherwise train on the
+            reference solutions (the task's traces; MATH `solution`; GSM8K `answer`).
+        samples_per_problem (`int`, defaults to `4`): samples per problem for rejection sampling.
+        sampling_seed (`int`, defaults to `0`): seed of those samples.
+    """
+
+    from_scratch: bool = field(default=False, metadata={"help": "Fresh tiny Llama (synthetic tasks only)."})
+    rejection_sampling: bool = field(default=False, metadata={"help": "Fine-tune on the model's correct samples."})
+    samples_per_problem: int = field(default=4, metadata={"help": "Samples per problem for rejection sampling."})
+    sampling_seed: int = field(default=0, metadata={"help": "Seed of the rejection samples."})
+
+
+def make_parser():
+    from trl import ModelConfig, SFTConfig, TrlParser
+
+    return TrlParser((SFTScriptArguments, SFTConfig, ModelConfig))
+
+
+def solution_completion(row: dict, index: int, separator: str = "\n") -> str:
+    """The reference solution of a MATH (`solution`) or GSM8K (`answer` with `#### n`) row as a completion whose
+    steps are its non-empty lines, ending in a `\\boxed{}` answer.
+
+    Example:
+        >>> solution_completion({"answer": "2*3=6\\n6+1=7\\n#### 7"}, 0)
+        '2*3=6\\n6+1=7\\nThe answer is \\\\boxed{7}.'
+    """
+    if isinstance(row.get("solution"), str) and row["solution"].strip():
+        lines = row["solution"].splitlines()
+    elif isinstance(row.get("answer"), str) and _GSM8K_ANSWER.search(row["answer"]):
+        match = _GSM8K_ANSWER.search(row["answer"])
+        lines = [*row["answer"][: match.start()].splitlines(), f"The answer is \\boxed{{{match.group(1)}}}."]
+    else:
+        raise ValueError(
+            f"row {index}: no reference solution (a MATH 'solution' or a GSM8K 'answer' with '####'); "
+            "use rejection_sampling to train on the model's own correct traces"
+        )
+    return separator.join(line.strip() for line in lines if line.strip())
+
+
+def rejection_sample(policy, problems, grader, samples_per_problem: int, seed: int) -> list[dict]:
+    """This process's share of distinct correct `(prompt, completion)` rows; processes split the problems."""
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    from ..distributed import process_shard
+    from ..evaluation import sample_traces
+    from .common import on_cpu
+
+    state = PartialState(cpu=on_cpu())
+    _, rows = process_shard(problems.to_list(), state.process_index, state.num_processes)
+    join = policy.step_format.join
+    traces = sample_traces(policy, [r["prompt"] for r in rows], samples_per_problem, seed=seed) if rows else []
+    keep, seen = [], set()
+    for row, samples in zip(rows, traces):
+        for steps in samples:
+            text = join(steps)
+            if steps and (row["prompt"], text) not in seen and grader.grade(text, row["gold"]):
+                seen.add((row["prompt"], text))
+                keep.append({"prompt": row["prompt"], "completion": text})
+    return gather_object(keep) if state.num_processes > 1 else keep
+
+
+def main(script_args: SFTScriptArguments, training_args, model_args) -> dict:
+    """Build the SFT data, train with TRL's `SFTTrainer`, save model and tokenizer to `output_dir`."""
+    from datasets import Dataset
+    from trl import SFTTrainer, get_peft_config
+
+    from ..steps import StepFormat
+    from ..tasks import DEFAULT_POLICY, ArithmeticTask, get_task, tiny_policy_model
+    from ..tokenization import load_tokenizer
+    from .common import load_stage_policy, load_stage_problems, model_init_kwargs
+
+    if script_args.from_scratch == bool(model_args.model_name_or_path):
+        raise ValueError("sft: give exactly one of model_name_or_path and from_scratch")
+    if script_args.from_scratch and script_args.task is None:
+        raise ValueError("sft: from_scratch needs a synthetic task (its character tokenizer)")
+    task = get_task(script_args.task) if script_args.task else None
+    if script_args.rejection_sampling:
+        if script_args.from_scratch:
+            raise ValueError("sft: rejection_sampling samples from model_name_or_path; it cannot start from scratch")
+        problems, grader, step_format = load_stage_problems(script_args, script_args.dataset_train_split)
+        policy = load_stage_policy(model_args.model_name_or_path, model_args, script_args, step_format)
+        rows = rejection_sample(policy, problems, grader, script_args.samples_per_problem, script_args.sampling_seed)
+        del policy
+        if not rows:
+            raise ValueError(
+                f"sft: rejection sampling found no correct trace in {len(problems)} problems x "
+                f"{script_args.samples_per_problem} samples; sample more or start from a stronger model"
+            )
+        train = Dataset.from_list(rows)
+    elif task is not None:
+        if script_args.num_problems is None:
+            raise ValueError(f"sft: task {task.name!r} needs num_problems (SFT rows to draw)")
+        if isinstance(task, ArithmeticTask):
+            train = task.sft_dataset(script_args.num_problems, seed=script_args.problems_seed)
+        else:
+            train = task.sft_dataset(gamma=5.0, n=script_args.num_problems, seed=script_args.problems_seed)
+    else:
+        problems, _, step_format = load_stage_problems(script_args, script_args.dataset_train_split)
+        sep = StepFormat().separator
+        train = Dataset.from_dict(
+            {
+                "prompt": problems["prompt"],
+                "completion": [solution_completion(r, i, sep) for i, r in enumerate(problems.to_list())],
+            }
+        )
+    if script_args.from_scratch:
+        tokenizer = task.tokenizer()
+        model = tiny_policy_model(tokenizer, DEFAULT_POLICY[task.name])
+    else:
+        model = model_args.model_name_or_path
+        tokenizer = load_tokenizer(model)
+        training_args.model_init_kwargs = {**model_init_kwargs(model_args), **(training_args.model_init_kwargs or {})}
+    trainer = SFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+    )
+    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model(training_args.output_dir)
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(training_args.output_dir)
+    if training_args.push_to_hub:
+        trainer.push_to_hub()
+    return {
+        "output_dir": training_args.output_dir,
+        "train_rows": len(train),
+        "train_loss": result.training_loss,
+        "global_step": result.global_step,
+    }
