@@ -11,9 +11,11 @@ import json
 
 from accelerate import PartialState
 
+from trl_pav.scripts.common import end_processes
 from trl_pav.scripts.train_verifier import main, make_parser
 
 if __name__ == "__main__":
     result = main(*make_parser().parse_args_and_config(), kind="orm")
     if PartialState().is_main_process:
         print(json.dumps(result))
+    end_processes()

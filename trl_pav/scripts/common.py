@@ -13,6 +13,7 @@ from trl import ScriptArguments
 __all__ = [
     "GenerationArguments",
     "ProblemArguments",
+    "end_processes",
     "load_causal_lm",
     "load_stage_policy",
     "load_stage_problems",
@@ -161,6 +162,16 @@ def load_stage_policy(path: str, model_args, gen: GenerationArguments, step_form
         max_new_tokens=gen.max_new_tokens,
         batch_size=gen.generation_batch_size,
     )
+
+
+def end_processes() -> None:
+    """Tear the process group down together at the end of a recipe: a process that exits while another is still
+    in a collective makes that one abort."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    state.wait_for_everyone()
+    state.destroy_process_group()
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> str:

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from datasets import Dataset
-from transformers import AutoModelForTokenClassification, EvalPrediction, PreTrainedModel, Trainer
+from transformers import AutoModelForTokenClassification, EvalPrediction, PreTrainedModel, Trainer, set_seed
 from transformers.utils import logging
 
 from ..data import validate_stepwise
@@ -147,6 +147,8 @@ class PAVRewardTrainer(Trainer):
         args = args or PAVRewardConfig(output_dir="pav-verifier")
         model_id = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "")
         if isinstance(model, str):
+            # The scalar head is freshly initialised: seed it, so the same seed gives the same verifier.
+            set_seed(args.seed)
             model = AutoModelForTokenClassification.from_pretrained(
                 model, num_labels=1, **(args.model_init_kwargs or {})
             )

@@ -1,0 +1,207 @@
+"""Every recipe end to end through `accelerate launch` on two CPU processes, with the shipped arithmetic configs
+(sizes overridden on the command line), and data-parallel runs checked against one process."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from trl_pav import PAVVerifier, load_labels, validate_stepwise
+from trl_pav.testing import char_tokenizer, tiny_causal_lm
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "recipes" / "configs" / "arithmetic"
+TWO_CPUS = ROOT / "recipes" / "accelerate_configs" / "cpu_2proc.yaml"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(recipe: str, *args: str, processes: int = 2, timeout: int = 600) -> dict:
+    """Run `recipes/<recipe>.py` (under `accelerate launch` with the CPU config when processes == 2); its JSON."""
+    script = str(ROOT / "recipes" / f"{recipe}.py")
+    if processes == 2:
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(TWO_CPUS)]
+        cmd += ["--main_process_port", str(_free_port()), script, *args]
+    else:
+        cmd = [sys.executable, script, *args]
+    proc = subprocess.run(cmd, env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"{recipe} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    lines = [line for line in proc.stdout.splitlines() if line.startswith('{"')]
+    assert len(lines) == 1, f"{recipe}: expected one JSON summary (main process only), got {lines}"
+    return json.loads(lines[0])
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """SFT from scratch -> labels -> PAV and ORM, each through `accelerate launch` on two CPU processes."""
+    out = tmp_path_factory.mktemp("recipes")
+    results = {}
+    results["sft"] = launch(
+        "sft",
+        *("--config", str(CONFIGS / "sft.yaml"), "--output_dir", str(out / "policy")),
+        *("--num_problems", "64", "--max_steps", "2", "--per_device_train_batch_size", "8", "--logging_steps", "1"),
+    )
+    results["label"] = launch(
+        "label",
+        *("--config", str(CONFIGS / "label.yaml"), "--model_name_or_path", str(out / "policy")),
+        *("--output_dir", str(out / "labels"), "--num_problems", "4", "--n_cov", "2", "--n_mc", "2"),
+        *("--shard_size", "1", "--max_new_tokens", "24", "--show_progress", "false"),
+    )
+    tiny_train = ("--max_steps", "2", "--per_device_train_batch_size", "2", "--eval_steps", "1", "--logging_steps", "1")
+    for kind in ("pav", "orm"):
+        results[kind] = launch(
+            f"train_{kind}",
+            *("--config", str(CONFIGS / f"train_{kind}.yaml"), "--model_name_or_path", str(out / "policy")),
+            *("--dataset_name", str(out / "labels"), "--output_dir", str(out / kind), "--eval_fraction", "0.25"),
+            *tiny_train,
+        )
+    return out, results
+
+
+def test_sft_and_label_recipes(pipeline):
+    out, results = pipeline
+    assert results["sft"]["global_step"] == 2 and results["sft"]["train_rows"] == 64
+    assert (out / "policy" / "model.safetensors").exists() and (out / "policy" / "tokenizer.json").exists()
+    dataset, meta = load_labels(out / "labels")
+    validate_stepwise(dataset)
+    assert meta["num_processes"] == 2 and results["label"]["num_processes"] == 2
+    # 4 problems x n_cov 2 seed traces; an empty trace (no step) is dropped and counted.
+    assert meta["num_traces"] == len(dataset) == 8 - meta["empty_traces"] and meta["config"]["n_mc"] == 2
+    assert results["label"]["rollouts"] == meta["rollouts"] > 0
+
+
+def test_verifier_recipes(pipeline):
+    out, results = pipeline
+    for kind in ("pav", "orm"):
+        assert results[kind]["kind"] == kind and results[kind]["global_step"] == 2
+        assert 0.0 <= results[kind]["eval_brier"] <= 1.0
+        verifier = PAVVerifier.from_pretrained(out / kind)
+        assert verifier.metadata.kind == kind and verifier.metadata.prover_k == 4
+        q = verifier.score(["Q:1+2?\n"], [["1+2=3", "#### 3"]])[0]
+        assert len(q) == 3 and all(0.0 < v < 1.0 for v in q)
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
+def test_rl_recipe(pipeline, algorithm):
+    out, _ = pipeline
+    result = launch(
+        "rl_pav",
+        *("--config", str(CONFIGS / "rl_pav.yaml"), "--algorithm", algorithm),
+        *("--model_name_or_path", str(out / "policy"), "--verifier_model_name_or_path", str(out / "pav")),
+        *("--output_dir", str(out / f"rl-{algorithm}"), "--num_problems", "8", "--max_steps", "1"),
+        *("--per_device_train_batch_size", "4", "--num_generations", "4", "--max_completion_length", "12"),
+        *(
+            "--logging_steps",
+            "1",
+        ),
+    )
+    assert result["algorithm"] == algorithm and result["global_step"] == 1 and not result["outcome_only"]
+    before, after = _weights(out / "policy"), _weights(out / f"rl-{algorithm}")
+    assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_search_eval_recipe_two_processes_equal_one(pipeline):
+    out, _ = pipeline
+    common = (
+        *("--config", str(CONFIGS / "search_eval.yaml"), "--model_name_or_path", str(out / "policy")),
+        *("--pav_model_name_or_path", str(out / "pav"), "--orm_model_name_or_path", str(out / "orm")),
+        *("--num_problems", "3", "--budgets", "3", "--max_depth", "3", "--max_new_tokens", "16"),
+        *("--methods", "pav_beam", "orm_bon", "majority", "pass_at_n"),
+    )
+    two = launch("search_eval", *common, "--output_dir", str(out / "search2"))
+    one = launch("search_eval", *common, "--output_dir", str(out / "search1"), processes=1)
+    assert two["num_problems"] == one["num_problems"] == 3 and two["best_accuracy"] == one["best_accuracy"]
+    r2 = json.loads((out / "search2" / "results.json").read_text())
+    r1 = json.loads((out / "search1" / "results.json").read_text())
+    for method in r1["methods"]:  # same answers and the same generated tokens, however the problems are split
+        for a, b in zip(r1["methods"][method], r2["methods"][method]):
+            assert (a["correct"], a["generated_tokens"], a["verifier_tokens"]) == (
+                b["correct"],
+                b["generated_tokens"],
+                b["verifier_tokens"],
+            )
+    assert (out / "search2" / "search.png").stat().st_size > 0
+
+
+def test_pav_training_on_two_processes_equals_one(pipeline, tmp_path):
+    """Same seed, the global batch of 4 split 2 + 2 across processes: the same weights as one process with 4,
+    over two epochs of 8 rows (so reshuffling is covered too). SGD, so that any difference in the loss's
+    normalisation (class balance is counted over the whole batch, not per process) shows in the weights."""
+    out, _ = pipeline
+    steps = ["1+2=3", "3*4=12", "12-5=7", "#### 7"]
+    rows = [  # 1-4 steps, both label classes, unevenly spread over the processes' halves
+        {
+            "prompt": f"Q:{i}?\n",
+            "completions": steps[: 1 + i % 4],
+            "labels": [(0.37 * i + 0.29 * h) % 1 for h in range(1 + i % 4)],
+        }
+        for i in range(8)
+    ]
+    data = tmp_path / "labels.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    common = (
+        *("--config", str(CONFIGS / "train_pav.yaml"), "--model_name_or_path", str(out / "policy")),
+        *("--dataset_name", str(data), "--eval_fraction", "0.0", "--eval_strategy", "no", "--optim", "sgd"),
+        *("--max_steps", "4", "--learning_rate", "0.5", "--warmup_steps", "0", "--logging_steps", "1"),
+    )
+    launch("train_pav", *common, "--output_dir", str(tmp_path / "two"), "--per_device_train_batch_size", "2")
+    launch(
+        "train_pav",
+        *common,
+        *("--output_dir", str(tmp_path / "one"), "--per_device_train_batch_size", "4"),
+        processes=1,
+    )
+    two, one, init = _weights(tmp_path / "two"), _weights(tmp_path / "one"), _weights(out / "policy")
+    assert two.keys() == one.keys()
+    moved = [k for k in two if k in init and not torch.equal(two[k], init[k])]
+    assert moved, "training did not change the backbone"
+    for name in two:
+        torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-5, msg=f"parameter {name}")
+
+
+def test_math500_through_label_and_search_recipes(tmp_path, math500_path):
+    """Real MATH-500 problems through the labeling and search recipes with a tiny model (accuracy is ~0; every
+    stage must run and write well-formed outputs)."""
+    tok = char_tokenizer()
+    policy = tmp_path / "tiny"
+    tiny_causal_lm(tok).save_pretrained(policy)
+    tok.save_pretrained(policy)
+    problems = ("--dataset_name", math500_path, "--num_problems", "4", "--max_new_tokens", "12")
+    result = launch(
+        "label",
+        *("--model_name_or_path", str(policy), *problems, "--output_dir", str(tmp_path / "labels")),
+        *("--n_cov", "1", "--n_mc", "2", "--shard_size", "1", "--show_progress", "false"),
+    )
+    dataset, meta = load_labels(tmp_path / "labels")
+    validate_stepwise(dataset)
+    assert result["num_traces"] == meta["num_traces"] == 4 and meta["num_processes"] == 2
+    assert all("\\boxed{}" in p for p in dataset["prompt"]) and all(g for g in dataset["gold"])
+    verifier = PAVVerifier.from_causal_lm(policy)
+    verifier.save_pretrained(tmp_path / "pav")
+    result = launch(
+        "search_eval",
+        *("--model_name_or_path", str(policy), *problems, "--pav_model_name_or_path", str(tmp_path / "pav")),
+        *("--methods", "pav_beam", "majority", "--budgets", "3", "--max_depth", "2"),
+        *("--output_dir", str(tmp_path / "search")),
+    )
+    results = json.loads((tmp_path / "search" / "results.json").read_text())
+    assert results["num_problems"] == result["num_problems"] == 4
+    for records in results["methods"].values():
+        assert [r["n"] for r in records] == [3] and all(0.0 <= r["accuracy"] <= 1.0 for r in records)
+        assert all(r["generated_tokens"] > 0 for r in records)
