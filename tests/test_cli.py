@@ -35,7 +35,7 @@ def test_train_label_search_from_the_command_line(tmp_path, capsys):
         capsys,
         [
             "label",
-            "--policy",
+            "--model_name_or_path",
             str(policy),
             "--task",
             "arithmetic",
@@ -59,9 +59,9 @@ def test_train_label_search_from_the_command_line(tmp_path, capsys):
     verifier = PAVVerifier.from_causal_lm(policy, metadata=PAVMetadata(prover_k=4))
     verifier.save_pretrained(tmp_path / "pav")
     config = {
-        "policy": str(policy),
-        "pav": str(tmp_path / "pav"),
-        "orm": str(tmp_path / "pav"),
+        "model_name_or_path": str(policy),
+        "pav_model_name_or_path": str(tmp_path / "pav"),
+        "orm_model_name_or_path": str(tmp_path / "pav"),
         "task": "arithmetic",
         "num_problems": 3,
         "budgets": [3],
@@ -84,9 +84,9 @@ def test_label_real_math500_with_a_tiny_model(tmp_path, capsys, math500_path):
         capsys,
         [
             "label",
-            "--policy",
+            "--model_name_or_path",
             str(policy),
-            "--dataset",
+            "--dataset_name",
             math500_path,
             "--num_problems",
             "3",
@@ -110,5 +110,7 @@ def test_label_real_math500_with_a_tiny_model(tmp_path, capsys, math500_path):
 def test_unknown_command_and_missing_arguments():
     with pytest.raises(SystemExit, match="unknown command 'fly'"):
         main(["fly"])
-    with pytest.raises(SystemExit, match="--policy is required"):
-        main(["label", "--task", "arithmetic"])
+    with pytest.raises(SystemExit, match="set model_name_or_path"):
+        main(["label", "--task", "arithmetic", "--num_problems", "2"])
+    with pytest.raises(SystemExit, match="exactly one of dataset_name"):
+        main(["search", "--model_name_or_path", "x"])

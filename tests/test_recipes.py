@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 import torch
 from safetensors.torch import load_file
 
@@ -205,3 +206,64 @@ def test_math500_through_label_and_search_recipes(tmp_path, math500_path):
     for records in results["methods"].values():
         assert [r["n"] for r in records] == [3] and all(0.0 <= r["accuracy"] <= 1.0 for r in records)
         assert all(r["generated_tokens"] > 0 for r in records)
+
+
+def test_verifier_recipe_with_yaml_env_peft_and_4bit(tmp_path, capsys):
+    """TRL's script conventions: a YAML `--config` with an `env:` block, CLI overrides, `--use_peft` (a LoRA
+    adapter whose folder loads as a verifier) and `--load_in_4bit`."""
+    pytest.importorskip("bitsandbytes")
+    from trl_pav.cli import main as cli
+
+    tok = char_tokenizer()
+    base = tmp_path / "base"
+    tiny_causal_lm(tok).save_pretrained(base)
+    tok.save_pretrained(base)
+    rows = [
+        {"prompt": f"Q:{i}?\n", "completions": ["1+2=3", "#### 3"], "labels": [0.2 * (i % 5), 1.0]} for i in range(8)
+    ]
+    data = tmp_path / "labels.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = {
+        "model_name_or_path": str(base),
+        "dataset_name": str(data),
+        "output_dir": str(tmp_path / "unused"),
+        "max_steps": 5,
+        "per_device_train_batch_size": 4,
+        "report_to": "none",
+        "save_strategy": "no",
+        "use_cpu": True,
+        "env": {"TRL_PAV_RECIPE_ENV": "from-yaml"},
+    }
+    (tmp_path / "pav.yaml").write_text(yaml.safe_dump(config))
+    os.environ.pop("TRL_PAV_RECIPE_ENV", None)
+    lora = ("--use_peft", "--lora_r", "4", "--lora_target_modules", "q_proj", "v_proj")
+    cli(
+        [
+            "train-pav",
+            "--config",
+            str(tmp_path / "pav.yaml"),
+            "--output_dir",
+            str(tmp_path / "pav"),
+            "--max_steps",
+            "2",
+            *lora,
+        ]
+    )
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert os.environ.pop("TRL_PAV_RECIPE_ENV") == "from-yaml"  # the env: block was applied
+    assert result["global_step"] == 2 and (tmp_path / "pav" / "adapter_config.json").exists()
+    verifier = PAVVerifier.from_pretrained(tmp_path / "pav")  # adapter merged into its base
+    assert len(verifier.score(["Q:1?\n"], [["1+2=3", "#### 3"]])[0]) == 3
+    cli(
+        [
+            "train-pav",
+            "--config",
+            str(tmp_path / "pav.yaml"),
+            "--output_dir",
+            str(tmp_path / "q4"),
+            "--load_in_4bit",
+            *lora,
+        ]
+    )
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["global_step"] == 5 and (tmp_path / "q4" / "adapter_config.json").exists()

@@ -98,8 +98,13 @@ def load_stage_problems(args: ProblemArguments, split: str):
     return problems, MathVerifyGrader(), StepFormat()
 
 
-def model_init_kwargs(model_args) -> dict[str, Any]:
-    """`from_pretrained` keyword arguments from TRL's `ModelConfig` (revision, dtype, attention, 4/8-bit)."""
+def model_init_kwargs(model_args, keep_full_precision: tuple[str, ...] = ()) -> dict[str, Any]:
+    """`from_pretrained` keyword arguments from TRL's `ModelConfig` (revision, dtype, attention, 4/8-bit).
+
+    `keep_full_precision` names modules that 4/8-bit loading must leave unquantized (a verifier's scalar head).
+    Quantized models are placed on this process's device (the CPU when there is no GPU).
+    """
+    from accelerate import PartialState
     from trl import get_quantization_config
 
     kwargs: dict[str, Any] = {
@@ -110,10 +115,10 @@ def model_init_kwargs(model_args) -> dict[str, Any]:
         kwargs["dtype"] = model_args.dtype
     quantization = get_quantization_config(model_args)
     if quantization is not None:
-        from accelerate import PartialState
-
+        if keep_full_precision:
+            quantization.llm_int8_skip_modules = list(keep_full_precision)
         kwargs["quantization_config"] = quantization
-        kwargs["device_map"] = {"": PartialState().local_process_index}
+        kwargs["device_map"] = {"": "cpu" if on_cpu() else PartialState().local_process_index}
     return {k: v for k, v in kwargs.items() if v is not None}
 
 

@@ -99,7 +99,7 @@ def main(script_args: VerifierScriptArguments, training_args, model_args, kind: 
     train, held = load_stepwise(script_args)
     if held is None and training_args.eval_strategy != "no":
         raise ValueError("eval_strategy is set but there is no evaluation data: set eval_fraction or a test split")
-    kwargs = model_init_kwargs(model_args)
+    kwargs = model_init_kwargs(model_args, keep_full_precision=("score", "classifier"))
     training_args.model_init_kwargs = {**kwargs, **(training_args.model_init_kwargs or {})}
     peft_config = get_peft_config(model_args)
     if peft_config is not None:
