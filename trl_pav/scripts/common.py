@@ -172,8 +172,12 @@ def load_stage_policy(path: str, model_args, gen: GenerationArguments, step_form
 def end_processes() -> None:
     """Tear the process group down together at the end of a recipe: a process that exits while another is still
     in a collective makes that one abort."""
+    import gc
+
     from accelerate import PartialState
 
+    # Free trainers (and the DDP reducers holding the process group) now, in order, not during interpreter exit.
+    gc.collect()
     state = PartialState()
     state.wait_for_everyone()
     state.destroy_process_group()
