@@ -9,13 +9,10 @@ Arguments: `trl_pav.scripts.label` (TRL-style: YAML keys, CLI overrides, `env:` 
 
 import json
 
-from accelerate import PartialState
-
-from trl_pav.scripts.common import end_processes
+from trl_pav.scripts.common import run_recipe
 from trl_pav.scripts.label import main, make_parser
 
 if __name__ == "__main__":
-    result = main(*make_parser().parse_args_and_config())
-    if PartialState().is_main_process:
+    result = run_recipe(make_parser(), main)
+    if result is not None:
         print(json.dumps(result))
-    end_processes()

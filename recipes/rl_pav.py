@@ -10,13 +10,10 @@ YAML keys, CLI overrides, `env:` blocks, `--use_peft`, `--load_in_4bit`). The sa
 import json
 import sys
 
-from accelerate import PartialState
-
-from trl_pav.scripts.common import end_processes
+from trl_pav.scripts.common import run_recipe
 from trl_pav.scripts.rl import algorithm_from_argv, main, make_parser
 
 if __name__ == "__main__":
-    result = main(*make_parser(algorithm_from_argv(sys.argv[1:])).parse_args_and_config())
-    if PartialState().is_main_process:
+    result = run_recipe(make_parser(algorithm_from_argv(sys.argv[1:])), main)
+    if result is not None:
         print(json.dumps(result))
-    end_processes()

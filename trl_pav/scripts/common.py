@@ -19,6 +19,7 @@ __all__ = [
     "load_stage_problems",
     "model_init_kwargs",
     "on_cpu",
+    "run_recipe",
     "write_json",
 ]
 
@@ -181,6 +182,19 @@ def end_processes() -> None:
     state = PartialState()
     state.wait_for_everyone()
     state.destroy_process_group()
+
+
+def run_recipe(parser, main, argv: list[str] | None = None, **main_kwargs) -> dict | None:
+    """Parse the command line (and `--config` YAML) with `parser`, run `main`, tear the processes down together.
+
+    Returns `main`'s summary on the main process and `None` on the others (so a recipe prints it once).
+    """
+    from accelerate import PartialState
+
+    result = main(*parser.parse_args_and_config(args=argv), **main_kwargs)
+    is_main = PartialState().is_main_process
+    end_processes()
+    return result if is_main else None
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> str:
