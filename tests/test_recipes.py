@@ -267,3 +267,58 @@ def test_verifier_recipe_with_yaml_env_peft_and_4bit(tmp_path, capsys):
     )
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["global_step"] == 5 and (tmp_path / "q4" / "adapter_config.json").exists()
+
+
+def test_rejection_sampling_keeps_each_distinct_correct_trace_once():
+    """The noisy arithmetic policy's correct traces are all the reference trace, so rejection sampling keeps exactly
+    one row per problem with at least one correct sample, and nothing else."""
+    from trl_pav.evaluation import sample_traces
+    from trl_pav.scripts.sft import rejection_sample
+    from trl_pav.tasks import ArithmeticTask, NoisyArithmeticPolicy, reference_steps
+
+    task = ArithmeticTask()
+    policy = NoisyArithmeticPolicy(task, error_rate=0.4)
+    problems = task.problems_dataset(24, seed=3)
+    rows = rejection_sample(policy, problems, task.grader, samples_per_problem=3, seed=5)
+    samples = sample_traces(policy, problems["prompt"], 3, seed=5)
+    solved = [
+        p
+        for p, g, s in zip(problems.to_list(), problems["gold"], samples)
+        if any(task.grader.grade("\n".join(t), g) for t in s)
+    ]
+    assert 0 < len(solved) < 24 and [r["prompt"] for r in rows] == [p["prompt"] for p in solved]
+    for row, problem in zip(rows, solved):
+        assert row["completion"] == "\n".join(reference_steps(problem["expression"]))
+
+
+def test_sft_recipe_on_math500_solutions_and_rejection_errors(tmp_path, capsys, math500_path):
+    from trl_pav.cli import main as cli
+
+    tok = char_tokenizer()
+    policy = tmp_path / "tiny"
+    tiny_causal_lm(tok).save_pretrained(policy)
+    tok.save_pretrained(policy)
+    common = ("--model_name_or_path", str(policy), "--dataset_name", math500_path, "--num_problems", "4")
+    train = ("--max_steps", "1", "--per_device_train_batch_size", "2", "--max_length", "256", "--report_to", "none")
+    cli(["sft", *common, *train, "--output_dir", str(tmp_path / "sft"), "--use_cpu", "true", "--save_strategy", "no"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (
+        result["train_rows"] == 4 and result["global_step"] == 1 and (tmp_path / "sft" / "model.safetensors").exists()
+    )
+    # A random tiny model never solves MATH-500: rejection sampling says so instead of training on nothing.
+    with pytest.raises(SystemExit, match="no correct trace in 4 problems x 2 samples"):
+        cli(
+            [
+                "sft",
+                *common,
+                "--rejection_sampling",
+                "--samples_per_problem",
+                "2",
+                "--max_new_tokens",
+                "8",
+                "--use_cpu",
+                "true",
+                "--output_dir",
+                str(tmp_path / "rft"),
+            ]
+        )
