@@ -322,3 +322,31 @@ def test_sft_recipe_on_math500_solutions_and_rejection_errors(tmp_path, capsys, 
                 str(tmp_path / "rft"),
             ]
         )
+
+
+def test_use_vllm_without_vllm_names_the_extra(tmp_path):
+    """On a machine without vLLM (every CPU machine), `--use_vllm` fails at once with the install hint."""
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("vLLM is installed here")
+    from trl_pav.cli import main as cli
+
+    with pytest.raises(ImportError, match=r"trl-pav\[vllm\]"):
+        cli(
+            [
+                "label",
+                "--model_name_or_path",
+                "unused",
+                "--task",
+                "arithmetic",
+                "--num_problems",
+                "2",
+                "--use_vllm",
+                "true",
+                "--output_dir",
+                str(tmp_path),
+            ]
+        )
