@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "bce_classes",
     "best_of_k",
     "broadcast_step_values",
     "class_balanced_bce",
@@ -211,6 +212,19 @@ def dense_advantages(
     return out
 
 
+def bce_classes(labels: Tensor, mask: Tensor, threshold: float = 0.5) -> tuple[Tensor, Tensor]:
+    """`(low, high)` bool masks: labeled positions with labels `< threshold` and `>= threshold` (the two classes of
+    `class_balanced_bce`; sum them across processes to get its `class_counts`).
+
+    Example:
+        >>> low, high = bce_classes(torch.tensor([0.2, 0.7, 0.9]), torch.tensor([True, True, False]))
+        >>> low.tolist(), high.tolist()
+        ([True, False, False], [False, True, False])
+    """
+    mask = mask.bool()
+    return mask & (labels < threshold), mask & (labels >= threshold)
+
+
 def class_balanced_bce(
     logits: Tensor, labels: Tensor, mask: Tensor, threshold: float = 0.5, class_counts: Tensor | None = None
 ) -> Tensor:
@@ -241,13 +255,12 @@ def class_balanced_bce(
         >>> bool(torch.isclose(first + second, whole))
         True
     """
-    mask = mask.bool()
     losses = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="none")
-    classes = (mask & (labels < threshold), mask & (labels >= threshold))
+    classes = bce_classes(labels, mask, threshold)
     if class_counts is None:
         class_counts = torch.stack([m.sum() for m in classes]).to(losses)
     present = [i for i in range(2) if class_counts[i] > 0]
     if not present:
         return logits.sum() * 0.0
     total = sum(losses[classes[i]].sum() / class_counts[i] for i in present)
-    return total / len(present) + logits.sum() * 0.0
+    return total / len(present) + logits.sum() * 0.0  # keeps the graph when this part holds no label

@@ -19,7 +19,7 @@ from ..metrics import verifier_metrics
 from ..modeling import PAVMetadata, PAVVerifier, disable_dropout, render_prompt
 from ..steps import StepFormat, tokenize_trace
 from ..tokenization import load_tokenizer
-from ..values import class_balanced_bce
+from ..values import bce_classes, class_balanced_bce
 from .pav_reward_config import PAVRewardConfig
 
 __all__ = ["PAVRewardTrainer", "StepwiseCollator", "tokenize_stepwise_row"]
@@ -249,8 +249,8 @@ class PAVRewardTrainer(Trainer):
         threshold = self.args.label_threshold
         counts = None
         if split:
-            local = torch.stack([(mask & (labels < threshold)).sum(), (mask & (labels >= threshold)).sum()])
-            counts = self.accelerator.reduce(local.float(), reduction="sum")
+            local = torch.stack([m.sum() for m in bce_classes(labels, mask, threshold)]).float()
+            counts = self.accelerator.reduce(local, reduction="sum")
         if self.args.class_balanced:
             loss = class_balanced_bce(read, labels, mask, threshold, class_counts=counts)
         else:
