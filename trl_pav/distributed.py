@@ -7,7 +7,7 @@ from typing import TypeVar
 
 import torch
 
-__all__ = ["Lockstep", "process_shard"]
+__all__ = ["Lockstep", "is_zero3", "process_shard", "process_state"]
 
 T = TypeVar("T")
 
@@ -64,6 +64,22 @@ class Lockstep:
             for _ in range(passes):
                 dummy_pass()
             ran += passes
+
+
+def process_state():
+    """accelerate's `PartialState`, on the CPU when no CUDA device is visible.
+
+    Without `cpu=True` accelerate forms no process group among CPU processes, and every one of them acts as main.
+    """
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def is_zero3(accelerator) -> bool:
+    """True when `accelerator` runs DeepSpeed ZeRO stage 3 (models sharded: their forward passes are collective)."""
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    return plugin is not None and plugin.zero_stage == 3
 
 
 def process_shard(items: Sequence[T], process_index: int, num_processes: int) -> tuple[list[int], list[T]]:

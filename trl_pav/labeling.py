@@ -27,6 +27,7 @@ import torch
 from datasets import Dataset, load_from_disk
 
 from .data import validate_stepwise
+from .distributed import process_state
 from .generation.base import Generation, GenerationRequest, Policy, mix_seed
 from .grading import Grader
 from .values import best_of_k
@@ -381,10 +382,7 @@ class MCLabeler:
         return h.hexdigest()[:16]
 
     def _label_to_disk(self, rows: list[dict], shards: list[list[int]], out: Path, start: float) -> Dataset:
-        from accelerate import PartialState
-
-        # Without cpu=True, accelerate forms no process group on CPU-only machines and every rank acts as the main one.
-        state = PartialState(cpu=not torch.cuda.is_available())
+        state = process_state()
         shard_dir = out / "shards"
         manifest_path = out / "manifest.json"
         fingerprint = self._fingerprint(rows)

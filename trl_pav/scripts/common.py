@@ -10,6 +10,8 @@ from typing import Any
 
 from trl import ScriptArguments
 
+from ..distributed import process_state
+
 __all__ = [
     "GenerationArguments",
     "ProblemArguments",
@@ -105,7 +107,6 @@ def model_init_kwargs(model_args, keep_full_precision: tuple[str, ...] = ()) -> 
     `keep_full_precision` names modules that 4/8-bit loading must leave unquantized (a verifier's scalar head).
     Quantized models are placed on this process's device (the CPU when there is no GPU).
     """
-    from accelerate import PartialState
     from trl import get_quantization_config
 
     kwargs: dict[str, Any] = {
@@ -119,33 +120,30 @@ def model_init_kwargs(model_args, keep_full_precision: tuple[str, ...] = ()) -> 
         if keep_full_precision:
             quantization.llm_int8_skip_modules = list(keep_full_precision)
         kwargs["quantization_config"] = quantization
-        kwargs["device_map"] = {"": "cpu" if on_cpu() else PartialState().local_process_index}
+        kwargs["device_map"] = {"": "cpu" if on_cpu() else process_state().local_process_index}
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
 def load_causal_lm(path: str, model_args):
     """A causal LM on this process's device (quantized models are placed by their device map)."""
-    from accelerate import PartialState
     from transformers import AutoModelForCausalLM
 
     kwargs = model_init_kwargs(model_args)
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if "quantization_config" not in kwargs:
-        model = model.to(PartialState(cpu=on_cpu()).device)
+        model = model.to(process_state().device)
     return model.eval()
 
 
 def load_stage_policy(path: str, model_args, gen: GenerationArguments, step_format):
     """An `HFPolicy` (or a `VLLMPolicy` with `use_vllm`) for `path` with the stage's sampling settings."""
     if gen.use_vllm:
-        from accelerate import PartialState
-
         from ..generation.vllm import VLLMPolicy
 
         llm_kwargs: dict[str, Any] = {"gpu_memory_utilization": gen.vllm_gpu_memory_utilization}
         if model_args.dtype not in (None, "auto"):
             llm_kwargs["dtype"] = model_args.dtype
-        if PartialState().num_processes > 1:
+        if process_state().num_processes > 1:
             # One engine per process on its own GPU, inside the accelerate process group (as TRL's colocate mode).
             llm_kwargs["distributed_executor_backend"] = "external_launcher"
         return VLLMPolicy(
@@ -175,11 +173,9 @@ def end_processes() -> None:
     in a collective makes that one abort."""
     import gc
 
-    from accelerate import PartialState
-
     # Free trainers (and the DDP reducers holding the process group) now, in order, not during interpreter exit.
     gc.collect()
-    state = PartialState()
+    state = process_state()
     state.wait_for_everyone()
     state.destroy_process_group()
 
@@ -189,10 +185,9 @@ def run_recipe(parser, main, argv: list[str] | None = None, **main_kwargs) -> di
 
     Returns `main`'s summary on the main process and `None` on the others (so a recipe prints it once).
     """
-    from accelerate import PartialState
 
     result = main(*parser.parse_args_and_config(args=argv), **main_kwargs)
-    is_main = PartialState().is_main_process
+    is_main = process_state().is_main_process
     end_processes()
     return result if is_main else None
 

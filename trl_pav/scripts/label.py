@@ -37,10 +37,9 @@ def make_parser():
 
 def main(script_args: LabelScriptArguments, label_config, model_args) -> dict:
     """Label the problems; every process takes a share of the shards, the main one assembles the dataset."""
-    from accelerate import PartialState
 
+    from ..distributed import process_state
     from ..labeling import MCLabeler, load_labels
-    from .common import on_cpu
 
     if not model_args.model_name_or_path:
         raise ValueError("label: set model_name_or_path (the base policy)")
@@ -52,7 +51,7 @@ def main(script_args: LabelScriptArguments, label_config, model_args) -> dict:
     if script_args.prover_model_name_or_path:
         prover = load_stage_policy(script_args.prover_model_name_or_path, model_args, script_args, step_format)
     MCLabeler(policy, grader, label_config, prover_policy=prover).label(problems, script_args.output_dir)
-    state = PartialState(cpu=on_cpu())
+    state = process_state()
     state.wait_for_everyone()
     dataset, metadata = load_labels(script_args.output_dir)
     if script_args.push_to_hub and state.is_main_process:

@@ -38,20 +38,15 @@ def make_parser():
     return TrlParser((SearchScriptArguments, SearchEvalConfig, ModelConfig))
 
 
-def _zero3(accelerator) -> bool:
-    plugin = accelerator.state.deepspeed_plugin
-    return plugin is not None and plugin.zero_stage == 3
-
-
 def _load_verifier(path: str, args: SearchScriptArguments, accelerator, lockstep: bool):
     """A verifier on this process's device; under ZeRO-3 sharded by DeepSpeed (then run it in lockstep)."""
-    from ..distributed import Lockstep
+    from ..distributed import Lockstep, is_zero3
     from ..modeling import PAVVerifier
 
     verifier = PAVVerifier.from_pretrained(path)
     verifier.batch_size = args.verifier_batch_size
     verifier.model.requires_grad_(False)
-    if _zero3(accelerator):
+    if is_zero3(accelerator):
         from trl.models.utils import prepare_deepspeed
 
         verifier.model = prepare_deepspeed(verifier.model, accelerator)
@@ -67,7 +62,7 @@ def main(script_args: SearchScriptArguments, search_config, model_args) -> dict:
     from accelerate import Accelerator
     from accelerate.utils import gather_object
 
-    from ..distributed import process_shard
+    from ..distributed import is_zero3, process_shard
     from ..search import evaluate_search, merge_search_results, plot_search_results
     from .common import load_stage_policy, load_stage_problems, on_cpu, write_json
 
@@ -78,7 +73,7 @@ def main(script_args: SearchScriptArguments, search_config, model_args) -> dict:
     problems, grader, step_format = load_stage_problems(script_args, script_args.dataset_train_split)
     if len(problems) < state.num_processes:
         raise ValueError(f"search_eval: {len(problems)} problems for {state.num_processes} processes")
-    lockstep = _zero3(accelerator) if script_args.verifier_lockstep is None else script_args.verifier_lockstep
+    lockstep = is_zero3(accelerator) if script_args.verifier_lockstep is None else script_args.verifier_lockstep
     pav = orm = None
     if script_args.pav_model_name_or_path:
         pav = _load_verifier(script_args.pav_model_name_or_path, script_args, accelerator, lockstep)

@@ -63,14 +63,12 @@ def solution_completion(row: dict, index: int, separator: str = "\n") -> str:
 
 def rejection_sample(policy, problems, grader, samples_per_problem: int, seed: int) -> list[dict]:
     """This process's share of distinct correct `(prompt, completion)` rows; processes split the problems."""
-    from accelerate import PartialState
     from accelerate.utils import gather_object
 
-    from ..distributed import process_shard
+    from ..distributed import process_shard, process_state
     from ..evaluation import sample_traces
-    from .common import on_cpu
 
-    state = PartialState(cpu=on_cpu())
+    state = process_state()
     _, rows = process_shard(problems.to_list(), state.process_index, state.num_processes)
     join = policy.step_format.join
     traces = sample_traces(policy, [r["prompt"] for r in rows], samples_per_problem, seed=seed) if rows else []

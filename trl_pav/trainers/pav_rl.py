@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers.utils import logging
 
-from ..distributed import Lockstep
+from ..distributed import Lockstep, is_zero3
 from ..grading import Grader
 from ..modeling import PAVVerifier, StepScorer
 from ..steps import StepFormat, token_positions
@@ -193,10 +193,7 @@ class PAVRLMixin:
                 verifier.model = prepare_deepspeed(verifier.model, self.accelerator)
             else:
                 verifier.model = self.accelerator.prepare_model(verifier.model, evaluation_mode=True)
-            lockstep = args.verifier_lockstep
-            if lockstep is None:
-                plugin = self.accelerator.state.deepspeed_plugin if self.is_deepspeed_enabled else None
-                lockstep = plugin is not None and plugin.zero_stage == 3
+            lockstep = is_zero3(self.accelerator) if args.verifier_lockstep is None else args.verifier_lockstep
             if lockstep:
                 verifier.lockstep = Lockstep(self.accelerator.device)
         self.verifier = verifier
