@@ -9,10 +9,10 @@ Arguments: `trl_pav.scripts.label` (TRL-style: YAML keys, CLI overrides, `env:` 
 
 import json
 
+from trl_pav.scripts import label
 from trl_pav.scripts.common import run_recipe
-from trl_pav.scripts.label import main, make_parser
 
 if __name__ == "__main__":
-    result = run_recipe(make_parser(), main)
+    result = run_recipe(label)
     if result is not None:
         print(json.dumps(result))

@@ -8,12 +8,11 @@ YAML keys, CLI overrides, `env:` blocks, `--use_peft`, `--load_in_4bit`). The sa
 """
 
 import json
-import sys
 
+from trl_pav.scripts import rl
 from trl_pav.scripts.common import run_recipe
-from trl_pav.scripts.rl import algorithm_from_argv, main, make_parser
 
 if __name__ == "__main__":
-    result = run_recipe(make_parser(algorithm_from_argv(sys.argv[1:])), main)
+    result = run_recipe(rl)
     if result is not None:
         print(json.dumps(result))

@@ -9,10 +9,10 @@ Arguments: `trl_pav.scripts.search_eval` (TRL-style: YAML keys, CLI overrides, `
 
 import json
 
+from trl_pav.scripts import search_eval
 from trl_pav.scripts.common import run_recipe
-from trl_pav.scripts.search_eval import main, make_parser
 
 if __name__ == "__main__":
-    result = run_recipe(make_parser(), main)
+    result = run_recipe(search_eval)
     if result is not None:
         print(json.dumps(result))

@@ -9,10 +9,10 @@ Arguments: `trl_pav.scripts.sft` (TRL-style: YAML keys, CLI overrides, `env:` bl
 
 import json
 
+from trl_pav.scripts import sft
 from trl_pav.scripts.common import run_recipe
-from trl_pav.scripts.sft import main, make_parser
 
 if __name__ == "__main__":
-    result = run_recipe(make_parser(), main)
+    result = run_recipe(sft)
     if result is not None:
         print(json.dumps(result))

@@ -9,10 +9,10 @@ Arguments: `trl_pav.scripts.train_verifier` (TRL-style: YAML keys, CLI overrides
 
 import json
 
+from trl_pav.scripts import train_verifier
 from trl_pav.scripts.common import run_recipe
-from trl_pav.scripts.train_verifier import main, make_parser
 
 if __name__ == "__main__":
-    result = run_recipe(make_parser(), main, kind="orm")
+    result = run_recipe(train_verifier, kind="orm")
     if result is not None:
         print(json.dumps(result))

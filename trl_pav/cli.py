@@ -84,18 +84,15 @@ def _demo(argv: list[str]) -> dict:
 
 
 def _stage(module: str, **main_kwargs):
-    """A command running one stage script (`trl_pav.scripts.<module>`), parsed exactly as its recipe is."""
+    """A command running one stage script (`trl_pav.scripts.<module>`) exactly as its recipe does."""
 
-    def run(argv: list[str]) -> dict:
+    def run(argv: list[str]) -> dict | None:
         import importlib
 
-        script = importlib.import_module(f"trl_pav.scripts.{module}")
-        if module == "rl":
-            parser = script.make_parser(script.algorithm_from_argv(argv))
-        else:
-            parser = script.make_parser()
+        from .scripts.common import run_recipe
+
         try:
-            return script.main(*parser.parse_args_and_config(args=argv), **main_kwargs)
+            return run_recipe(importlib.import_module(f"trl_pav.scripts.{module}"), argv, **main_kwargs)
         except ValueError as err:
             raise SystemExit(f"trl-pav: {err}") from err
 
@@ -132,7 +129,8 @@ def main(argv: list[str] | None = None) -> None:
         print(msg)
         return
     result = COMMANDS[argv[0]](argv[1:])
-    print(json.dumps(result))
+    if result is not None:  # None: not the main process
+        print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -180,13 +180,14 @@ def end_processes() -> None:
     state.destroy_process_group()
 
 
-def run_recipe(parser, main, argv: list[str] | None = None, **main_kwargs) -> dict | None:
-    """Parse the command line (and `--config` YAML) with `parser`, run `main`, tear the processes down together.
+def run_recipe(script, argv: list[str] | None = None, **main_kwargs) -> dict | None:
+    """Run a stage script module: parse `argv` (default: the command line; `--config` YAML included) with its
+    `make_parser`, call its `main`, then tear the processes down together.
 
-    Returns `main`'s summary on the main process and `None` on the others (so a recipe prints it once).
+    Returns `main`'s summary on the main process and `None` on the others (so a caller prints it once).
     """
-
-    result = main(*parser.parse_args_and_config(args=argv), **main_kwargs)
+    parser = script.make_parser(argv)
+    result = script.main(*parser.parse_args_and_config(args=argv), **main_kwargs)
     is_main = process_state().is_main_process
     end_processes()
     return result if is_main else None

@@ -27,7 +27,8 @@ class LabelScriptArguments(ProblemArguments, GenerationArguments):
     push_to_hub: str | None = field(default=None, metadata={"help": "Hub dataset id to push the labels to."})
 
 
-def make_parser():
+def make_parser(argv: list[str] | None = None):
+    """The `TrlParser` of this stage (`argv` is unused: one set of dataclasses whatever the arguments)."""
     from trl import ModelConfig, TrlParser
 
     from ..labeling import MCLabelConfig

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass, field
 
 from .common import ProblemArguments
@@ -43,13 +44,13 @@ def algorithm_from_argv(argv: list[str]) -> str:
     return algorithm
 
 
-def make_parser(algorithm: str = "grpo"):
+def make_parser(argv: list[str] | None = None):
+    """The `TrlParser` for the algorithm `argv` names (default: the command line): its config class depends on it."""
     from trl import ModelConfig, TrlParser
 
     from ..trainers import PAVGRPOConfig, PAVRLOOConfig
 
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"unknown RL algorithm {algorithm!r}; use one of {ALGORITHMS}")
+    algorithm = algorithm_from_argv(sys.argv[1:] if argv is None else argv)
     config = PAVGRPOConfig if algorithm == "grpo" else PAVRLOOConfig
     return TrlParser((RLScriptArguments, config, ModelConfig))
 

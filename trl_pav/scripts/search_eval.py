@@ -30,7 +30,8 @@ class SearchScriptArguments(ProblemArguments, GenerationArguments):
     verifier_lockstep: bool | None = field(default=None, metadata={"help": "Equal verifier passes per process."})
 
 
-def make_parser():
+def make_parser(argv: list[str] | None = None):
+    """The `TrlParser` of this stage (`argv` is unused: one set of dataclasses whatever the arguments)."""
     from trl import ModelConfig, TrlParser
 
     from ..search import SearchEvalConfig

@@ -34,7 +34,8 @@ class SFTScriptArguments(ProblemArguments, GenerationArguments):
     sampling_seed: int = field(default=0, metadata={"help": "Seed of the rejection samples."})
 
 
-def make_parser():
+def make_parser(argv: list[str] | None = None):
+    """The `TrlParser` of this stage (`argv` is unused: one set of dataclasses whatever the arguments)."""
     from trl import ModelConfig, SFTConfig, TrlParser
 
     return TrlParser((SFTScriptArguments, SFTConfig, ModelConfig))

@@ -26,7 +26,8 @@ class VerifierScriptArguments(ScriptArguments):
     eval_fraction: float = field(default=0.0, metadata={"help": "Share of prompts held out for evaluation."})
 
 
-def make_parser():
+def make_parser(argv: list[str] | None = None):
+    """The `TrlParser` of this stage (`argv` is unused: one set of dataclasses whatever the arguments)."""
     from trl import ModelConfig, TrlParser
 
     from ..trainers import PAVRewardConfig
