@@ -36,7 +36,7 @@ def test_valid_rows_and_passthrough():
         ({"labels": [0.9, -0.1, 1.0]}, r"labels\[1\] = -0.1 is outside"),
         ({"labels": [0.9, math.nan, 1.0]}, r"labels\[1\] = nan is not finite"),
         ({"labels": [0.9, math.inf, 1.0]}, r"labels\[1\] = inf is not finite"),
-        ({"labels": [0.9, "yes", 1.0]}, r"labels\[1\] must be a number or bool, got str"),
+        ({"labels": [0.9, "yes", 1.0]}, r"labels\[1\] must be a number, bool or None \(not measured\), got str"),
         ({"labels": 0.5}, "labels must be a list"),
         ({"completions": [], "labels": []}, "empty trace"),
         ({"completions": "2*3=6", "labels": [1.0]}, "completions must be a list of strings, got str"),

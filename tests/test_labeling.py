@@ -83,8 +83,13 @@ def test_bok_labels_are_the_transform_without_extra_rollouts(tmp_path):
     assert d1["labels"] == d4["labels"]
     assert m1["rollouts"] == m4["rollouts"] and m1["generated_tokens"] == m4["generated_tokens"]
     for row in d4:
-        expected = best_of_k(torch.tensor(row["labels"], dtype=torch.float64), 4).tolist()
-        assert row["prover_labels"] == pytest.approx(expected)
+        # Unbiased Best-of-4 from the success counts (pass@k), exact grades through the transform.
+        for label, c, n, got in zip(row["labels"], row["label_successes"], row["label_rollouts"], row["prover_labels"]):
+            if n:
+                assert label == c / n
+                assert got == pytest.approx(1 - math.comb(n - c, 4) / math.comb(n, 4))
+            else:
+                assert got == best_of_k(torch.tensor(label, dtype=torch.float64), 4).item()
         assert row["prover"] == "bo4" and row["target"] == "q_pi"
     assert d1[0]["prover_labels"] == d1[0]["labels"]
 
@@ -108,12 +113,68 @@ def test_first_pit_finds_true_first_error_with_fewer_rollouts():
     )
     assert rate >= 0.85
     assert meta["rollouts"] < results["all"][1]["rollouts"]
-    # Steps after the pit are labeled 0; only binary-search probes there spent rollouts.
+    # Steps after the pit that were never measured carry no label (masked: the paper leaves them out of training);
+    # binary-search probes there keep their measurement, and the finished trace's last step its exact grade.
     for r in failing:
         pit, n_steps = r["first_pit"], len(r["completions"])
-        assert all(lab == 0.0 for lab in r["labels"][pit:])
+        assert r["labels"][pit] == 0.0
+        assert all(lab is not None for lab in r["labels"][:pit])
+        for h in range(pit + 1, n_steps):
+            measured = r["label_rollouts"][h] > 0 or (h == n_steps - 1 and r["seed_finished"])
+            assert (r["labels"][h] is not None) == measured
+        assert any(lab is None for lab in r["labels"]) or n_steps - pit <= 2 + math.ceil(math.log2(n_steps))
         probes_after = sum(c > 0 for c in r["label_rollouts"][pit + 1 :])
         assert probes_after <= math.ceil(math.log2(n_steps))
+    assert sum(lab is None for r in failing for lab in r["labels"]) > 10
+
+
+def test_pit_confirmation_reduces_false_pits():
+    """With n_mc = 4 a prefix of true value (1-p)^r often shows 0/4; confirming a candidate pit with more rollouts
+    makes the pit the true first error more often, checked against the exact checker."""
+    task = ArithmeticTask(min_ops=4, max_ops=5)
+    policy = NoisyArithmeticPolicy(task, error_rate=0.35)
+    problems = task.problems_dataset(60, seed=3)
+    rates, rollouts = {}, {}
+    for confirm in (0, 12):
+        labeler = MCLabeler(policy, task.grader, quiet(n_cov=4, n_mc=4, pit_confirm_rollouts=confirm))
+        ds = labeler.label(problems)
+        failing = [r for r in ds if r["seed_outcome"] == 0.0]
+        hits = sum(r["first_pit"] == task.first_error(r["expression"], r["completions"]) for r in failing)
+        rates[confirm], rollouts[confirm] = hits / len(failing), labeler.last_metadata["rollouts"]
+        for r in failing:  # a confirmed pit pooled its rollouts
+            pit = r["first_pit"]
+            if pit >= 0 and r["label_rollouts"][pit]:
+                assert r["label_rollouts"][pit] == 4 + confirm
+    # The false-pit share at least halves (a 0/4 probe happens with probability (1-Q)^4, 0/16 with (1-Q)^16).
+    assert 1 - rates[12] <= 0.5 * (1 - rates[0]) and rates[0] < 0.95, rates
+    assert rollouts[12] > rollouts[0]
+
+
+def test_truncated_seed_traces_drop_their_trailing_piece():
+    """A seed trace cut at the token limit keeps only its complete steps, and its last complete step is measured
+    (not labeled with the failed outcome)."""
+
+    class Cut:
+        name, step_format = "cut", ArithmeticTask().step_format
+
+        def __init__(self):
+            self.inner = NoisyArithmeticPolicy(ArithmeticTask(), error_rate=0.0)
+
+        def generate(self, requests, stop_at_step=False):
+            out = self.inner.generate(requests, stop_at_step)
+            for req, g in zip(requests, out):
+                if not req.steps and g.steps:  # seed traces: cut inside the last step
+                    g.steps = [*g.steps[:-1], g.steps[-1][:3]]
+                    g.finished, g.truncated = False, True
+            return out
+
+    task = ArithmeticTask()
+    ds = MCLabeler(Cut(), task.grader, quiet(n_cov=1, n_mc=4)).label(task.problems_dataset(6, seed=4))
+    for row in ds:
+        full = task.step_format.split(task.step_format.join(row["completions"]))
+        assert all(task.step_labels(row["expression"], full))  # no partial piece left
+        assert not row["completions"][-1].startswith("####")
+        assert row["labels"][-1] == 1.0 and row["label_rollouts"][-1] == 4  # measured: error rate 0
 
 
 def test_bad_inputs():

@@ -1,4 +1,5 @@
 import itertools
+import math
 
 import pytest
 import torch
@@ -123,3 +124,36 @@ def test_class_balanced_bce():
     )
     none = class_balanced_bce(logits, labels, torch.zeros(4, dtype=torch.bool))
     assert none.item() == 0 and none.requires_grad
+
+
+@pytest.mark.parametrize("n,k", [(4, 1), (8, 4), (20, 4), (5, 5)])
+def test_unbiased_best_of_k_matches_exact_expectation(n, k):
+    """E[estimate] over Binomial(n, q) successes equals 1 - (1 - q)^K exactly; the plug-in is biased low."""
+    from trl_pav.values import best_of_k_unbiased
+
+    c = torch.arange(n + 1)
+    for q in (0.05, 0.2, 0.5, 0.9):
+        pmf = torch.tensor([math.comb(n, i) * q**i * (1 - q) ** (n - i) for i in range(n + 1)], dtype=torch.float64)
+        exact = 1 - (1 - q) ** k
+        assert float((pmf * best_of_k_unbiased(c, n, k)).sum()) == pytest.approx(exact, abs=1e-12)
+        plug_in = float((pmf * best_of_k(c / n, k)).sum())
+        assert k == 1 or plug_in < exact - 1e-6
+    with pytest.raises(ValueError, match="K <= n"):
+        best_of_k_unbiased(c, n, n + 1)
+
+
+def test_dataset_class_weights_balance_in_expectation():
+    """Fixed dataset weights give each class half of the total weight, and the same weights in every batch."""
+    from trl_pav.values import class_weights
+
+    labels = torch.tensor([0.1, 0.2, 0.0, 0.9, 0.3, 0.7])
+    low, high = labels < 0.5, labels >= 0.5
+    w = class_weights(torch.tensor([float(low.sum()), float(high.sum())]))
+    per_position = torch.where(low, w[0], w[1])
+    assert float(per_position[low].sum()) == pytest.approx(float(per_position[high].sum()))
+    assert float(per_position.mean()) == pytest.approx(1.0)
+    logits = torch.linspace(-1, 1, 6)
+    mask = torch.ones(6, dtype=torch.bool)
+    loss = class_balanced_bce(logits, labels, mask, weights=w)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+    assert float(loss) == pytest.approx(float((bce * per_position).mean()))

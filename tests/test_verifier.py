@@ -227,3 +227,34 @@ def test_truncation_warning_is_logged(char_tok, tmp_path, caplog):
         )
     assert "2 trailing step(s) did not fit in max_length=14" in caplog.text
     assert trainer.train_dataset[0]["read_labels"] == [0.1, 0.2]
+
+
+def test_masked_steps_are_not_read_and_get_no_loss(char_tok, tmp_path):
+    """A `None` label (a step never measured, e.g. after a first pit) is left out: no read position, no loss, and a
+    trainer on rows with masked steps gives the same loss as on rows where those steps have any other label masked
+    out by hand."""
+    row = {"prompt": "Q:1+2*3?\n", "completions": ["2*3=6", "1+6=8", "#### 8"], "labels": [0.5, None, 0.0]}
+    full = tokenize_stepwise_row({**row, "labels": [0.5, 0.25, 0.0]}, char_tok, StepFormat())
+    masked = tokenize_stepwise_row(row, char_tok, StepFormat())
+    assert masked["input_ids"] == full["input_ids"]
+    assert masked["read_positions"] == [full["read_positions"][0], full["read_positions"][2]]
+    assert masked["read_labels"] == [0.5, 0.0]
+    args = PAVRewardConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, class_balanced=False)
+    losses = []
+    for labels in ([0.5, None, 0.0], [0.5, 0.99, 0.0]):
+        trainer = PAVRewardTrainer(
+            tiny_token_classifier(char_tok),
+            args,
+            Dataset.from_list([{**row, "labels": labels}]),
+            processing_class=char_tok,
+        )
+        batch = trainer.data_collator([trainer.train_dataset[0]])
+        losses.append(float(trainer.compute_loss(trainer.model.eval(), batch).detach()))
+    assert losses[0] != losses[1]
+    # With the middle label masked, the loss is the mean BCE over the two other read positions.
+    model = tiny_token_classifier(char_tok).eval()
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([full["input_ids"]])).logits[0, :, 0]
+    reads = logits[[full["read_positions"][0], full["read_positions"][2]]]
+    want = torch.nn.functional.binary_cross_entropy_with_logits(reads, torch.tensor([0.5, 0.0]))
+    assert losses[0] == pytest.approx(float(want), rel=1e-5)

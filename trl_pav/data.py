@@ -3,8 +3,9 @@
 Columns:
     - `prompt`: a string, or chat messages (a list of `{"role": str, "content": str}` dicts).
     - `completions`: a non-empty list of step strings.
-    - `labels`: one float in `[0, 1]` per step, the Monte-Carlo estimate of `Q^π` after that step. Bools load as 0/1,
-      so rows in TRL's former stepwise-supervision format load unchanged.
+    - `labels`: one float in `[0, 1]` per step, the Monte-Carlo estimate of `Q^π` after that step, or `None` for a step
+      that was never measured (after a first pit): such a step is masked, it gets no loss. Bools load as 0/1, so rows
+      in TRL's former stepwise-supervision format load unchanged.
 
 Other columns (provenance written by the labeler, ids, gold answers) pass through untouched.
 """
@@ -59,7 +60,7 @@ def _check_prompt(prompt: Any) -> str | None:
     return f"prompt must be a string or a list of chat messages, got {type(prompt).__name__}"
 
 
-def _row_problems(row: Mapping[str, Any]) -> tuple[list[str], list[float] | None]:
+def _row_problems(row: Mapping[str, Any]) -> tuple[list[str], list[float | None] | None]:
     """Problems of one row, and its labels as floats when they are valid."""
     problems = []
     msg = _check_prompt(row["prompt"])
@@ -77,13 +78,15 @@ def _row_problems(row: Mapping[str, Any]) -> tuple[list[str], list[float] | None
                 problems.append(f"completions[{j}] must be a string, got {type(step).__name__}")
             elif not step.strip():
                 problems.append(f"completions[{j}] is empty or whitespace-only")
-    floats: list[float] | None = None
+    floats: list[float | None] | None = None
     if not isinstance(labels, (list, tuple)):
         problems.append(f"labels must be a list of floats in [0, 1], got {type(labels).__name__}")
     else:
         floats = []
         for j, lab in enumerate(labels):
-            if isinstance(lab, bool):
+            if lab is None:
+                floats.append(None)  # type: ignore[arg-type]  # not measured: masked
+            elif isinstance(lab, bool):
                 floats.append(float(lab))
             elif isinstance(lab, (int, float)) and not isinstance(lab, bool):
                 val = float(lab)
@@ -93,7 +96,9 @@ def _row_problems(row: Mapping[str, Any]) -> tuple[list[str], list[float] | None
                     problems.append(f"labels[{j}] = {lab!r} is outside [0, 1]")
                 floats.append(val)
             else:
-                problems.append(f"labels[{j}] must be a number or bool, got {type(lab).__name__} {lab!r:.40}")
+                problems.append(
+                    f"labels[{j}] must be a number, bool or None (not measured), got {type(lab).__name__} {lab!r:.40}"
+                )
         if completions is not None and len(labels) != len(completions):
             problems.append(f"length mismatch: {len(completions)} completions but {len(labels)} labels")
     return problems, (floats if not problems else None)
@@ -108,7 +113,7 @@ def validate_stepwise(data: Dataset | Iterable[Mapping[str, Any]]) -> Dataset:
         data: a `datasets.Dataset` or an iterable of row dicts.
 
     Returns:
-        A `Dataset` with the same rows and columns, `labels` as lists of floats.
+        A `Dataset` with the same rows and columns, `labels` as lists of floats (`None` where a step is masked).
 
     Raises:
         StepwiseDataError: naming each bad row and what is wrong with it.

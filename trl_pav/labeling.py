@@ -30,9 +30,9 @@ from .data import validate_stepwise
 from .distributed import process_state
 from .generation.base import Generation, GenerationRequest, Policy, mix_seed
 from .grading import Grader
-from .values import best_of_k
+from .values import best_of_k, best_of_k_unbiased
 
-__all__ = ["LabelingConfigMismatch", "MCLabelConfig", "MCLabeler", "load_labels"]
+__all__ = ["LabelingConfigMismatch", "MCLabelConfig", "MCLabeler", "load_labels", "prover_labels"]
 
 # Seed streams: seed traces, and rollouts from a prefix (the root is the empty prefix).
 _SEED_STAGE, _PREFIX_STAGE = 0, 2
@@ -49,8 +49,9 @@ class MCLabelConfig:
             Rollouts per labeled prefix (the paper's value); the label is the fraction that succeed.
         strategy (`str`, defaults to `"first_pit"`):
             Which prefixes get rollouts. `"all"`: every step. `"first_pit"` (the paper's): on failed traces, binary
-            search for the first step after which success drops to `pit_threshold` or below, label the steps before
-            it, and label the steps after it 0 without rollouts; successful traces get every step labeled.
+            search for the first step after which success drops to `pit_threshold` or below and label the steps up
+            to it; steps after the pit get no label (`None`: masked, no loss), as the paper leaves them out of
+            training. Successful traces get every step labeled.
         prover (`str`, defaults to `"bok"`):
             `"bok"`: the prover is Best-of-K of the base policy; rollouts come from the base policy and `labels` are
             `Q̂^π` (`prover_labels` holds the BoK transform). `"policy"`: rollouts come from a separate prover policy
@@ -59,6 +60,10 @@ class MCLabelConfig:
             K of the Best-of-K prover (the paper's headline is Bo4). Recorded with `prover="policy"` but unused.
         pit_threshold (`float`, defaults to `0.0`):
             A prefix whose estimated success is at most this is a pit.
+        pit_confirm_rollouts (`int`, defaults to `0`):
+            Extra rollouts spent on a prefix that looks like a pit before it is accepted as one. With small `n_mc`
+            a prefix with true value 0.2 shows 0/8 successes 17% of the time; confirming with more rollouts makes
+            false pits rarer. The label of a confirmed prefix pools all its rollouts.
         seed (`int`, defaults to `0`):
             Run seed; every rollout's seed derives from it.
         shard_size (`int`, defaults to `16`):
@@ -76,6 +81,7 @@ class MCLabelConfig:
     prover: Literal["bok", "policy"] = "bok"
     prover_k: int = 4
     pit_threshold: float = 0.0
+    pit_confirm_rollouts: int = 0
     seed: int = 0
     shard_size: int = 16
     overwrite: bool = False
@@ -98,10 +104,22 @@ class MCLabelConfig:
             raise ValueError(f"pit_threshold must be in [0, 1), got {self.pit_threshold}")
         if self.shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
+        if self.pit_confirm_rollouts < 0:
+            raise ValueError(f"pit_confirm_rollouts must be >= 0, got {self.pit_confirm_rollouts}")
 
     def fingerprint_fields(self) -> dict[str, Any]:
         """The fields that change results (not progress display, overwrite or column names)."""
-        keep = ("n_cov", "n_mc", "strategy", "prover", "prover_k", "pit_threshold", "seed", "shard_size")
+        keep = (
+            "n_cov",
+            "n_mc",
+            "strategy",
+            "prover",
+            "prover_k",
+            "pit_threshold",
+            "pit_confirm_rollouts",
+            "seed",
+            "shard_size",
+        )
         return {k: getattr(self, k) for k in keep}
 
 
@@ -111,7 +129,12 @@ class LabelingConfigMismatch(RuntimeError):
 
 @dataclass
 class _Trace:
-    """One seed trace and what is known of its prefix values."""
+    """One seed trace and what is known of its prefix values.
+
+    `counts[h]` is `(successes, rollouts)` measured from the prefix of the first h steps. A finished trace's whole
+    prefix is known exactly from its grade; an unfinished one (cut at the token limit, its trailing piece dropped)
+    is measured like any other prefix.
+    """
 
     problem: int
     index: int
@@ -120,8 +143,9 @@ class _Trace:
     finished: bool
     strategy: str
     pit_threshold: float
-    values: dict[int, float] = field(default_factory=dict)
-    rollouts: dict[int, int] = field(default_factory=dict)
+    n_mc: int
+    confirm: int
+    counts: dict[int, tuple[int, int]] = field(default_factory=dict)
     lo: int = 0
     hi: int = 0
 
@@ -132,43 +156,77 @@ class _Trace:
     def failed(self) -> bool:
         return self.outcome < 1.0
 
-    def pending(self) -> list[int]:
-        """Prefix lengths to measure next (empty when done). Prefix H, the whole trace, is known from its grade."""
+    def value(self, h: int) -> float:
+        if h == len(self.steps) and self.finished:
+            return self.outcome
+        c, n = self.counts[h]
+        return c / n
+
+    def _needs(self, h: int) -> tuple[int, int] | None:
+        """`(h, extra rollouts)` still owed to prefix h before its value can be used, or None."""
+        if h == len(self.steps) and self.finished:
+            return None
+        if h not in self.counts:
+            return (h, self.n_mc)
+        _, n = self.counts[h]
+        if self.confirm and n == self.n_mc and self.value(h) <= self.pit_threshold:
+            return (h, self.confirm)  # a pit candidate: confirm it before trusting it
+        return None
+
+    def _searching(self) -> bool:
+        return self.strategy == "first_pit" and self.failed
+
+    def pending(self) -> list[tuple[int, int]]:
+        """`(prefix length, rollouts)` to measure next; empty when done."""
         last = len(self.steps)
-        if self.strategy == "all" or not self.failed:
-            return [h for h in range(1, last) if h not in self.values]
-        while self.hi - self.lo > 1:  # binary search for the first pit in (lo, hi]; hi is known to be a pit
+        if not self._searching():
+            return [r for h in range(1, last + 1) if (r := self._needs(h)) is not None and r[1] == self.n_mc]
+        if not self.finished:  # the last complete step is no pit unless measured so
+            need = self._needs(last)
+            if need is not None:
+                return [need]
+            if self.value(last) > self.pit_threshold:
+                self.hi = last + 1  # no pit anywhere: label every step
+                return [r for h in range(1, last + 1) if (r := self._needs(h)) is not None and r[1] == self.n_mc]
+        while self.hi - self.lo > 1:  # binary search for the first pit in (lo, hi]; hi is a pit
             mid = (self.lo + self.hi) // 2
-            if mid not in self.values:
-                return [mid]
-            if self.values[mid] <= self.pit_threshold:
+            need = self._needs(mid)
+            if need is not None:
+                return [need]
+            if self.value(mid) <= self.pit_threshold:
                 self.hi = mid
             else:
                 self.lo = mid
-        return [h for h in range(1, self.hi) if h not in self.values]
+        return [r for h in range(1, min(self.hi, last + 1)) if (r := self._needs(h)) is not None and r[1] == self.n_mc]
 
-    def labels(self) -> tuple[list[float], list[int]]:
-        """Label and rollout count of every step."""
-        labels, counts = [], []
+    def labels(self) -> tuple[list[float | None], list[int], list[int | None]]:
+        """Label, rollout count and success count of every step; steps after the first pit have no label."""
+        labels: list[float | None] = []
+        rollouts: list[int] = []
+        successes: list[int | None] = []
         last = len(self.steps)
-        pit = self.hi if (self.strategy == "first_pit" and self.failed) else last + 1
+        pit = self.hi if self._searching() else last + 1
         for h in range(1, last + 1):
-            if h in self.values:
-                labels.append(self.values[h])
-                counts.append(self.rollouts[h])
-            elif h == last:
+            if h == last and self.finished:
                 labels.append(self.outcome)
-                counts.append(0)
+                rollouts.append(0)
+                successes.append(None)
+            elif h in self.counts:  # measured (binary-search probes past the pit included)
+                c, n = self.counts[h]
+                labels.append(c / n)
+                rollouts.append(n)
+                successes.append(c)
             elif h > pit:
-                labels.append(0.0)  # past the first pit: assumed to stay at 0
-                counts.append(0)
+                labels.append(None)  # past the first pit and never measured: left out of training
+                rollouts.append(0)
+                successes.append(None)
             else:  # pragma: no cover - every other step is measured
                 raise AssertionError(f"step {h} of trace {self.index} was never labeled")
-        return labels, counts
+        return labels, rollouts, successes
 
     def first_pit(self) -> int:
-        """0-based index of the first step judged a pit, or -1 (successful trace or strategy `all`)."""
-        if self.strategy != "first_pit" or not self.failed:
+        """0-based index of the first step judged a pit, or -1 (no pit found, or strategy `all`)."""
+        if not self._searching() or self.hi > len(self.steps):
             return -1
         return self.hi - 1
 
@@ -264,37 +322,54 @@ class MCLabeler:
             for j in range(cfg.n_cov)
         ]
         seeds = self._generate(self.policy, seed_reqs)
-        root_values = self._estimate(rows, [(i, ()) for i in indices], stats, progress)
+        root_values = self._estimate(rows, [((i, ()), 0, cfg.n_mc) for i in indices], stats, progress)
         stats["generated_tokens"] += sum(g.num_tokens for g in seeds)
         stats["seed_traces"] += len(seeds)
         traces: list[_Trace] = []
         for k, gen in enumerate(seeds):
             i, j = indices[k // cfg.n_cov], k % cfg.n_cov
-            if not gen.steps:
+            # The trailing piece of a trace cut at the token limit is not a step.
+            steps = list(gen.steps) if gen.finished else list(gen.steps[:-1])
+            if not steps:
                 stats["empty_traces"] += 1
                 continue
             outcome = self._grade(gen.steps, rows[i][gc])
-            traces.append(_Trace(i, j, list(gen.steps), outcome, gen.finished, cfg.strategy, cfg.pit_threshold))
-        # Rounds of probes over every trace; identical prefixes of one problem share their estimate.
-        cache: dict[tuple[int, tuple[str, ...]], float] = {}
-        while True:
-            wanted = [(t, h) for t in traces for h in t.pending()]
-            if not wanted:
-                break
-            keys = list(
-                dict.fromkeys(
-                    (t.problem, tuple(t.steps[:h])) for t, h in wanted if (t.problem, tuple(t.steps[:h])) not in cache
+            traces.append(
+                _Trace(
+                    i,
+                    j,
+                    steps,
+                    outcome,
+                    gen.finished,
+                    cfg.strategy,
+                    cfg.pit_threshold,
+                    cfg.n_mc,
+                    cfg.pit_confirm_rollouts,
                 )
             )
-            stats["prefix_cache_hits"] += len(wanted) - len(keys)
-            for key, value in zip(keys, self._estimate(rows, keys, stats, progress)):
-                cache[key] = value
-            for t, h in wanted:
-                t.values[h] = cache[(t.problem, tuple(t.steps[:h]))]
-                t.rollouts[h] = cfg.n_mc
+        # Rounds of probes over every trace; identical prefixes of one problem share their rollouts.
+        cache: dict[tuple[int, tuple[str, ...]], tuple[int, int]] = {}
+        while True:
+            wanted = [(t, h, n) for t in traces for h, n in t.pending()]
+            if not wanted:
+                break
+            todo: dict[tuple[int, tuple[str, ...]], int] = {}
+            for t, h, n in wanted:
+                key = (t.problem, tuple(t.steps[:h]))
+                have = cache.get(key, (0, 0))[1]
+                target = (t.counts[h][1] if h in t.counts else 0) + n
+                if have < target:
+                    todo[key] = max(todo.get(key, have), target)
+            stats["prefix_cache_hits"] += len(wanted) - len(todo)
+            jobs = [(key, cache.get(key, (0, 0))[1], target) for key, target in todo.items()]
+            for (key, _, _), (c, n) in zip(jobs, self._estimate(rows, jobs, stats, progress)):
+                old = cache.get(key, (0, 0))
+                cache[key] = (old[0] + c, old[1] + n)
+            for t, h, _ in wanted:
+                t.counts[h] = cache[(t.problem, tuple(t.steps[:h]))]
         out_rows = []
         for t in traces:
-            labels, counts = t.labels()
+            labels, counts, successes = t.labels()
             row = rows[t.problem]
             extra = {k: v for k, v in row.items() if k not in (pc, gc)}
             out_rows.append(
@@ -304,7 +379,9 @@ class MCLabeler:
                     "completions": t.steps,
                     "labels": labels,
                     "label_rollouts": counts,
-                    "root_value": root_values[indices.index(t.problem)],
+                    "label_successes": successes,
+                    "root_value": root_values[indices.index(t.problem)][0] / cfg.n_mc,
+                    "root_successes": root_values[indices.index(t.problem)][0],
                     "seed_outcome": t.outcome,
                     "seed_finished": t.finished,
                     "first_pit": t.first_pit(),
@@ -316,29 +393,33 @@ class MCLabeler:
         return {"shard": indices[0] // cfg.shard_size, "rows": out_rows, "stats": stats}
 
     def _estimate(
-        self, rows: list[dict], keys: list[tuple[int, tuple[str, ...]]], stats: dict, progress
-    ) -> list[float]:
-        """Fraction of `n_mc` rollouts from each (problem, prefix) that succeed."""
+        self, rows: list[dict], jobs: list[tuple[tuple[int, tuple[str, ...]], int, int]], stats: dict, progress
+    ) -> list[tuple[int, int]]:
+        """`(successes, rollouts)` of rollouts `start..stop-1` from each `((problem, prefix), start, stop)`.
+
+        Rollout r of a prefix always has the same seed, so extra rollouts (pit confirmation) extend the first ones.
+        """
         cfg = self.config
         reqs = []
-        for i, prefix in keys:
+        for (i, prefix), first, stop in jobs:
             prefix_id = zlib.crc32(self.step_format.separator.join(prefix).encode())
             reqs += [
                 GenerationRequest(
                     rows[i][cfg.prompt_column], prefix, mix_seed(cfg.seed, i, _PREFIX_STAGE, prefix_id, r)
                 )
-                for r in range(cfg.n_mc)
+                for r in range(first, stop)
             ]
         gens = self._generate(self.rollout_policy, reqs)
         stats["rollouts"] += len(gens)
         stats["generated_tokens"] += sum(g.num_tokens for g in gens)
         if progress is not None:
             progress.update(len(gens))
-        out = []
-        for k, (i, prefix) in enumerate(keys):
-            batch = gens[k * cfg.n_mc : (k + 1) * cfg.n_mc]
+        out, pos = [], 0
+        for (i, prefix), first, stop in jobs:
+            batch = gens[pos : pos + stop - first]
+            pos += stop - first
             gold = rows[i][cfg.gold_column]
-            out.append(sum(self._grade([*prefix, *g.steps], gold) for g in batch) / cfg.n_mc)
+            out.append((int(sum(self._grade([*prefix, *g.steps], gold) for g in batch)), stop - first))
         return out
 
     # ---- assembling and disk ---------------------------------------------------------------------------------------
@@ -355,7 +436,7 @@ class MCLabeler:
             )
         k = self.config.prover_k if self.config.prover == "bok" else 1
         for r in rows:
-            r["prover_labels"] = best_of_k(torch.tensor(r["labels"], dtype=torch.float64), k).tolist()
+            r["prover_labels"] = prover_labels(r["labels"], r["label_successes"], r["label_rollouts"], k)
             r["prover"] = self.prover_name
             r["policy"] = self.policy.name
             r["target"] = "q_pi" if self.config.prover == "bok" else "q_mu"
@@ -437,6 +518,30 @@ class MCLabeler:
             "num_shards": n_shards,
         }
         _atomic_write_json(manifest_path, manifest)
+
+
+def prover_labels(
+    labels: Sequence[float | None], successes: Sequence[int | None], rollouts: Sequence[int], k: int
+) -> list[float | None]:
+    """Best-of-K prover values of a trace's step labels.
+
+    Measured steps use the unbiased estimator `1 - C(n-c, K)/C(n, K)` from their success counts when K <= n (the
+    plug-in `1 - (1 - c/n)^K` is biased low); exact labels (a finished trace's grade) and K > n use the transform.
+    Unlabeled steps stay `None`.
+
+    Example:
+        >>> prover_labels([0.25, None, 1.0], [1, None, None], [4, 0, 0], 2)
+        [0.5, None, 1.0]
+    """
+    out: list[float | None] = []
+    for label, c, n in zip(labels, successes, rollouts):
+        if label is None:
+            out.append(None)
+        elif c is not None and n and k <= n:
+            out.append(float(best_of_k_unbiased(torch.tensor(c), n, k)))
+        else:
+            out.append(float(best_of_k(torch.tensor(float(label), dtype=torch.float64), k)))
+    return out
 
 
 def _progress(config: MCLabelConfig, n_problems: int, enabled: bool = True):

@@ -16,8 +16,10 @@ from torch import Tensor
 __all__ = [
     "bce_classes",
     "best_of_k",
+    "best_of_k_unbiased",
     "broadcast_step_values",
     "class_balanced_bce",
+    "class_weights",
     "dense_advantages",
     "distinguishability",
     "effective_reward",
@@ -56,6 +58,37 @@ def best_of_k(q: Tensor, k: float) -> Tensor:
 
 prover_values = best_of_k
 """Alias: `Q^μ` of a BoK prover from `Q^π`."""
+
+
+def best_of_k_unbiased(successes: Tensor, n: Tensor | int, k: int) -> Tensor:
+    """Unbiased estimate of the Best-of-K success probability from `c` successes in `n` samples.
+
+    The plug-in `1 - (1 - c/n)^K` is biased low (Jensen); the probability that K of the n samples drawn without
+    replacement contain a success, `1 - C(n - c, K) / C(n, K)`, is unbiased for K <= n (the pass@k estimator).
+
+    Args:
+        successes: `(...)` success counts `c` (integers in [0, n]).
+        n: `(...)` or int, samples per estimate.
+        k: K with 1 <= K <= min(n).
+
+    Returns:
+        `(...)` float64 estimates in [0, 1].
+
+    Example:
+        >>> best_of_k_unbiased(torch.tensor([0, 1, 4]), 4, 2)
+        tensor([0.0000, 0.5000, 1.0000], dtype=torch.float64)
+    """
+    _check_k(k)
+    c = torch.as_tensor(successes, dtype=torch.float64)
+    n_t = torch.as_tensor(n, dtype=torch.float64).expand_as(c)
+    if int(k) != k or (n_t < k).any():
+        raise ValueError(f"the unbiased Best-of-K estimator needs an integer K <= n, got K={k}, n={n_t.min().item():g}")
+    if ((c < 0) | (c > n_t)).any():
+        raise ValueError("success counts must lie in [0, n]")
+    # C(n-c, K) / C(n, K) = prod_{i=0}^{K-1} (n - c - i) / (n - i), zero once n - c < K.
+    i = torch.arange(int(k), dtype=torch.float64)
+    ratio = ((n_t[..., None] - c[..., None] - i).clamp(min=0.0) / (n_t[..., None] - i)).prod(-1)
+    return 1.0 - ratio
 
 
 def step_advantages(values: Tensor) -> Tensor:
@@ -225,8 +258,37 @@ def bce_classes(labels: Tensor, mask: Tensor, threshold: float = 0.5) -> tuple[T
     return mask & (labels < threshold), mask & (labels >= threshold)
 
 
+def class_weights(class_counts: Tensor) -> Tensor:
+    """Per-position weights `(w_low, w_high)` that give each class half of the total weight: `w_c = N / (2 N_c)`.
+
+    Computed once from a whole dataset, they balance the classes in expectation with the same weights in every
+    batch (weights recomputed per micro-batch vary with its composition and shift the calibration of `Q̂`).
+
+    Args:
+        class_counts: `(2,)` labeled positions below and at/above the class threshold.
+
+    Returns:
+        `(2,)` weights (1 for a class that is absent, whose weight never applies).
+
+    Example:
+        >>> class_weights(torch.tensor([3.0, 1.0]))
+        tensor([0.6667, 2.0000], dtype=torch.float64)
+    """
+    counts = class_counts.double()
+    present = counts > 0
+    n_present = int(present.sum())
+    if n_present == 0:
+        return torch.ones(2, dtype=torch.float64)
+    return torch.where(present, counts.sum() / (n_present * counts.clamp(min=1)), torch.ones_like(counts))
+
+
 def class_balanced_bce(
-    logits: Tensor, labels: Tensor, mask: Tensor, threshold: float = 0.5, class_counts: Tensor | None = None
+    logits: Tensor,
+    labels: Tensor,
+    mask: Tensor,
+    threshold: float = 0.5,
+    class_counts: Tensor | None = None,
+    weights: Tensor | None = None,
 ) -> Tensor:
     """Binary cross-entropy against soft labels, class-balanced over labels `< threshold` and `>= threshold`.
 
@@ -241,6 +303,9 @@ def class_balanced_bce(
         class_counts: `(2,)` labeled positions below and at/above `threshold` in the *whole* batch when it is split
             across processes. Then the result is this part's share: the shares of all parts sum to the loss of the
             whole batch. `None`: this batch is the whole batch.
+        weights: `(2,)` fixed class weights (`class_weights` of the whole dataset). Then the loss is the weighted
+            sum over labeled positions divided by their number (in the whole batch, with `class_counts`), instead
+            of each class's mean weighted equally within the batch.
 
     Returns:
         `()` the loss (0 with gradient if no position is labeled).
@@ -259,6 +324,9 @@ def class_balanced_bce(
     classes = bce_classes(labels, mask, threshold)
     if class_counts is None:
         class_counts = torch.stack([m.sum() for m in classes]).to(losses)
+    if weights is not None:
+        weighted = sum(losses[classes[i]].sum() * float(weights[i]) for i in range(2))
+        return weighted / class_counts.sum().clamp(min=1) + logits.sum() * 0.0
     present = [i for i in range(2) if class_counts[i] > 0]
     if not present:
         return logits.sum() * 0.0

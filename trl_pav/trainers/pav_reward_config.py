@@ -36,6 +36,11 @@ class PAVRewardConfig(TrainingArguments):
         class_balanced (`bool`, *optional*, defaults to `True`):
             Weight labels `< label_threshold` and `>= label_threshold` equally in the binary cross-entropy (the
             paper's balancing); `False` averages over all labeled positions.
+        class_weighting (`str`, *optional*, defaults to `"dataset"`):
+            How `class_balanced` weighs the classes. `"dataset"`: fixed weights from the class counts of the whole
+            training set (each class half of the total weight, the same weights in every batch). `"batch"`: each
+            class's mean within the (data-parallel) batch weighted equally; the weights then vary with the batch's
+            composition, which shifts the calibration of `Q̂`.
         label_threshold (`float`, *optional*, defaults to `0.5`):
             Class boundary for balancing, AUC and the ORM's outcome.
         train_root (`bool`, *optional*, defaults to `True`):
@@ -59,6 +64,9 @@ class PAVRewardConfig(TrainingArguments):
     target: str | None = field(default=None, metadata={"help": "'q_pi' or 'q_mu'; None reads the dataset."})
     step_separator: str | None = field(default=None, metadata={"help": "Step separator (None: model's or newline)."})
     class_balanced: bool = field(default=True, metadata={"help": "Balance labels below/above label_threshold."})
+    class_weighting: str = field(
+        default="dataset", metadata={"help": "'dataset' (fixed weights from the training set) or 'batch'."}
+    )
     label_threshold: float = field(default=0.5, metadata={"help": "Class boundary for balancing and metrics."})
     train_root: bool = field(default=True, metadata={"help": "Also regress the root value when available."})
     max_length: int = field(default=1024, metadata={"help": "Longest tokenized trace."})
@@ -73,6 +81,10 @@ class PAVRewardConfig(TrainingArguments):
             raise ValueError(f"PAVRewardConfig.kind must be 'pav' or 'orm', got {self.kind!r}")
         if self.target not in (None, "q_pi", "q_mu"):
             raise ValueError(f"PAVRewardConfig.target must be 'q_pi', 'q_mu' or None, got {self.target!r}")
+        if self.class_weighting not in ("dataset", "batch"):
+            raise ValueError(
+                f"PAVRewardConfig.class_weighting must be 'dataset' or 'batch', got {self.class_weighting!r}"
+            )
         if self.prover_k < 1:
             raise ValueError(f"PAVRewardConfig.prover_k must be >= 1, got {self.prover_k}")
         if not 0.0 < self.label_threshold < 1.0:

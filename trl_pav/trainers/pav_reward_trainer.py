@@ -19,7 +19,7 @@ from ..metrics import verifier_metrics
 from ..modeling import PAVMetadata, PAVVerifier, disable_dropout, render_prompt
 from ..steps import StepFormat, tokenize_trace
 from ..tokenization import load_tokenizer
-from ..values import bce_classes, class_balanced_bce
+from ..values import bce_classes, class_balanced_bce, class_weights
 from .pav_reward_config import PAVRewardConfig
 
 __all__ = ["PAVRewardTrainer", "StepwiseCollator", "tokenize_stepwise_row"]
@@ -47,7 +47,8 @@ def tokenize_stepwise_row(
         `{"input_ids", "read_positions", "read_labels", "dropped_steps"}`; empty `input_ids` if nothing fits.
     """
     prompt = render_prompt(tokenizer, row["prompt"])
-    steps, labels = list(row["completions"]), [float(x) for x in row["labels"]]
+    steps = list(row["completions"])
+    labels = [None if x is None else float(x) for x in row["labels"]]
     enc = tokenize_trace(tokenizer, prompt, steps, step_format)
     ids, positions = enc.input_ids, enc.positions
     kept = len(steps)
@@ -60,10 +61,14 @@ def tokenize_stepwise_row(
         if kept < len(steps):  # the outcome sits at the final step, which no longer fits
             return {"input_ids": [], "read_positions": [], "read_labels": [], "dropped_steps": len(steps)}
         outcome = row.get("seed_outcome")
+        if outcome is None and labels[-1] is None:  # no outcome known: nothing to train on
+            return {"input_ids": [], "read_positions": [], "read_labels": [], "dropped_steps": len(steps)}
         outcome = float(outcome) if outcome is not None else float(labels[-1] >= label_threshold)
         return {"input_ids": ids, "read_positions": [positions[-1]], "read_labels": [outcome], "dropped_steps": 0}
-    read_positions = positions[1 : kept + 1]
-    read_labels = labels[:kept]
+    # Masked steps (never measured) are not read at all.
+    measured = [h for h in range(kept) if labels[h] is not None]
+    read_positions = [positions[h + 1] for h in measured]
+    read_labels = [labels[h] for h in measured]
     root = row.get("root_value")
     if train_root and root is not None:
         read_positions = [positions[0], *read_positions]
@@ -185,8 +190,13 @@ class PAVRewardTrainer(Trainer):
                 model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)
             model = get_peft_model(model, peft_config)
 
+        self.class_weights: torch.Tensor | None = None
         if train_dataset is not None:
             train_dataset = self._prepare_dataset(train_dataset, processing_class, args, "train")
+            if args.class_balanced and args.class_weighting == "dataset":
+                flat = torch.tensor([x for row in train_dataset["read_labels"] for x in row], dtype=torch.float64)
+                low, high = bce_classes(flat, torch.ones_like(flat, dtype=torch.bool), args.label_threshold)
+                self.class_weights = class_weights(torch.stack([low.sum(), high.sum()]))
         if eval_dataset is not None:
             if isinstance(eval_dataset, dict):
                 eval_dataset = {k: self._prepare_dataset(v, processing_class, args, k) for k, v in eval_dataset.items()}
@@ -252,7 +262,7 @@ class PAVRewardTrainer(Trainer):
             local = torch.stack([m.sum() for m in bce_classes(labels, mask, threshold)]).float()
             counts = self.accelerator.reduce(local, reduction="sum")
         if self.args.class_balanced:
-            loss = class_balanced_bce(read, labels, mask, threshold, class_counts=counts)
+            loss = class_balanced_bce(read, labels, mask, threshold, class_counts=counts, weights=self.class_weights)
         else:
             losses = torch.nn.functional.binary_cross_entropy_with_logits(read.float(), labels, reduction="none")
             total = mask.sum() if counts is None else counts.sum()
