@@ -179,6 +179,25 @@ def test_hf_policy_seeded_and_batch_independent(char_tok):
     assert len({tuple(g.steps) for g in again}) > 1
 
 
+def test_hf_policy_length_budget_counts_steps_taken(char_tok):
+    """`max_new_tokens` bounds the whole completion: a rollout from a prefix of n tokens gets what is left, so the
+    prefix plus its continuation never exceeds the budget of a trace sampled from the prompt."""
+    model = tiny_causal_lm(char_tok, seed=1)
+    policy = HFPolicy(model, char_tok, max_new_tokens=12, max_step_tokens=5)
+    prompt = "Q:1+2*3?\n"
+    for steps in [(), ("2*3=6",), ("2*3=6", "1+6=7"), ("2*3=6", "1+6=7", "####")]:
+        taken = len(char_tok(prompt + "\n".join(steps) + ("\n" if steps else ""))["input_ids"])
+        taken -= len(char_tok(prompt)["input_ids"])
+        left = max(0, 12 - taken)
+        for stop in (False, True):
+            gens = policy.generate([GenerationRequest(prompt, steps, seed=s) for s in range(16)], stop_at_step=stop)
+            assert max(g.num_tokens for g in gens) <= (min(5, left) if stop else left)
+            if left == 0:
+                assert all(g.truncated and not g.steps for g in gens)
+            if not stop and left:
+                assert any(g.num_tokens == left for g in gens)  # untrained model: some rows run to the limit
+
+
 def test_hf_policy_sampling_distribution(char_tok):
     """Per-row Gumbel sampling follows softmax(logits / T): first-token frequencies match the model's probabilities."""
     model = tiny_causal_lm(char_tok, seed=2, hidden_size=16)

@@ -57,8 +57,10 @@ class HFPolicy:
         step_format: how steps are separated.
         name: an id recorded in datasets it helps build (defaults to the model's `name_or_path`).
         temperature: sampling temperature; 0 decodes greedily.
-        max_new_tokens: token limit for a continuation to the end of the trace.
-        max_step_tokens: token limit for a single step.
+        max_new_tokens: token limit of a whole completion. Steps already taken count against it, so a rollout
+            from a prefix stops where a trace sampled from the prompt would, and every state is valued under the
+            same length budget.
+        max_step_tokens: token limit for a single step (within what is left of `max_new_tokens`).
         batch_size: rows per `generate` call.
 
     Example:
@@ -100,26 +102,36 @@ class HFPolicy:
         """One continuation per request (see `Policy.generate`)."""
         texts = [continue_trace(r.prompt, r.steps, self.step_format) for r in requests]
         encoded = [self.tokenizer(t)["input_ids"] for t in texts]
+        prompt_tokens = {p: len(self.tokenizer(p)["input_ids"]) for p in {r.prompt for r in requests if r.steps}}
+        limits = []
+        for r, ids in zip(requests, encoded):
+            left = self.max_new_tokens - (len(ids) - prompt_tokens[r.prompt] if r.steps else 0)
+            limits.append(max(0, min(left, self.max_step_tokens) if stop_at_step else left))
+        out: list[Generation | None] = [
+            None if limit else Generation(truncated=True) for limit in limits
+        ]  # no budget left: nothing to generate
         # Similar lengths together: less padding. Results do not depend on the grouping (per-request seeds).
-        order = sorted(range(len(requests)), key=lambda i: len(encoded[i]))
-        out: list[Generation | None] = [None] * len(requests)
+        order = sorted((i for i in range(len(requests)) if limits[i]), key=lambda i: len(encoded[i]))
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
-            batch = self._generate_batch([encoded[i] for i in chunk], [requests[i].seed for i in chunk], stop_at_step)
+            batch = self._generate_batch(
+                [encoded[i] for i in chunk], [requests[i].seed for i in chunk], stop_at_step, [limits[i] for i in chunk]
+            )
             for i, gen in zip(chunk, batch):
                 out[i] = gen
         return out  # type: ignore[return-value]
 
-    def _generate_batch(self, ids: list[list[int]], seeds: list[int], stop_at_step: bool) -> list[Generation]:
+    def _generate_batch(
+        self, ids: list[list[int]], seeds: list[int], stop_at_step: bool, limits: list[int]
+    ) -> list[Generation]:
         device = self.model.device
         width = max(len(x) for x in ids)
         pad = self.tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=device)
         attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
-        limit = self.max_step_tokens if stop_at_step else self.max_new_tokens
         eos = self.tokenizer.eos_token_id
         config = GenerationConfig(
-            max_new_tokens=limit, do_sample=False, pad_token_id=pad, eos_token_id=eos, num_beams=1, use_cache=True
+            max_new_tokens=max(limits), do_sample=False, pad_token_id=pad, eos_token_id=eos, num_beams=1, use_cache=True
         )
         processors = []
         if self.temperature > 0:
@@ -140,7 +152,9 @@ class HFPolicy:
             )
         finally:
             self.model.train(was_training)
-        return [self._decode_row(row[width:].tolist(), stop_at_step, limit) for row in output]
+        return [
+            self._decode_row(row[width:].tolist()[:limit], stop_at_step, limit) for row, limit in zip(output, limits)
+        ]
 
     def _decode_row(self, new_ids: list[int], stop_at_step: bool, limit: int) -> Generation:
         eos = self.tokenizer.eos_token_id

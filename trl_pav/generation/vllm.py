@@ -23,7 +23,7 @@ class VLLMPolicy:
         step_format: how steps are separated.
         name: id recorded in datasets (defaults to the model path).
         temperature: sampling temperature.
-        max_new_tokens: token limit for a continuation to the end of the trace.
+        max_new_tokens: token limit of a whole completion; steps already taken count against it (see `HFPolicy`).
         max_step_tokens: token limit for one step.
         **llm_kwargs: passed to `vllm.LLM` when `model` is a path (e.g. `gpu_memory_utilization`).
 
@@ -63,20 +63,36 @@ class VLLMPolicy:
         if not requests:
             return []
         sep = self.step_format.separator
+        texts = [continue_trace(r.prompt, r.steps, self.step_format) for r in requests]
+        limits = [self._budget(r, t, stop_at_step) for r, t in zip(requests, texts)]
+        live = [i for i, limit in enumerate(limits) if limit > 0]
         params = [
             self._sampling_params(
                 n=1,
                 temperature=self.temperature,
-                max_tokens=self.max_step_tokens if stop_at_step else self.max_new_tokens,
-                seed=r.seed,
+                max_tokens=limits[i],
+                seed=requests[i].seed,
                 stop=[sep] if stop_at_step else None,
                 include_stop_str_in_output=False,
             )
-            for r in requests
+            for i in live
         ]
-        texts = [continue_trace(r.prompt, r.steps, self.step_format) for r in requests]
-        outputs = self.llm.generate(texts, params, use_tqdm=False)
-        return [self._to_generation(out.outputs[0], stop_at_step) for out in outputs]
+        out = [Generation(truncated=True) for _ in requests]  # no budget left: nothing to generate
+        if live:
+            outputs = self.llm.generate([texts[i] for i in live], params, use_tqdm=False)
+            for i, res in zip(live, outputs):
+                out[i] = self._to_generation(res.outputs[0], stop_at_step)
+        return out
+
+    def _budget(self, request: GenerationRequest, text: str, stop_at_step: bool) -> int:
+        """Tokens this request may generate: what `max_new_tokens` leaves after the steps already taken (counted
+        with the engine's tokenizer when it exposes one), capped at `max_step_tokens` for one step."""
+        left = self.max_new_tokens
+        get_tokenizer = getattr(self.llm, "get_tokenizer", None)
+        if request.steps and get_tokenizer is not None:
+            tok = get_tokenizer()
+            left -= len(tok(text)["input_ids"]) - len(tok(request.prompt)["input_ids"])
+        return max(0, min(left, self.max_step_tokens) if stop_at_step else left)
 
     def _to_generation(self, completion, stop_at_step: bool) -> Generation:
         steps = self.step_format.split(completion.text)
