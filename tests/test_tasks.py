@@ -134,7 +134,10 @@ def test_planted_automaton_and_grader():
     assert task.grader.grade("a d g a d f b b b b") == 1.0
     assert task.grader.grade("d g a d f a a a a a") == 1.0
     assert task.grader.grade("d g a d a a a a a a") == 0.0
-    assert task.grader.grade("a d g a d f b b b") == 0.0  # too short
+    assert task.grader.grade("a d g a d f b b b") == 1.0  # stopped early, after the planted string
+    assert task.grader.grade("d g a d f") == 1.0
+    assert task.grader.grade("a d g a d") == 0.0  # stopped before completing it
+    assert task.grader.grade("b b b b b b d g a d f") == 0.0  # longer than `length`
     assert task.grader.grade("a d g a d f b b b z") == 0.0  # unknown symbol
     # Overlap: "d g a d" then "g a d f" needs the automaton to fall back to state 1 after a mismatch.
     assert task.match_state([3, 6, 0, 3, 6, 0, 3, 5]) == 5

@@ -1,7 +1,7 @@
 """Planted subsequence: the paper's didactic task (section 3.3, appendix B), with exact values by dynamic programming.
 
-A trace is a sequence of `length` symbols over a vocabulary of `vocab_size`; each symbol is one step. The reward is 1
-iff an unknown planted string appears contiguously. The procedural prover μ_γ puts weight γ on the next planted
+A trace is a sequence of at most `length` symbols over a vocabulary of `vocab_size`; each symbol is one step. The
+reward is 1 iff an unknown planted string appears contiguously. The procedural prover μ_γ puts weight γ on the next planted
 symbol (given the longest suffix of the sequence that is a prefix of the planted string) and weight 1 on every other
 symbol, so its success probabilities follow exactly from a DP over (position, match state).
 
@@ -90,10 +90,15 @@ class PlantedTask:
         return [self.symbols[s] for s in symbols]
 
     def is_success(self, symbols: Sequence[int]) -> bool:
-        """Whether a complete sequence contains the planted string contiguously."""
+        """Whether a complete sequence of at most `length` symbols contains the planted string contiguously.
+
+        A sequence that stops early (EOS) succeeds if the planted string is in it: in the paper, tokens after the
+        end of sequence are masked, so "planted string, then stop" is a success. The procedural prover always
+        writes `length` symbols, so its exact values do not depend on this.
+        """
         p = self.planted
-        return len(symbols) == self.length and any(
-            tuple(symbols[i : i + len(p)]) == p for i in range(self.length - len(p) + 1)
+        return len(symbols) <= self.length and any(
+            tuple(symbols[i : i + len(p)]) == p for i in range(len(symbols) - len(p) + 1)
         )
 
     # ---- match automaton and exact values -------------------------------------------------------------------------
