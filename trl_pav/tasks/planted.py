@@ -192,7 +192,7 @@ class PlantedTask:
 
 @dataclass
 class PlantedGrader:
-    """1.0 iff the trace has exactly `length` valid symbols and contains the planted string."""
+    """1.0 iff the trace has at most `length` valid symbols and contains the planted string."""
 
     task: PlantedTask
 
