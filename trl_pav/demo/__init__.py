@@ -1,0 +1,153 @@
+"""`trl-pav demo`: a small-scale reproduction of the paper's claims on a CPU, written up as a report with plots.
+
+One small orchestrator over three experiments, each in its own module and each cached under the output folder (a
+re-run resumes):
+
+1. `arithmetic`: base policy (SFT), Monte-Carlo labels (first pit, Bo4 prover), a PAV and an ORM, and the quality
+   of each against the task's exact checker (step AUC, within-problem AUC on best-of-N candidates, calibration).
+2. `search`: PAV beam vs Q-only beam vs ORM best-of-N vs majority vote across budgets, each run twice: with the
+   learned verifiers and with exact checker-derived values (the decomposition that separates the method from the
+   verifier); bootstrap intervals over problems; a prover sweep over K.
+3. `rl`: outcome-only GRPO vs PAV-GRPO with the learned PAV and with exact values, several seeds.
+4. `planted`: the paper's didactic task with exact DP values: PAV-RL vs outcome-only RL over several seeds, and a
+   sweep over the prover strength γ.
+
+Then `report.write_report` writes `report.md`, `results.json` and PNG plots.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .common import Progress, quiet_libraries
+
+__all__ = ["DemoConfig", "run_demo"]
+
+
+@dataclass
+class DemoConfig:
+    """Budgets of the demo. `DemoConfig.quick()` runs the same pipeline on a tiny budget.
+
+    Args:
+        policy_steps (`int`): SFT steps of the arithmetic base policy.
+        label_problems (`int`): problems labeled by Monte-Carlo rollouts.
+        n_cov (`int`): seed traces per labeled problem (more traces per problem give same-problem contrasts).
+        n_mc (`int`): rollouts per labeled prefix (the paper's 20 does not fit the CPU budget; see docs).
+        pit_confirm_rollouts (`int`): extra rollouts that confirm a candidate first pit before it is accepted.
+        prover_k (`int`): K of the Best-of-K prover (the paper's Bo4).
+        verifier_steps (`int`): most optimizer steps of PAV and ORM training (early stopping on held-out loss).
+        verifier_holdout (`float`): share of labeled problems held out for early stopping.
+        search_problems (`int`): held-out problems for the search comparison.
+        search_budgets (`list[int]`): N per prompt for search.
+        search_alpha (`float`): α of PAV beam search (paper: ~0.5 for small models).
+        quality_candidates (`int`): best-of-N candidates per search problem for the verifiers' within-problem AUC.
+        bootstrap_samples (`int`): bootstrap resamples over problems for search intervals.
+        k_sweep (`list[int]`): prover K values swept at one beam size.
+        k_sweep_budget (`int`): N of the prover sweep.
+        rl_steps (`int`): GRPO steps per arithmetic RL run.
+        rl_alpha (`float`): α of PAV-RL (paper: 3-5).
+        rl_learning_rate (`float`): GRPO learning rate on arithmetic (1e-4 already degrades the 1M policy).
+        rl_seeds (`list[int]`): seeds of each arithmetic RL arm.
+        rl_eval_every (`int`): steps between held-out evaluations.
+        rl_eval_problems (`int`): held-out problems per evaluation.
+        planted_rl_steps (`int`): GRPO steps per planted RL run.
+        planted_seeds (`list[int]`): seeds of each planted RL arm.
+        planted_gamma (`float`): γ of the procedural prover (paper: 10).
+        planted_alpha (`float`): α of planted PAV-RL (paper: 1).
+        gamma_sweep (`list[float]`): γ values of the prover-strength sweep.
+        gamma_sweep_steps (`int`): GRPO steps per sweep run.
+        seed (`int`): base seed.
+    """
+
+    policy_steps: int = 700
+    label_problems: int = 512
+    n_cov: int = 4
+    n_mc: int = 8
+    pit_confirm_rollouts: int = 8
+    prover_k: int = 4
+    verifier_steps: int = 600
+    verifier_holdout: float = 0.1
+    search_problems: int = 128
+    search_budgets: list[int] = field(default_factory=lambda: [3, 6, 12, 24])
+    search_alpha: float = 0.5
+    quality_candidates: int = 24
+    bootstrap_samples: int = 1000
+    k_sweep: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])
+    k_sweep_budget: int = 12
+    rl_steps: int = 60
+    rl_alpha: float = 3.0
+    rl_learning_rate: float = 2e-5
+    rl_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    rl_eval_every: int = 20
+    rl_eval_problems: int = 128
+    planted_rl_steps: int = 150
+    planted_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    planted_gamma: float = 10.0
+    planted_alpha: float = 1.0
+    gamma_sweep: list[float] = field(default_factory=lambda: [1.0, 3.0, 10.0, 30.0, 100.0])
+    gamma_sweep_steps: int = 100
+    seed: int = 0
+
+    @classmethod
+    def quick(cls) -> DemoConfig:
+        """The same pipeline on a tiny budget, for smoke tests."""
+        return cls(
+            policy_steps=80,
+            label_problems=24,
+            n_cov=2,
+            n_mc=4,
+            pit_confirm_rollouts=2,
+            verifier_steps=30,
+            verifier_holdout=0.25,
+            search_problems=16,
+            search_budgets=[3, 6],
+            quality_candidates=4,
+            bootstrap_samples=50,
+            k_sweep=[1, 4, 32],
+            k_sweep_budget=6,
+            rl_steps=6,
+            rl_seeds=[0, 1],
+            rl_eval_every=3,
+            rl_eval_problems=32,
+            planted_rl_steps=6,
+            planted_seeds=[0, 1],
+            gamma_sweep=[1.0, 10.0],
+            gamma_sweep_steps=4,
+        )
+
+
+def run_demo(output_dir: str | os.PathLike = "outputs/demo", config: DemoConfig | None = None, log=None) -> dict:
+    """Run the whole reproduction and write the report into `output_dir/report`. Returns `results.json`'s content."""
+    from ..report import write_report
+    from . import arithmetic, planted, rl, search
+
+    cfg = config or DemoConfig()
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    progress = Progress(log or (lambda m: None))
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    quiet_libraries()
+    start = time.time()
+    results: dict[str, Any] = {"config": asdict(cfg), "stage_seconds": {}}
+
+    def timed(name: str, fn, *args):
+        t0 = time.time()
+        value = fn(*args)
+        results["stage_seconds"][name] = round(time.time() - t0, 1)
+        return value
+
+    arith = timed("arithmetic", arithmetic.run, cfg, out, progress, results)
+    results["search"] = timed("search", search.run, cfg, out, progress, arith)
+    results["rl"] = timed("rl", rl.run, cfg, out, progress, arith)
+    results["planted"] = timed("planted", planted.run, cfg, out, progress)
+    results["runtime_seconds"] = round(time.time() - start, 1)
+    report_dir = out / "report"
+    write_report(results, report_dir)
+    progress(f"report written to {report_dir}")
+    return results

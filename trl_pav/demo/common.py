@@ -1,0 +1,160 @@
+"""Pieces every demo experiment shares: cached stages, RL arguments, accuracy curves and their spread over seeds."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "AccuracyCurve",
+    "Progress",
+    "cached",
+    "fingerprint",
+    "quiet_libraries",
+    "rl_args",
+    "seed_summary",
+    "steps_to_reach",
+    "t_interval",
+]
+
+
+def fingerprint(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def cached(folder: Path, key: Any, build: Callable[[Path], Any]) -> Path:
+    """Run `build(folder)` unless `folder` already holds a finished build for the same key."""
+    marker = folder / ".done"
+    stamp = fingerprint(key)
+    if marker.exists() and marker.read_text() == stamp:
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    build(folder)
+    marker.write_text(stamp)
+    return folder
+
+
+def cached_json(path: Path, key: Any, build: Callable[[], Any]) -> Any:
+    """`build()`'s JSON-able result, stored at `path` with its key so a re-run with the same key reads it back."""
+    stamp = fingerprint(key)
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("key") == stamp:
+            return saved["value"]
+    value = build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"key": stamp, "value": value}, default=str))
+    tmp.replace(path)
+    return value
+
+
+def rl_args(cls, output_dir: Path, steps: int, seed: int, **kw):
+    """TRL GRPO-style arguments of the demo's RL runs (CPU, fp32, no checkpoints, quiet)."""
+    return cls(
+        output_dir=str(output_dir),
+        max_steps=steps,
+        per_device_train_batch_size=32,
+        num_generations=8,
+        learning_rate=kw.pop("learning_rate", 1e-4),
+        beta=kw.pop("beta", 0.001),
+        max_completion_length=kw.pop("max_completion_length", 48),
+        temperature=1.0,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=not torch.cuda.is_available(),
+        bf16=False,
+        seed=seed,
+        disable_tqdm=True,
+        **kw,
+    )
+
+
+class AccuracyCurve:
+    """A trainer callback that records held-out sampled accuracy every `every` steps (and at step 0)."""
+
+    def __init__(self, evaluate: Callable[[Any], float], every: int):
+        from transformers import TrainerCallback
+
+        outer = self
+        self.points: list[tuple[int, float]] = []
+
+        class _Callback(TrainerCallback):
+            def on_train_begin(self, args, state, control, model=None, **kwargs):
+                outer.points.append((0, evaluate(model)))
+
+            def on_step_end(self, args, state, control, model=None, **kwargs):
+                if state.global_step % every == 0 or state.global_step == state.max_steps:
+                    outer.points.append((state.global_step, evaluate(model)))
+
+        self.callback = _Callback()
+
+
+def steps_to_reach(curve: Sequence[tuple[int, float]], target: float) -> int | None:
+    """First evaluated step whose accuracy reaches `target`, or None."""
+    return next((step for step, acc in curve if acc >= target - 1e-9), None)
+
+
+# Two-sided 95% Student-t quantiles by degrees of freedom (no scipy dependency for one table).
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def t_interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean and two-sided 95% Student-t interval of a few seeds' values (`(mean, mean, mean)` for one value).
+
+    Example:
+        >>> [round(x, 3) for x in t_interval([1.0, 2.0, 3.0])]
+        [2.0, -0.484, 4.484]
+    """
+    x = np.asarray(values, dtype=float)
+    mean = float(x.mean())
+    if len(x) < 2:
+        return mean, mean, mean
+    half = _T95.get(len(x) - 1, 1.96) * float(x.std(ddof=1)) / math.sqrt(len(x))
+    return mean, mean - half, mean + half
+
+
+def seed_summary(runs: Sequence[Sequence[tuple[int, float]]]) -> list[dict]:
+    """Per evaluated step: mean accuracy over seeds, its min and max, and the seeds' standard deviation."""
+    steps = [s for s, _ in runs[0]]
+    values = np.array([[a for _, a in run] for run in runs])
+    return [
+        {
+            "step": s,
+            "accuracy": float(values[:, i].mean()),
+            "min": float(values[:, i].min()),
+            "max": float(values[:, i].max()),
+            "std": float(values[:, i].std()),
+        }
+        for i, s in enumerate(steps)
+    ]
+
+
+class Progress:
+    """Stage lines with the seconds since the demo started."""
+
+    def __init__(self, log: Callable[[str], None]):
+        self.log, self.start = log, time.time()
+
+    def __call__(self, msg: str) -> None:
+        self.log(f"[{time.time() - self.start:6.0f}s] {msg}")
+
+
+def quiet_libraries() -> None:
+    """Keep the demo's own stage lines readable: no per-map progress bars or load reports from the libraries."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.set_verbosity_error()
