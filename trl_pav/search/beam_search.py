@@ -165,7 +165,8 @@ def beam_search(
     for i, pool in enumerate(pools):
         answered = bool(pool)
         if not answered:  # nothing answered within max_depth: fall back to the best trace without an answer
-            pool = dead_ends[i] + last_live[i] or [_Node((), roots[i][0])]
+            ended = {n.steps for n in dead_ends[i]}
+            pool = dead_ends[i] + [n for n in last_live[i] if n.steps not in ended] or [_Node((), roots[i][0])]
         best = max(pool, key=lambda n: n.value)  # max keeps the first of equal values
         results.append(SearchResult(list(best.steps), best.value, [list(n.steps) for n in pool], answered))
     return results
