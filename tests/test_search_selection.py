@@ -23,6 +23,7 @@ from trl_pav.search import (
     majority_vote,
     merge_search_results,
     sample_candidates,
+    summarize_curve,
     weighted_majority,
 )
 from trl_pav.tasks import ArithmeticTask, NoisyArithmeticPolicy
@@ -290,3 +291,15 @@ def test_compare_curves_uses_the_baselines_running_best():
     assert set(both) == {"orm_bon", "majority"} and both["majority"]["accuracy_gain"] == pytest.approx(-0.02)
     with pytest.raises(ValueError, match="positive 'generated_tokens'"):
         compare_curves([{"generated_tokens": 0, "accuracy": 0.5}], baseline)
+
+
+def test_summarize_curve_intervals_and_monotone():
+    flat = [{"n": n, "per_problem_correct": [1.0, 0.0, 1.0, 1.0]} for n in (6, 3, 12)]
+    out = summarize_curve(flat)
+    assert out["n"] == [3, 6, 12] and out["accuracy"] == [0.75] * 3 and out["monotone"]
+    assert all(lo <= 0.75 <= hi for lo, hi in zip(out["low"], out["high"]))
+    falling = [{"n": 3, "per_problem_correct": [1.0] * 40}, {"n": 12, "per_problem_correct": [1.0] * 5 + [0.0] * 35}]
+    out = summarize_curve(falling)
+    assert out["accuracy"] == [1.0, 0.125] and out["low"][0] == out["high"][0] == 1.0 and not out["monotone"]
+    with pytest.raises(ValueError, match="missing at N = \\[3\\]"):
+        summarize_curve([{"n": 3, "accuracy": 0.5}])

@@ -11,6 +11,7 @@ from .runner import (
     evaluate_search,
     merge_search_results,
     plot_search_results,
+    summarize_curve,
 )
 
 __all__ = [
@@ -31,5 +32,6 @@ __all__ = [
     "plot_search_results",
     "sample_candidates",
     "selection_pools",
+    "summarize_curve",
     "weighted_majority",
 ]

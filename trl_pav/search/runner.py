@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from ..generation.base import Policy
 from ..grading import Grader, extract_answer
+from ..metrics import bootstrap_interval, curve_is_monotone
 from ..modeling import StepScorer
 from .base import ComputeLedger, SearchResult
 from .beam_search import BeamSearchConfig, beam_search
@@ -21,6 +22,7 @@ __all__ = [
     "evaluate_search",
     "merge_search_results",
     "plot_search_results",
+    "summarize_curve",
 ]
 
 METHODS = (
@@ -320,6 +322,33 @@ def compare_to_baselines(
     if method not in methods:
         raise ValueError(f"compare_to_baselines: no curve for {method!r}; have {sorted(methods)}")
     return {name: compare_curves(methods[method], methods[name], compute) for name in baselines if name in methods}
+
+
+def summarize_curve(records: list[dict], n_boot: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
+    """Bootstrap intervals over problems for one method's curve (its `evaluate_search` records).
+
+    Returns `n`, `accuracy`, `low`, `high` (lists in order of N) and `monotone`: whether accuracy at the largest N is
+    at least that at the smallest N within the paired interval (`trl_pav.metrics.curve_is_monotone`).
+
+    Example:
+        >>> recs = [{"n": 8, "per_problem_correct": [1.0, 1.0]}, {"n": 2, "per_problem_correct": [1.0, 0.0]}]
+        >>> out = summarize_curve(recs)
+        >>> out["n"], out["accuracy"], out["monotone"]
+        ([2, 8], [0.5, 1.0], True)
+    """
+    recs = sorted(records, key=lambda r: r["n"])
+    missing = [r["n"] for r in recs if "per_problem_correct" not in r]
+    if not recs or missing:
+        raise ValueError(f"summarize_curve: need records with per_problem_correct; missing at N = {missing}")
+    stats = [bootstrap_interval(r["per_problem_correct"], n_boot, confidence, seed) for r in recs]
+    first, last = recs[0]["per_problem_correct"], recs[-1]["per_problem_correct"]
+    return {
+        "n": [r["n"] for r in recs],
+        "accuracy": [s[0] for s in stats],
+        "low": [s[1] for s in stats],
+        "high": [s[2] for s in stats],
+        "monotone": curve_is_monotone(first, last, n_boot, confidence, seed),
+    }
 
 
 def plot_search_results(results: dict, path: str, compute: str = "generated_tokens", title: str | None = None) -> str:
