@@ -36,7 +36,6 @@ METHODS = (
     "pass_at_n",
 )
 _BEST_OF_N = ("orm_bon", "pav_bon", "majority", "weighted_majority", "random_pick", "pass_at_n")
-_NOT_PICKS = ("random_pick", "pass_at_n")  # expectations over the samples, not one chosen trace per problem
 
 
 @dataclass
