@@ -303,3 +303,18 @@ def test_summarize_curve_intervals_and_monotone():
     assert out["accuracy"] == [1.0, 0.125] and out["low"][0] == out["high"][0] == 1.0 and not out["monotone"]
     with pytest.raises(ValueError, match="missing at N = \\[3\\]"):
         summarize_curve([{"n": 3, "accuracy": 0.5}])
+
+
+def test_merge_keeps_shard_order_when_ids_collide():
+    def part(values):
+        rec = {"n": 2, "accuracy": 0.0, "correct": sum(values), "per_problem_correct": values, "unanswered": 1}
+        return {"methods": {"m": [rec]}, "num_problems": len(values), "problem_ids": list(range(len(values)))}
+
+    merged = merge_search_results([part([1.0, 0.0]), part([0.0, 0.0, 1.0])])
+    row = merged["methods"]["m"][0]
+    assert row["per_problem_correct"] == [1.0, 0.0, 0.0, 0.0, 1.0] and "problem_ids" not in merged
+    assert row["accuracy"] == 0.4 and row["unanswered"] == 2 and row["unanswered_share"] == 0.4
+    broken = part([1.0])
+    broken["num_problems"] = 2
+    with pytest.raises(ValueError, match="per_problem_correct has 3 values for 4 problems"):
+        merge_search_results([part([1.0, 0.0]), broken])

@@ -204,7 +204,8 @@ def merge_search_results(parts: Sequence[dict]) -> dict:
         raise ValueError("merge_search_results: no shard has any problem")
     total = sum(p["num_problems"] for p in parts)
     ids = [i for p in parts for i in p.get("problem_ids", [])]
-    order = sorted(range(len(ids)), key=lambda k: ids[k]) if len(ids) == total else list(range(total))
+    by_id = len(ids) == total and len(set(ids)) == total  # shards that each count from 0 keep their concatenation
+    order = sorted(range(total), key=lambda k: ids[k]) if by_id else list(range(total))
     methods: dict[str, list[dict]] = {}
     for method, records in parts[0]["methods"].items():
         merged = []
@@ -218,7 +219,11 @@ def merge_search_results(parts: Sequence[dict]) -> dict:
                     continue
                 if isinstance(v, list):
                     joined = [x for r in shard_recs for x in r[k]]
-                    row[k] = [joined[j] for j in order] if len(joined) == total else joined
+                    if len(joined) != total:
+                        raise ValueError(
+                            f"merge_search_results: {method!r} {k} has {len(joined)} values for {total} problems"
+                        )
+                    row[k] = [joined[j] for j in order]
                 else:
                     row[k] = sum(r[k] for r in shard_recs)
             if "unanswered" in row:
@@ -226,8 +231,10 @@ def merge_search_results(parts: Sequence[dict]) -> dict:
             merged.append(row)
         methods[method] = merged
     out = {**parts[0], "methods": methods, "num_problems": total}
-    if len(ids) == total:
+    if by_id:
         out["problem_ids"] = [ids[j] for j in order]
+    else:
+        out.pop("problem_ids", None)
     return out
 
 
