@@ -1,4 +1,5 @@
-"""Verifier metrics: Brier score, AUC, calibration error, first-error localisation."""
+"""Verifier and search metrics: Brier score, AUC (pooled and within problem), calibration error, first-error
+localisation, and bootstrap intervals over problems."""
 
 from __future__ import annotations
 
@@ -8,11 +9,15 @@ import numpy as np
 
 __all__ = [
     "auc",
+    "bootstrap_interval",
     "brier",
+    "curve_is_monotone",
     "expected_calibration_error",
     "first_error_accuracy",
+    "paired_bootstrap_difference",
     "predicted_first_error",
     "verifier_metrics",
+    "within_problem_auc",
 ]
 
 
@@ -81,3 +86,143 @@ def first_error_accuracy(
     if not pairs:
         return float("nan")
     return sum(predicted_first_error(v, threshold) == t for v, t in pairs) / len(pairs)
+
+
+def within_problem_auc(scores: np.ndarray, correct: np.ndarray, problem_ids: np.ndarray) -> float:
+    """AUC over pairs of one correct and one wrong candidate of the *same* problem, pairs pooled over problems.
+
+    Pooled AUC mostly measures which problems are easy; this one measures whether the verifier ranks a problem's
+    correct candidates above its wrong ones, which is what selection among candidates needs. Ties count half.
+
+    Args:
+        scores: `(M,)` verifier scores of M candidates.
+        correct: `(M,)` whether each candidate is correct (bool or 0/1).
+        problem_ids: `(M,)` the problem each candidate belongs to (any hashable numpy-comparable values).
+
+    Returns:
+        `sum_p U_p / sum_p (n_correct_p * n_wrong_p)`, `U_p` the Mann-Whitney count of problem p's correct-over-wrong
+        pairs; NaN if no problem has both a correct and a wrong candidate.
+
+    Example (problem 0's pair is ranked right, problem 1's wrong; problem 2 has no wrong candidate):
+        >>> scores, correct = np.array([0.9, 0.2, 0.1, 0.8, 0.5]), np.array([1, 0, 1, 0, 1])
+        >>> within_problem_auc(scores, correct, problem_ids=np.array([0, 0, 1, 1, 2]))
+        0.5
+    """
+    scores = np.asarray(scores, dtype=float)
+    correct = np.asarray(correct)
+    problem_ids = np.asarray(problem_ids)
+    if not (scores.ndim == correct.ndim == problem_ids.ndim == 1) or not (
+        len(scores) == len(correct) == len(problem_ids)
+    ):
+        raise ValueError(
+            f"within_problem_auc: need three 1-D arrays of one length, got shapes {scores.shape}, {correct.shape}, "
+            f"{problem_ids.shape}"
+        )
+    if np.isnan(scores).any():
+        raise ValueError(f"within_problem_auc: scores hold NaN at positions {np.flatnonzero(np.isnan(scores))[:10]}")
+    if not np.isin(correct, [0, 1]).all():
+        bad = np.flatnonzero(~np.isin(correct, [0, 1]))[:10]
+        raise ValueError(f"within_problem_auc: correct must be 0/1, got {correct[bad]} at positions {bad}")
+    if len(scores) == 0:
+        return float("nan")
+    group = np.unique(problem_ids, return_inverse=True)[1].ravel()
+    order = np.lexsort((scores, group))  # by problem, then by score
+    s, g, pos = scores[order], group[order], correct[order].astype(float)
+    n = len(s)
+    idx = np.arange(n)
+    # Runs of equal (problem, score) share the mean of their positions (midranks handle ties).
+    new_run = np.r_[True, (g[1:] != g[:-1]) | (s[1:] != s[:-1])]
+    run_id = np.cumsum(new_run) - 1
+    run_start = np.flatnonzero(new_run)
+    run_mid = (run_start + np.r_[run_start[1:], n] - 1) / 2.0
+    group_start = np.maximum.accumulate(np.where(np.r_[True, g[1:] != g[:-1]], idx, 0))
+    rank = run_mid[run_id] - group_start + 1.0  # 1-based midrank within the problem
+    n_pos = np.bincount(g, weights=pos)
+    n_neg = np.bincount(g) - n_pos
+    u = np.bincount(g, weights=rank * pos) - n_pos * (n_pos + 1) / 2
+    pairs = float((n_pos * n_neg).sum())
+    return float(u.sum() / pairs) if pairs > 0 else float("nan")
+
+
+def _check_per_problem(name: str, values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values, dtype=float)
+    if values.ndim != 1 or len(values) == 0:
+        raise ValueError(f"{name}: need a non-empty 1-D array of per-problem values, got shape {values.shape}")
+    if not np.isfinite(values).all():
+        bad = np.flatnonzero(~np.isfinite(values))[:10]
+        raise ValueError(f"{name}: non-finite values {values[bad]} at problems {bad}")
+    return values
+
+
+def bootstrap_interval(
+    per_problem_values: np.ndarray, n_boot: int = 1000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """Percentile bootstrap over problems for the mean of a per-problem value (accuracy: 0/1 per problem).
+
+    Args:
+        per_problem_values: `(P,)` one value per problem.
+        n_boot: bootstrap resamples (each draws P problems with replacement).
+        confidence: coverage of the interval, in (0, 1).
+        seed: seed of the resampling.
+
+    Returns:
+        `(estimate, low, high)`: the mean over problems and the `(1 - confidence) / 2` and `(1 + confidence) / 2`
+        quantiles of the resampled means.
+
+    Example:
+        >>> bootstrap_interval(np.array([1.0, 1.0, 1.0]))
+        (1.0, 1.0, 1.0)
+    """
+    values = _check_per_problem("bootstrap_interval", per_problem_values)
+    if n_boot < 1:
+        raise ValueError(f"bootstrap_interval: n_boot must be >= 1, got {n_boot}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"bootstrap_interval: confidence must be in (0, 1), got {confidence}")
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(axis=1)  # (n_boot,)
+    low, high = np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return float(values.mean()), float(low), float(high)
+
+
+def paired_bootstrap_difference(
+    a: np.ndarray, b: np.ndarray, n_boot: int = 1000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """Paired percentile bootstrap for `mean(a) - mean(b)`, `a` and `b` two methods' values on the same problems.
+
+    Problems are resampled jointly, so what the two methods share (a problem's difficulty) cancels.
+
+    Args:
+        a: `(P,)` per-problem values of the first method.
+        b: `(P,)` per-problem values of the second method, problem for problem.
+
+    Returns:
+        `(estimate, low, high)` of the difference of means.
+
+    Example (one method is right on exactly the problems where the other is, plus one more):
+        >>> paired_bootstrap_difference(np.array([1, 1, 0, 1]), np.array([1, 1, 0, 0]))[0]
+        0.25
+    """
+    a = _check_per_problem("paired_bootstrap_difference (a)", a)
+    b = _check_per_problem("paired_bootstrap_difference (b)", b)
+    if a.shape != b.shape:
+        raise ValueError(f"paired_bootstrap_difference: a has {len(a)} problems but b has {len(b)}")
+    return bootstrap_interval(a - b, n_boot=n_boot, confidence=confidence, seed=seed)
+
+
+def curve_is_monotone(
+    first: np.ndarray, last: np.ndarray, n_boot: int = 1000, confidence: float = 0.95, seed: int = 0
+) -> bool:
+    """Whether accuracy at the largest budget is at least that at the smallest one, within the paired interval.
+
+    True unless the whole paired bootstrap interval of `mean(last) - mean(first)` lies below 0 (a curve that
+    falls by more than its noise).
+
+    Args:
+        first: `(P,)` per-problem correctness at the smallest budget.
+        last: `(P,)` per-problem correctness at the largest budget, problem for problem.
+
+    Example:
+        >>> curve_is_monotone(np.ones(50), np.zeros(50)), curve_is_monotone(np.zeros(50), np.ones(50))
+        (False, True)
+    """
+    return paired_bootstrap_difference(last, first, n_boot=n_boot, confidence=confidence, seed=seed)[2] >= 0.0

@@ -19,6 +19,7 @@ __all__ = [
     "GenerationRequest",
     "Policy",
     "continue_trace",
+    "group_generations",
     "group_samples",
     "gumbel_noise",
     "mix_seed",
@@ -99,9 +100,26 @@ def sample_requests(
     ]
 
 
+def group_generations(generations: Sequence[Generation], n: int) -> list[list[Generation]]:
+    """`n` consecutive generations per prompt (the layout `sample_requests` produces), finish flags kept.
+
+    Example:
+        >>> gens = [Generation(["1+1=2", "#### 2"], finished=True), Generation(["1+1=3"], truncated=True)]
+        >>> [[g.finished for g in group] for group in group_generations(gens, 1)]
+        [[True], [False]]
+    """
+    if n < 1 or len(generations) % n:
+        raise ValueError(f"cannot group {len(generations)} generations into groups of {n}")
+    return [list(generations[k : k + n]) for k in range(0, len(generations), n)]
+
+
 def group_samples(generations: Sequence[Generation], n: int) -> list[list[list[str]]]:
-    """Steps of `n` consecutive generations per prompt (the layout `sample_requests` produces)."""
-    return [[g.steps for g in generations[k : k + n]] for k in range(0, len(generations), n)]
+    """Steps of `n` consecutive generations per prompt (the layout `sample_requests` produces).
+
+    This drops whether each trace finished; selection among candidates needs that, so search uses
+    `group_generations`.
+    """
+    return [[g.steps for g in group] for group in group_generations(generations, n)]
 
 
 def _hash32(x: torch.Tensor) -> torch.Tensor:

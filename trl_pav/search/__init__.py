@@ -1,15 +1,17 @@
 """Verifier-guided test-time search: one algorithm per file, a shared compute ledger, an evaluation runner."""
 
-from .base import ComputeLedger, SearchResult
+from .base import ComputeLedger, SearchResult, is_answered
 from .beam_search import BeamSearchConfig, beam_search
-from .best_of_n import best_of_n, majority_vote, pass_at_n, sample_candidates, weighted_majority
+from .best_of_n import best_of_n, majority_vote, pass_at_n, sample_candidates, selection_pools, weighted_majority
 from .runner import (
     METHODS,
     SearchEvalConfig,
     compare_curves,
+    compare_to_baselines,
     evaluate_search,
     merge_search_results,
     plot_search_results,
+    summarize_curve,
 )
 
 __all__ = [
@@ -21,11 +23,15 @@ __all__ = [
     "beam_search",
     "best_of_n",
     "compare_curves",
+    "compare_to_baselines",
     "evaluate_search",
+    "is_answered",
     "majority_vote",
     "merge_search_results",
     "pass_at_n",
     "plot_search_results",
     "sample_candidates",
+    "selection_pools",
+    "summarize_curve",
     "weighted_majority",
 ]

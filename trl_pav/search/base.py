@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..generation.base import Generation, GenerationRequest, Policy
 from ..modeling import StepScorer
 
-__all__ = ["ComputeLedger", "SearchResult", "counted_generate", "counted_score"]
+__all__ = [
+    "AnswerFn",
+    "Candidate",
+    "ComputeLedger",
+    "SearchResult",
+    "as_generation",
+    "counted_generate",
+    "counted_score",
+    "is_answered",
+]
+
+AnswerFn = Callable[[list[str]], "str | None"]
+"""Reads a trace's final answer from its steps, or returns None when it has none."""
+
+Candidate = Generation | list[str]
+"""A complete trace to select from: a `Generation` (finish flags kept) or a bare step list (taken as finished)."""
 
 
 @dataclass
@@ -67,12 +82,43 @@ class SearchResult:
     Attributes:
         steps: the chosen trace.
         score: the value that chose it (final `Q̂` for verifier-based methods, votes for majority).
-        candidates: every finished trace considered (for Pass@N and analysis).
+        candidates: the traces the choice was made among (for analysis).
+        answered: whether the chosen trace finished with a readable final answer. False only when no candidate did
+            and the method fell back to the best trace without one (or to an empty trace).
     """
 
     steps: list[str]
     score: float
     candidates: list[list[str]] = field(default_factory=list)
+    answered: bool = True
+
+
+def as_generation(candidate: Candidate) -> Generation:
+    """A candidate as a `Generation`; a bare step list is taken as a finished, untruncated trace."""
+    if isinstance(candidate, Generation):
+        return candidate
+    return Generation(steps=list(candidate), finished=True)
+
+
+def is_answered(candidate: Generation, answer_fn: AnswerFn | None) -> bool:
+    """Whether a trace may be selected as an answer: it has steps, finished, was not cut at the token limit, and
+    `answer_fn` (when given) reads a final answer from it.
+
+    Example:
+        >>> from trl_pav.grading import extract_answer
+        >>> is_answered(Generation(["1+1=2", "#### 2"], finished=True), lambda s: extract_answer("\\n".join(s)))
+        True
+        >>> is_answered(Generation(["1+1=2"], finished=True), lambda s: extract_answer("\\n".join(s)))
+        False
+        >>> is_answered(Generation(["1+1=2", "#### 2"], truncated=True), None)
+        False
+    """
+    return (
+        bool(candidate.steps)
+        and candidate.finished
+        and not candidate.truncated
+        and (answer_fn is None or answer_fn(list(candidate.steps)) is not None)
+    )
 
 
 def counted_generate(

@@ -10,7 +10,7 @@ import torch
 from ..generation.base import GenerationRequest, Policy, mix_seed
 from ..modeling import StepScorer
 from ..values import best_of_k, effective_reward
-from .base import ComputeLedger, SearchResult, counted_generate, counted_score
+from .base import AnswerFn, ComputeLedger, SearchResult, counted_generate, counted_score
 
 __all__ = ["BeamSearchConfig", "beam_search", "child_rewards"]
 
@@ -79,23 +79,28 @@ def beam_search(
     config: BeamSearchConfig | None = None,
     ledger: ComputeLedger | None = None,
     prompt_ids: Sequence[int] | None = None,
+    answer_fn: AnswerFn | None = None,
 ) -> list[SearchResult]:
     """Beam search over steps for every prompt at once (generation and scoring batched across prompts and beams).
 
     Samples are seeded by (config seed, prompt id, depth, beam rank, expansion), with prompt ids defaulting to
     positions: searching a prompt alone with its id gives the same result as searching it in a batch.
 
-    Children are ranked by `Q̂^π(child) + α·(f(Q̂^π(child)) - f(Q̂^π(parent)))` with `f` the BoK transform. Finished
-    children join the pool of answers; the best B unfinished children (duplicates removed, ties to the earlier
-    sample) continue. The answer is the finished trace with the highest `Q̂^π`.
+    Children are ranked by `Q̂^π(child) + α·(f(Q̂^π(child)) - f(Q̂^π(parent)))` with `f` the BoK transform, and the
+    best B (duplicates removed, ties to the earlier sample) take the beam's slots. A child cut at the step token limit
+    (`Generation.truncated`) is dropped: it is not a step. A finished child with a readable answer (`answer_fn`; any
+    finished child when it is None) that wins a slot joins the answer pool and keeps its slot for good, so the pool
+    holds at most B traces and the search ends when B traces have finished; a finished child without an answer is a
+    dead end. The answer is the pooled trace with the highest `Q̂^π`. Only if nothing answered within `max_depth`
+    does the search fall back to the highest-valued dead end or last live beam (`SearchResult.answered` is False).
 
     Example:
         >>> from trl_pav.tasks import PlantedTask, PlantedProverPolicy, PlantedOracleScorer
         >>> task = PlantedTask()
         >>> out = beam_search(PlantedProverPolicy(task, 1.0), PlantedOracleScorer(task, 1.0), [">"],
         ...                   BeamSearchConfig(budget=6, expansions=3, alpha=0.0, prover_k=1))
-        >>> len(out[0].steps)
-        10
+        >>> len(out[0].steps), len(out[0].candidates) <= 2, out[0].answered
+        (10, True, True)
     """
     cfg = config or BeamSearchConfig()
     ledger = ledger if ledger is not None else ComputeLedger()
@@ -104,7 +109,9 @@ def beam_search(
         raise ValueError(f"{len(prompts)} prompts but {len(ids)} prompt ids")
     roots = counted_score(scorer, prompts, [[] for _ in prompts], ledger)
     active: list[list[_Node]] = [[_Node((), r[0])] for r in roots]
-    pools: list[list[_Node]] = [[] for _ in prompts]
+    pools: list[list[_Node]] = [[] for _ in prompts]  # answered traces that won a beam slot (at most B)
+    dead_ends: list[list[_Node]] = [[] for _ in prompts]  # finished without a readable answer: fallback only
+    last_live: list[list[_Node]] = [[] for _ in prompts]  # the latest non-empty set of unfinished beams
     for depth in range(cfg.max_depth):
         requests, parents = [], []
         for i, beams in enumerate(active):
@@ -118,41 +125,48 @@ def beam_search(
         if not requests:
             break
         gens = counted_generate(policy, requests, ledger, stop_at_step=True)
-        children = []
+        new, ended = [], []
         for (i, parent), gen in zip(parents, gens):
+            if gen.truncated:
+                continue  # cut at the step token limit: a fragment, not a step
             if gen.steps:
-                children.append((i, parent, _Node((*parent.steps, gen.steps[0]), 0.0, gen.finished)))
-            elif gen.finished and parent.steps and not parent.finished:
-                parent.finished = True  # the trace ended right after the parent's last step
-                pools[i].append(parent)
-        values = counted_score(scorer, [prompts[i] for i, _, _ in children], [n.steps for _, _, n in children], ledger)
-        ranked: list[list[tuple[float, int, _Node]]] = [[] for _ in prompts]
-        for (_, _, child), v in zip(children, values):
+                new.append((i, parent, _Node((*parent.steps, gen.steps[0]), 0.0, gen.finished)))
+            elif gen.finished and parent.steps:  # the trace ended right after the parent's last step
+                ended.append((i, parent, _Node(parent.steps, parent.value, True)))
+        values = counted_score(scorer, [prompts[i] for i, _, _ in new], [n.steps for _, _, n in new], ledger)
+        for (_, _, child), v in zip(new, values):
             child.value = v[-1]
+        children = new + ended
         rewards = child_rewards(
             [parent.value for _, parent, _ in children],
             [child.value for _, _, child in children],
             cfg.alpha,
             cfg.prover_k,
         )
+        ranked: list[list[tuple[float, int, _Node]]] = [[] for _ in prompts]
         for order, ((i, _, child), reward) in enumerate(zip(children, rewards)):
-            if child.finished:
-                pools[i].append(child)
-            else:
-                ranked[i].append((reward, order, child))
+            ranked[i].append((reward, order, child))
         for i in range(len(prompts)):
+            slots = cfg.beams - len(pools[i])
             seen, keep = set(), []
             for _, _, child in sorted(ranked[i], key=lambda t: (-t[0], t[1])):
-                if child.steps not in seen:
-                    seen.add(child.steps)
-                    keep.append(child)
-                if len(keep) == cfg.beams:
-                    break
+                if (child.steps, child.finished) in seen:
+                    continue
+                seen.add((child.steps, child.finished))
+                if child.finished and answer_fn is not None and answer_fn(list(child.steps)) is None:
+                    dead_ends[i].append(child)  # takes no slot: it can neither continue nor answer
+                elif slots > 0:
+                    slots -= 1
+                    (pools[i] if child.finished else keep).append(child)
             active[i] = keep
+            if keep:
+                last_live[i] = keep
     results = []
     for i, pool in enumerate(pools):
-        if not pool:  # nothing finished within max_depth: fall back to the best unfinished beam
-            pool = active[i] or [_Node((), roots[i][0])]
+        answered = bool(pool)
+        if not answered:  # nothing answered within max_depth: fall back to the best trace without an answer
+            ended = {n.steps for n in dead_ends[i]}
+            pool = dead_ends[i] + [n for n in last_live[i] if n.steps not in ended] or [_Node((), roots[i][0])]
         best = max(pool, key=lambda n: n.value)  # max keeps the first of equal values
-        results.append(SearchResult(list(best.steps), best.value, [list(n.steps) for n in pool]))
+        results.append(SearchResult(list(best.steps), best.value, [list(n.steps) for n in pool], answered))
     return results

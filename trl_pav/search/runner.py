@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from ..generation.base import Policy
 from ..grading import Grader, extract_answer
+from ..metrics import bootstrap_interval, curve_is_monotone
 from ..modeling import StepScorer
 from .base import ComputeLedger, SearchResult
 from .beam_search import BeamSearchConfig, beam_search
@@ -17,12 +18,24 @@ __all__ = [
     "METHODS",
     "SearchEvalConfig",
     "compare_curves",
+    "compare_to_baselines",
     "evaluate_search",
     "merge_search_results",
     "plot_search_results",
+    "summarize_curve",
 ]
 
-METHODS = ("pav_beam", "q_beam", "orm_bon", "pav_bon", "majority", "weighted_majority", "pass_at_n")
+METHODS = (
+    "pav_beam",
+    "q_beam",
+    "orm_bon",
+    "pav_bon",
+    "majority",
+    "weighted_majority",
+    "random_pick",
+    "pass_at_n",
+)
+_BEST_OF_N = ("orm_bon", "pav_bon", "majority", "weighted_majority", "random_pick", "pass_at_n")
 
 
 @dataclass
@@ -32,7 +45,8 @@ class SearchEvalConfig:
     Args:
         methods (`list[str]`): any of `pav_beam` (beam search on `Q̂ + α·Â`), `q_beam` (α = 0), `orm_bon` (best-of-N
             with the ORM), `pav_bon` (best-of-N with the PAV's final value), `majority`, `weighted_majority` (PAV
-            values), `pass_at_n` (oracle ceiling).
+            values), `random_pick` (expected accuracy of one of the N samples picked uniformly: the candidates' mean
+            accuracy, the floor any selection should beat), `pass_at_n` (oracle ceiling).
         budgets (`list[int]`, defaults to `[3, 6, 12, 24]`): N per prompt (children per step for beam search,
             samples for best-of-N).
         expansions (`int`, defaults to `3`): C for beam search.
@@ -70,14 +84,17 @@ def evaluate_search(
     show_progress: bool = True,
     prompt_ids: Sequence[int] | None = None,
 ) -> dict:
-    """Run every method at every budget; return `{"methods": {method: [record per N]}}`.
+    """Run every method at every budget; return `{"methods": {method: [record per N]}, "problem_ids": [...], ...}`.
 
-    Each record holds `n`, `accuracy`, `correct` and the compute totals (`generated_tokens`, `verifier_tokens`,
-    `sampled_steps`, `seconds`) summed over all prompts. Best-of-N methods share one set of samples per N; each is
-    charged for the sampling plus its own scoring. `prompt_ids` (default `0..len-1`) seed each prompt's sampling, so
-    a shard of the problems run with its global ids gives the same per-problem results as the whole set (see
-    `merge_search_results`). After each method the scorers' `drain` (if any) runs, which keeps sharded verifiers
-    in lockstep across processes.
+    Each record holds `n`, `accuracy`, `correct`, `per_problem_correct` (one value per problem, in the order of
+    `problem_ids`: 0/1 for a pick, the fraction of correct samples for `random_pick`, for bootstrap intervals), and
+    the compute totals (`generated_tokens`, `verifier_tokens`, `sampled_steps`, `seconds`) summed over all prompts.
+    Methods that pick one trace per problem also hold `unanswered` and `unanswered_share`: the picks that did not
+    finish with a readable answer (a method falls back to one only when no candidate answered). Best-of-N methods
+    share one set of samples per N; each is charged for the sampling plus its own scoring. `prompt_ids` (default
+    `0..len-1`) seed each prompt's sampling, so a shard of the problems run with its global ids gives the same
+    per-problem results as the whole set (see `merge_search_results`). After each method the scorers' `drain` (if
+    any) runs, which keeps sharded verifiers in lockstep across processes.
     """
     from tqdm.auto import tqdm
 
@@ -96,12 +113,22 @@ def evaluate_search(
     if len(ids) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts but {len(ids)} prompt ids")
 
-    def correct(results: list[SearchResult]) -> int:
-        return sum(bool(grader.grade(join(r.steps), g)) for r, g in zip(results, golds))
+    def grade(steps: list[str], gold: str) -> float:
+        return 1.0 if steps and grader.grade(join(steps), gold) else 0.0
 
-    def record(n: int, hits: int, *ledgers: ComputeLedger) -> dict:
+    def picks(results: list[SearchResult]) -> dict:
+        per_problem = [grade(r.steps, g) for r, g in zip(results, golds)]
+        unanswered = sum(not r.answered for r in results)
+        return {
+            "per_problem_correct": per_problem,
+            "unanswered": unanswered,
+            "unanswered_share": unanswered / max(len(results), 1),
+        }
+
+    def record(n: int, outcome: dict, *ledgers: ComputeLedger) -> dict:
         merged = ComputeLedger([c for ledger in ledgers for c in ledger.calls])
-        return {"n": n, "accuracy": hits / max(len(golds), 1), "correct": hits, **merged.totals()}
+        hits = sum(outcome["per_problem_correct"])
+        return {"n": n, "accuracy": hits / max(len(golds), 1), "correct": hits, **outcome, **merged.totals()}
 
     def drain() -> None:
         for scorer in (pav, orm):
@@ -109,7 +136,7 @@ def evaluate_search(
                 scorer.drain()
 
     out: dict[str, list[dict]] = {m: [] for m in cfg.methods}
-    bon = [m for m in cfg.methods if m in ("orm_bon", "pav_bon", "majority", "weighted_majority", "pass_at_n")]
+    bon = [m for m in cfg.methods if m in _BEST_OF_N]
     total = len(cfg.budgets) * (len([m for m in cfg.methods if m.endswith("beam")]) + (1 if bon else 0))
     bar = tqdm(total=total, desc="search eval", disable=not show_progress)
     for n in sorted(cfg.budgets):
@@ -126,9 +153,9 @@ def evaluate_search(
                 seed=cfg.seed,
             )
             ledger = ComputeLedger()
-            results = beam_search(policy, pav, prompts, beam_cfg, ledger, prompt_ids=ids)
+            results = beam_search(policy, pav, prompts, beam_cfg, ledger, prompt_ids=ids, answer_fn=answer_fn)
             drain()
-            out[method].append(record(n, correct(results), ledger))
+            out[method].append(record(n, picks(results), ledger))
             bar.update(1)
         if bon:
             sampling = ComputeLedger()
@@ -136,38 +163,49 @@ def evaluate_search(
             for method in bon:
                 scoring = ComputeLedger()
                 if method == "orm_bon":
-                    hits = correct(best_of_n(prompts, candidates, orm, scoring))
+                    outcome = picks(best_of_n(prompts, candidates, orm, scoring, answer_fn))
                 elif method == "pav_bon":
-                    hits = correct(best_of_n(prompts, candidates, pav, scoring))
+                    outcome = picks(best_of_n(prompts, candidates, pav, scoring, answer_fn))
                 elif method == "majority":
-                    hits = correct(majority_vote(candidates, answer_fn))
+                    outcome = picks(majority_vote(candidates, answer_fn))
                 elif method == "weighted_majority":
-                    hits = correct(weighted_majority(prompts, candidates, pav, answer_fn, scoring))
+                    outcome = picks(weighted_majority(prompts, candidates, pav, answer_fn, scoring))
+                elif method == "random_pick":
+                    per_problem = [sum(grade(c.steps, g) for c in cs) / len(cs) for cs, g in zip(candidates, golds)]
+                    outcome = {"per_problem_correct": per_problem}
                 else:
-                    hits = sum(bool(x) for x in pass_at_n(candidates, golds, grader, join))
+                    outcome = {"per_problem_correct": pass_at_n(candidates, golds, grader, join)}
                 drain()
-                out[method].append(record(n, hits, sampling, scoring))
+                out[method].append(record(n, outcome, sampling, scoring))
             bar.update(1)
     bar.close()
-    return {"methods": out, "config": cfg.__dict__, "num_problems": len(prompts)}
+    return {"methods": out, "config": cfg.__dict__, "num_problems": len(prompts), "problem_ids": ids}
 
 
 def merge_search_results(parts: Sequence[dict]) -> dict:
     """One result from `evaluate_search` results on disjoint shards of the problems (one per process).
 
-    Correct answers and compute totals add up; accuracy is recomputed over all problems. Seconds add up too (process
-    seconds, not wall time).
+    Correct answers, unanswered picks and compute totals add up; accuracy and shares are recomputed over all
+    problems; per-problem lists are concatenated and put in the order of the problem ids, so the merged result equals
+    the unsharded one. Seconds add up too (process seconds, not wall time).
 
     Example:
-        >>> a = {"methods": {"m": [{"n": 4, "accuracy": 0.5, "correct": 1, "generated_tokens": 10}]}, "num_problems": 2}
-        >>> b = {"methods": {"m": [{"n": 4, "accuracy": 1.0, "correct": 1, "generated_tokens": 6}]}, "num_problems": 1}
-        >>> merge_search_results([a, b])["methods"]["m"]
-        [{'n': 4, 'accuracy': 0.6666666666666666, 'correct': 2, 'generated_tokens': 16}]
+        >>> a = {"methods": {"m": [{"n": 4, "accuracy": 0.5, "correct": 1, "per_problem_correct": [1.0, 0.0],
+        ...      "generated_tokens": 10}]}, "num_problems": 2, "problem_ids": [0, 2]}
+        >>> b = {"methods": {"m": [{"n": 4, "accuracy": 1.0, "correct": 1, "per_problem_correct": [1.0],
+        ...      "generated_tokens": 6}]}, "num_problems": 1, "problem_ids": [1]}
+        >>> merged = merge_search_results([a, b])
+        >>> row = merged["methods"]["m"][0]
+        >>> merged["problem_ids"], row["per_problem_correct"], row["accuracy"]
+        ([0, 1, 2], [1.0, 1.0, 0.0], 0.6666666666666666)
     """
     parts = [p for p in parts if p["num_problems"] > 0]
     if not parts:
         raise ValueError("merge_search_results: no shard has any problem")
     total = sum(p["num_problems"] for p in parts)
+    ids = [i for p in parts for i in p.get("problem_ids", [])]
+    by_id = len(ids) == total and len(set(ids)) == total  # shards that each count from 0 keep their concatenation
+    order = sorted(range(total), key=lambda k: ids[k]) if by_id else list(range(total))
     methods: dict[str, list[dict]] = {}
     for method, records in parts[0]["methods"].items():
         merged = []
@@ -175,54 +213,148 @@ def merge_search_results(parts: Sequence[dict]) -> dict:
             shard_recs = [p["methods"][method][i] for p in parts]
             if any(r["n"] != rec["n"] for r in shard_recs):
                 raise ValueError(f"merge_search_results: shards disagree on the budgets of {method!r}")
-            row = {k: sum(r[k] for r in shard_recs) for k in rec if k not in ("n", "accuracy")}
-            row = {"n": rec["n"], "accuracy": row["correct"] / total, **row}
+            row: dict = {"n": rec["n"], "accuracy": sum(r["correct"] for r in shard_recs) / total}
+            for k, v in rec.items():
+                if k in row or k == "unanswered_share":
+                    continue
+                if isinstance(v, list):
+                    joined = [x for r in shard_recs for x in r[k]]
+                    if len(joined) != total:
+                        raise ValueError(
+                            f"merge_search_results: {method!r} {k} has {len(joined)} values for {total} problems"
+                        )
+                    row[k] = [joined[j] for j in order]
+                else:
+                    row[k] = sum(r[k] for r in shard_recs)
+            if "unanswered" in row:
+                row["unanswered_share"] = row["unanswered"] / total
             merged.append(row)
         methods[method] = merged
-    return {**parts[0], "methods": methods, "num_problems": total}
+    out = {**parts[0], "methods": methods, "num_problems": total}
+    if by_id:
+        out["problem_ids"] = [ids[j] for j in order]
+    else:
+        out.pop("problem_ids", None)
+    return out
 
 
-def _interp_log(x: float, xs: list[float], ys: list[float]) -> float:
-    """Piecewise-linear interpolation of y at x on a log-x axis (clamped at the ends)."""
-    if x <= xs[0]:
-        return ys[0]
-    if x >= xs[-1]:
-        return ys[-1]
-    for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
-        if x0 <= x <= x1:
-            t = (math.log(x) - math.log(x0)) / (math.log(x1) - math.log(x0)) if x1 > x0 else 0.0
-            return y0 + t * (y1 - y0)
-    return ys[-1]
+def _running_best(xs: list[float], ys: list[float]) -> list[float]:
+    """Best y at compute <= each x (xs sorted): what a user of the method gets for that much compute."""
+    best, out = float("-inf"), []
+    for y in ys:
+        best = max(best, y)
+        out.append(best)
+    return out
 
 
-def compare_curves(
-    method: list[dict], baseline: list[dict], compute: str = "generated_tokens"
-) -> dict[str, float | bool]:
-    """How much less compute `method` needs than `baseline`, and its accuracy gain at equal compute.
+def _running_best_at(x: float, xs: list[float], best: list[float]) -> float:
+    """The running best at compute `x`: that of the last point at or below `x` (the cheapest point if none is)."""
+    at = [b for bx, b in zip(xs, best) if bx <= x]
+    return at[-1] if at else best[0]
 
-    `compute_ratio`: the compute at which the baseline (interpolated on a log axis) first reaches the method's best
-    accuracy, divided by the compute the method used for it. If the baseline never gets there, the ratio uses the
-    baseline's largest budget and `ratio_is_lower_bound` is true. `accuracy_gain`: the method's accuracy minus the
-    baseline's interpolated accuracy at the same compute, averaged over the method's budgets within the baseline's
-    compute range.
+
+def compare_curves(method: list[dict], baseline: list[dict], compute: str = "generated_tokens") -> dict:
+    """The paper's two headline numbers for `method` against `baseline`, each taken against the baseline's *running
+    best* (its best accuracy at that compute or less), so a baseline that falls with more compute is not charged for
+    its fall.
+
+    - `accuracy_gain`: at the largest common budget (the method's most expensive point that costs no more than the
+      baseline's most expensive one; the method's cheapest point if all cost more), the method's accuracy minus the
+      baseline's running best at the method's compute (its cheapest point if the baseline has none that cheap).
+      `gain_compute`, `method_accuracy` and `baseline_accuracy` say where and what was compared.
+    - `compute_ratio`: the compute the baseline's running best needs to reach the method's best accuracy
+      (interpolated on a log axis between the points around the crossing, which favours the baseline), over the
+      compute at which the method first reaches it. If the running best never gets there, the ratio uses the
+      baseline's largest compute and `ratio_is_lower_bound` is true: the baseline would need more than that.
+
+    Example (the baseline falls after its first point; its running best stays 0.6):
+        >>> m = [{"generated_tokens": 100, "accuracy": 0.5}, {"generated_tokens": 400, "accuracy": 0.55}]
+        >>> b = [{"generated_tokens": 100, "accuracy": 0.6}, {"generated_tokens": 400, "accuracy": 0.3}]
+        >>> out = compare_curves(m, b)
+        >>> round(out["accuracy_gain"], 3), out["compute_ratio"], out["ratio_is_lower_bound"]
+        (-0.05, 0.25, False)
     """
+    if not method or not baseline:
+        raise ValueError(f"compare_curves: need records in both curves, got {len(method)} and {len(baseline)}")
+    for name, curve in (("method", method), ("baseline", baseline)):
+        bad = [r for r in curve if compute not in r or "accuracy" not in r or not r[compute] > 0]
+        if bad:
+            raise ValueError(f"compare_curves: {name} records need 'accuracy' and a positive {compute!r}; got {bad[0]}")
     m = sorted(method, key=lambda r: r[compute])
     b = sorted(baseline, key=lambda r: r[compute])
-    best = max(m, key=lambda r: (r["accuracy"], -r[compute]))
-    bx, by = [r[compute] for r in b], [r["accuracy"] for r in b]
+    bx = [float(r[compute]) for r in b]
+    best_b = _running_best(bx, [r["accuracy"] for r in b])
+
+    target = max(m, key=lambda r: (r["accuracy"], -r[compute]))  # best accuracy, at the least compute
     reach = None
-    for (x0, y0), (x1, y1) in zip(zip(bx, by), zip(bx[1:], by[1:])):
-        if y0 < best["accuracy"] <= y1:
-            t = (best["accuracy"] - y0) / (y1 - y0)
-            reach = math.exp(math.log(x0) + t * (math.log(x1) - math.log(x0)))
-            break
-    if by and by[0] >= best["accuracy"]:
+    if best_b[0] >= target["accuracy"]:
         reach = bx[0]
-    lower_bound = reach is None
-    ratio = (reach if reach is not None else bx[-1]) / max(best[compute], 1e-9)
-    within = [r for r in m if bx[0] <= r[compute] <= bx[-1]] or m
-    gain = sum(r["accuracy"] - _interp_log(r[compute], bx, by) for r in within) / len(within)
-    return {"compute_ratio": ratio, "ratio_is_lower_bound": lower_bound, "accuracy_gain": gain}
+    else:
+        for (x0, y0), (x1, y1) in zip(zip(bx, best_b), zip(bx[1:], best_b[1:])):
+            if y0 < target["accuracy"] <= y1:
+                t = (target["accuracy"] - y0) / (y1 - y0)
+                reach = math.exp(math.log(x0) + t * (math.log(x1) - math.log(x0)))
+                break
+    ratio = (reach if reach is not None else bx[-1]) / target[compute]
+
+    within = [r for r in m if r[compute] <= bx[-1]]
+    point = within[-1] if within else m[0]
+    base = _running_best_at(point[compute], bx, best_b)
+    return {
+        "compute_ratio": ratio,
+        "ratio_is_lower_bound": reach is None,
+        "accuracy_gain": point["accuracy"] - base,
+        "gain_compute": point[compute],
+        "method_accuracy": point["accuracy"],
+        "baseline_accuracy": base,
+    }
+
+
+def compare_to_baselines(
+    methods: dict[str, list[dict]],
+    method: str = "pav_beam",
+    baselines: Sequence[str] = ("orm_bon", "majority"),
+    compute: str = "generated_tokens",
+) -> dict[str, dict]:
+    """`compare_curves` of `method` against each baseline present in `methods` (an `evaluate_search` result's
+    `"methods"`): the headline against the ORM and against majority vote, which needs no verifier.
+
+    Example:
+        >>> curves = {"pav_beam": [{"generated_tokens": 10, "accuracy": 0.5}],
+        ...           "majority": [{"generated_tokens": 10, "accuracy": 0.4}]}
+        >>> {k: round(v["accuracy_gain"], 2) for k, v in compare_to_baselines(curves).items()}
+        {'majority': 0.1}
+    """
+    if method not in methods:
+        raise ValueError(f"compare_to_baselines: no curve for {method!r}; have {sorted(methods)}")
+    return {name: compare_curves(methods[method], methods[name], compute) for name in baselines if name in methods}
+
+
+def summarize_curve(records: list[dict], n_boot: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
+    """Bootstrap intervals over problems for one method's curve (its `evaluate_search` records).
+
+    Returns `n`, `accuracy`, `low`, `high` (lists in order of N) and `monotone`: whether accuracy at the largest N is
+    at least that at the smallest N within the paired interval (`trl_pav.metrics.curve_is_monotone`).
+
+    Example:
+        >>> recs = [{"n": 8, "per_problem_correct": [1.0, 1.0]}, {"n": 2, "per_problem_correct": [1.0, 0.0]}]
+        >>> out = summarize_curve(recs)
+        >>> out["n"], out["accuracy"], out["monotone"]
+        ([2, 8], [0.5, 1.0], True)
+    """
+    recs = sorted(records, key=lambda r: r["n"])
+    missing = [r["n"] for r in recs if "per_problem_correct" not in r]
+    if not recs or missing:
+        raise ValueError(f"summarize_curve: need records with per_problem_correct; missing at N = {missing}")
+    stats = [bootstrap_interval(r["per_problem_correct"], n_boot, confidence, seed) for r in recs]
+    first, last = recs[0]["per_problem_correct"], recs[-1]["per_problem_correct"]
+    return {
+        "n": [r["n"] for r in recs],
+        "accuracy": [s[0] for s in stats],
+        "low": [s[1] for s in stats],
+        "high": [s[2] for s in stats],
+        "monotone": curve_is_monotone(first, last, n_boot, confidence, seed),
+    }
 
 
 def plot_search_results(results: dict, path: str, compute: str = "generated_tokens", title: str | None = None) -> str:
@@ -235,7 +367,7 @@ def plot_search_results(results: dict, path: str, compute: str = "generated_toke
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for method, records in results["methods"].items():
         records = sorted(records, key=lambda r: r[compute])
-        style = "--" if method == "pass_at_n" else "-"
+        style = {"pass_at_n": "--", "random_pick": ":"}.get(method, "-")
         ax.plot([r[compute] for r in records], [r["accuracy"] for r in records], style, marker="o", label=method)
     ax.set_xscale("log")
     ax.set_xlabel(compute.replace("_", " "))
