@@ -28,16 +28,15 @@ def _plt():
 
 
 def _plot_curves(path: Path, curves: dict[str, list[dict]], title: str, ylabel: str = "held-out accuracy") -> str:
+    """Mean curve per arm with the band between its seeds' lowest and highest value."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.2, 4))
     for name, points in curves.items():
         xs = [p["step"] for p in points]
         ys = [p["accuracy"] for p in points]
         ax.plot(xs, ys, marker="o", ms=3, label=name)
-        if points and "std" in points[0]:
-            lo = [y - p["std"] for y, p in zip(ys, points)]
-            hi = [y + p["std"] for y, p in zip(ys, points)]
-            ax.fill_between(xs, lo, hi, alpha=0.15)
+        if points and "min" in points[0]:
+            ax.fill_between(xs, [p["min"] for p in points], [p["max"] for p in points], alpha=0.15)
     ax.legend(fontsize=8)
     return _save(plt, fig, ax, path, "RL iteration", ylabel, title)
 
@@ -85,9 +84,16 @@ def write_report(results: dict, folder: str | Path) -> Path:
     plots = {
         "search": Path(
             plot_search_results(
-                {"methods": search["curves"]},
+                {"methods": search["learned"]["curves"]},
                 str(folder / "search_accuracy_vs_compute.png"),
-                title="Arithmetic: accuracy vs generated tokens",
+                title="Arithmetic search, learned verifiers",
+            )
+        ).name,
+        "search_oracle": Path(
+            plot_search_results(
+                {"methods": search["oracle"]["curves"]},
+                str(folder / "search_oracle_accuracy_vs_compute.png"),
+                title="Arithmetic search, exact checker-derived values",
             )
         ).name,
         "k_sweep": _plot_sweep(
@@ -98,9 +104,12 @@ def write_report(results: dict, folder: str | Path) -> Path:
             "PAV beam search accuracy vs prover strength",
             2,
         ),
-        "rl": _plot_curves(folder / "rl_arithmetic.png", rl["curves"], "Arithmetic: online RL"),
+        "rl": _plot_curves(folder / "rl_arithmetic.png", rl["curves"], "Arithmetic: online RL (band: seeds' range)"),
         "planted": _plot_curves(
-            folder / "rl_planted.png", planted["curves"], "Planted subsequence: online RL", ylabel="success rate"
+            folder / "rl_planted.png",
+            planted["curves"],
+            "Planted subsequence: online RL (band: seeds' range)",
+            ylabel="success rate",
         ),
         "gamma": _plot_sweep(
             folder / "gamma_sweep.png",
@@ -112,154 +121,218 @@ def write_report(results: dict, folder: str | Path) -> Path:
             planted["gamma_sweep_outcome_accuracy"],
         ),
     }
+    claims = _claims(results)
     summary = {
-        "search": {k: search[k] for k in ("compute_ratio", "ratio_is_lower_bound", "accuracy_gain", "best_prover_k")},
+        "search": {
+            "compute_ratio": search["compute_ratio"],
+            "ratio_is_lower_bound": search["ratio_is_lower_bound"],
+            "accuracy_gain": search["accuracy_gain"],
+            "monotone": search["monotone"],
+            "best_prover_k": search["best_prover_k"],
+        },
         "rl": {k: rl[k] for k in ("sample_efficiency_ratio", "accuracy_gain", "final_accuracy", "seeds")},
         "planted": {
             k: planted[k]
             for k in (
                 "pav_iterations_to_90",
+                "outcome_iterations_to_90",
+                "iterations_to_90",
                 "outcome_final_accuracy",
                 "pav_final_accuracy",
                 "gamma_window",
                 "base_policy_success",
             )
         },
+        "verifier": results["verifier"],
+        "labels": results["labels"],
+        "claims": claims,
         "runtime_seconds": results["runtime_seconds"],
     }
     (folder / "results.json").write_text(
         json.dumps({**results, "summary": summary, "plots": plots}, indent=2, default=str)
     )
-    (folder / "report.md").write_text(_markdown(results, plots))
+    (folder / "report.md").write_text(_markdown(results, plots, claims))
     return folder
 
 
+def _verdict(low: float | None, high: float | None) -> str:
+    """`reproduced` when the interval excludes "no better" (lies above 0), `opposite` when it lies below, else
+    `not resolved`."""
+    if low is None or high is None:
+        return "not resolved"
+    if low > 0:
+        return "reproduced"
+    if high < 0:
+        return "opposite"
+    return "not resolved"
+
+
+def _claims(results: dict) -> list[dict]:
+    """The paper's claims with our estimate, its interval and a verdict (reproduced only when the interval excludes
+    the opposite)."""
+    search, rl, planted = results["search"], results["rl"], results["planted"]
+    out = []
+    for name, block in (("learned verifiers", search["learned"]), ("exact values", search["oracle"])):
+        for base, label in (("orm_bon", "ORM best-of-N"), ("q_beam", "Q-only beam"), ("majority", "majority vote")):
+            c = block["vs"][base]
+            out.append(
+                {
+                    "claim": f"Search ({name}): PAV beam beats {label} at equal compute (vs its running best)",
+                    "estimate": c["accuracy_gain"],
+                    "low": c["accuracy_gain_low"],
+                    "high": c["accuracy_gain_high"],
+                    "unit": "accuracy",
+                    "verdict": _verdict(c["accuracy_gain_low"], c["accuracy_gain_high"]),
+                    "paper": PAPER["search_accuracy_gain"] if base == "orm_bon" else "PAV beam > baseline",
+                }
+            )
+    for arm, g in rl["gain_over_outcome"].items():
+        out.append(
+            {
+                "claim": f"RL: {arm} ends above outcome-only RL ({rl['seeds']} seeds, paired by seed)",
+                "estimate": g["estimate"],
+                "low": g["low"],
+                "high": g["high"],
+                "unit": "accuracy",
+                "verdict": _verdict(g["low"], g["high"]),
+                "paper": PAPER["rl_accuracy_gain"],
+            }
+        )
+    pav90, out90 = planted["iterations_to_90"]["pav"], planted["iterations_to_90"]["outcome"]
+    reached = sum(v is not None for v in pav90)
+    out.append(
+        {
+            "claim": "Planted: PAV-RL reaches 90% success; outcome-only RL does not",
+            "estimate": planted["pav_iterations_to_90"],
+            "low": min((v for v in pav90 if v is not None), default=None),
+            "high": max((v for v in pav90 if v is not None), default=None),
+            "unit": "iterations",
+            "verdict": "reproduced"
+            if reached == len(pav90) and all(v is None for v in out90)
+            else ("opposite" if reached == 0 else "not resolved"),
+            "paper": "tens to hundreds of iterations; outcome-only stays low",
+        }
+    )
+    return out
+
+
+def _fmt_interval(c: dict) -> str:
+    if c["unit"] == "accuracy":
+        return f"{c['estimate'] * 100:+.1f} [{c['low'] * 100:+.1f}, {c['high'] * 100:+.1f}] points"
+    return f"{_fmt(c['estimate'])} (seeds' range {_fmt(c['low'])}-{_fmt(c['high'])})"
+
+
 def _disagreements(results: dict) -> list[str]:
-    search, rl, planted, arith = results["search"], results["rl"], results["planted"], results["arithmetic"]
-    auc = arith["pav_quality"]["step_auc"]
+    """Where our numbers part from the paper, each with the measurement that explains it."""
+    search, rl, planted = results["search"], results["rl"], results["planted"]
+    quality, labels = results["arithmetic"]["verifier_quality"], results["arithmetic"]["label_quality"]
     notes = []
-    pav_curve = sorted(search["curves"]["pav_beam"], key=lambda r: r["n"])
-    if pav_curve[-1]["accuracy"] < pav_curve[0]["accuracy"]:
+    exact, learned = search["oracle"]["vs"], search["learned"]["vs"]
+    if exact["q_beam"]["accuracy_gain_high"] >= 0 and exact["q_beam"]["accuracy_gain_low"] <= 0:
         notes.append(
-            "Search: accuracy of every verifier-guided method falls as N grows (PAV beam "
-            f"{pav_curve[0]['accuracy']:.3f} at N={pav_curve[0]['n']} to {pav_curve[-1]['accuracy']:.3f} at "
-            f"N={pav_curve[-1]['n']}), while majority vote and Pass@N rise: more candidates give an imperfect "
-            "verifier more wrong answers to prefer. So the compute ratio compares the PAV's smallest budget with an "
-            "ORM curve that never recovers; it is not evidence of the paper's efficiency gain."
+            "Search with exact values: PAV beam and Q-only beam are indistinguishable "
+            f"({exact['q_beam']['accuracy_gain'] * 100:+.1f} points, interval "
+            f"[{exact['q_beam']['accuracy_gain_low'] * 100:+.1f}, "
+            f"{exact['q_beam']['accuracy_gain_high'] * 100:+.1f}]). "
+            "In this task every correct step is progress (one forced operation per step) and beams advance one "
+            "step per round, so all children on the correct path share the same exact value and Q + α·A ranks them "
+            "as Q does. The paper's PAV-over-Q gain needs valid steps that make no progress, which this task "
+            "lacks: that part of the claim cannot show here, whatever the verifier."
         )
-    if search["accuracy_gain"] < 0.08:
+    if exact["orm_bon"]["accuracy_gain_low"] > 0 and not learned["orm_bon"]["accuracy_gain_low"] > 0:
         notes.append(
-            f"Search: our accuracy gain at equal compute ({search['accuracy_gain']:+.3f}) falls short of the paper's "
-            f"> +0.08. Likely reason: our verifier is a 1M-parameter model trained for minutes on "
-            f"{arith['labeling']['num_traces']} traces; its step AUC against the exact checker is {auc:.2f} (ORM "
-            f"{arith['orm_quality']['step_auc']:.2f}), and search can only exploit progress the verifier can see. "
-            "The paper's verifiers are 2B-27B models trained on millions of labels."
+            "Search decomposition: with exact values PAV beam beats the exact ORM's best-of-N (Pass@N) by "
+            f"{exact['orm_bon']['accuracy_gain'] * 100:+.1f} points at equal compute, so the method works on this "
+            "task; with the learned verifiers the gain is "
+            f"{learned['orm_bon']['accuracy_gain'] * 100:+.1f} points. The gap is the verifier's: on best-of-N "
+            f"candidates its within-problem AUC is {quality['pav']['within_problem_auc']:.2f} (ORM "
+            f"{quality['orm']['within_problem_auc']:.2f}) against pooled outcome AUCs of "
+            f"{quality['pav']['outcome_auc']:.2f} / {quality['orm']['outcome_auc']:.2f}: the verifiers mostly learned "
+            "which problems are easy, not which of a problem's answers is right. A 1M-parameter verifier has to "
+            "redo the arithmetic it checks, the very skill the 1M-parameter policy lacks."
         )
-    orm_auc = arith.get("orm_quality", {}).get("step_auc")
-    if orm_auc is not None and orm_auc > auc:
+    if not search["monotone"]:
         notes.append(
-            f"Verifier labels: the ORM ranks steps better than the PAV (step AUC {orm_auc:.2f} vs {auc:.2f}). "
-            "The PAV's "
-            f"labels come from first-pit search with n_mc = {results['config']['n_mc']}: a prefix whose success is "
-            "small but not zero is often estimated at 0, the search declares a pit there, and the later steps, many "
-            "of them correct, are labeled 0 without rollouts. The pit matched the exact first error in only "
-            f"{arith['first_pit_matches_true_first_error']:.0%} of failing traces. The paper's n_mc = 20 (and far "
-            "more labels) makes such false pits rarer; `strategy='all'` avoids them at a higher rollout cost."
-        )
-    accs = {r["accuracy"] for r in search["prover_sweep"]}
-    if len(accs) == 1:
-        notes.append(
-            "Prover sweep: every K gives the same accuracy. Among children of one parent, Q + α·(f(Q) − f(Q_parent)) "
-            "ranks exactly as Q does for any K (f is monotone), so K can only matter when children of different "
-            "parents compete for a slot; with 3-4 step traces and the first level all sharing the root, that rarely "
-            "changes the kept beams. The paper's MATH traces are far longer."
-        )
-    elif len(search.get("best_prover_k_ties", [])) > 1:
-        notes.append(
-            f"Prover sweep: K in {search['best_prover_k_ties']} tie for the best accuracy (we report the smallest); "
-            "the "
-            "differences between K values are one or two problems, within noise. Among children of one parent the "
-            "effective reward ranks as Q does for any K, so K only matters when children of different parents "
-            "compete."
-        )
-    elif search["best_prover_k"] != 4:
-        notes.append(
-            f"Prover sweep: the best K here is {search['best_prover_k']}, not 4. With a noisy small verifier the "
-            "differences between K values are within a few problems (see the sweep plot); the paper's optimum "
-            "depends on the base policy's strength, and ours is weaker at the step level."
+            "Search: at least one verifier-guided curve falls from the smallest to the largest N beyond its "
+            "interval: more candidates give an imperfect verifier more wrong answers to prefer."
         )
     ratio = rl["sample_efficiency_ratio"]
-    if ratio is None or ratio < 5 or rl["accuracy_gain"] < 0.06:
+    if rl["accuracy_gain_interval"][0] <= 0:
+        exact_arm = next((g for a, g in rl["gain_over_outcome"].items() if a.endswith("_exact")), None)
+        extra = (
+            f" With exact values the gain is {exact_arm['estimate'] * 100:+.1f} points "
+            f"[{exact_arm['low'] * 100:+.1f}, {exact_arm['high'] * 100:+.1f}]."
+            if exact_arm
+            else ""
+        )
         notes.append(
-            f"Arithmetic RL: sample-efficiency ratio {_fmt(ratio, 2)} and accuracy gain {rl['accuracy_gain']:+.3f} "
-            f"over {rl['seeds']} seed(s) of a short run. Likely reasons: few RL iterations on a CPU budget, and the "
-            "same imperfect verifier supplying the process term."
+            f"Arithmetic RL: PAV-RL's gain over outcome-only RL is {rl['accuracy_gain'] * 100:+.1f} points "
+            f"(interval [{rl['accuracy_gain_interval'][0] * 100:+.1f}, {rl['accuracy_gain_interval'][1] * 100:+.1f}], "
+            f"{rl['seeds']} seeds) and its sample-efficiency ratio {_fmt(ratio, 2)}.{extra} At a learning rate "
+            "safe for the 1M policy, tens of GRPO steps move accuracy by about as much as seeds differ."
+        )
+    if labels["pit_precision"] < 0.8:
+        notes.append(
+            f"Labels: the first pit equals the exact first error in {labels['pit_precision']:.0%} of failing traces "
+            f"(n_mc = {results['config']['n_mc']}, {results['config']['pit_confirm_rollouts']} confirmation "
+            "rollouts). Steps after the pit are masked, not labeled 0, so a false pit loses labels rather than "
+            "teaching wrong ones."
         )
     window = planted["gamma_window"]
     if window is None or window[0] < 8 or window[1] > 15:
         notes.append(
             f"Planted γ sweep: the window where PAV-RL beats outcome-only RL is {window}, the paper's is about "
-            "[8, 15]. The shape agrees (too weak and too strong provers both give nothing) but our sweep has five "
-            "points and 100-iteration runs, so its edges are coarse."
+            "[8, 15]. The shape agrees (too weak and too strong provers both give nothing) but the sweep has few "
+            "points, one seed and short runs, so its edges are coarse."
         )
     return notes
 
 
-def _markdown(results: dict, plots: dict) -> str:
-    search, rl, planted, arith = results["search"], results["rl"], results["planted"], results["arithmetic"]
-    cfg = results["config"]
-    ratio = rl["sample_efficiency_ratio"]
-    bound = " (lower bound: ORM never reached it)" if search["ratio_is_lower_bound"] else ""
+def _search_table(curves: dict[str, list[dict]]) -> str:
+    budgets = sorted({r["n"] for recs in curves.values() for r in recs})
+    head = f"| method | {' | '.join(f'N={n}' for n in budgets)} |\n|---|{'---|' * len(budgets)}"
     rows = [
-        (
-            "Search: accuracy gain, PAV beam vs ORM best-of-N (equal compute)",
-            f"{search['accuracy_gain'] * 100:+.1f} points",
-            PAPER["search_accuracy_gain"],
-        ),
-        (
-            "Search: compute ORM needs to match PAV's best accuracy",
-            f"{search['compute_ratio']:.2f}x{bound}",
-            PAPER["search_compute_ratio"],
-        ),
-        ("Search: best prover K", str(search["best_prover_k"]), PAPER["best_prover_k"]),
-        (
-            "RL: sample efficiency (outcome-only steps / PAV steps to its final accuracy)",
-            f"{_fmt(ratio, 2)}x" if ratio else "not reached",
-            PAPER["rl_sample_efficiency"],
-        ),
-        ("RL: accuracy gain at the end", f"{rl['accuracy_gain'] * 100:+.1f} points", PAPER["rl_accuracy_gain"]),
-        (
-            "Planted: PAV-RL iterations to 90% success",
-            _fmt(planted["pav_iterations_to_90"]),
-            "tens to hundreds (paper Fig. 4)",
-        ),
-        ("Planted: outcome-only RL final success", _fmt(planted["outcome_final_accuracy"]), "stays low"),
-        ("Planted: γ window where PAV-RL helps", str(planted["gamma_window"]), PAPER["gamma_window"]),
-    ]
-    table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
-    curves = search["curves"]
-    search_rows = "\n".join(
         f"| {m} | "
         + " | ".join(f"{r['accuracy']:.3f} ({r['generated_tokens']:,} tok)" for r in sorted(recs, key=lambda r: r["n"]))
         + " |"
         for m, recs in curves.items()
-    )
-    budgets = sorted({r["n"] for recs in curves.values() for r in recs})
+    ]
+    return "\n".join([head, *rows])
+
+
+def _markdown(results: dict, plots: dict, claims: list[dict]) -> str:
+    search, rl, planted, arith = results["search"], results["rl"], results["planted"], results["arithmetic"]
+    cfg = results["config"]
+    quality, labels = arith["verifier_quality"], arith["label_quality"]
+    table = "\n".join(f"| {c['claim']} | {_fmt_interval(c)} | {c['verdict']} | {c['paper']} |" for c in claims)
+    bound = " (lower bound)" if search["ratio_is_lower_bound"] else ""
     sweep_text = ", ".join(f"K={r['k']}: {r['accuracy']:.3f}" for r in search["prover_sweep"])
-    rl_text = ", ".join(f"{k}: {v:.3f}" for k, v in rl["final_accuracy"].items())
+    rl_text = ", ".join(f"{k}: {v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]" for k, v in rl["final_accuracy_interval"].items())
     gamma_text = ", ".join(f"γ={r['gamma']:g}: {r['final_accuracy']:.3f}" for r in planted["gamma_sweep"])
-    first_error = _fmt(arith["pav_quality"]["first_error_accuracy"])
+    quality_rows = "\n".join(
+        f"| {k.upper()} | {q['within_problem_auc']:.3f} | {q['outcome_auc']:.3f} | {q['step_auc']:.3f} | "
+        f"{q['best_of_n_accuracy']:.3f} | {q['random_pick_accuracy']:.3f} | {q['ece_final_value']:.3f} |"
+        for k, q in quality.items()
+        if k in ("pav", "orm")
+    )
     notes = _disagreements(results)
-    notes_md = "\n".join(f"- {n}" for n in notes) or "- None: every number falls within the paper's range."
+    notes_md = "\n".join(f"- {n}" for n in notes) or "- None: every claim is reproduced."
+    to90 = planted["iterations_to_90"]
     return f"""# trl_pav demo: a small-scale reproduction of "Rewarding Progress" (arXiv 2410.08146)
 
-Runtime: {results["runtime_seconds"]:.0f} s on this machine. Everything below was measured in this run.
+Runtime: {results["runtime_seconds"]:.0f} s on this machine (stages: {results.get("stage_seconds", {})}). Everything
+below was measured in this run. Intervals: 95% bootstrap over problems for search, 95% Student-t over seeds (paired
+by seed) for RL. A claim is **reproduced** only when its interval excludes the opposite.
 
-## Our numbers beside the paper's
+## The paper's claims, our estimates
 
-| claim | ours | paper |
-|---|---|---|
+| claim | ours | verdict | paper |
+|---|---|---|---|
 {table}
+
+Search headline (learned verifiers, against the ORM's running best): compute ratio
+{search["compute_ratio"]:.2f}x{bound}; curves monotone within their intervals: {search["monotone"]}. Best prover K in
+the sweep: {search["best_prover_k"]} (paper: {PAPER["best_prover_k"]}).
 
 ## Where we disagree with the paper, and why
 
@@ -270,39 +343,51 @@ Runtime: {results["runtime_seconds"]:.0f} s on this machine. Everything below wa
 **Arithmetic task** (`Q:25-29*14-2?` → one operation per step, `#### answer`; operands 1-15, 2-3 operators).
 
 - Base policy: a 1M-parameter Llama trained from scratch with TRL's `SFTTrainer` for {cfg["policy_steps"]} steps
-  ({arith["base_policy_train_seconds"]:.0f} s); sampled accuracy (T = 1) {arith["base_policy_sampled_accuracy"]:.3f}.
-- Labels: {cfg["label_problems"]} problems × {cfg["n_cov"]} seed traces, first-pit strategy, n_mc = {cfg["n_mc"]},
-  Bo{cfg["prover_k"]} prover: {arith["labeling"]["num_traces"]} traces, {arith["labeling"]["num_labels"]} step labels,
-  {arith["labeling"]["rollouts"]:,} rollouts ({arith["labeling"]["prefix_cache_hits"]} shared-prefix reuses),
-  {arith["labeling"]["wall_seconds"]:.0f} s. The first pit equals the exact first wrong step in
-  {arith["first_pit_matches_true_first_error"]:.1%} of {arith["failing_traces"]} failing traces.
-- Verifiers: PAV (every step and the root, class-balanced soft BCE) and ORM (final outcome), each initialised from
-  the base policy and trained {cfg["verifier_steps"]} steps. Step AUC against the exact step checker on
-  {arith["pav_quality"]["traces"]} held-out base-policy traces: PAV {arith["pav_quality"]["step_auc"]:.3f}, ORM
-  {arith["orm_quality"]["step_auc"]:.3f}; PAV first-error localisation {first_error}.
-- Search on {cfg["search_problems"]} held-out problems, C = 3 expansions, α = {cfg["search_alpha"]}:
+  ({arith["base_policy_train_seconds"]:.0f} s); sampled accuracy (T = 1) {arith["base_policy_sampled_accuracy"]:.3f};
+  a step on the correct path is right with probability {arith["base_policy_step_accuracy"]:.3f}.
+- Labels: {cfg["label_problems"]} problems × {cfg["n_cov"]} seed traces, first pit (binary search, a candidate pit
+  confirmed with {cfg["pit_confirm_rollouts"]} more rollouts), n_mc = {cfg["n_mc"]}, Bo{cfg["prover_k"]} prover:
+  {arith["labeling"]["num_traces"]} traces, {arith["labeling"]["num_labels"]} steps, {labels["masked_steps"]} of them
+  masked after a pit, {arith["labeling"]["rollouts"]:,} rollouts. Against the exact checker: the pit is the first
+  wrong step in {labels["pit_precision"]:.1%} of {labels["failing_traces_with_pit"]} failing traces; mean label of
+  correct steps {_fmt(labels["mean_label_correct_steps"])}, of wrong steps {_fmt(labels["mean_label_wrong_steps"])}.
+- Verifiers: PAV (root and every measured step, class-balanced soft BCE with dataset-level class weights) and ORM
+  (final outcome), each initialised from the base policy, early-stopped on held-out problems. On
+  {quality["candidates"]["per_problem"]} best-of-N candidates of each of {quality["candidates"]["problems"]} held-out
+  problems (finished traces with an answer):
 
-| method | {" | ".join(f"N={n}" for n in budgets)} |
-|---|{"---|" * len(budgets)}
-{search_rows}
+| verifier | within-problem AUC | pooled outcome AUC | step AUC vs checker | its best-of-N pick | random pick | ECE |
+|---|---|---|---|---|---|---|
+{quality_rows}
+
+- Search on {cfg["search_problems"]} held-out problems, C = 3 expansions, α = {cfg["search_alpha"]}; with the learned
+  verifiers:
+
+{_search_table(search["learned"]["curves"])}
+
+  and with exact checker-derived values (0 after a wrong step, `s^r` on the correct path; the exact ORM's
+  best-of-N is Pass@N):
+
+{_search_table(search["oracle"]["curves"])}
 
   Prover sweep at N = {cfg["k_sweep_budget"]}: {sweep_text}.
 
-- Online RL: GRPO ({cfg["rl_steps"]} steps, 32 completions per step, KL β = 0.001, {len(cfg["rl_seeds"])} seed(s)),
-  outcome-only vs PAV-RL with α = {cfg["rl_alpha"]} (Bo{cfg["prover_k"]} and K = 1 provers). Final held-out sampled
-  accuracy: {rl_text}.
+- Online RL: GRPO ({cfg["rl_steps"]} steps, 32 completions per step, KL β = 0.001, seeds {cfg["rl_seeds"]}),
+  outcome-only vs PAV-RL with α = {cfg["rl_alpha"]} and a Bo{cfg["prover_k"]} prover, from the learned PAV and from
+  exact values. Final held-out sampled accuracy (mean [95% interval]): {rl_text}.
 
 **Planted subsequence** (vocabulary 15, length 10, planted `3 6 0 3 5`): base policy by SFT on 3,200 samples of
 μ_5 (success {planted["base_policy_success"]:.3f}); RL with the effective reward from the procedural prover
 (γ = {cfg["planted_gamma"]:g}, α = {cfg["planted_alpha"]:g}, exact DP values) vs outcome-only,
-{cfg["planted_rl_steps"]} steps:
-final success {planted["pav_final_accuracy"]:.3f} vs {planted["outcome_final_accuracy"]:.3f}. γ sweep
-({cfg["gamma_sweep_steps"]} steps each): {gamma_text};
-outcome-only {planted["gamma_sweep_outcome_accuracy"]:.3f}.
+{cfg["planted_rl_steps"]} steps, {planted["seeds"]} seeds: iterations to 90% success per seed {to90["pav"]} vs
+{to90["outcome"]}; final success {planted["pav_final_accuracy"]:.3f} vs {planted["outcome_final_accuracy"]:.3f}
+(per seed {planted["final_accuracy_per_seed"]}). γ sweep ({cfg["gamma_sweep_steps"]} steps each, one seed):
+{gamma_text}; outcome-only {planted["gamma_sweep_outcome_accuracy"]:.3f}.
 
 ## Plots
 
 ![search]({plots["search"]})
+![search with exact values]({plots["search_oracle"]})
 ![prover sweep]({plots["k_sweep"]})
 ![arithmetic RL]({plots["rl"]})
 ![planted RL]({plots["planted"]})

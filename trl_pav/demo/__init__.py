@@ -146,6 +146,15 @@ def run_demo(output_dir: str | os.PathLike = "outputs/demo", config: DemoConfig 
     results["search"] = timed("search", search.run, cfg, out, progress, arith)
     results["rl"] = timed("rl", rl.run, cfg, out, progress, arith)
     results["planted"] = timed("planted", planted.run, cfg, out, progress)
+    quality, labels = results["arithmetic"]["verifier_quality"], results["arithmetic"]["label_quality"]
+    results["verifier"] = {
+        "pav_step_auc": quality["pav"]["step_auc"],
+        "orm_outcome_auc": quality["orm"]["outcome_auc"],
+        "pav_outcome_auc": quality["pav"]["outcome_auc"],
+        "pav_within_problem_auc": quality["pav"]["within_problem_auc"],
+        "orm_within_problem_auc": quality["orm"]["within_problem_auc"],
+    }
+    results["labels"] = {"pit_precision": labels["pit_precision"]}
     results["runtime_seconds"] = round(time.time() - start, 1)
     report_dir = out / "report"
     write_report(results, report_dir)

@@ -1,0 +1,302 @@
+"""Arithmetic experiment, part 1: base policy, Monte-Carlo labels, PAV and ORM, and their quality against the exact
+checker. Everything the search and RL experiments consume comes from `run`."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .common import cached, cached_json
+
+__all__ = ["checker_scorer", "run"]
+
+
+def run(cfg, out: Path, progress, results: dict) -> dict:
+    from transformers import AutoModelForCausalLM
+
+    from ..evaluation import sampled_accuracy
+    from ..generation import HFPolicy
+    from ..labeling import MCLabelConfig, MCLabeler, load_labels
+    from ..tasks import ArithmeticTask, TinyPolicyConfig, train_base_policy
+    from ..tokenization import load_tokenizer
+
+    task = ArithmeticTask()
+    policy_cfg = TinyPolicyConfig(max_steps=cfg.policy_steps, seed=cfg.seed)
+    progress(f"arithmetic base policy: SFT for {cfg.policy_steps} steps (cached after the first run)")
+    t0 = time.time()
+    policy_dir = cached(
+        out / "arithmetic" / "policy", asdict(policy_cfg), lambda d: train_base_policy(task, d, policy_cfg)
+    )
+    policy_seconds = time.time() - t0
+    model, tok = AutoModelForCausalLM.from_pretrained(policy_dir), load_tokenizer(policy_dir)
+    policy = HFPolicy(
+        model, tok, task.step_format, name="arithmetic-base", max_new_tokens=64, max_step_tokens=16, batch_size=256
+    )
+    eval_problems = task.sample_problems(400, seed=10_000)
+    base_acc = sampled_accuracy(
+        policy, [p.prompt for p in eval_problems], [p.gold for p in eval_problems], task.grader, seed=cfg.seed
+    )
+    step_accuracy = _step_accuracy(task, policy, eval_problems, cfg.seed)
+    progress(f"base policy sampled accuracy {base_acc:.3f}; accuracy of a step on the correct path {step_accuracy:.3f}")
+
+    progress(
+        f"MC labeling {cfg.label_problems} problems (first pit confirmed with {cfg.pit_confirm_rollouts} more "
+        f"rollouts, Bo{cfg.prover_k} prover, n_mc={cfg.n_mc})"
+    )
+    label_cfg = MCLabelConfig(
+        n_cov=cfg.n_cov,
+        n_mc=cfg.n_mc,
+        strategy="first_pit",
+        prover_k=cfg.prover_k,
+        pit_confirm_rollouts=cfg.pit_confirm_rollouts,
+        seed=cfg.seed,
+        show_progress=False,
+        shard_size=32,
+        overwrite=True,
+    )
+    labels_dir = out / "arithmetic" / "labels"
+    # Finished shards of the same configuration are reused; a changed configuration relabels from scratch.
+    MCLabeler(policy, task.grader, label_cfg).label(
+        task.problems_dataset(cfg.label_problems, seed=cfg.seed + 1), labels_dir
+    )
+    labels, label_meta = load_labels(labels_dir)
+    label_quality = _label_quality(task, labels)
+    progress(
+        f"labels: {label_meta['num_traces']} traces, {label_meta['rollouts']} rollouts; first pit = true first "
+        f"error in {label_quality['pit_precision']:.1%} of failing traces"
+    )
+
+    verifiers = {}
+    for kind in ("pav", "orm"):
+        progress(f"training the {kind.upper()} (<= {cfg.verifier_steps} steps, early stopping on held-out loss)")
+        key = {
+            "kind": kind,
+            "cfg": _verifier_key(cfg),
+            "labels": label_meta.get("fingerprint"),
+            "policy": asdict(policy_cfg),
+        }
+        verifiers[kind] = cached(
+            out / "arithmetic" / kind, key, lambda d, kind=kind: _train_verifier(policy_dir, labels, d, kind, cfg)
+        )
+    quality = cached_json(
+        out / "arithmetic" / "quality.json",
+        {"verifiers": [_done(verifiers[k]) for k in verifiers], "cfg": _quality_key(cfg)},
+        lambda: verifier_quality(verifiers, task, policy, cfg),
+    )
+    progress(
+        "verifiers, within-problem AUC on best-of-N candidates: PAV {:.3f}, ORM {:.3f}; PAV step AUC vs the exact "
+        "checker {:.3f}".format(
+            quality["pav"]["within_problem_auc"], quality["orm"]["within_problem_auc"], quality["pav"]["step_auc"]
+        )
+    )
+    results["arithmetic"] = {
+        "base_policy_sampled_accuracy": base_acc,
+        "base_policy_step_accuracy": step_accuracy,
+        "base_policy_train_seconds": round(policy_seconds, 1),
+        "labeling": {
+            k: label_meta.get(k)
+            for k in ("num_traces", "num_labels", "rollouts", "generated_tokens", "wall_seconds", "prefix_cache_hits")
+        },
+        "label_quality": label_quality,
+        "verifier_quality": quality,
+    }
+    return {
+        "task": task,
+        "policy": policy,
+        "policy_dir": policy_dir,
+        "verifiers": verifiers,
+        "base_acc": base_acc,
+        "step_accuracy": step_accuracy,
+    }
+
+
+def checker_scorer(task, step_accuracy: float):
+    """Exact checker-derived values for the base policy: 0 once a step is wrong (the policy does not recover from a
+    wrong intermediate value), `s^r` on the correct path with r operations left and `s` the policy's measured step
+    accuracy, 1 for a correct final answer. It is `NoisyArithmeticPolicy`'s exact value with error rate `1 - s`."""
+    from ..tasks import NoisyArithmeticPolicy
+
+    return NoisyArithmeticPolicy(task, error_rate=min(1.0, max(0.0, 1.0 - step_accuracy)), name="checker")
+
+
+def _done(folder: Path) -> str:
+    marker = folder / ".done"
+    return marker.read_text() if marker.exists() else ""
+
+
+def _verifier_key(cfg) -> dict:
+    return {"steps": cfg.verifier_steps, "holdout": cfg.verifier_holdout, "k": cfg.prover_k, "seed": cfg.seed}
+
+
+def _quality_key(cfg) -> dict:
+    return {"problems": cfg.search_problems, "n": cfg.quality_candidates, "seed": cfg.seed}
+
+
+def _step_accuracy(task, policy, problems, seed: int) -> float:
+    """Share of operation steps taken on the correct path that are correct (the policy's per-step reliability)."""
+    from ..evaluation import sample_traces
+
+    traces = sample_traces(policy, [p.prompt for p in problems], 1, seed=seed + 11)
+    right = total = 0
+    for p, ts in zip(problems, traces):
+        for steps in ts:
+            ops = [s for s in steps if not s.strip().startswith("####")]
+            labels = task.step_labels(p.expression, ops)
+            first_wrong = next((i for i, ok in enumerate(labels) if not ok), len(labels))
+            right += first_wrong
+            total += min(len(labels), first_wrong + 1)
+    return right / max(total, 1)
+
+
+def _label_quality(task, labels) -> dict:
+    """Labels against the exact checker: pit precision, and how often a labeled correct/wrong step is labeled so."""
+    failing = [
+        (r["first_pit"], task.first_error(r["expression"], r["completions"]))
+        for r in labels
+        if r["seed_outcome"] == 0.0 and r["first_pit"] >= 0
+    ]
+    failing = [(p, fe) for p, fe in failing if fe is not None]
+    correct, wrong, masked = [], [], 0
+    for r in labels:
+        truth = task.step_labels(r["expression"], r["completions"])
+        for lab, ok in zip(r["labels"], truth):
+            if lab is None:
+                masked += 1
+            else:
+                (correct if ok else wrong).append(lab)
+    return {
+        "pit_precision": sum(p == fe for p, fe in failing) / max(1, len(failing)),
+        "failing_traces_with_pit": len(failing),
+        "masked_steps": masked,
+        "mean_label_correct_steps": float(np.mean(correct)) if correct else None,
+        "mean_label_wrong_steps": float(np.mean(wrong)) if wrong else None,
+        "wrong_steps_labeled_above_zero": float(np.mean([v > 0 for v in wrong])) if wrong else None,
+    }
+
+
+def _train_verifier(policy_dir: Path, labels, folder: Path, kind: str, cfg) -> None:
+    """Train on most labeled problems; stop early on the held-out problems' loss and keep the best checkpoint."""
+    import json
+
+    from transformers import EarlyStoppingCallback
+
+    from ..trainers import PAVRewardConfig, PAVRewardTrainer
+
+    problems = sorted(set(labels["problem_index"]))
+    rng = np.random.default_rng(cfg.seed)
+    held = set(rng.choice(problems, size=max(1, int(len(problems) * cfg.verifier_holdout)), replace=False).tolist())
+    train = labels.filter(lambda r: r["problem_index"] not in held)
+    evals = labels.filter(lambda r: r["problem_index"] in held)
+    every = max(1, cfg.verifier_steps // 8)
+    args = PAVRewardConfig(
+        output_dir=str(folder / "trainer"),
+        kind=kind,
+        prover_k=cfg.prover_k,
+        max_steps=cfg.verifier_steps,
+        per_device_train_batch_size=32,
+        per_device_eval_batch_size=64,
+        learning_rate=1e-3,
+        lr_scheduler_type="cosine",
+        warmup_steps=max(1, cfg.verifier_steps // 10),
+        max_length=128,
+        eval_strategy="steps",
+        eval_steps=every,
+        save_strategy="steps",
+        save_steps=every,
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        report_to="none",
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=True,
+        seed=cfg.seed,
+    )
+    trainer = PAVRewardTrainer(
+        str(policy_dir), args, train, eval_dataset=evals, callbacks=[EarlyStoppingCallback(early_stopping_patience=2)]
+    )
+    trainer.train()
+    trainer.save_model(str(folder))
+    history = [e for e in trainer.state.log_history if "eval_loss" in e]
+    best = min(history, key=lambda e: e["eval_loss"]) if history else {}
+    summary = {
+        "steps_run": trainer.state.global_step,
+        "best_step": best.get("step"),
+        "best_eval": {k: v for k, v in best.items() if k.startswith("eval_")},
+        "eval_curve": [{"step": e["step"], "loss": e["eval_loss"]} for e in history],
+        "train_rows": len(train),
+        "held_out_rows": len(evals),
+    }
+    (folder / "training.summary.json").write_text(json.dumps(summary))
+    shutil.rmtree(folder / "trainer", ignore_errors=True)
+
+
+def verifier_quality(verifiers: dict[str, Path], task, policy, cfg) -> dict:
+    """Each verifier against the exact checker on held-out problems.
+
+    - `step_auc`: its step values against the checker's step correctness on base-policy traces (meaningful for a
+      PAV; an ORM is trained only at the final position).
+    - On `quality_candidates` best-of-N candidates of each search problem (finished traces with an answer, the ones
+      search may pick): `outcome_auc` (pooled over problems), `within_problem_auc` (pairs of a correct and a wrong
+      candidate of the same problem: what selection needs), the best-of-N accuracy of its pick, the accuracy of a
+      random pick, and calibration (`ece`) of its final value against correctness.
+    """
+    import json
+
+    from ..metrics import auc, expected_calibration_error, within_problem_auc
+    from ..modeling import PAVVerifier
+    from ..search import sample_candidates, selection_pools
+
+    probs = task.sample_problems(cfg.search_problems, seed=30_000)
+    prompts = [p.prompt for p in probs]
+    candidates = sample_candidates(policy, prompts, cfg.quality_candidates, seed=cfg.seed + 21)
+    pools = selection_pools(candidates)
+    rows = [(i, g.steps) for i, (pool, answered) in enumerate(pools) if answered for g in pool]
+    correct = np.array([task.grader.grade(task.step_format.join(s), probs[i].gold) for i, s in rows])
+    pid = np.array([i for i, _ in rows])
+    out = {}
+    for kind, path in verifiers.items():
+        verifier = PAVVerifier.from_pretrained(path)
+        finals = np.array([v[-1] for v in verifier.score([prompts[i] for i, _ in rows], [s for _, s in rows])])
+        picks = [max(np.flatnonzero(pid == i), key=lambda j: finals[j]) for i in np.unique(pid)]
+        steps_eval = _step_auc(verifier, task, policy, cfg)
+        out[kind] = {
+            "outcome_auc": auc(finals, correct),
+            "within_problem_auc": within_problem_auc(finals, correct, pid),
+            "best_of_n_accuracy": float(correct[picks].sum() / len(probs)),
+            "random_pick_accuracy": float(
+                np.mean([correct[pid == i].mean() if (pid == i).any() else 0.0 for i in range(len(probs))])
+            ),
+            "ece_final_value": expected_calibration_error(finals, correct),
+            **steps_eval,
+        }
+        training = Path(path) / "training.summary.json"
+        if training.exists():
+            out[kind]["training"] = json.loads(training.read_text())
+    out["candidates"] = {"problems": len(probs), "per_problem": cfg.quality_candidates, "scored": len(rows)}
+    return out
+
+
+def _step_auc(verifier, task, policy, cfg) -> dict:
+    from ..evaluation import sample_traces
+    from ..metrics import auc, first_error_accuracy
+
+    probs = task.sample_problems(200, seed=20_000)
+    traces = sample_traces(policy, [p.prompt for p in probs], 2, seed=cfg.seed + 5)
+    rows = [(p, steps) for p, ts in zip(probs, traces) for steps in ts if steps]
+    values = verifier.score([p.prompt for p, _ in rows], [steps for _, steps in rows])
+    scores, truth, firsts = [], [], []
+    for (p, steps), v in zip(rows, values):
+        scores += v[1:]
+        truth += task.step_labels(p.expression, steps)
+        firsts.append(task.first_error(p.expression, steps))
+    return {
+        "step_auc": auc(np.array(scores), np.array(truth)),
+        "first_error_accuracy": first_error_accuracy([v[1:] for v in values], firsts),
+        "traces": len(rows),
+    }

@@ -1,0 +1,134 @@
+"""Arithmetic experiment, part 2: verifier-guided search, with the learned verifiers and with exact values.
+
+Running every method twice separates the method from the verifier: with exact checker-derived values the paper's
+orderings are a property of the task and the search (an exact ORM's best-of-N is Pass@N, the ceiling); with the
+learned verifiers they also need verifiers that rank a problem's candidates well.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from .arithmetic import checker_scorer
+from .common import cached_json
+
+__all__ = ["best_prover", "bootstrap_comparison", "run"]
+
+METHODS = ["pav_beam", "q_beam", "orm_bon", "majority", "random_pick", "pass_at_n"]
+
+
+def run(cfg, out: Path, progress, arith: dict) -> dict:
+    from ..modeling import PAVVerifier
+    from ..search import SearchEvalConfig, evaluate_search, summarize_curve
+
+    task, policy = arith["task"], arith["policy"]
+    probs = task.sample_problems(cfg.search_problems, seed=30_000)
+    prompts, golds = [p.prompt for p in probs], [p.gold for p in probs]
+    search_cfg = SearchEvalConfig(
+        methods=METHODS,
+        budgets=cfg.search_budgets,
+        alpha=cfg.search_alpha,
+        prover_k=cfg.prover_k,
+        max_depth=8,
+        seed=cfg.seed,
+    )
+    scorers = {
+        "learned": lambda: (
+            PAVVerifier.from_pretrained(arith["verifiers"]["pav"]),
+            PAVVerifier.from_pretrained(arith["verifiers"]["orm"]),
+        ),
+        "exact": lambda: (checker_scorer(task, arith["step_accuracy"]),) * 2,
+    }
+    out_sets = {}
+    for name, build in scorers.items():
+        progress(f"search ({name} values): {'/'.join(METHODS)} on {len(prompts)} problems, N in {cfg.search_budgets}")
+        key = {
+            "cfg": [cfg.search_problems, cfg.search_budgets, cfg.search_alpha, cfg.prover_k, cfg.seed],
+            "verifiers": [(Path(p) / ".done").read_text() for p in arith["verifiers"].values()],
+            "step_accuracy": arith["step_accuracy"],
+            "name": name,
+        }
+
+        def evaluate(build=build):
+            pav, orm = build()
+            return evaluate_search(
+                policy, prompts, golds, task.grader, search_cfg, pav=pav, orm=orm, show_progress=False
+            )
+
+        curves = cached_json(out / "arithmetic" / "search" / f"{name}.json", key, evaluate)["methods"]
+        comparison = {
+            base: bootstrap_comparison(curves["pav_beam"], curves[base], cfg.bootstrap_samples, cfg.seed)
+            for base in ("orm_bon", "majority", "q_beam")
+        }
+        summaries = {
+            m: summarize_curve(curves[m], n_boot=cfg.bootstrap_samples, seed=cfg.seed)
+            for m in curves
+            if m not in ("random_pick", "pass_at_n")
+        }
+        out_sets[name] = {"curves": curves, "vs": comparison, "intervals": summaries}
+        c = comparison["orm_bon"]
+        progress(
+            f"search ({name}): PAV beam vs ORM running best: gain {c['accuracy_gain']:+.3f} "
+            f"[{c['accuracy_gain_low']:+.3f}, {c['accuracy_gain_high']:+.3f}], compute ratio {c['compute_ratio']:.2f}"
+        )
+
+    progress(f"prover sweep K in {cfg.k_sweep} at N={cfg.k_sweep_budget} (learned PAV)")
+    pav = PAVVerifier.from_pretrained(arith["verifiers"]["pav"])
+    sweep = []
+    for k in cfg.k_sweep:
+        k_cfg = replace(search_cfg, methods=["pav_beam"], budgets=[cfg.k_sweep_budget], prover_k=k)
+        rec = evaluate_search(policy, prompts, golds, task.grader, k_cfg, pav=pav, show_progress=False)["methods"][
+            "pav_beam"
+        ][0]
+        sweep.append({"k": k, "accuracy": rec["accuracy"]})
+    learned = out_sets["learned"]
+    monotone = all(s["monotone"] for m, s in learned["intervals"].items() if m in ("pav_beam", "q_beam", "orm_bon"))
+    return {
+        "curves": learned["curves"],
+        "learned": learned,
+        "oracle": out_sets["exact"],
+        "accuracy_gain": learned["vs"]["orm_bon"]["accuracy_gain"],
+        "compute_ratio": learned["vs"]["orm_bon"]["compute_ratio"],
+        "ratio_is_lower_bound": learned["vs"]["orm_bon"]["ratio_is_lower_bound"],
+        "monotone": monotone,
+        "prover_sweep": sweep,
+        **best_prover(sweep),
+    }
+
+
+def bootstrap_comparison(method: list[dict], baseline: list[dict], n_boot: int, seed: int) -> dict:
+    """`compare_curves` of two curves with percentile intervals from resampling problems (paired across methods and
+    budgets, compute held at its observed totals)."""
+    from ..search import compare_curves
+
+    point = compare_curves(method, baseline)
+    m = np.array([r["per_problem_correct"] for r in method], dtype=float)  # (budgets, problems)
+    b = np.array([r["per_problem_correct"] for r in baseline], dtype=float)
+    rng = np.random.default_rng(seed)
+    gains, ratios = [], []
+    for _ in range(n_boot):
+        idx = rng.integers(0, m.shape[1], size=m.shape[1])
+        rm = [{**r, "accuracy": float(m[i, idx].mean())} for i, r in enumerate(method)]
+        rb = [{**r, "accuracy": float(b[i, idx].mean())} for i, r in enumerate(baseline)]
+        res = compare_curves(rm, rb)
+        gains.append(res["accuracy_gain"])
+        ratios.append(res["compute_ratio"])
+    lo, hi = np.quantile(gains, [0.025, 0.975])
+    rlo, rhi = np.quantile(ratios, [0.025, 0.975])
+    return {
+        **point,
+        "accuracy_gain_low": float(lo),
+        "accuracy_gain_high": float(hi),
+        "compute_ratio_low": float(rlo),
+        "compute_ratio_high": float(rhi),
+    }
+
+
+def best_prover(sweep: list[dict]) -> dict:
+    """The K with the highest accuracy (ties go to the smallest K, not to the paper's answer) and every tied K."""
+    top = max(r["accuracy"] for r in sweep)
+    tied = sorted(r["k"] for r in sweep if r["accuracy"] == top)
+    return {"best_prover_k": tied[0], "best_prover_k_ties": tied}
