@@ -2,8 +2,8 @@
 
 A trace is a sequence of at most `length` symbols over a vocabulary of `vocab_size`; each symbol is one step. The
 reward is 1 iff an unknown planted string appears contiguously. The procedural prover μ_γ puts weight γ on the next
-planted symbol (given the longest suffix of the sequence that is a prefix of the planted string) and weight 1 on every other
-symbol, so its success probabilities follow exactly from a DP over (position, match state).
+planted symbol (given the longest suffix of the sequence that is a prefix of the planted string) and weight 1 on every
+other symbol, so its success probabilities follow exactly from a DP over (position, match state).
 
 Symbols are written as letters (`a` is 0, `b` is 1, ...) separated by spaces, so traces are plain text like any other.
 """
