@@ -248,6 +248,7 @@ def verifier_quality(verifiers: dict[str, Path], task, policy, cfg) -> dict:
     """
     import json
 
+    from ..evaluation import sample_traces
     from ..metrics import auc, expected_calibration_error, within_problem_auc
     from ..modeling import PAVVerifier
     from ..search import sample_candidates, selection_pools
@@ -259,12 +260,15 @@ def verifier_quality(verifiers: dict[str, Path], task, policy, cfg) -> dict:
     rows = [(i, g.steps) for i, (pool, answered) in enumerate(pools) if answered for g in pool]
     correct = np.array([task.grader.grade(task.step_format.join(s), probs[i].gold) for i, s in rows])
     pid = np.array([i for i, _ in rows])
+    step_probs = task.sample_problems(200, seed=20_000)
+    sampled = sample_traces(policy, [p.prompt for p in step_probs], 2, seed=cfg.seed + 5)
+    traces = [(p, steps) for p, ts in zip(step_probs, sampled) for steps in ts if steps]
     out = {}
     for kind, path in verifiers.items():
         verifier = PAVVerifier.from_pretrained(path)
         finals = np.array([v[-1] for v in verifier.score([prompts[i] for i, _ in rows], [s for _, s in rows])])
         picks = [max(np.flatnonzero(pid == i), key=lambda j: finals[j]) for i in np.unique(pid)]
-        steps_eval = _step_auc(verifier, task, policy, cfg)
+        steps_eval = _step_auc(verifier, task, traces, cfg)
         out[kind] = {
             "outcome_auc": auc(finals, correct),
             "within_problem_auc": within_problem_auc(finals, correct, pid),
@@ -282,21 +286,18 @@ def verifier_quality(verifiers: dict[str, Path], task, policy, cfg) -> dict:
     return out
 
 
-def _step_auc(verifier, task, policy, cfg) -> dict:
-    from ..evaluation import sample_traces
+def _step_auc(verifier, task, traces: list, cfg) -> dict:
+    """Step values against the exact checker on `traces` (`(problem, steps)` pairs of the base policy)."""
     from ..metrics import auc, first_error_accuracy
 
-    probs = task.sample_problems(200, seed=20_000)
-    traces = sample_traces(policy, [p.prompt for p in probs], 2, seed=cfg.seed + 5)
-    rows = [(p, steps) for p, ts in zip(probs, traces) for steps in ts if steps]
-    values = verifier.score([p.prompt for p, _ in rows], [steps for _, steps in rows])
+    values = verifier.score([p.prompt for p, _ in traces], [steps for _, steps in traces])
     scores, truth, firsts = [], [], []
-    for (p, steps), v in zip(rows, values):
+    for (p, steps), v in zip(traces, values):
         scores += v[1:]
         truth += task.step_labels(p.expression, steps)
         firsts.append(task.first_error(p.expression, steps))
     return {
         "step_auc": auc(np.array(scores), np.array(truth)),
         "first_error_accuracy": first_error_accuracy([v[1:] for v in values], firsts),
-        "traces": len(rows),
+        "traces": len(traces),
     }
