@@ -310,6 +310,18 @@ a = verifier.advantages(["<prompt>"], [["<step 1>", "<step 2>"]])     # Best-of-
             out.append(effective_reward(t[1:], prover_advantages(t, k), alpha).tolist())
         return out
 
+    def as_reward_func(self, mode: str = "final", alpha: float = 0.5, k: float | None = None):
+        """This verifier as a TRL `reward_funcs` entry, usable by any TRL trainer (GRPO, RLOO, ...).
+
+        `mode="final"`: `Q̂` after a completion's last step; `"effective"`: the mean effective reward of its steps.
+        Completions are split with the verifier's step format. See `trl_pav.reward_funcs.scorer_reward_func`.
+        """
+        from .reward_funcs import scorer_reward_func
+
+        return scorer_reward_func(
+            self, mode=mode, alpha=alpha, prover_k=self._prover_k(k), step_format=self.step_format
+        )
+
     def _prover_k(self, k: float | None) -> float:
         if self.metadata.target == "q_mu":
             if k not in (None, 1):
