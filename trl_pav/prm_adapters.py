@@ -98,8 +98,7 @@ class PublicPRM:
             auto = transformers.AutoModelForTokenClassification
         model = auto.from_pretrained(str(model_name_or_path), **hub, **kwargs)
         model.eval()
-        tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_name_or_path), **hub)
-        return cls(model, tokenizer, **adapter)
+        return cls(model, _load_prm_tokenizer(model_name_or_path, hub), **adapter)
 
     # ---- scoring --------------------------------------------------------------------------------------------------
     def _encode(self, prompt: Prompt, steps: Sequence[str]) -> tuple[list[int], list[int]]:
@@ -162,6 +161,27 @@ class PublicPRM:
         from .reward_funcs import scorer_reward_func
 
         return scorer_reward_func(self, mode=mode, alpha=alpha, prover_k=prover_k, step_format=self.step_format)
+
+
+def _load_prm_tokenizer(model_name_or_path: str | os.PathLike, hub: dict[str, Any]):
+    """The serialized fast tokenizer (`tokenizer.json`) when there is one, so the architecture cannot rebuild it as its
+    default class (see `load_tokenizer`); else whatever `AutoTokenizer` builds."""
+    from transformers import AutoTokenizer
+    from transformers.utils import cached_file
+
+    from .tokenization import load_tokenizer
+
+    lookup = {k: v for k, v in hub.items() if k != "trust_remote_code"}
+    found = cached_file(
+        str(model_name_or_path),
+        "tokenizer.json",
+        _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False,
+        **lookup,
+    )
+    if found is not None:
+        return load_tokenizer(model_name_or_path, **lookup)
+    return AutoTokenizer.from_pretrained(str(model_name_or_path), **hub)
 
 
 def _token_id(tokenizer, text: str, what: str) -> int:

@@ -119,7 +119,7 @@ def tiny_public_prm(convention: str, seed: int = 0, **config_kwargs):
     - `"rlhflow"`: a causal LM with a chat template.
 
     Returns:
-        `(model, tokenizer)`.
+        `(model, tokenizer)`, the model in eval mode (dropout off).
 
     Example:
         >>> model, tok = tiny_public_prm("qwen-prm")
@@ -130,12 +130,12 @@ def tiny_public_prm(convention: str, seed: int = 0, **config_kwargs):
         tok = char_tokenizer()
         tok.add_special_tokens({"additional_special_tokens": ["<extra_0>"]})
         tok.chat_template = TINY_CHAT_TEMPLATE
-        return tiny_token_classifier(tok, "qwen2", seed=seed, num_labels=2, **config_kwargs), tok
+        return tiny_token_classifier(tok, "qwen2", seed=seed, num_labels=2, **config_kwargs).eval(), tok
     if convention == "math-shepherd":
         tok = build_char_tokenizer(string.printable + "ки")
-        return tiny_causal_lm(tok, "llama", seed=seed, **config_kwargs), tok
+        return tiny_causal_lm(tok, "llama", seed=seed, **config_kwargs).eval(), tok
     if convention == "rlhflow":
         tok = char_tokenizer()
         tok.chat_template = TINY_CHAT_TEMPLATE
-        return tiny_causal_lm(tok, "llama", seed=seed, **config_kwargs), tok
+        return tiny_causal_lm(tok, "llama", seed=seed, **config_kwargs).eval(), tok
     raise ValueError(f"unknown PRM convention {convention!r}; choose 'qwen-prm', 'math-shepherd' or 'rlhflow'")
