@@ -108,7 +108,18 @@ COMMANDS = {
     "rl": _stage("rl"),
     "search": _stage("search_eval"),
     "demo": _demo,
+    "eval-steps": lambda argv: _eval_steps(argv),
 }
+
+
+def _eval_steps(argv: list[str]) -> dict:
+    from .step_eval import StepEvalArguments, run_eval_steps
+
+    try:
+        (args,) = _parse(StepEvalArguments, argv)
+        return run_eval_steps(args)
+    except ValueError as err:
+        raise SystemExit(f"trl-pav eval-steps: {err}") from err
 
 
 def _parse(dataclass_types, argv: list[str]):

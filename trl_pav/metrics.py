@@ -8,10 +8,13 @@ import numpy as np
 
 __all__ = [
     "auc",
+    "best_first_error_threshold",
     "brier",
     "expected_calibration_error",
     "first_error_accuracy",
     "predicted_first_error",
+    "predicted_first_errors",
+    "step_error_metrics",
     "verifier_metrics",
 ]
 
@@ -81,3 +84,96 @@ def first_error_accuracy(
     if not pairs:
         return float("nan")
     return sum(predicted_first_error(v, threshold) == t for v, t in pairs) / len(pairs)
+
+
+def _padded(step_values: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray]:
+    """`(N, H)` values padded with NaN and `(N,)` lengths."""
+    lengths = np.array([len(v) for v in step_values], dtype=np.int64)
+    out = np.full((len(step_values), max(1, int(lengths.max(initial=0)))), np.nan)
+    for i, v in enumerate(step_values):
+        out[i, : len(v)] = v
+    return out, lengths
+
+
+def predicted_first_errors(step_values: Sequence[Sequence[float]], threshold: float) -> np.ndarray:
+    """First step of each trace whose value is below `threshold`, -1 if none (ProcessBench's prediction rule).
+
+    Args:
+        step_values: `N` lists of per-step values (no root), lengths may differ.
+        threshold: a step with value `< threshold` is predicted wrong.
+
+    Returns:
+        `(N,)` int array.
+
+    Example:
+        >>> predicted_first_errors([[0.9, 0.4, 0.8], [0.7], [0.2, 0.1]], 0.5).tolist()
+        [1, -1, 0]
+    """
+    values, _ = _padded(step_values)
+    below = values < threshold  # NaN padding compares False
+    return np.where(below.any(axis=1), below.argmax(axis=1), -1)
+
+
+def step_error_metrics(predicted: Sequence[int], labels: Sequence[int]) -> dict[str, float]:
+    """ProcessBench's scores: accuracy on erroneous traces (predicted first error == labeled one), accuracy on correct
+    traces (predicted -1), and their harmonic mean `f1`; NaN where a kind of trace is absent.
+
+    Example:
+        >>> step_error_metrics([1, -1, 0, -1], [1, 2, -1, -1])
+        {'error_acc': 0.5, 'correct_acc': 0.5, 'f1': 0.5, 'n_error': 2, 'n_correct': 2}
+    """
+    predicted, labels = np.asarray(predicted, dtype=np.int64), np.asarray(labels, dtype=np.int64)
+    erroneous = labels >= 0
+    n_error, n_correct = int(erroneous.sum()), int((~erroneous).sum())
+    hits = predicted == labels
+    error_acc = float(hits[erroneous].mean()) if n_error else float("nan")
+    correct_acc = float(hits[~erroneous].mean()) if n_correct else float("nan")
+    denominator = error_acc + correct_acc
+    f1 = 2 * error_acc * correct_acc / denominator if denominator > 0 else 0.0 if denominator == 0 else float("nan")
+    return {"error_acc": error_acc, "correct_acc": correct_acc, "f1": f1, "n_error": n_error, "n_correct": n_correct}
+
+
+def best_first_error_threshold(
+    step_values: Sequence[Sequence[float]], labels: Sequence[int]
+) -> tuple[float, dict[str, float]]:
+    """The threshold that maximises `step_error_metrics(...)["f1"]` over every threshold, exactly.
+
+    With `m_h` the running minimum of a trace's values, the rule "first step below τ" predicts step `L` exactly when
+    `m_L < τ <= m_{L-1}` (`m_{-1} = +inf`) and "no error" exactly when `τ <= m_{H-1}`. Every trace is therefore right
+    on one interval of τ, and counting intervals that contain each candidate (every value and the next float above
+    it) scores all thresholds in `O((N·H) log(N·H))`. Ties go to the smallest threshold.
+
+    Returns:
+        `(threshold, metrics at that threshold)`.
+
+    Example:
+        >>> t, m = best_first_error_threshold([[0.9, 0.3], [0.8, 0.6], [0.7]], [1, -1, -1])
+        >>> float(t), m["f1"]
+        (0.30000000000000004, 1.0)
+    """
+    values, lengths = _padded(step_values)
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(labels) != len(values) or np.any(labels >= lengths) or np.any(lengths == 0):
+        raise ValueError("best_first_error_threshold: need one label in [-1, H) per non-empty trace")
+    running = np.fmin.accumulate(np.where(np.isnan(values), np.inf, values), axis=1)
+    rows = np.arange(len(labels))
+    erroneous = labels >= 0
+    # Erroneous traces are right on (low, high]; correct traces on (-inf, high].
+    low = np.where(erroneous, running[rows, np.maximum(labels, 0)], -np.inf)
+    high = np.where(erroneous & (labels > 0), running[rows, np.maximum(labels - 1, 0)], np.inf)
+    high = np.where(erroneous, high, running[rows, lengths - 1])
+    finite = values[~np.isnan(values)]
+    candidates = np.unique(np.concatenate([finite, np.nextafter(finite, np.inf)]))
+
+    def right(kind: np.ndarray) -> np.ndarray:  # per candidate: traces of `kind` whose interval holds it
+        lo, hi = np.sort(low[kind]), np.sort(high[kind])
+        return np.searchsorted(lo, candidates, side="left") - np.searchsorted(hi, candidates, side="left")
+
+    n_error, n_correct = int(erroneous.sum()), int((~erroneous).sum())
+    error_acc = right(erroneous) / n_error if n_error else np.full(len(candidates), np.nan)
+    correct_acc = right(~erroneous) / n_correct if n_correct else np.full(len(candidates), np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(error_acc + correct_acc > 0, 2 * error_acc * correct_acc / (error_acc + correct_acc), 0.0)
+    best = int(np.nanargmax(f1)) if not np.all(np.isnan(f1)) else 0
+    threshold = float(candidates[best])
+    return threshold, step_error_metrics(predicted_first_errors(step_values, threshold), labels)
