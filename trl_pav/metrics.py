@@ -136,7 +136,8 @@ def step_error_metrics(predicted: Sequence[int], labels: Sequence[int]) -> dict[
 def best_first_error_threshold(
     step_values: Sequence[Sequence[float]], labels: Sequence[int]
 ) -> tuple[float, dict[str, float]]:
-    """The threshold that maximises `step_error_metrics(...)["f1"]` over every threshold, exactly.
+    """The threshold that maximises `step_error_metrics(...)["f1"]` over every threshold, exactly (with only one kind
+    of trace, where F1 is undefined: that kind's accuracy).
 
     With `m_h` the running minimum of a trace's values, the rule "first step below τ" predicts step `L` exactly when
     `m_L < τ <= m_{L-1}` (`m_{-1} = +inf`) and "no error" exactly when `τ <= m_{H-1}`. Every trace is therefore right
@@ -172,8 +173,12 @@ def best_first_error_threshold(
     n_error, n_correct = int(erroneous.sum()), int((~erroneous).sum())
     error_acc = right(erroneous) / n_error if n_error else np.full(len(candidates), np.nan)
     correct_acc = right(~erroneous) / n_correct if n_correct else np.full(len(candidates), np.nan)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        f1 = np.where(error_acc + correct_acc > 0, 2 * error_acc * correct_acc / (error_acc + correct_acc), 0.0)
-    best = int(np.nanargmax(f1)) if not np.all(np.isnan(f1)) else 0
+    if not n_error or not n_correct:  # F1 is undefined with one kind of trace: maximise the other's accuracy
+        objective = correct_acc if not n_error else error_acc
+    else:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            total = error_acc + correct_acc
+            objective = np.where(total > 0, 2 * error_acc * correct_acc / np.where(total > 0, total, 1), 0.0)
+    best = int(np.argmax(objective))
     threshold = float(candidates[best])
     return threshold, step_error_metrics(predicted_first_errors(step_values, threshold), labels)
