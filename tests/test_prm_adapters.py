@@ -201,3 +201,6 @@ def test_adapter_drives_a_grpo_step(policy_dir, tmp_path, convention):
     assert prm.verifier_tokens >= before
     logged = set().union(*(e.keys() for e in trainer.state.log_history))
     assert "pav/process_term_per_completion" in logged
+    trainer.create_model_card()  # TRL's card, with the PAV paper and tags
+    card = (tmp_path / "rl" / "README.md").read_text()
+    assert "2410.08146" in card and "setlur2024rewarding" in card and "- pav" in card
