@@ -155,7 +155,7 @@ def pav_model_card(
 
 # {name}: a {what}
 
-Trained with [trl_pav](https://pypi.org/project/trl-pav/) (Setlur et al. 2024, arXiv 2410.08146). An
+Trained with trl_pav, process advantage verifiers on TRL (Setlur et al. 2024, arXiv 2410.08146). An
 `AutoModelForTokenClassification` with one label; the sigmoid of its logit at the end of the prompt and of every
 step estimates {predicts}.
 
