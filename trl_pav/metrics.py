@@ -133,15 +133,15 @@ def best_first_error_threshold(
     With `m_h` the running minimum of a trace's values, the rule "first step below τ" predicts step `L` exactly when
     `m_L < τ <= m_{L-1}` (`m_{-1} = +inf`) and "no error" exactly when `τ <= m_{H-1}`. Every trace is therefore right
     on one interval of τ, and counting intervals that contain each candidate (every value and the next float above
-    it) scores all thresholds in `O((N·H) log(N·H))`. Ties go to the smallest threshold.
+    it) scores all thresholds in `O((N·H) log(N·H))`. Of the best thresholds, the middle of the lowest run is returned.
 
     Returns:
         `(threshold, metrics at that threshold)`.
 
     Example:
         >>> t, m = best_first_error_threshold([[0.9, 0.3], [0.8, 0.6], [0.7]], [1, -1, -1])
-        >>> float(t), m["f1"]
-        (0.30000000000000004, 1.0)
+        >>> round(t, 6), m["f1"]
+        (0.45, 1.0)
     """
     values, lengths = _padded(step_values)
     labels = np.asarray(labels, dtype=np.int64)
@@ -170,6 +170,11 @@ def best_first_error_threshold(
         with np.errstate(invalid="ignore", divide="ignore"):
             total = error_acc + correct_acc
             objective = np.where(total > 0, 2 * error_acc * correct_acc / np.where(total > 0, total, 1), 0.0)
+    # The objective is constant between consecutive candidates: take the middle of the first best run of them, the
+    # threshold farthest from flipping a prediction within that run.
     best = int(np.argmax(objective))
-    threshold = float(candidates[best])
+    end = best
+    while end + 1 < len(candidates) and objective[end + 1] == objective[best]:
+        end += 1
+    threshold = float((candidates[best] + candidates[end]) / 2)
     return threshold, step_error_metrics(predicted_first_errors(step_values, threshold), labels)
