@@ -51,6 +51,9 @@ class PAVRLFields:
         verifier_lockstep (`bool` or `None`, *optional*, defaults to `None`):
             Run the same number of verifier forward passes on every process (dummy passes pad the short ones), as a
             verifier sharded by DeepSpeed ZeRO-3 requires. `None`: on exactly when ZeRO-3 is enabled.
+        verifier_model_init_kwargs (`dict` or `None`, *optional*, defaults to `None`):
+            Keyword arguments for loading `verifier_model_name_or_path` (`dtype`, `quantization_config` for a 4/8-bit
+            verifier, `revision`, ...), as `model_init_kwargs` is for the policy.
     """
 
     verifier_model_name_or_path: str | None = field(default=None, metadata={"help": "Verifier folder or Hub id."})
@@ -64,6 +67,9 @@ class PAVRLFields:
     terminal_value: str = field(default="outcome", metadata={"help": "'outcome' or 'verifier' for ended traces."})
     verifier_lockstep: bool | None = field(
         default=None, metadata={"help": "Equal verifier passes on every process (None: on under ZeRO-3)."}
+    )
+    verifier_model_init_kwargs: dict | None = field(
+        default=None, metadata={"help": "Kwargs for loading the verifier (dtype, quantization_config, revision)."}
     )
 
     def _check_pav_fields(self) -> None:
@@ -181,7 +187,13 @@ class PAVRLMixin:
         if verifier is None:
             raise ValueError("a PAV trainer needs a verifier: pass verifier= or set verifier_model_name_or_path")
         if isinstance(verifier, str):
-            verifier = PAVVerifier.from_pretrained(verifier)
+            init_kwargs = dict(args.verifier_model_init_kwargs or {})
+            quantization = init_kwargs.get("quantization_config")
+            if isinstance(quantization, dict):  # from a YAML config or the command line
+                from transformers import BitsAndBytesConfig
+
+                init_kwargs["quantization_config"] = BitsAndBytesConfig(**quantization)
+            verifier = PAVVerifier.from_pretrained(verifier, **init_kwargs)
         if not isinstance(verifier, StepScorer):
             raise TypeError(f"verifier must implement score(prompts, steps), got {type(verifier).__name__}")
         if isinstance(verifier, PAVVerifier):
