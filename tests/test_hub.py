@@ -3,8 +3,10 @@
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pytest
+import transformers.trainer
 from datasets import Dataset
 from huggingface_hub import ModelCard
 
@@ -90,7 +92,7 @@ def reward_args(tmp_path, **kw):
     return PAVRewardConfig(**{**base, **kw})
 
 
-def test_trainer_card_survives_push_path(char_tok, tmp_path):
+def test_trainer_card_survives_push_path(char_tok, tmp_path, monkeypatch):
     """`push_to_hub` runs `save_model` then `create_model_card`: both must leave the PAV card with the metrics."""
     data = Dataset.from_list(ROWS)
     trainer = PAVRewardTrainer(
@@ -101,7 +103,18 @@ def test_trainer_card_survives_push_path(char_tok, tmp_path):
     trainer.save_model()
     saved = (tmp_path / "out" / "README.md").read_text()
     trainer.hub_model_id = "me/tiny-pav"  # what init_hf_repo sets before a push
-    trainer.create_model_card(model_name="tiny-pav", dataset_name="me/labels", tags="extra")
+    # Trainer.push_to_hub itself (save_model, create_model_card, upload), with the upload caught here.
+    uploaded = {}
+
+    class FakeApi:
+        def upload_folder(self, folder_path, **kwargs):
+            uploaded["readme"] = (Path(folder_path) / "README.md").read_text()
+            uploaded["repo_id"] = kwargs["repo_id"]
+
+    monkeypatch.setattr(transformers.trainer, "hf_api", lambda: FakeApi())
+    trainer.push_to_hub(dataset_name="me/labels", tags="extra")
+    assert uploaded["repo_id"] == "me/tiny-pav"
+    assert uploaded["readme"] == (tmp_path / "out" / "README.md").read_text()
     card = ModelCard.load(tmp_path / "out" / "README.md")
     assert "## Use with plain transformers" in saved and "## Use with plain transformers" in card.content
     assert {"trl-pav", "process-reward-model", "extra"} <= set(card.data.tags)
