@@ -187,3 +187,23 @@ def test_eval_steps_command(tmp_path, capsys, char_tok):
     assert set(report["subsets"]) == {"a", "b"}
     with pytest.raises(SystemExit, match="--scorer is required"):
         main(["eval-steps", "--data", "arithmetic"])
+
+
+def test_multiline_steps_and_public_prm_from_the_command_line(tmp_path, capsys, char_tok):
+    from trl_pav.step_eval import score_step_errors
+    from trl_pav.testing import tiny_public_prm
+
+    # A newline-separated verifier reads a multi-line step as one line.
+    verifier = PAVVerifier(tiny_token_classifier(char_tok, seed=1), char_tok, PAVMetadata())
+    rows = validate_step_errors([{"problem": "Q:1+2*2?\n", "steps": ["2*2=4\nso 4", " 1+4=5 "], "label": -1}])
+    expected = verifier.score(["Q:1+2*2?\n"], [["2*2=4 so 4", "1+4=5"]])[0][1:]
+    assert score_step_errors(verifier, rows) == [pytest.approx(expected)]
+    # A public PRM folder through eval-steps.
+    model, tok = tiny_public_prm("math-shepherd")
+    model.save_pretrained(tmp_path / "prm")
+    tok.save_pretrained(tmp_path / "prm")
+    main(["eval-steps", "--scorer", str(tmp_path / "prm"), "--scorer_type", "math-shepherd", "--data", "arithmetic",
+          "--limit", "6", "--threshold", "0.5"])  # fmt: skip
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["rows"] == 6 and report["scorer_type"] == "math-shepherd"
+    assert report["overall"]["n_error"] + report["overall"]["n_correct"] == 6
