@@ -63,8 +63,13 @@ REFERENCES = {"qwen-prm": reference_qwen, "math-shepherd": reference_shepherd, "
 def test_adapter_equals_model_card_recipe(convention):
     model, tok = tiny_public_prm(convention, seed=3)
     prm = ADAPTERS[convention](model, tok, batch_size=2, root_value=0.7)
+    widths = []
+    if convention != "qwen-prm":  # causal LMs: vocabulary logits only at the read positions
+        model.lm_head.register_forward_hook(lambda module, inputs, output: widths.append(output.shape[1]))
     # Batched, padded, in an order unlike the input's: still each trace's own recipe.
     got = prm.score([*PROMPTS, "empty"], [*STEPS, []])
+    if convention != "qwen-prm":
+        assert widths and max(widths) <= sum(len(s) for s in STEPS)
     for values, prompt, steps in zip(got, PROMPTS, STEPS):
         assert values[0] == 0.7
         assert values[1:] == pytest.approx(REFERENCES[convention](model, tok, prompt, steps), abs=1e-5)

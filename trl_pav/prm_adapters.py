@@ -43,7 +43,7 @@ class PublicPRM:
     """Base of the public-PRM adapters: batching, padding, length checks and the root value.
 
     Subclasses implement `_encode(prompt, steps) -> (input_ids, read_positions)` and
-    `_step_probs(logits, positions) -> (H,)` (logits of one trace, `(T, V)`).
+    `_step_probs(read_logits) -> (H,)` (the `(H, V)` logits of one trace at its read positions).
 
     Args:
         model: the PRM (a causal LM, or a model whose output's first element or `.logits` is `(B, T, C)`).
@@ -104,7 +104,8 @@ class PublicPRM:
     def _encode(self, prompt: Prompt, steps: Sequence[str]) -> tuple[list[int], list[int]]:
         raise NotImplementedError
 
-    def _step_probs(self, logits: torch.Tensor, positions: list[int]) -> torch.Tensor:
+    def _step_probs(self, read_logits: torch.Tensor) -> torch.Tensor:
+        """`(H,)` probabilities that each step is good, from the `(H, V)` logits at its read position."""
         raise NotImplementedError
 
     def _checked(self, prompt: Prompt, steps: Sequence[str], where: str) -> tuple[list[int], list[int]]:
@@ -137,24 +138,34 @@ class PublicPRM:
         try:
             for start in range(0, len(todo), self.batch_size):
                 chunk = todo[start : start + self.batch_size]
-                logits = self._forward([encoded[i][0] for i in chunk])
-                for b, i in enumerate(chunk):
-                    out[i] += self._step_probs(logits[b], encoded[i][1]).tolist()
+                reads = self._read_logits([encoded[i][0] for i in chunk], [encoded[i][1] for i in chunk])
+                for i, read in zip(chunk, reads):
+                    out[i] += self._step_probs(read).tolist()
         finally:
             self.model.train(was_training)
         return out
 
-    def _forward(self, ids_list: list[list[int]]) -> torch.Tensor:
-        """`(B, T, V)` float logits of right-padded traces (causal models: padding never changes real positions)."""
+    def _read_logits(self, ids_list: list[list[int]], positions_list: list[list[int]]) -> list[torch.Tensor]:
+        """`(H_b, V)` float logits at each trace's read positions, from one right-padded forward pass (causal
+        models: padding never changes real positions). Causal LMs compute vocabulary logits only at the batch's read
+        positions (`logits_to_keep`): the full `(B, T, V)` logits of a 128k vocabulary would not fit in memory."""
+        import inspect
+
         device = next(self.model.parameters()).device
         width = max(len(x) for x in ids_list)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids_list], device=device)
         mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids_list], device=device)
         self.verifier_tokens += int(mask.sum())
-        output = self.model(input_ids=ids, attention_mask=mask)
+        kwargs: dict[str, Any] = {}
+        where = {p: p for ps in positions_list for p in ps}
+        if "logits_to_keep" in inspect.signature(self.model.forward).parameters:
+            keep = sorted(where)
+            where = {p: k for k, p in enumerate(keep)}
+            kwargs["logits_to_keep"] = torch.tensor(keep, device=device)
+        output = self.model(input_ids=ids, attention_mask=mask, **kwargs)
         logits = output.logits if hasattr(output, "logits") else output[0]
-        return logits.float()
+        return [logits[b, [where[p] for p in ps]].float() for b, ps in enumerate(positions_list)]
 
     def as_reward_func(self, mode: str = "final", alpha: float = 0.5, prover_k: float = 1.0):
         """This scorer as a TRL `reward_funcs` entry (see `trl_pav.reward_funcs.scorer_reward_func`)."""
@@ -241,8 +252,8 @@ class QwenMathPRM(PublicPRM):
         ids = self.tokenizer.encode(text)
         return ids, [t for t, i in enumerate(ids) if i == self.step_token_id]
 
-    def _step_probs(self, logits: torch.Tensor, positions: list[int]) -> torch.Tensor:
-        return torch.softmax(logits[positions, :2], dim=-1)[:, 1]
+    def _step_probs(self, read_logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(read_logits[:, :2], dim=-1)[:, 1]
 
 
 class MathShepherdPRM(PublicPRM):
@@ -305,8 +316,8 @@ class MathShepherdPRM(PublicPRM):
         ids = self.tokenizer.encode(self.render(prompt, steps))
         return ids, [t for t, i in enumerate(ids) if i == self.step_tag_id]
 
-    def _step_probs(self, logits: torch.Tensor, positions: list[int]) -> torch.Tensor:
-        return torch.softmax(logits[positions][:, self.candidate_ids], dim=-1)[:, 0]
+    def _step_probs(self, read_logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(read_logits[:, self.candidate_ids], dim=-1)[:, 0]
 
 
 class RLHFlowPRM(PublicPRM):
@@ -383,8 +394,8 @@ class RLHFlowPRM(PublicPRM):
             positions.append(real[k][1] - 1)  # the position that predicts the answer token
         return enc["input_ids"], positions
 
-    def _step_probs(self, logits: torch.Tensor, positions: list[int]) -> torch.Tensor:
-        return torch.softmax(logits[positions][:, self.candidate_ids], dim=-1)[:, 0]
+    def _step_probs(self, read_logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(read_logits[:, self.candidate_ids], dim=-1)[:, 0]
 
 
 PRM_ADAPTERS: dict[str, type[PublicPRM]] = {
