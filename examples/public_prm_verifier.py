@@ -12,6 +12,10 @@ With the real models (GPU recommended):
     prm = QwenMathPRM.from_pretrained("Qwen/Qwen2.5-Math-PRM-7B", trust_remote_code=True, torch_dtype="bfloat16")
     prm = MathShepherdPRM.from_pretrained("peiyi9979/math-shepherd-mistral-7b-prm")
     prm = RLHFlowPRM.from_pretrained("RLHFlow/Llama3.1-8B-PRM-Deepseek-Data")
+
+    trl-pav rl --model_name_or_path Qwen/Qwen2.5-Math-1.5B-Instruct --dataset_name my_problems.jsonl \\
+        --verifier_model_name_or_path RLHFlow/Llama3.1-8B-PRM-Deepseek-Data --verifier_type rlhflow \\
+        --step_separator $'\\n\\n' --pav_alpha 3.0 --output_dir outputs/prm-rl
 """
 
 import torch

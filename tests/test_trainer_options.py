@@ -3,6 +3,7 @@
 import sys
 import types
 
+import pytest
 import torch
 from datasets import Dataset
 
@@ -52,3 +53,40 @@ def test_end_trackers_closes_open_runs(monkeypatch):
     trainer = types.SimpleNamespace(accelerator=types.SimpleNamespace(end_training=lambda: calls.append("accelerate")))
     end_trackers(trainer)
     assert calls == ["accelerate", "wandb"]  # a tracker without an open run is left alone
+
+
+def test_rl_trainer_loads_a_public_prm_by_path(tmp_path):
+    from trl_pav.prm_adapters import RLHFlowPRM
+    from trl_pav.testing import tiny_public_prm
+
+    task = ArithmeticTask()
+    tok = task.tokenizer()
+    tiny_causal_lm(tok).save_pretrained(tmp_path / "policy")
+    tok.save_pretrained(tmp_path / "policy")
+    prm, prm_tok = tiny_public_prm("rlhflow")
+    prm.save_pretrained(tmp_path / "prm")
+    prm_tok.save_pretrained(tmp_path / "prm")
+    args = PAVGRPOConfig(
+        output_dir=str(tmp_path / "rl"),
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=8,
+        max_steps=1,
+        report_to="none",
+        use_cpu=True,
+        verifier_model_name_or_path=str(tmp_path / "prm"),
+        verifier_type="rlhflow",
+        verifier_batch_size=3,
+        step_separator="\n",
+    )
+    probs = task.sample_problems(4, seed=0)
+    trainer = PAVGRPOTrainer(
+        str(tmp_path / "policy"),
+        [grader_reward(task.grader)],
+        args=args,
+        train_dataset=Dataset.from_dict({"prompt": [p.prompt for p in probs], "gold": [p.gold for p in probs]}),
+    )
+    assert isinstance(trainer.verifier, RLHFlowPRM) and trainer.verifier.batch_size == 3
+    assert not any(p.requires_grad for p in trainer.verifier.model.parameters())
+    with pytest.raises(ValueError, match="verifier_type"):
+        PAVGRPOConfig(output_dir=str(tmp_path / "x"), verifier_type="nope")

@@ -33,7 +33,7 @@ import torch
 
 from .steps import StepFormat
 
-__all__ = ["MathShepherdPRM", "PublicPRM", "QwenMathPRM", "RLHFlowPRM", "load_public_prm"]
+__all__ = ["MathShepherdPRM", "PublicPRM", "QwenMathPRM", "RLHFlowPRM", "load_public_prm", "load_step_scorer"]
 
 Prompt = str | list[dict[str, str]]
 HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "trust_remote_code")
@@ -414,3 +414,19 @@ def load_public_prm(convention: str, model_name_or_path: str | os.PathLike, **kw
     if convention not in PRM_ADAPTERS:
         raise ValueError(f"unknown PRM convention {convention!r}; choose one of {sorted(PRM_ADAPTERS)}")
     return PRM_ADAPTERS[convention].from_pretrained(model_name_or_path, **kwargs)
+
+
+def load_step_scorer(model_name_or_path: str | os.PathLike, scorer_type: str = "pav", **kwargs: Any):
+    """A step scorer from a folder or Hub id: a trl_pav verifier (`"pav"`) or a public PRM (`"qwen-prm"`,
+    `"math-shepherd"`, `"rlhflow"`); keyword arguments go to its `from_pretrained`.
+
+    Raises:
+        ValueError: for an unknown `scorer_type`.
+    """
+    if scorer_type == "pav":
+        from .modeling import PAVVerifier
+
+        return PAVVerifier.from_pretrained(model_name_or_path, **kwargs)
+    if scorer_type not in PRM_ADAPTERS:
+        raise ValueError(f"unknown scorer type {scorer_type!r}; choose 'pav' or one of {sorted(PRM_ADAPTERS)}")
+    return load_public_prm(scorer_type, model_name_or_path, **kwargs)

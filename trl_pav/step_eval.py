@@ -362,16 +362,12 @@ def load_scorer(args: StepEvalArguments) -> StepScorer:
         from .tasks import ArithmeticTask, NoisyArithmeticPolicy
 
         return NoisyArithmeticPolicy(ArithmeticTask(), error_rate=0.3)
-    if args.scorer_type == "pav":
-        from .modeling import PAVVerifier
+    from .prm_adapters import load_step_scorer
 
-        verifier = PAVVerifier.from_pretrained(args.scorer)
-        verifier.batch_size = args.batch_size
-        return verifier
-    from .prm_adapters import load_public_prm
-
-    extra = {"trust_remote_code": True} if args.trust_remote_code else {}
-    return load_public_prm(args.scorer_type, args.scorer, batch_size=args.batch_size, **extra)
+    extra = {"trust_remote_code": True} if args.trust_remote_code and args.scorer_type != "pav" else {}
+    scorer = load_step_scorer(args.scorer, args.scorer_type, **extra)
+    scorer.batch_size = args.batch_size
+    return scorer
 
 
 def run_eval_steps(args: StepEvalArguments) -> dict[str, Any]:
