@@ -9,7 +9,7 @@ Here tiny random models built with each PRM's conventions stand in for the real 
 With the real models (GPU recommended):
 
     from trl_pav.prm_adapters import QwenMathPRM, MathShepherdPRM, RLHFlowPRM
-    prm = QwenMathPRM.from_pretrained("Qwen/Qwen2.5-Math-PRM-7B", trust_remote_code=True, torch_dtype="bfloat16")
+    prm = QwenMathPRM.from_pretrained("Qwen/Qwen2.5-Math-PRM-7B", trust_remote_code=True, dtype="bfloat16")
     prm = MathShepherdPRM.from_pretrained("peiyi9979/math-shepherd-mistral-7b-prm")
     prm = RLHFlowPRM.from_pretrained("RLHFlow/Llama3.1-8B-PRM-Deepseek-Data")
 

@@ -83,7 +83,7 @@ class PublicPRM:
 
         Hub keyword arguments (`revision`, `cache_dir`, `token`, `local_files_only`, `trust_remote_code`) go to
         model and tokenizer; `step_format`, `root_value`, `batch_size`, `max_length` and the adapter's own options go
-        to the adapter; the rest (`torch_dtype`, `device_map`, `quantization_config`, ...) to the model.
+        to the adapter; the rest (`dtype`, `device_map`, `quantization_config`, ...) to the model.
         """
         import inspect
 
@@ -206,7 +206,7 @@ class QwenMathPRM(PublicPRM):
     """Qwen2.5-Math-PRM convention: steps joined and terminated by `<extra_0>`, a two-class head read there.
 
     Load the real models with `QwenMathPRM.from_pretrained("Qwen/Qwen2.5-Math-PRM-7B", trust_remote_code=True,
-    torch_dtype=torch.bfloat16)`.
+    dtype=torch.bfloat16)`.
 
     Args:
         system_prompt: system turn used when a prompt is a plain string (Qwen's default for math).
