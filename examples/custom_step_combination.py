@@ -34,6 +34,7 @@ def main() -> None:
     args = PAVGRPOConfig(
         output_dir=tempfile.mkdtemp(),
         max_steps=2,
+        logging_steps=1,
         per_device_train_batch_size=8,
         num_generations=4,
         max_completion_length=32,

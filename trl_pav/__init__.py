@@ -14,9 +14,19 @@ from .datasets_io import load_problems
 from .distributed import Lockstep
 from .generation import Generation, GenerationRequest, HFPolicy, Policy
 from .grading import ExactMatchGrader, Grader, MathVerifyGrader, extract_answer, extract_boxed, grade_batch
+from .hub import labels_dataset_card, pav_model_card
 from .labeling import MCLabelConfig, MCLabeler, load_labels
-from .metrics import first_error_accuracy, verifier_metrics
+from .metrics import best_first_error_threshold, first_error_accuracy, step_error_metrics, verifier_metrics
 from .modeling import PAVMetadata, PAVVerifier, StepScorer
+from .prm_adapters import MathShepherdPRM, PublicPRM, QwenMathPRM, RLHFlowPRM, load_public_prm
+from .reward_funcs import scorer_reward_func
+from .step_eval import (
+    arithmetic_step_errors,
+    evaluate_step_errors,
+    from_stepwise_labels,
+    load_champ,
+    validate_step_errors,
+)
 from .steps import StepFormat, TokenizedTrace, token_positions, tokenize_trace
 from .tokenization import build_char_tokenizer, load_tokenizer
 from .trainers import PAVRewardConfig, PAVRewardTrainer
@@ -46,17 +56,23 @@ __all__ = [
     "Lockstep",
     "MCLabelConfig",
     "MCLabeler",
+    "MathShepherdPRM",
     "MathVerifyGrader",
     "PAVMetadata",
     "PAVRewardConfig",
     "PAVRewardTrainer",
     "PAVVerifier",
     "Policy",
+    "PublicPRM",
+    "QwenMathPRM",
+    "RLHFlowPRM",
     "StepFormat",
     "StepScorer",
     "StepwiseDataError",
     "TokenizedTrace",
     "__version__",
+    "arithmetic_step_errors",
+    "best_first_error_threshold",
     "best_of_k",
     "broadcast_step_values",
     "build_char_tokenizer",
@@ -64,22 +80,31 @@ __all__ = [
     "dense_advantages",
     "distinguishability",
     "effective_reward",
+    "evaluate_step_errors",
     "extract_answer",
     "extract_boxed",
     "first_error_accuracy",
     "from_math_shepherd",
+    "from_stepwise_labels",
     "from_trl_stepwise",
     "grade_batch",
+    "labels_dataset_card",
     "leave_one_out_advantages",
+    "load_champ",
     "load_labels",
     "load_problems",
+    "load_public_prm",
     "load_tokenizer",
+    "pav_model_card",
     "prover_advantages",
     "prover_alignment",
     "prover_values",
+    "scorer_reward_func",
     "step_advantages",
+    "step_error_metrics",
     "token_positions",
     "tokenize_trace",
+    "validate_step_errors",
     "validate_stepwise",
     "verifier_metrics",
 ]

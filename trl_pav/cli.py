@@ -99,6 +99,16 @@ def _stage(module: str, **main_kwargs):
     return run
 
 
+def _eval_steps(argv: list[str]) -> dict:
+    from .step_eval import StepEvalArguments, run_eval_steps
+
+    try:
+        (args,) = _parse(StepEvalArguments, argv)
+        return run_eval_steps(args)
+    except ValueError as err:
+        raise SystemExit(f"trl-pav eval-steps: {err}") from err
+
+
 COMMANDS = {
     "train-policy": _train_policy,
     "sft": _stage("sft"),
@@ -108,6 +118,7 @@ COMMANDS = {
     "rl": _stage("rl"),
     "search": _stage("search_eval"),
     "demo": _demo,
+    "eval-steps": _eval_steps,
 }
 
 

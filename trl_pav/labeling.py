@@ -75,19 +75,27 @@ class MCLabelConfig:
         show_progress (`bool`, defaults to `True`): show a progress bar with rollouts per second.
     """
 
-    n_cov: int = 4
-    n_mc: int = 20
-    strategy: Literal["all", "first_pit"] = "first_pit"
-    prover: Literal["bok", "policy"] = "bok"
-    prover_k: int = 4
-    pit_threshold: float = 0.0
-    pit_confirm_rollouts: int = 0
-    seed: int = 0
-    shard_size: int = 16
-    overwrite: bool = False
-    prompt_column: str = "prompt"
-    gold_column: str = "gold"
-    show_progress: bool = True
+    n_cov: int = field(default=4, metadata={"help": "Seed traces sampled from the base policy per problem."})
+    n_mc: int = field(default=20, metadata={"help": "Rollouts per labeled prefix; the label is the success fraction."})
+    strategy: Literal["all", "first_pit"] = field(
+        default="first_pit", metadata={"help": "Prefixes given rollouts: 'all' steps, or 'first_pit' (the paper's)."}
+    )
+    prover: Literal["bok", "policy"] = field(
+        default="bok", metadata={"help": "'bok': Best-of-K of the base policy; 'policy': a separate prover policy."}
+    )
+    prover_k: int = field(default=4, metadata={"help": "K of the Best-of-K prover (the paper's headline is 4)."})
+    pit_threshold: float = field(default=0.0, metadata={"help": "A prefix with success at most this is a pit."})
+    pit_confirm_rollouts: int = field(
+        default=0, metadata={"help": "Extra rollouts that confirm a candidate pit before it counts as one."}
+    )
+    seed: int = field(default=0, metadata={"help": "Run seed; every rollout's seed derives from it."})
+    shard_size: int = field(default=16, metadata={"help": "Problems per shard (the unit of resumption)."})
+    overwrite: bool = field(
+        default=False, metadata={"help": "Discard shards from a different configuration instead of refusing."}
+    )
+    prompt_column: str = field(default="prompt", metadata={"help": "Column holding the rendered prompt."})
+    gold_column: str = field(default="gold", metadata={"help": "Column holding the gold answer."})
+    show_progress: bool = field(default=True, metadata={"help": "Show a progress bar with rollouts per second."})
 
     def __post_init__(self) -> None:
         if self.n_cov < 1:

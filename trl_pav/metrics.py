@@ -9,6 +9,7 @@ import numpy as np
 
 __all__ = [
     "auc",
+    "best_first_error_threshold",
     "bootstrap_interval",
     "brier",
     "curve_is_monotone",
@@ -16,6 +17,8 @@ __all__ = [
     "first_error_accuracy",
     "paired_bootstrap_difference",
     "predicted_first_error",
+    "predicted_first_errors",
+    "step_error_metrics",
     "verifier_metrics",
     "within_problem_auc",
 ]
@@ -37,17 +40,11 @@ def auc(scores: np.ndarray, positive: np.ndarray) -> float:
     n_pos, n_neg = positive.sum(), (~positive).sum()
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    # Average ranks over ties (Mann-Whitney U).
-    i = 0
-    while i < len(scores):
-        j = i
-        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
+    # Mann-Whitney U with tied scores sharing their average rank: a group of c equal values starting at rank r
+    # (1-based) has average rank r + (c - 1) / 2.
+    _, group, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    first_rank = np.cumsum(counts) - counts + 1
+    ranks = (first_rank + (counts - 1) / 2)[group]
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
@@ -56,12 +53,9 @@ def expected_calibration_error(pred: np.ndarray, target: np.ndarray, bins: int =
     pred, target = np.asarray(pred, float), np.asarray(target, float)
     edges = np.linspace(0, 1, bins + 1)
     idx = np.clip(np.digitize(pred, edges[1:-1]), 0, bins - 1)
-    total = 0.0
-    for b in range(bins):
-        m = idx == b
-        if m.any():
-            total += m.sum() * abs(pred[m].mean() - target[m].mean())
-    return float(total / max(1, len(pred)))
+    # Per bin: |sum of predictions - sum of targets| is size * |mean prediction - mean target|.
+    gap = np.abs(np.bincount(idx, weights=pred, minlength=bins) - np.bincount(idx, weights=target, minlength=bins))
+    return float(gap.sum() / max(1, len(pred)))
 
 
 def verifier_metrics(pred: np.ndarray, target: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
@@ -226,3 +220,106 @@ def curve_is_monotone(
         (False, True)
     """
     return paired_bootstrap_difference(last, first, n_boot=n_boot, confidence=confidence, seed=seed)[2] >= 0.0
+
+
+def _padded(step_values: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray]:
+    """`(N, H)` values padded with NaN and `(N,)` lengths."""
+    lengths = np.array([len(v) for v in step_values], dtype=np.int64)
+    out = np.full((len(step_values), max(1, int(lengths.max(initial=0)))), np.nan)
+    for i, v in enumerate(step_values):
+        out[i, : len(v)] = v
+    return out, lengths
+
+
+def predicted_first_errors(step_values: Sequence[Sequence[float]], threshold: float) -> np.ndarray:
+    """First step of each trace whose value is below `threshold`, -1 if none (ProcessBench's prediction rule).
+
+    Args:
+        step_values: `N` lists of per-step values (no root), lengths may differ.
+        threshold: a step with value `< threshold` is predicted wrong.
+
+    Returns:
+        `(N,)` int array.
+
+    Example:
+        >>> predicted_first_errors([[0.9, 0.4, 0.8], [0.7], [0.2, 0.1]], 0.5).tolist()
+        [1, -1, 0]
+    """
+    values, _ = _padded(step_values)
+    below = values < threshold  # NaN padding compares False
+    return np.where(below.any(axis=1), below.argmax(axis=1), -1)
+
+
+def step_error_metrics(predicted: Sequence[int], labels: Sequence[int]) -> dict[str, float]:
+    """ProcessBench's scores: accuracy on erroneous traces (predicted first error == labeled one), accuracy on correct
+    traces (predicted -1), and their harmonic mean `f1`; NaN where a kind of trace is absent.
+
+    Example:
+        >>> step_error_metrics([1, -1, 0, -1], [1, 2, -1, -1])
+        {'error_acc': 0.5, 'correct_acc': 0.5, 'f1': 0.5, 'n_error': 2, 'n_correct': 2}
+    """
+    predicted, labels = np.asarray(predicted, dtype=np.int64), np.asarray(labels, dtype=np.int64)
+    erroneous = labels >= 0
+    n_error, n_correct = int(erroneous.sum()), int((~erroneous).sum())
+    hits = predicted == labels
+    error_acc = float(hits[erroneous].mean()) if n_error else float("nan")
+    correct_acc = float(hits[~erroneous].mean()) if n_correct else float("nan")
+    denominator = error_acc + correct_acc
+    f1 = 2 * error_acc * correct_acc / denominator if denominator > 0 else 0.0 if denominator == 0 else float("nan")
+    return {"error_acc": error_acc, "correct_acc": correct_acc, "f1": f1, "n_error": n_error, "n_correct": n_correct}
+
+
+def best_first_error_threshold(
+    step_values: Sequence[Sequence[float]], labels: Sequence[int]
+) -> tuple[float, dict[str, float]]:
+    """The threshold that maximises `step_error_metrics(...)["f1"]` over every threshold, exactly (with only one kind
+    of trace, where F1 is undefined: that kind's accuracy).
+
+    With `m_h` the running minimum of a trace's values, the rule "first step below τ" predicts step `L` exactly when
+    `m_L < τ <= m_{L-1}` (`m_{-1} = +inf`) and "no error" exactly when `τ <= m_{H-1}`. Every trace is therefore right
+    on one interval of τ, and counting intervals that contain each candidate (every value and the next float above
+    it) scores all thresholds in `O((N·H) log(N·H))`. Of the best thresholds, the middle of the lowest run is returned.
+
+    Returns:
+        `(threshold, metrics at that threshold)`.
+
+    Example:
+        >>> t, m = best_first_error_threshold([[0.9, 0.3], [0.8, 0.6], [0.7]], [1, -1, -1])
+        >>> round(t, 6), m["f1"]
+        (0.45, 1.0)
+    """
+    values, lengths = _padded(step_values)
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(labels) != len(values) or np.any(labels >= lengths) or np.any(lengths == 0):
+        raise ValueError("best_first_error_threshold: need one label in [-1, H) per non-empty trace")
+    running = np.fmin.accumulate(np.where(np.isnan(values), np.inf, values), axis=1)
+    rows = np.arange(len(labels))
+    erroneous = labels >= 0
+    # Erroneous traces are right on (low, high]; correct traces on (-inf, high].
+    low = np.where(erroneous, running[rows, np.maximum(labels, 0)], -np.inf)
+    high = np.where(erroneous & (labels > 0), running[rows, np.maximum(labels - 1, 0)], np.inf)
+    high = np.where(erroneous, high, running[rows, lengths - 1])
+    finite = values[~np.isnan(values)]
+    candidates = np.unique(np.concatenate([finite, np.nextafter(finite, np.inf)]))
+
+    def right(kind: np.ndarray) -> np.ndarray:  # per candidate: traces of `kind` whose interval holds it
+        lo, hi = np.sort(low[kind]), np.sort(high[kind])
+        return np.searchsorted(lo, candidates, side="left") - np.searchsorted(hi, candidates, side="left")
+
+    n_error, n_correct = int(erroneous.sum()), int((~erroneous).sum())
+    error_acc = right(erroneous) / n_error if n_error else np.full(len(candidates), np.nan)
+    correct_acc = right(~erroneous) / n_correct if n_correct else np.full(len(candidates), np.nan)
+    if not n_error or not n_correct:  # F1 is undefined with one kind of trace: maximise the other's accuracy
+        objective = correct_acc if not n_error else error_acc
+    else:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            total = error_acc + correct_acc
+            objective = np.where(total > 0, 2 * error_acc * correct_acc / np.where(total > 0, total, 1), 0.0)
+    # The objective is constant between consecutive candidates: take the middle of the first best run of them, the
+    # threshold farthest from flipping a prediction within that run.
+    best = int(np.argmax(objective))
+    end = best
+    while end + 1 < len(candidates) and objective[end + 1] == objective[best]:
+        end += 1
+    threshold = float((candidates[best] + candidates[end]) / 2)
+    return threshold, step_error_metrics(predicted_first_errors(step_values, threshold), labels)

@@ -23,6 +23,10 @@ from .values import effective_reward, prover_advantages
 __all__ = ["PAVMetadata", "PAVVerifier", "StepScorer", "render_prompt", "verifier_advantages"]
 
 Prompt = str | list[dict[str, str]]
+FORMAT_VERSION = 2
+# The prompt (with special tokens) and each step segment (separator + step) are tokenized separately; a value is read
+# at the token holding each segment's last character (`steps.tokenize_trace`).
+READ_POSITION_RULE = "segment_last_token"
 
 
 @runtime_checkable
@@ -48,6 +52,11 @@ class PAVMetadata:
         kind (`str`, defaults to `"pav"`): `"pav"` (trained at every step) or `"orm"` (final position, outcome only).
         base_model (`str`, defaults to `""`): the backbone it was built from.
         metrics (`dict`, defaults to `{}`): evaluation metrics recorded at save time (for the model card).
+        format_version (`int`, defaults to `FORMAT_VERSION`): version of this metadata's layout; a checkpoint written
+            by a newer layout than this trl_pav reads raises on load. Checkpoints without it are version 1.
+        read_position (`str`): the rule that places the reads in the token sequence (see `READ_POSITION_RULE`).
+        max_length (`int` or `None`, defaults to `None`): the longest tokenized trace seen in training.
+        trl_pav_version (`str`, defaults to `""`): the trl_pav version that wrote the checkpoint.
     """
 
     step_format: dict[str, Any] = field(default_factory=lambda: StepFormat().to_dict())
@@ -56,6 +65,16 @@ class PAVMetadata:
     kind: Literal["pav", "orm"] = "pav"
     base_model: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+    read_position: str = READ_POSITION_RULE
+    max_length: int | None = None
+    trl_pav_version: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.trl_pav_version:
+            from . import __version__
+
+            self.trl_pav_version = __version__
 
     @classmethod
     def from_config(cls, config) -> PAVMetadata:
@@ -66,7 +85,26 @@ class PAVMetadata:
                 "verifier from it with PAVVerifier.from_causal_lm(...) and train it, or pass step_format= to "
                 "PAVVerifier.from_pretrained to use it as is."
             )
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PAVMetadata:
+        """Metadata from its stored dict: older layouts load (missing fields take version-1 meanings), newer raise."""
+        version = data.get("format_version", 1)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ValueError(
+                f"this checkpoint's trl_pav metadata has format_version {version!r}, newer than this trl_pav reads "
+                f"({FORMAT_VERSION}; written by trl_pav {data.get('trl_pav_version', '?')}): upgrade trl_pav"
+            )
+        rule = data.get("read_position", READ_POSITION_RULE)
+        if rule != READ_POSITION_RULE:
+            raise ValueError(
+                f"this checkpoint reads values by rule {rule!r}; this trl_pav knows {READ_POSITION_RULE!r}"
+            )
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known.setdefault("format_version", 1)
+        known.setdefault("trl_pav_version", "unknown")
+        return cls(**known)
 
 
 def render_prompt(tokenizer, prompt: Prompt) -> str:
@@ -156,27 +194,46 @@ class PAVVerifier:
         Raises:
             ValueError: if the checkpoint carries no trl_pav metadata and no `step_format` is given.
         """
+        from transformers.utils import cached_file
+
         from .tokenization import load_tokenizer
 
-        if (Path(model_name_or_path) / "adapter_config.json").exists():
+        hub = {k: kwargs.pop(k) for k in ("revision", "cache_dir", "token", "local_files_only") if k in kwargs}
+        adapter = cached_file(
+            str(model_name_or_path),
+            "adapter_config.json",
+            _raise_exceptions_for_missing_entries=False,
+            _raise_exceptions_for_connection_errors=False,
+            **hub,
+        )
+        if adapter is not None:  # a PEFT adapter, in a folder or on the Hub
             from .trainers.pav_reward_trainer import load_adapter_verifier
 
-            return load_adapter_verifier(model_name_or_path)
-        hub = {k: kwargs.pop(k) for k in ("revision", "cache_dir", "token", "local_files_only") if k in kwargs}
-        model = AutoModelForTokenClassification.from_pretrained(str(model_name_or_path), num_labels=1, **hub, **kwargs)
-        model.eval()
-        if getattr(model.config, "pav", None) is None and step_format is not None:
-            model.config.pav = asdict(
-                PAVMetadata(step_format=step_format.to_dict(), base_model=str(model_name_or_path))
+            verifier = load_adapter_verifier(model_name_or_path, **hub, **kwargs)
+        else:
+            model = AutoModelForTokenClassification.from_pretrained(
+                str(model_name_or_path), num_labels=1, **hub, **kwargs
             )
-        return cls(model, load_tokenizer(model_name_or_path, **hub))
+            model.eval()
+            if getattr(model.config, "pav", None) is None and step_format is not None:
+                model.config.pav = asdict(
+                    PAVMetadata(step_format=step_format.to_dict(), base_model=str(model_name_or_path))
+                )
+            verifier = cls(model, load_tokenizer(model_name_or_path, **hub))
+        if step_format is not None and step_format != verifier.step_format:
+            raise ValueError(
+                f"{model_name_or_path}: step_format={step_format} differs from the checkpoint's "
+                f"{verifier.step_format}; a verifier reads steps as it was trained (drop step_format=, or retrain "
+                "with the new separator)"
+            )
+        return verifier
 
-    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
-        """Write model, tokenizer and a model card (README.md) to `save_directory`."""
+    def save_pretrained(self, save_directory: str | os.PathLike, repo_id: str | None = None) -> None:
+        """Write model, tokenizer and the model card (README.md) to `save_directory`."""
         self.model.config.pav = asdict(self.metadata)
         self.model.save_pretrained(save_directory)
         self.tokenizer.save_pretrained(save_directory)
-        (Path(save_directory) / "README.md").write_text(self.model_card())
+        (Path(save_directory) / "README.md").write_text(self.model_card(repo_id))
 
     def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None) -> str:
         """Save to a temporary folder and upload it (weights, tokenizer, model card) to `repo_id`."""
@@ -187,50 +244,16 @@ class PAVVerifier:
         api = HfApi(token=token)
         api.create_repo(repo_id, private=private, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
-            self.save_pretrained(tmp)
+            self.save_pretrained(tmp, repo_id=repo_id)
             api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message="Upload PAV verifier")
         return repo_id
 
-    def model_card(self) -> str:
-        """A model card: what it is, base model, prover, training data, metrics, and how to load it."""
-        m = self.metadata
-        what = "process advantage verifier (PAV)" if m.kind == "pav" else "outcome reward model (ORM)"
-        metrics = "\n".join(
-            f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in m.metrics.items()
-        )
-        return f"""---
-library_name: transformers
-tags: [trl, trl_pav, process-reward-model, {m.kind}]
-base_model: {m.base_model or "unknown"}
----
+    def model_card(self, repo_id: str | None = None) -> str:
+        """The model card (`trl_pav.hub.pav_model_card`): metadata, metrics, and how to score with trl_pav and with
+        plain transformers."""
+        from .hub import pav_model_card
 
-# {what}
-
-A verifier trained with [trl_pav](https://github.com/) (arXiv 2410.08146): an `AutoModelForTokenClassification`
-with one label whose sigmoid at the last token of the prompt and of every step estimates
-{"the base policy's success probability Q^π" if m.target == "q_pi" else "the prover policy's success probability Q^μ"}.
-
-- Base model: `{m.base_model or "unknown"}`
-- Step separator: `{m.step_format.get("separator", "")!r}`
-- Prover: {"Best-of-" + str(m.prover_k) + " of the base policy" if m.target == "q_pi" else "a separate prover policy"}
-- Kind: `{m.kind}`
-
-## Metrics
-
-| metric | value |
-|---|---|
-{metrics or "| (none recorded) | |"}
-
-## Use
-
-```python
-from trl_pav import PAVVerifier
-
-verifier = PAVVerifier.from_pretrained("<this repo or folder>")
-q = verifier.score(["<prompt>"], [["<step 1>", "<step 2>"]])          # [[Q root, Q step 1, Q step 2]]
-a = verifier.advantages(["<prompt>"], [["<step 1>", "<step 2>"]])     # Best-of-K prover advantages per step
-```
-"""
+        return str(pav_model_card(self.metadata, repo_id=repo_id))
 
     # ---- scoring -----------------------------------------------------------------------------------------------------
     def encode(self, prompt: Prompt, steps: Sequence[str], where: str = "trace"):
@@ -309,6 +332,18 @@ a = verifier.advantages(["<prompt>"], [["<step 1>", "<step 2>"]])     # Best-of-
             t = torch.tensor(q, dtype=torch.float64)
             out.append(effective_reward(t[1:], prover_advantages(t, k), alpha).tolist())
         return out
+
+    def as_reward_func(self, mode: str = "final", alpha: float = 0.5, k: float | None = None):
+        """This verifier as a TRL `reward_funcs` entry, usable by any TRL trainer (GRPO, RLOO, ...).
+
+        `mode="final"`: `Q̂` after a completion's last step; `"effective"`: the mean effective reward of its steps.
+        Completions are split with the verifier's step format. See `trl_pav.reward_funcs.scorer_reward_func`.
+        """
+        from .reward_funcs import scorer_reward_func
+
+        return scorer_reward_func(
+            self, mode=mode, alpha=alpha, prover_k=self._prover_k(k), step_format=self.step_format
+        )
 
     def _prover_k(self, k: float | None) -> float:
         if self.metadata.target == "q_mu":

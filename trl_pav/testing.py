@@ -21,7 +21,14 @@ from transformers import (
 
 from .tokenization import build_char_tokenizer, load_tokenizer
 
-__all__ = ["char_tokenizer", "smollm2_tokenizer", "tiny_causal_lm", "tiny_config", "tiny_token_classifier"]
+__all__ = [
+    "char_tokenizer",
+    "smollm2_tokenizer",
+    "tiny_causal_lm",
+    "tiny_config",
+    "tiny_public_prm",
+    "tiny_token_classifier",
+]
 
 Arch = Literal["llama", "qwen2"]
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -89,7 +96,46 @@ def tiny_causal_lm(tokenizer: PreTrainedTokenizerBase, arch: Arch = "llama", see
 
 
 def tiny_token_classifier(tokenizer: PreTrainedTokenizerBase, arch: Arch = "llama", seed: int = 0, **config_kwargs):
-    """A randomly initialised one-label token-classification model (the verifier's default shape)."""
+    """A randomly initialised token-classification model, one label unless `num_labels` is given (the verifier's
+    default shape)."""
     torch.manual_seed(seed)
-    config = tiny_config(tokenizer, arch, num_labels=1, **config_kwargs)
+    config_kwargs.setdefault("num_labels", 1)
+    config = tiny_config(tokenizer, arch, **config_kwargs)
     return AutoModelForTokenClassification.from_config(config)
+
+
+# A chat template in the shape of Llama 3's (role header, content, end marker), spelled in printable characters.
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}<|end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+def tiny_public_prm(convention: str, seed: int = 0, **config_kwargs):
+    """A randomly initialised model and tokenizer that follow a public PRM's conventions (`trl_pav.prm_adapters`).
+
+    - `"qwen-prm"`: a two-class token classifier, a tokenizer with the `<extra_0>` special token and a chat template.
+    - `"math-shepherd"`: a causal LM whose character tokenizer also knows `к` and `и` (the `ки` step tag).
+    - `"rlhflow"`: a causal LM with a chat template.
+
+    Returns:
+        `(model, tokenizer)`, the model in eval mode (dropout off).
+
+    Example:
+        >>> model, tok = tiny_public_prm("qwen-prm")
+        >>> model.config.num_labels, tok.convert_tokens_to_ids("<extra_0>") == len(tok) - 1
+        (2, True)
+    """
+    if convention == "qwen-prm":
+        tok = char_tokenizer()
+        tok.add_special_tokens({"additional_special_tokens": ["<extra_0>"]})
+        tok.chat_template = TINY_CHAT_TEMPLATE
+        return tiny_token_classifier(tok, "qwen2", seed=seed, num_labels=2, **config_kwargs).eval(), tok
+    if convention == "math-shepherd":
+        tok = build_char_tokenizer(string.printable + "ки")
+        return tiny_causal_lm(tok, "llama", seed=seed, **config_kwargs).eval(), tok
+    if convention == "rlhflow":
+        tok = char_tokenizer()
+        tok.chat_template = TINY_CHAT_TEMPLATE
+        return tiny_causal_lm(tok, "llama", seed=seed, **config_kwargs).eval(), tok
+    raise ValueError(f"unknown PRM convention {convention!r}; choose 'qwen-prm', 'math-shepherd' or 'rlhflow'")

@@ -201,3 +201,20 @@ def write_json(path: str | os.PathLike, obj: Any) -> str:
     tmp.write_text(json.dumps(obj, indent=2, default=str))
     os.replace(tmp, path)
     return str(path)
+
+
+def end_trackers(trainer) -> None:
+    """Close a stage's experiment trackers once it is done (after the last evaluate, save and push), on every process:
+    `accelerator.end_training()` for accelerate's trackers, and `finish()` of a wandb or trackio run left open by the
+    Trainer's reporting callbacks (they keep it open so that a later evaluate can still log)."""
+    import sys
+
+    trainer.accelerator.end_training()
+    for name in ("wandb", "trackio"):
+        module = sys.modules.get(name)
+        if (
+            module is not None
+            and getattr(module, "run", None) is not None
+            and callable(getattr(module, "finish", None))
+        ):
+            module.finish()

@@ -55,7 +55,14 @@ def main(script_args: LabelScriptArguments, label_config, model_args) -> dict:
     state = process_state()
     state.wait_for_everyone()
     dataset, metadata = load_labels(script_args.output_dir)
-    if script_args.push_to_hub and state.is_main_process:
-        dataset.push_to_hub(script_args.push_to_hub)
+    if state.is_main_process:
+        from pathlib import Path
+
+        from ..hub import labels_dataset_card, push_labels_to_hub
+
+        # The dataset card (configuration, budget, fingerprint) beside the labels, and with them on the Hub.
+        labels_dataset_card(metadata, script_args.push_to_hub).save(str(Path(script_args.output_dir) / "README.md"))
+        if script_args.push_to_hub:
+            push_labels_to_hub(dataset, metadata, script_args.push_to_hub)
     keys = ("num_traces", "num_labels", "rollouts", "num_processes")
     return {"output_dir": script_args.output_dir, **{k: metadata.get(k) for k in keys}}

@@ -61,7 +61,7 @@ def main(script_args: RLScriptArguments, training_args, model_args) -> dict:
 
     from ..tokenization import load_tokenizer
     from ..trainers import PAVGRPOConfig, PAVGRPOTrainer, PAVRLOOTrainer, grader_reward
-    from .common import load_stage_problems, model_init_kwargs
+    from .common import end_trackers, load_stage_problems, model_init_kwargs
 
     if not model_args.model_name_or_path:
         raise ValueError("rl_pav: set model_name_or_path (the policy to train)")
@@ -91,6 +91,7 @@ def main(script_args: RLScriptArguments, training_args, model_args) -> dict:
         common["processing_class"].save_pretrained(training_args.output_dir)
     if training_args.push_to_hub:
         trainer.push_to_hub()
+    end_trackers(trainer)
     return {
         "output_dir": training_args.output_dir,
         "algorithm": script_args.algorithm,

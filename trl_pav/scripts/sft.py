@@ -91,7 +91,7 @@ def main(script_args: SFTScriptArguments, training_args, model_args) -> dict:
     from ..steps import StepFormat
     from ..tasks import DEFAULT_POLICY, ArithmeticTask, get_task, tiny_policy_model
     from ..tokenization import load_tokenizer
-    from .common import load_stage_policy, load_stage_problems, model_init_kwargs
+    from .common import end_trackers, load_stage_policy, load_stage_problems, model_init_kwargs
 
     if script_args.from_scratch == bool(model_args.model_name_or_path):
         raise ValueError("sft: give exactly one of model_name_or_path and from_scratch")
@@ -147,6 +147,7 @@ def main(script_args: SFTScriptArguments, training_args, model_args) -> dict:
         tokenizer.save_pretrained(training_args.output_dir)
     if training_args.push_to_hub:
         trainer.push_to_hub()
+    end_trackers(trainer)
     return {
         "output_dir": training_args.output_dir,
         "train_rows": len(train),

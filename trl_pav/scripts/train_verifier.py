@@ -91,7 +91,7 @@ def main(script_args: VerifierScriptArguments, training_args, model_args, kind: 
     from trl import get_peft_config
 
     from ..trainers import PAVRewardTrainer
-    from .common import model_init_kwargs
+    from .common import end_trackers, model_init_kwargs
 
     if not model_args.model_name_or_path:
         raise ValueError("train_pav: set model_name_or_path (the backbone: usually the base policy)")
@@ -111,6 +111,7 @@ def main(script_args: VerifierScriptArguments, training_args, model_args, kind: 
     trainer.save_model(training_args.output_dir)
     if training_args.push_to_hub:
         trainer.push_to_hub()
+    end_trackers(trainer)
     return {
         "output_dir": training_args.output_dir,
         "kind": training_args.kind,

@@ -56,13 +56,17 @@ class SearchEvalConfig:
         seed (`int`, defaults to `0`): sampling seed.
     """
 
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
-    budgets: list[int] = field(default_factory=lambda: [3, 6, 12, 24])
-    expansions: int = 3
-    alpha: float = 0.5
-    prover_k: float = 4
-    max_depth: int = 16
-    seed: int = 0
+    methods: list[str] = field(
+        default_factory=lambda: list(METHODS), metadata={"help": f"Methods to run, any of {', '.join(METHODS)}."}
+    )
+    budgets: list[int] = field(
+        default_factory=lambda: [3, 6, 12, 24], metadata={"help": "N per prompt (beam children per step, or samples)."}
+    )
+    expansions: int = field(default=3, metadata={"help": "C, next steps sampled per beam."})
+    alpha: float = field(default=0.5, metadata={"help": "α of PAV beam search (0: Q-only)."})
+    prover_k: float = field(default=4, metadata={"help": "Prover K of PAV beam search."})
+    max_depth: int = field(default=16, metadata={"help": "Most steps per trace in beam search."})
+    seed: int = field(default=0, metadata={"help": "Sampling seed."})
 
     def __post_init__(self) -> None:
         unknown = set(self.methods) - set(METHODS)

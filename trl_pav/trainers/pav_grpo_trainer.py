@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from trl import GRPOTrainer
 
+from ..hub import pav_trainer_paper
 from ..modeling import StepScorer
 from .pav_grpo_config import PAVGRPOConfig
 from .pav_rl import PAVRLMixin
@@ -26,6 +29,10 @@ class PAVGRPOTrainer(PAVRLMixin, GRPOTrainer):
         args: a `PAVGRPOConfig`.
         **kwargs: everything else `GRPOTrainer` takes (datasets, processing class, PEFT config, callbacks...).
     """
+
+    _tag_names: ClassVar[list[str]] = ["trl", "grpo", "pav", "trl-pav"]
+    _name = "PAV-GRPO"
+    _paper: ClassVar[dict[str, str]] = pav_trainer_paper(GRPOTrainer._paper)
 
     def __init__(
         self,

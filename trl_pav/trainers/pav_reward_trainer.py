@@ -134,7 +134,7 @@ class PAVRewardTrainer(Trainer):
         2
     """
 
-    _tag_names: ClassVar[list[str]] = ["trl", "trl_pav", "pav"]
+    _tag_names: ClassVar[list[str]] = ["trl", "trl-pav", "pav", "process-reward-model"]
 
     def __init__(
         self,
@@ -168,7 +168,7 @@ class PAVRewardTrainer(Trainer):
             processing_class.pad_token = processing_class.eos_token
 
         old = getattr(model.config, "pav", None)
-        base_meta = PAVMetadata(**old) if isinstance(old, dict) else PAVMetadata(base_model=model_id)
+        base_meta = PAVMetadata.from_dict(old) if isinstance(old, dict) else PAVMetadata(base_model=model_id)
         step_format = (
             StepFormat(args.step_separator) if args.step_separator else StepFormat.from_dict(base_meta.step_format)
         )
@@ -179,6 +179,7 @@ class PAVRewardTrainer(Trainer):
             target=target,  # type: ignore[arg-type]
             kind=args.kind,  # type: ignore[arg-type]
             base_model=base_meta.base_model or model_id,
+            max_length=args.max_length,
         )
         model.config.pav = asdict(self.pav_metadata)
         self.step_format = step_format
@@ -213,6 +214,10 @@ class PAVRewardTrainer(Trainer):
             callbacks=callbacks,
             optimizers=optimizers,
         )
+        # The loss is a mean over the batch's labeled reads and ignores `num_items_in_batch`: the Trainer must divide
+        # it by the gradient-accumulation steps (said explicitly rather than inferred from the model's signature).
+        self.model_accepts_loss_kwargs = False
+        self.loss_is_scaled_for_ga = False
 
     def _prepare_dataset(self, dataset: Dataset, tokenizer, args: PAVRewardConfig, name: str) -> Dataset:
         dataset = validate_stepwise(dataset)
@@ -301,9 +306,28 @@ class PAVRewardTrainer(Trainer):
             self.pav_metadata.metrics = {k: v for k, v in evals[-1].items() if k.startswith("eval_")}
         Path(output_dir).mkdir(parents=True, exist_ok=True)
         (Path(output_dir) / PAV_CONFIG_NAME).write_text(json.dumps(asdict(self.pav_metadata), indent=2))
-        model = self.accelerator.unwrap_model(self.model)
-        card = PAVVerifier(model, self.processing_class, self.pav_metadata).model_card()
-        (Path(output_dir) / "README.md").write_text(card)
+        self._write_model_card(output_dir)
+
+    def create_model_card(
+        self, model_name: str | None = None, dataset_name: str | None = None, tags=None, **kwargs
+    ) -> None:
+        """Write the PAV model card (`trl_pav.hub.pav_model_card`) to `output_dir`. `push_to_hub` calls this after
+        `save_model`, so the pushed card is the PAV card, with the Hub repository in its usage code."""
+        if not self.is_world_process_zero():
+            return
+        extra = [tags] if isinstance(tags, str) else list(tags or [])
+        self._write_model_card(self.args.output_dir, dataset_name=dataset_name, tags=extra)
+
+    def _write_model_card(self, output_dir: str, dataset_name: str | None = None, tags: list[str] | None = None):
+        from ..hub import pav_model_card
+
+        card = pav_model_card(
+            self.pav_metadata,
+            repo_id=self.hub_model_id,
+            dataset=dataset_name,
+            extra_tags=[*self._tag_names, *(tags or [])],
+        )
+        card.save(str(Path(output_dir) / "README.md"))
 
     def verifier(self) -> PAVVerifier:
         """The model being trained, as a scorer."""
@@ -320,14 +344,42 @@ def _dataset_target(dataset: Dataset | None) -> str | None:
     return values.pop()
 
 
-def load_adapter_verifier(path: str | os.PathLike) -> PAVVerifier:
-    """Load a PEFT adapter checkpoint written by `PAVRewardTrainer`, merged into its base model."""
-    from peft import PeftConfig, PeftModel
+def load_adapter_verifier(
+    path: str | os.PathLike, base_model_name_or_path: str | None = None, **kwargs: Any
+) -> PAVVerifier:
+    """Load a PEFT adapter checkpoint written by `PAVRewardTrainer` (a folder or a Hub id), merged into its base model.
 
-    peft_config = PeftConfig.from_pretrained(str(path))
-    base = AutoModelForTokenClassification.from_pretrained(peft_config.base_model_name_or_path, num_labels=1)
-    merged = PeftModel.from_pretrained(base, str(path)).merge_and_unload()
-    metadata = PAVMetadata(**json.loads((Path(path) / PAV_CONFIG_NAME).read_text()))
+    The base is the adapter's `base_model_name_or_path` (a Hub id, or a folder on this machine) unless
+    `base_model_name_or_path` is given. Hub keyword arguments (`revision`, `cache_dir`, `token`, `local_files_only`)
+    apply to the adapter, its `pav_config.json` and the tokenizer; the rest go to the base model's `from_pretrained`.
+
+    Raises:
+        ValueError: if the adapter has no `pav_config.json` or its base model cannot be found.
+    """
+    from peft import PeftConfig, PeftModel
+    from transformers.utils import cached_file
+
+    hub = {k: kwargs.pop(k) for k in ("revision", "cache_dir", "token", "local_files_only") if k in kwargs}
+    peft_config = PeftConfig.from_pretrained(str(path), **hub)
+    base_id = base_model_name_or_path or peft_config.base_model_name_or_path
+    try:
+        base = AutoModelForTokenClassification.from_pretrained(base_id, num_labels=1, **kwargs)
+    except OSError as err:
+        raise ValueError(
+            f"{path}: the adapter's base model {base_id!r} cannot be loaded ({err}); pass "
+            "base_model_name_or_path= (a Hub id or folder holding it)"
+        ) from err
+    merged = PeftModel.from_pretrained(base, str(path), **hub).merge_and_unload()
+    meta_file = cached_file(
+        str(path),
+        PAV_CONFIG_NAME,
+        _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False,
+        **hub,
+    )
+    if meta_file is None:
+        raise ValueError(f"{path}: a PEFT adapter without {PAV_CONFIG_NAME}: it was not saved by PAVRewardTrainer")
+    metadata = PAVMetadata.from_dict(json.loads(Path(meta_file).read_text()))
     merged.config.pav = asdict(metadata)
     merged.eval()
-    return PAVVerifier(merged, load_tokenizer(path), metadata)
+    return PAVVerifier(merged, load_tokenizer(path, **hub), metadata)

@@ -51,6 +51,12 @@ class PAVRLFields:
         verifier_lockstep (`bool` or `None`, *optional*, defaults to `None`):
             Run the same number of verifier forward passes on every process (dummy passes pad the short ones), as a
             verifier sharded by DeepSpeed ZeRO-3 requires. `None`: on exactly when ZeRO-3 is enabled.
+        verifier_type (`str`, *optional*, defaults to `"pav"`):
+            What `verifier_model_name_or_path` holds: `"pav"` (a trl_pav verifier) or a public PRM convention
+            (`"qwen-prm"`, `"math-shepherd"`, `"rlhflow"`; `trl_pav.prm_adapters`), used as `Q` estimates.
+        verifier_model_init_kwargs (`dict` or `None`, *optional*, defaults to `None`):
+            Keyword arguments for loading `verifier_model_name_or_path` (`dtype`, `quantization_config` for a 4/8-bit
+            verifier, `revision`, ...), as `model_init_kwargs` is for the policy.
     """
 
     verifier_model_name_or_path: str | None = field(default=None, metadata={"help": "Verifier folder or Hub id."})
@@ -65,8 +71,18 @@ class PAVRLFields:
     verifier_lockstep: bool | None = field(
         default=None, metadata={"help": "Equal verifier passes on every process (None: on under ZeRO-3)."}
     )
+    verifier_type: str = field(
+        default="pav", metadata={"help": "'pav', or a public PRM: 'qwen-prm', 'math-shepherd' or 'rlhflow'."}
+    )
+    verifier_model_init_kwargs: dict | None = field(
+        default=None, metadata={"help": "Kwargs for loading the verifier (dtype, quantization_config, revision)."}
+    )
 
     def _check_pav_fields(self) -> None:
+        if self.verifier_type not in ("pav", "qwen-prm", "math-shepherd", "rlhflow"):
+            raise ValueError(
+                f"verifier_type must be 'pav', 'qwen-prm', 'math-shepherd' or 'rlhflow', got {self.verifier_type!r}"
+            )
         if self.terminal_value not in ("outcome", "verifier"):
             raise ValueError(f"terminal_value must be 'outcome' or 'verifier', got {self.terminal_value!r}")
         if self.process_reward not in ("advantage", "q_value"):
@@ -181,9 +197,23 @@ class PAVRLMixin:
         if verifier is None:
             raise ValueError("a PAV trainer needs a verifier: pass verifier= or set verifier_model_name_or_path")
         if isinstance(verifier, str):
-            verifier = PAVVerifier.from_pretrained(verifier)
+            init_kwargs = dict(args.verifier_model_init_kwargs or {})
+            quantization = init_kwargs.get("quantization_config")
+            if isinstance(quantization, dict):  # from a YAML config or the command line
+                from transformers import BitsAndBytesConfig
+
+                init_kwargs["quantization_config"] = BitsAndBytesConfig(**quantization)
+            from ..prm_adapters import load_step_scorer
+
+            verifier = load_step_scorer(verifier, self.args.verifier_type, **init_kwargs)
         if not isinstance(verifier, StepScorer):
             raise TypeError(f"verifier must implement score(prompts, steps), got {type(verifier).__name__}")
+        from ..prm_adapters import PublicPRM
+
+        if isinstance(verifier, PublicPRM):  # frozen, on this process's device, no lockstep (not ZeRO-3 sharded)
+            verifier.batch_size = args.verifier_batch_size
+            verifier.model.requires_grad_(False)
+            verifier.model = self.accelerator.prepare_model(verifier.model, evaluation_mode=True)
         if isinstance(verifier, PAVVerifier):
             verifier.batch_size = args.verifier_batch_size
             verifier.model.requires_grad_(False)

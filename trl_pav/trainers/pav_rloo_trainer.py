@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from trl import RLOOTrainer
 
+from ..hub import pav_trainer_paper
 from ..modeling import StepScorer
 from .pav_rl import PAVRLMixin
 from .pav_rloo_config import PAVRLOOConfig
@@ -24,6 +27,10 @@ class PAVRLOOTrainer(PAVRLMixin, RLOOTrainer):
         verifier: a `PAVVerifier`, a folder/Hub id, or any `StepScorer`.
         args: a `PAVRLOOConfig`.
     """
+
+    _tag_names: ClassVar[list[str]] = ["trl", "rloo", "pav", "trl-pav"]
+    _name = "PAV-RLOO"
+    _paper: ClassVar[dict[str, str]] = pav_trainer_paper(RLOOTrainer._paper)
 
     def __init__(
         self,
