@@ -29,7 +29,7 @@ from datasets import Dataset, load_from_disk
 from .data import validate_stepwise
 from .distributed import process_state
 from .generation.base import Generation, GenerationRequest, Policy, mix_seed
-from .grading import Grader
+from .grading import Grader, grade_batch
 from .values import best_of_k
 
 __all__ = ["LabelingConfigMismatch", "MCLabelConfig", "MCLabeler", "load_labels"]
@@ -334,12 +334,16 @@ class MCLabeler:
         stats["generated_tokens"] += sum(g.num_tokens for g in gens)
         if progress is not None:
             progress.update(len(gens))
-        out = []
-        for k, (i, prefix) in enumerate(keys):
-            batch = gens[k * cfg.n_mc : (k + 1) * cfg.n_mc]
-            gold = rows[i][cfg.gold_column]
-            out.append(sum(self._grade([*prefix, *g.steps], gold) for g in batch) / cfg.n_mc)
-        return out
+        # One batch for the grader: a bounded grader sends it to its worker in one round trip.
+        sep = self.step_format.separator
+        texts = [
+            sep.join([*prefix, *g.steps])
+            for k, (i, prefix) in enumerate(keys)
+            for g in gens[k * cfg.n_mc : (k + 1) * cfg.n_mc]
+        ]
+        golds = [rows[i][cfg.gold_column] for i, _ in keys for _ in range(cfg.n_mc)]
+        grades = grade_batch(self.grader, texts, golds)
+        return [sum(grades[k * cfg.n_mc : (k + 1) * cfg.n_mc]) / cfg.n_mc for k in range(len(keys))]
 
     # ---- assembling and disk ---------------------------------------------------------------------------------------
     def _assemble(self, results: list[dict], seconds: float) -> tuple[Dataset, dict]:
