@@ -189,7 +189,10 @@ def validate_stepwise(data: Dataset | Iterable[Mapping[str, Any]], step_format: 
                 row_problems.append(f"prompt is {kind} but row {first_kind[0]}'s is {first_kind[1]}")
         problems.extend((i, m) for m in row_problems)
         if floats is not None:
-            clean.append({**row, "completions": list(row["completions"]), "labels": floats})
+            clean_row = {**row, "completions": list(row["completions"]), "labels": floats}
+            if clean_row.get("seed_outcome") is not None:  # bools and ints as floats: one column type
+                clean_row["seed_outcome"] = float(clean_row["seed_outcome"])
+            clean.append(clean_row)
     if problems:
         raise StepwiseDataError(problems, len(rows))
     return Dataset.from_list(clean)

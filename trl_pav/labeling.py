@@ -150,7 +150,10 @@ def validate_problems(
             continue
         prompt, gold = row.get(prompt_column), row.get(gold_column)
         if not isinstance(prompt, str) or not prompt.strip():
-            bad.append(f"problem {i}: field {prompt_column!r} must be a string with text, got {prompt!r:.60}")
+            bad.append(
+                f"problem {i}: field {prompt_column!r} must be a non-empty string (not whitespace only), "
+                f"got {prompt!r:.60}"
+            )
         if gold is None:
             bad.append(f"problem {i}: no gold answer (field {gold_column!r} is missing or None)")
         elif not isinstance(gold, str):
