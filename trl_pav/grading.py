@@ -182,7 +182,7 @@ class MathVerifyGrader:
     float_rounding: int = 6
     timeout_seconds: float | None = 2.0
     max_answer_chars: int | None = 1000
-    timeouts: int = field(default=0, init=False, compare=False)
+    timeouts: int = field(default=0, init=False, compare=False, repr=False)
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
