@@ -65,10 +65,15 @@ def ordinary(n: int) -> tuple[list[str], list[str]]:
     return completions, golds
 
 
-def timed(fn) -> float:
+def timed(fn, *args):
+    """`(seconds, fn(*args))`."""
     start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    out = fn(*args)
+    return time.perf_counter() - start, out
+
+
+def one_by_one(grader: MathVerifyGrader, completions: list[str], golds: list[str]) -> list[float]:
+    return [grader.grade(c, g) for c, g in zip(completions, golds)]
 
 
 def main() -> None:
@@ -81,10 +86,10 @@ def main() -> None:
     bounded.grade(r"\boxed{1}", "1")  # start the worker outside the timings
     worst = {}
     for name, (completion, gold) in adversarial().items():
-        seconds = timed(lambda c=completion, g=gold: worst.setdefault(f"{name}_grade", bounded.grade(c, g)))
+        seconds, grade = timed(bounded.grade, completion, gold)
         worst[name] = round(seconds, 3)
-        print(f"adversarial {name}: {seconds:.3f} s, grade {worst[f'{name}_grade']}", flush=True)
-    worst_case = max(v for k, v in worst.items() if not k.endswith("_grade"))
+        print(f"adversarial {name}: {seconds:.3f} s, grade {grade}", flush=True)
+    worst_case = max(worst.values())
 
     completions, golds = ordinary(args.n)
     warm = slice(0, min(200, args.n))
@@ -93,23 +98,22 @@ def main() -> None:
     per_call, batch, agree = [], [], True
     for rep in range(args.reps):
         base, one, many = MathVerifyGrader(timeout_seconds=None), MathVerifyGrader(), MathVerifyGrader()
-        results = {}
-        t_base = timed(lambda: results.setdefault("base", [base.grade(c, g) for c, g in zip(completions, golds)]))
-        t_one = timed(lambda: results.setdefault("one", [one.grade(c, g) for c, g in zip(completions, golds)]))
-        t_many = timed(lambda: results.setdefault("many", many.grade_batch(completions, golds)))
-        agree &= results["base"] == results["one"] == results["many"]
+        t_base, r_base = timed(one_by_one, base, completions, golds)
+        t_one, r_one = timed(one_by_one, one, completions, golds)
+        t_many, r_many = timed(many.grade_batch, completions, golds)
+        agree &= r_base == r_one == r_many
         per_call.append(t_one / t_base)
         batch.append(t_many / t_base)
         print(
             f"rep {rep}: unbounded {t_base:.2f} s ({args.n / t_base:.0f}/s), bounded grade {t_one:.2f} s, "
-            f"bounded grade_batch {t_many:.2f} s; accuracy {sum(results['base']) / args.n:.3f}",
+            f"bounded grade_batch {t_many:.2f} s; accuracy {sum(r_base) / args.n:.3f}",
             flush=True,
         )
     emit(
         {
             "benchmark": "grading",
             "worst_case_seconds": worst_case,
-            "adversarial_seconds": {k: v for k, v in worst.items() if not k.endswith("_grade")},
+            "adversarial_seconds": worst,
             "ordinary_answers": args.n,
             "baseline": "MathVerifyGrader(timeout_seconds=None), in-process, unbounded",
             "ratio_per_call": round(statistics.median(per_call), 3),

@@ -9,14 +9,29 @@ Example:
     tensor([0.3471, 0.0625])
 """
 
-from .data import REQUIRED_COLUMNS, StepwiseDataError, from_math_shepherd, from_trl_stepwise, validate_stepwise
+from .data import REQUIRED_COLUMNS, TARGETS, StepwiseDataError, from_math_shepherd, from_trl_stepwise, validate_stepwise
 from .datasets_io import load_problems
 from .distributed import Lockstep
 from .generation import Generation, GenerationRequest, HFPolicy, Policy
-from .grading import ExactMatchGrader, Grader, MathVerifyGrader, extract_answer, extract_boxed, grade_batch
-from .labeling import MCLabelConfig, MCLabeler, load_labels
+from .grading import (
+    ExactMatchGrader,
+    Grader,
+    GradingWorkerError,
+    MathVerifyGrader,
+    extract_answer,
+    extract_boxed,
+    grade_batch,
+)
+from .labeling import (
+    LabelingConfigMismatch,
+    MCLabelConfig,
+    MCLabeler,
+    labeling_settings,
+    load_labels,
+    validate_problems,
+)
 from .metrics import first_error_accuracy, verifier_metrics
-from .modeling import PAVMetadata, PAVVerifier, StepScorer
+from .modeling import PAVMetadata, PAVVerifier, StepScorer, check_finite_weights
 from .steps import StepFormat, TokenizedTrace, token_positions, tokenize_trace
 from .tokenization import build_char_tokenizer, load_tokenizer
 from .trainers import PAVRewardConfig, PAVRewardTrainer
@@ -38,11 +53,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "REQUIRED_COLUMNS",
+    "TARGETS",
     "ExactMatchGrader",
     "Generation",
     "GenerationRequest",
     "Grader",
+    "GradingWorkerError",
     "HFPolicy",
+    "LabelingConfigMismatch",
     "Lockstep",
     "MCLabelConfig",
     "MCLabeler",
@@ -60,6 +78,7 @@ __all__ = [
     "best_of_k",
     "broadcast_step_values",
     "build_char_tokenizer",
+    "check_finite_weights",
     "class_balanced_bce",
     "dense_advantages",
     "distinguishability",
@@ -70,6 +89,7 @@ __all__ = [
     "from_math_shepherd",
     "from_trl_stepwise",
     "grade_batch",
+    "labeling_settings",
     "leave_one_out_advantages",
     "load_labels",
     "load_problems",
@@ -80,6 +100,7 @@ __all__ = [
     "step_advantages",
     "token_positions",
     "tokenize_trace",
+    "validate_problems",
     "validate_stepwise",
     "verifier_metrics",
 ]
