@@ -64,7 +64,8 @@ class VLLMPolicy:
         import hashlib
         from pathlib import Path
 
-        model = self.llm.llm_engine.model_config.model if hasattr(self.llm, "llm_engine") else self.name
+        model_config = getattr(getattr(self.llm, "llm_engine", None), "model_config", None)
+        model = getattr(model_config, "model", None) or self.name
         files = {}
         folder = Path(str(model))
         if folder.is_dir():
