@@ -422,6 +422,8 @@ class MCLabeler:
             "num_traces": len(rows),
             "num_labels": sum(len(r["labels"]) for r in rows),
             "wall_seconds": round(seconds, 3),
+            # Completions whose grading overran the grader's time limit (counted wrong), in this process and session.
+            "grading_timeouts": int(getattr(self.grader, "timeouts", 0)),
             **totals,
         }
         return dataset, metadata
