@@ -8,7 +8,8 @@
     forms, right and wrong gold answers), graded by the bounded grader (one `grade` call each, and `grade_batch`) and
     by the named baseline, the unbounded in-process grader `MathVerifyGrader(timeout_seconds=None)`: the same
     extraction and math-verify calls with no worker. The two are interleaved over `--reps` repetitions after a
-    warm-up; each repetition uses fresh grader objects, so no answer is served from a cache.
+    warm-up (in chunks of 100 answers, so that a shared machine's load weighs on all alike); each repetition uses
+    fresh grader objects, so no answer is served from a cache.
 Final line: {"benchmark": "grading", "worst_case_seconds": ..., "ratio_per_call": ..., "ratio_batch": ...} where a
 ratio is bounded time / baseline time (median over repetitions, with min and max).
 """
@@ -25,6 +26,7 @@ from _common import ROOT, emit
 from trl_pav import MathVerifyGrader
 
 MATH500 = ROOT.parent / "shared" / "data" / "math500_test.jsonl"
+CHUNK = 100  # answers per interleaved chunk
 
 
 def adversarial() -> dict[str, tuple[str, str]]:
@@ -83,7 +85,7 @@ def main() -> None:
     args = parser.parse_args()
 
     bounded = MathVerifyGrader()
-    bounded.grade(r"\boxed{1}", "1")  # start the worker outside the timings
+    bounded.grade(r"\boxed{\frac{1}{2}}", "0.5")  # start the worker outside the timings (plain numbers skip it)
     worst = {}
     for name, (completion, gold) in adversarial().items():
         seconds, grade = timed(bounded.grade, completion, gold)
@@ -98,9 +100,17 @@ def main() -> None:
     per_call, batch, agree = [], [], True
     for rep in range(args.reps):
         base, one, many = MathVerifyGrader(timeout_seconds=None), MathVerifyGrader(), MathVerifyGrader()
-        t_base, r_base = timed(one_by_one, base, completions, golds)
-        t_one, r_one = timed(one_by_one, one, completions, golds)
-        t_many, r_many = timed(many.grade_batch, completions, golds)
+        t_base = t_one = t_many = 0.0
+        r_base, r_one, r_many = [], [], []
+        # Interleaved in chunks, so that the load of a shared machine weighs on the three alike.
+        for start in range(0, args.n, CHUNK):
+            part = slice(start, start + CHUNK)
+            seconds, grades = timed(one_by_one, base, completions[part], golds[part])
+            t_base, r_base = t_base + seconds, r_base + grades
+            seconds, grades = timed(one_by_one, one, completions[part], golds[part])
+            t_one, r_one = t_one + seconds, r_one + grades
+            seconds, grades = timed(many.grade_batch, completions[part], golds[part])
+            t_many, r_many = t_many + seconds, r_many + grades
         agree &= r_base == r_one == r_many
         per_call.append(t_one / t_base)
         batch.append(t_many / t_base)

@@ -6,7 +6,9 @@ threads (TRL may call reward functions in threads).
 `MathVerifyGrader` bounds the time of every call: math-verify (sympy) can spend minutes or forever on a degenerate
 answer (`9^{9^{9^{9}}}`, thousands of nested braces), stuck in C code that neither a signal nor another thread can
 interrupt. So the grading runs in a small persistent worker process; a call that overruns `timeout_seconds` kills the
-worker, counts as wrong, is logged and counted in `timeouts`, and a fresh worker takes over.
+worker, counts as wrong, is logged and counted in `timeouts`, and a fresh worker takes over. Pairs that cannot be slow
+(no answer at all, or a plain decimal number against a plain decimal gold answer) are graded in the calling thread,
+by the same function: the round trip would cost more than the grading.
 """
 
 from __future__ import annotations
@@ -145,6 +147,9 @@ class _WorkerPool:
 
 _POOL = _WorkerPool()
 _CACHE_SIZE = 8192
+_DEFAULT_PATTERN = re.compile(DEFAULT_ANSWER_PATTERN)
+_PLAIN_NUMBER = re.compile(r"[-+]?\d{1,30}(?:\.\d{1,30})?")
+_PLAIN_TEXT_CHARS = 100_000  # longer completions go to the worker: even linear extraction then takes a while
 
 
 @dataclass
@@ -221,11 +226,25 @@ class MathVerifyGrader:
                 out[i] = 0.0
             elif (c, g) in self._cache:  # grading is deterministic: repeated answers (common in rollouts) are free
                 out[i] = self._cache[(c, g)]
+            elif self._plain(c, g):
+                out[i] = math_verify_grade(c, g, *self._settings)
             else:
                 todo.append(i)
         while todo:
             todo = self._run(todo, completions, golds, out)
         return out  # type: ignore[return-value]
+
+    def _plain(self, completion: str, gold: str) -> bool:
+        """Whether this pair is safe to grade here, without the worker: with the default answer pattern (whose
+        matching is linear), no answer or a plain decimal number of at most 30 digits against such a gold answer.
+        Parsing and comparing those takes microseconds, and most answers of arithmetic and GSM8K-style tasks are
+        such numbers; the worker's round trip would cost more than the grading."""
+        if self.answer_pattern != DEFAULT_ANSWER_PATTERN or len(completion) > _PLAIN_TEXT_CHARS:
+            return False
+        answer = extract_answer(completion, _DEFAULT_PATTERN)
+        return answer is None or (
+            _PLAIN_NUMBER.fullmatch(answer.strip()) is not None and _PLAIN_NUMBER.fullmatch(gold.strip()) is not None
+        )
 
     def _run(self, todo: list[int], completions, golds, out: list) -> list[int]:
         """Grade `todo` on one worker; return what is left when a pair overran (the worker is then replaced)."""
