@@ -1,4 +1,5 @@
 import json
+import re
 import threading
 
 import pytest
@@ -13,8 +14,6 @@ def test_extraction():
     assert extract_boxed("no box") is None
     assert extract_answer("2+2=4\n#### 4") == "4"
     assert extract_answer("so the answer is: 12") is None
-    import re
-
     assert extract_answer("so the answer is: 12", re.compile(r"answer is:\s*(\S+)")) == "12"
 
 
@@ -90,3 +89,72 @@ def test_math500_agreement(math500_path):
             accepted.append((row["answer"], other))
     print(f"wrong answers accepted: {len(accepted)} of {pairs}: {accepted}")
     assert len(accepted) <= 0.01 * pairs, accepted
+
+
+# ---- bounded grading -------------------------------------------------------------------------------------------------
+def test_answer_regex_is_linear_in_whitespace():
+    """The former default pattern took 34 s on 2,000 newlines after "answer" (three adjacent backtracking `\\s*`)."""
+    import time
+
+    from trl_pav._mathgrade import DEFAULT_ANSWER_PATTERN
+
+    pattern = re.compile(DEFAULT_ANSWER_PATTERN)
+    for text in ("The answer" + "\n" * 50_000 + "x", "answer is" + " \t" * 50_000, ("answer " * 5) * 5_000):
+        start = time.perf_counter()
+        extract_answer(text, pattern)
+        assert time.perf_counter() - start < 1.0
+    assert extract_answer("The answer is: 12", pattern) == "12"
+    assert extract_answer("so the answer is $-3$.", pattern) == "-3"
+    assert extract_answer("Answer\n\n7", pattern) == "7"
+
+
+def test_grading_time_is_bounded_in_the_main_thread_and_in_threads(caplog):
+    import time
+
+    grader = MathVerifyGrader(timeout_seconds=0.5)
+    assert grader.grade(r"\boxed{\frac{1}{2}}", "0.5") == 1.0  # starts the worker (plain numbers do not need it)
+    slack = 2.0  # process scheduling on a busy machine (and, rarely, a replacement worker's start)
+    for completion in (r"\boxed{10^{10^{10}}}", r"\boxed{\int_0^1 \sin(x^{100})\,dx}"):
+        start = time.perf_counter()
+        assert grader.grade(completion, "1") == 0.0
+        assert time.perf_counter() - start < 0.5 + slack
+    assert grader.timeouts == 2
+    assert "did not grade within 0.5 s and counts as wrong (2 so far" in caplog.text
+    assert grader.grade(r"\boxed{\frac{1}{2}}", "0.5") == 1.0  # a fresh worker took over
+
+    results, seconds = {}, {}
+
+    def work(i):
+        start = time.perf_counter()
+        tower = f"Attempt {i}: " + r"\boxed{10^{10^{10}}}"  # distinct texts: no answer comes from the cache
+        results[i] = grader.grade(tower if i % 2 else rf"\boxed{{{i}}}", str(i))
+        seconds[i] = time.perf_counter() - start
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {0: 1.0, 1: 0.0, 2: 1.0, 3: 0.0}
+    assert max(seconds.values()) < 0.5 + 2 * slack  # may wait once for a worker to start
+    assert grader.timeouts == 4
+
+
+def test_long_answers_grade_zero_without_parsing():
+    """`1+1+...+1` with 5,001 terms equals 5001, but no real final answer is 10,001 characters long: such an answer
+    is refused by `max_answer_chars` (math-verify cannot parse it either: it recurses too deep and grades it 0)."""
+    grader = MathVerifyGrader()
+    assert grader.grade(r"\boxed{" + "+".join(["1"] * 5001) + "}", "5001") == 0.0
+    assert grader.timeouts == 0
+    assert grader.grade(r"\boxed{" + "+".join(["1"] * 200) + "}", "200") == 1.0
+    assert MathVerifyGrader(max_answer_chars=None, timeout_seconds=5).grade(
+        r"\boxed{" + "+".join(["1"] * 5001) + "}", "5001"
+    ) in (0.0, 1.0)  # bounded either way
+
+
+def test_grade_batch_matches_grade():
+    grader = MathVerifyGrader()
+    completions = [r"\boxed{\frac{1}{2}}", "#### 7", "The answer is 3", "nothing", r"\boxed{x^2}"]
+    golds = ["0.5", "8", "3", "1", "x^2"]
+    expected = [MathVerifyGrader(timeout_seconds=None).grade(c, g) for c, g in zip(completions, golds)]
+    assert grade_batch(grader, completions, golds) == expected == [1.0, 0.0, 1.0, 0.0, 1.0]

@@ -334,7 +334,7 @@ def test_use_vllm_without_vllm_names_the_extra(tmp_path):
         pytest.skip("vLLM is installed here")
     from trl_pav.cli import main as cli
 
-    with pytest.raises(ImportError, match=r"trl-pav\[vllm\]"):
+    with pytest.raises(SystemExit, match=r"ImportError: .*trl-pav\[vllm\]"):
         cli(
             [
                 "label",

@@ -9,15 +9,30 @@ Example:
     tensor([0.3471, 0.0625])
 """
 
-from .data import REQUIRED_COLUMNS, StepwiseDataError, from_math_shepherd, from_trl_stepwise, validate_stepwise
+from .data import REQUIRED_COLUMNS, TARGETS, StepwiseDataError, from_math_shepherd, from_trl_stepwise, validate_stepwise
 from .datasets_io import load_problems
 from .distributed import Lockstep
 from .generation import Generation, GenerationRequest, HFPolicy, Policy
-from .grading import ExactMatchGrader, Grader, MathVerifyGrader, extract_answer, extract_boxed, grade_batch
+from .grading import (
+    ExactMatchGrader,
+    Grader,
+    GradingWorkerError,
+    MathVerifyGrader,
+    extract_answer,
+    extract_boxed,
+    grade_batch,
+)
 from .hub import labels_dataset_card, pav_model_card
-from .labeling import MCLabelConfig, MCLabeler, load_labels
+from .labeling import (
+    LabelingConfigMismatch,
+    MCLabelConfig,
+    MCLabeler,
+    labeling_settings,
+    load_labels,
+    validate_problems,
+)
 from .metrics import best_first_error_threshold, first_error_accuracy, step_error_metrics, verifier_metrics
-from .modeling import PAVMetadata, PAVVerifier, StepScorer
+from .modeling import PAVMetadata, PAVVerifier, StepScorer, check_finite_weights
 from .prm_adapters import MathShepherdPRM, PublicPRM, QwenMathPRM, RLHFlowPRM, load_public_prm
 from .reward_funcs import scorer_reward_func
 from .step_eval import (
@@ -48,11 +63,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "REQUIRED_COLUMNS",
+    "TARGETS",
     "ExactMatchGrader",
     "Generation",
     "GenerationRequest",
     "Grader",
+    "GradingWorkerError",
     "HFPolicy",
+    "LabelingConfigMismatch",
     "Lockstep",
     "MCLabelConfig",
     "MCLabeler",
@@ -76,6 +94,7 @@ __all__ = [
     "best_of_k",
     "broadcast_step_values",
     "build_char_tokenizer",
+    "check_finite_weights",
     "class_balanced_bce",
     "dense_advantages",
     "distinguishability",
@@ -88,6 +107,7 @@ __all__ = [
     "from_stepwise_labels",
     "from_trl_stepwise",
     "grade_batch",
+    "labeling_settings",
     "labels_dataset_card",
     "leave_one_out_advantages",
     "load_champ",
@@ -104,6 +124,7 @@ __all__ = [
     "step_error_metrics",
     "token_positions",
     "tokenize_trace",
+    "validate_problems",
     "validate_step_errors",
     "validate_stepwise",
     "verifier_metrics",

@@ -9,7 +9,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 
-__all__ = ["DemoArguments", "TrainPolicyArguments", "main"]
+__all__ = ["DemoArguments", "TrainPolicyArguments", "main", "one_line"]
 
 
 @dataclass
@@ -43,6 +43,10 @@ def _train_policy(argv: list[str]) -> dict:
     from .tokenization import load_tokenizer
 
     (args,) = _parse(TrainPolicyArguments, argv)
+    if args.max_steps is not None and args.max_steps < 1:
+        raise ValueError(f"train-policy: max_steps must be >= 1 (or unset for the task's budget), got {args.max_steps}")
+    if args.eval_problems < 0:
+        raise ValueError(f"train-policy: eval_problems must be >= 0, got {args.eval_problems}")
     task = get_task(args.task)
     config = replace(DEFAULT_POLICY[task.name], seed=args.seed)
     if args.max_steps is not None:
@@ -91,10 +95,7 @@ def _stage(module: str, **main_kwargs):
 
         from .scripts.common import run_recipe
 
-        try:
-            return run_recipe(importlib.import_module(f"trl_pav.scripts.{module}"), argv, **main_kwargs)
-        except ValueError as err:
-            raise SystemExit(f"trl-pav: {err}") from err
+        return run_recipe(importlib.import_module(f"trl_pav.scripts.{module}"), argv, **main_kwargs)
 
     return run
 
@@ -129,17 +130,39 @@ def _parse(dataclass_types, argv: list[str]):
     return TrlParser(types).parse_args_and_config(args=argv)
 
 
+def one_line(err: BaseException, limit: int = 600) -> str:
+    """An exception as one line: its type and message, lines joined by " | ", cut at `limit` characters.
+
+    Example:
+        >>> one_line(ValueError("2 problems:\\n  - row 0: bad\\n  - row 3: bad"))
+        'ValueError: 2 problems: | - row 0: bad | - row 3: bad'
+    """
+    text = " | ".join(line.strip() for line in str(err).splitlines() if line.strip()) or "(no message)"
+    text = f"{type(err).__name__}: {text}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the `trl-pav` console script."""
+    """Entry point of the `trl-pav` console script.
+
+    An error prints one line naming the problem and exits with status 1; `--debug` shows the traceback instead.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         known = ", ".join(COMMANDS)
-        msg = f"usage: trl-pav {{{known}}} [--config file.yaml] [--option value ...]"
+        msg = f"usage: trl-pav {{{known}}} [--config file.yaml] [--option value ...] [--debug]"
         if argv and argv[0] not in ("-h", "--help"):
             raise SystemExit(f"trl-pav: unknown command {argv[0]!r}\n{msg}")
         print(msg)
         return
-    result = COMMANDS[argv[0]](argv[1:])
+    try:
+        result = COMMANDS[argv[0]](argv[1:])
+    except Exception as err:  # expected failures (bad data, flags, folders) and bugs alike: one line, unless --debug
+        if debug:
+            raise
+        raise SystemExit(f"trl-pav {argv[0]}: {one_line(err)}\n(run again with --debug for the traceback)") from err
     if result is not None:  # None: not the main process
         print(json.dumps(result))
 

@@ -3,9 +3,12 @@
 Columns:
     - `prompt`: a string, or chat messages (a list of `{"role": str, "content": str}` dicts).
     - `completions`: a non-empty list of step strings.
-    - `labels`: one float in `[0, 1]` per step, the Monte-Carlo estimate of `Q^π` after that step, or `None` for a step
-      that was never measured (after a first pit): such a step is masked, it gets no loss. Bools load as 0/1, so rows
-      in TRL's former stepwise-supervision format load unchanged.
+    - `labels`: one float in `[0, 1]` per step, the Monte-Carlo estimate of `Q^π` after that step, or `None` for a
+      step that was never measured (masked: no loss). Bools load as 0/1, so rows in TRL's former
+      stepwise-supervision format load unchanged.
+
+Optional columns checked when present (they reach a loss or a checkpoint): `root_value` (a finite number in
+`[0, 1]`), `seed_outcome` (0, 1 or a bool), `target` (`"q_pi"` or `"q_mu"`); `None` means absent.
 
 Other columns (provenance written by the labeler, ids, gold answers) pass through untouched.
 """
@@ -15,12 +18,16 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from datasets import Dataset
 
+if TYPE_CHECKING:
+    from .steps import StepFormat
+
 __all__ = [
     "REQUIRED_COLUMNS",
+    "TARGETS",
     "StepwiseDataError",
     "from_math_shepherd",
     "from_trl_stepwise",
@@ -28,6 +35,7 @@ __all__ = [
 ]
 
 REQUIRED_COLUMNS = ("prompt", "completions", "labels")
+TARGETS = ("q_pi", "q_mu")  # what labels estimate: the base policy's values, or a separate prover's
 _MAX_LISTED = 20
 
 
@@ -84,8 +92,8 @@ def _row_problems(row: Mapping[str, Any]) -> tuple[list[str], list[float | None]
     else:
         floats = []
         for j, lab in enumerate(labels):
-            if lab is None:
-                floats.append(None)  # type: ignore[arg-type]  # not measured: masked
+            if lab is None:  # a step that was never measured: masked, no loss
+                floats.append(None)
             elif isinstance(lab, bool):
                 floats.append(float(lab))
             elif isinstance(lab, (int, float)) and not isinstance(lab, bool):
@@ -101,16 +109,46 @@ def _row_problems(row: Mapping[str, Any]) -> tuple[list[str], list[float | None]
                 )
         if completions is not None and len(labels) != len(completions):
             problems.append(f"length mismatch: {len(completions)} completions but {len(labels)} labels")
+    problems.extend(_optional_field_problems(row))
     return problems, (floats if not problems else None)
 
 
-def validate_stepwise(data: Dataset | Iterable[Mapping[str, Any]]) -> Dataset:
+def _probability_problem(field: str, value: Any) -> str | None:
+    """Why `value` is not a probability (a finite number in [0, 1]), or None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{field} = {value!r:.40} must be a number in [0, 1], got {type(value).__name__}"
+    if not math.isfinite(value):
+        return f"{field} = {value!r} is not finite"
+    if not 0.0 <= value <= 1.0:
+        return f"{field} = {value!r} is outside [0, 1]"
+    return None
+
+
+def _optional_field_problems(row: Mapping[str, Any]) -> list[str]:
+    """Problems of the optional columns that reach a loss or a checkpoint: `root_value`, `seed_outcome`, `target`."""
+    problems = []
+    root = row.get("root_value")
+    if root is not None:
+        msg = _probability_problem("root_value", root)
+        if msg:
+            problems.append(msg)
+    outcome = row.get("seed_outcome")
+    if outcome is not None and not (isinstance(outcome, (bool, int, float)) and outcome in (0, 1)):
+        problems.append(f"seed_outcome = {outcome!r:.40} must be 0, 1 or a bool (the graded outcome of the trace)")
+    target = row.get("target")
+    if target is not None and target not in TARGETS:
+        problems.append(f"target = {target!r:.40} is not one of {list(TARGETS)}")
+    return problems
+
+
+def validate_stepwise(data: Dataset | Iterable[Mapping[str, Any]], step_format: StepFormat | None = None) -> Dataset:
     """Check rows against the stepwise contract and return a clean `datasets.Dataset` with float labels.
 
     Every row is checked before anything is raised, so one error lists all offending rows.
 
     Args:
         data: a `datasets.Dataset` or an iterable of row dicts.
+        step_format: when given, every step must also be a valid step of this format (no separator inside it).
 
     Returns:
         A `Dataset` with the same rows and columns, `labels` as lists of floats (`None` where a step is masked).
@@ -140,6 +178,11 @@ def validate_stepwise(data: Dataset | Iterable[Mapping[str, Any]]) -> Dataset:
             problems.append((i, f"missing field(s) {absent}"))
             continue
         row_problems, floats = _row_problems(row)
+        if step_format is not None and not row_problems:
+            try:
+                step_format.check_steps(row["completions"])
+            except ValueError as err:
+                row_problems.append(f"completions: {err}")
         # A column holds one type: all prompts are strings, or all are chat messages.
         if isinstance(row["prompt"], (str, list)):
             kind = "a string" if isinstance(row["prompt"], str) else "chat messages"
@@ -148,7 +191,10 @@ def validate_stepwise(data: Dataset | Iterable[Mapping[str, Any]]) -> Dataset:
                 row_problems.append(f"prompt is {kind} but row {first_kind[0]}'s is {first_kind[1]}")
         problems.extend((i, m) for m in row_problems)
         if floats is not None:
-            clean.append({**row, "completions": list(row["completions"]), "labels": floats})
+            clean_row = {**row, "completions": list(row["completions"]), "labels": floats}
+            if clean_row.get("seed_outcome") is not None:  # bools and ints as floats: one column type
+                clean_row["seed_outcome"] = float(clean_row["seed_outcome"])
+            clean.append(clean_row)
     if problems:
         raise StepwiseDataError(problems, len(rows))
     return Dataset.from_list(clean)

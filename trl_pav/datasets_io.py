@@ -8,11 +8,21 @@ from datasets import Dataset, load_dataset
 
 from .grading import extract_answer
 
-__all__ = ["load_problems"]
+__all__ = ["check_nonempty_file", "load_problems"]
 
 _PROMPT_FIELDS = ("prompt", "problem", "question")
 _GOLD_FIELDS = ("gold", "answer", "solution")
 _INSTRUCTION = "Solve the problem step by step, one step per line. Put the final answer in \\boxed{{}}.\n\n{problem}\n"
+
+
+def check_nonempty_file(path: str | os.PathLike) -> None:
+    """Raise `ValueError` naming `path` if it holds no data (empty, or only whitespace).
+
+    `datasets` fails on such a file with a bare `StopIteration`.
+    """
+    with open(path, "rb") as f:
+        if not f.read(1 << 16).strip():
+            raise ValueError(f"{os.fspath(path)!r} is empty: no rows to read")
 
 
 def _read(source: str, split: str, config: str | None = None) -> Dataset:
@@ -21,7 +31,10 @@ def _read(source: str, split: str, config: str | None = None) -> Dataset:
         kind = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}.get(ext)
         if kind is None:
             raise ValueError(f"cannot read problems from {source!r}: use a .json, .jsonl, .parquet or .csv file")
+        check_nonempty_file(source)
         return load_dataset(kind, data_files=source, split="train")
+    if source.startswith(("/", "./", "../", "~")) or ext in (".json", ".jsonl", ".parquet", ".csv"):
+        raise FileNotFoundError(f"no such problems file {source!r}")
     return load_dataset(source, config, split=split)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .generation.base import Policy, group_samples, sample_requests
-from .grading import Grader
+from .grading import Grader, grade_batch
 
 __all__ = ["sample_traces", "sampled_accuracy"]
 
@@ -41,5 +41,6 @@ def sampled_accuracy(
         raise ValueError("sampled_accuracy: no prompts")
     traces = sample_traces(policy, prompts, samples_per_prompt, seed)
     fmt = policy.step_format
-    grades = [grader.grade(fmt.join(t) if t else "", g) for ts, g in zip(traces, golds) for t in ts]
+    texts = [fmt.join(t) if t else "" for ts in traces for t in ts]
+    grades = grade_batch(grader, texts, [g for ts, g in zip(traces, golds) for _ in ts])
     return sum(grades) / len(grades)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -28,11 +29,21 @@ from datasets import Dataset, load_from_disk
 
 from .data import validate_stepwise
 from .distributed import process_state
-from .generation.base import Generation, GenerationRequest, Policy, mix_seed
-from .grading import Grader
+from .generation.base import Generation, GenerationRequest, Policy, describe, mix_seed, policy_fingerprint
+from .grading import Grader, grade_batch
 from .values import best_of_k, best_of_k_unbiased
 
-__all__ = ["LabelingConfigMismatch", "MCLabelConfig", "MCLabeler", "load_labels", "prover_labels"]
+__all__ = [
+    "LabelingConfigMismatch",
+    "MCLabelConfig",
+    "MCLabeler",
+    "labeling_settings",
+    "load_labels",
+    "prover_labels",
+    "validate_problems",
+]
+
+logger = logging.getLogger(__name__)
 
 # Seed streams: seed traces, and rollouts from a prefix (the root is the empty prefix).
 _SEED_STAGE, _PREFIX_STAGE = 0, 2
@@ -133,6 +144,55 @@ class MCLabelConfig:
 
 class LabelingConfigMismatch(RuntimeError):
     """An output folder holds shards written with a different configuration."""
+
+
+def validate_problems(
+    problems: Dataset | Sequence[dict],
+    prompt_column: str = "prompt",
+    gold_column: str = "gold",
+    needs_gold: bool = True,
+) -> list[dict]:
+    """Check problems before any generation (call it before loading a large model) and return them as row dicts.
+
+    Every prompt must be a string with non-whitespace text; every gold answer a string, non-empty unless the grader
+    ignores it (`needs_gold=False`, as the planted task's). One error lists every bad problem.
+
+    Raises:
+        ValueError: naming each bad problem (index, field, value).
+
+    Example:
+        >>> validate_problems([{"prompt": "Q:1+1?\\n", "gold": " "}])
+        Traceback (most recent call last):
+        ...
+        ValueError: 1 bad problem(s) of 1:
+          - problem 0: gold answer 'gold' is empty or whitespace-only (every label would be 0)
+    """
+    rows = problems.to_list() if isinstance(problems, Dataset) else list(problems)
+    if not rows:
+        raise ValueError("the problems list is empty")
+    bad = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            bad.append(f"problem {i}: must be a dict with {prompt_column!r} and {gold_column!r}, got {row!r:.60}")
+            continue
+        prompt, gold = row.get(prompt_column), row.get(gold_column)
+        if not isinstance(prompt, str) or not prompt.strip():
+            bad.append(
+                f"problem {i}: field {prompt_column!r} must be a non-empty string (not whitespace only), "
+                f"got {prompt!r:.60}"
+            )
+        if gold is None:
+            bad.append(f"problem {i}: no gold answer (field {gold_column!r} is missing or None)")
+        elif not isinstance(gold, str):
+            bad.append(f"problem {i}: gold answer {gold_column!r} must be a string, got {type(gold).__name__}")
+        elif needs_gold and not gold.strip():
+            bad.append(f"problem {i}: gold answer {gold_column!r} is empty or whitespace-only (every label would be 0)")
+    if bad:
+        more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
+        raise ValueError(
+            f"{len(bad)} bad problem(s) of {len(rows)}:\n" + "\n".join(f"  - {b}" for b in bad[:20]) + more
+        )
+    return rows
 
 
 @dataclass
@@ -293,18 +353,8 @@ class MCLabeler:
 
     # ---- input checks ----------------------------------------------------------------------------------------------
     def _check_problems(self, problems: Dataset | Sequence[dict]) -> list[dict]:
-        rows = problems.to_list() if isinstance(problems, Dataset) else list(problems)
-        if not rows:
-            raise ValueError("MCLabeler.label: the problems list is empty")
-        pc, gc = self.config.prompt_column, self.config.gold_column
-        for i, row in enumerate(rows):
-            if not isinstance(row.get(pc), str) or not row[pc]:
-                raise ValueError(f"problem {i}: field {pc!r} must be a non-empty string, got {row.get(pc)!r:.60}")
-            if gc not in row or row[gc] is None:
-                raise ValueError(f"problem {i}: no gold answer (field {gc!r} is missing or None)")
-            if not isinstance(row[gc], str):
-                raise ValueError(f"problem {i}: gold answer {gc!r} must be a string, got {type(row[gc]).__name__}")
-        return rows
+        cfg = self.config
+        return validate_problems(problems, cfg.prompt_column, cfg.gold_column, getattr(self.grader, "needs_gold", True))
 
     def _generate(self, policy: Policy, requests: list[GenerationRequest]) -> list[Generation]:
         if not requests:
@@ -422,12 +472,19 @@ class MCLabeler:
         stats["generated_tokens"] += sum(g.num_tokens for g in gens)
         if progress is not None:
             progress.update(len(gens))
-        out, pos = [], 0
+        # One batch for the grader: a bounded grader sends it to its worker in one round trip.
+        sep = self.step_format.separator
+        texts, golds = [], []
+        pos = 0
         for (i, prefix), first, stop in jobs:
-            batch = gens[pos : pos + stop - first]
+            texts += [sep.join([*prefix, *g.steps]) for g in gens[pos : pos + stop - first]]
+            golds += [rows[i][cfg.gold_column]] * (stop - first)
             pos += stop - first
-            gold = rows[i][cfg.gold_column]
-            out.append((int(sum(self._grade([*prefix, *g.steps], gold) for g in batch)), stop - first))
+        grades = grade_batch(self.grader, texts, golds)
+        out, pos = [], 0
+        for _, first, stop in jobs:
+            out.append((int(sum(grades[pos : pos + stop - first])), stop - first))
+            pos += stop - first
         return out
 
     # ---- assembling and disk ---------------------------------------------------------------------------------------
@@ -458,14 +515,15 @@ class MCLabeler:
             "num_traces": len(rows),
             "num_labels": sum(len(r["labels"]) for r in rows),
             "wall_seconds": round(seconds, 3),
+            # Completions whose grading overran the grader's time limit (counted wrong), in this process and session.
+            "grading_timeouts": int(getattr(self.grader, "timeouts", 0)),
             **totals,
         }
         return dataset, metadata
 
-    def _fingerprint(self, rows: list[dict]) -> str:
+    def _fingerprint(self, rows: list[dict], settings: dict) -> str:
         h = hashlib.sha256()
-        h.update(json.dumps(self.config.fingerprint_fields(), sort_keys=True).encode())
-        h.update(f"{self.policy.name}|{self.rollout_policy.name}|{type(self.grader).__name__}".encode())
+        h.update(json.dumps(settings, sort_keys=True, default=str).encode())
         for r in rows:
             h.update(f"{r[self.config.prompt_column]}\x00{r[self.config.gold_column]}\x01".encode())
         return h.hexdigest()[:16]
@@ -474,20 +532,22 @@ class MCLabeler:
         state = process_state()
         shard_dir = out / "shards"
         manifest_path = out / "manifest.json"
-        fingerprint = self._fingerprint(rows)
+        settings = labeling_settings(self)
+        fingerprint = self._fingerprint(rows, settings)
         if state.is_main_process:
-            self._prepare_output(out, manifest_path, shard_dir, fingerprint, len(rows), len(shards))
+            self._prepare_output(out, manifest_path, shard_dir, fingerprint, settings, len(rows), len(shards))
         state.wait_for_everyone()
         mine = [s for k, s in enumerate(shards) if k % state.num_processes == state.process_index]
-        todo = [s for s in mine if not (shard_dir / f"shard-{s[0] // self.config.shard_size:05d}.json").exists()]
+        todo = [s for s in mine if _read_shard(shard_dir, s[0] // self.config.shard_size, s, redo=True) is None]
         with _progress(self.config, sum(len(s) for s in todo), enabled=state.is_local_main_process) as bar:
             for indices in todo:
                 result = self._label_shard(rows, indices, bar)
                 _atomic_write_json(shard_dir / f"shard-{result['shard']:05d}.json", result)
         state.wait_for_everyone()
-        results = [json.loads(p.read_text()) for p in sorted(shard_dir.glob("shard-*.json"))]
-        if len(results) != len(shards):
-            raise RuntimeError(f"{out}: expected {len(shards)} shards but found {len(results)} after labeling")
+        results = [_read_shard(shard_dir, k, s) for k, s in enumerate(shards)]
+        missing = [f"shard-{k:05d}.json" for k, r in enumerate(results) if r is None]
+        if missing:
+            raise RuntimeError(f"{shard_dir}: shard(s) {missing[:10]} missing or unreadable after labeling; re-run")
         dataset, metadata = self._assemble(results, time.time() - start)
         self.last_metadata = metadata
         if state.is_main_process:
@@ -504,21 +564,28 @@ class MCLabeler:
         return dataset
 
     def _prepare_output(
-        self, out: Path, manifest_path: Path, shard_dir: Path, fingerprint: str, n: int, n_shards: int
+        self, out: Path, manifest_path: Path, shard_dir: Path, fingerprint: str, settings: dict, n: int, n_shards: int
     ) -> None:
         if manifest_path.exists():
-            old = json.loads(manifest_path.read_text())
+            try:
+                old = json.loads(manifest_path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise LabelingConfigMismatch(
+                    f"{manifest_path} is unreadable ({err}); delete it (and {shard_dir}) or set overwrite=True"
+                ) from err
             if old.get("fingerprint") != fingerprint:
                 if not self.config.overwrite:
+                    changed = _changed_settings(old.get("settings", {}), settings)
                     raise LabelingConfigMismatch(
                         f"{out} holds shards from a different labeling run (fingerprint {old.get('fingerprint')}, "
-                        f"this run {fingerprint}; config there: {old.get('config')}). Use another output_dir, or "
+                        f"this run {fingerprint}; changed: {changed or 'the problems'}). Use another output_dir, or "
                         "set overwrite=True to discard them."
                     )
                 shutil.rmtree(shard_dir, ignore_errors=True)
         shard_dir.mkdir(parents=True, exist_ok=True)
         manifest = {
             "fingerprint": fingerprint,
+            "settings": settings,
             "config": self.config.fingerprint_fields(),
             "policy": self.policy.name,
             "rollout_policy": self.rollout_policy.name,
@@ -550,6 +617,61 @@ def prover_labels(
         else:
             out.append(float(best_of_k(torch.tensor(float(label), dtype=torch.float64), k)))
     return out
+
+
+def labeling_settings(labeler: MCLabeler) -> dict:
+    """Every setting that changes a labeling run's results, as recorded in its manifest and fingerprint: the
+    labeling config, both policies (sampling settings and a hash of their weights, see `policy_fingerprint`), the
+    grader's settings and the step format."""
+    return {
+        "config": labeler.config.fingerprint_fields(),
+        "policy": policy_fingerprint(labeler.policy),
+        "rollout_policy": policy_fingerprint(labeler.rollout_policy),
+        "grader": describe(labeler.grader),
+        "step_format": labeler.step_format.to_dict(),
+    }
+
+
+def _changed_settings(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the settings that differ between two `labeling_settings` dicts, with both values."""
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += _changed_settings(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changed.append(f"{prefix}{key}: {a!r:.40} -> {b!r:.40}")
+    return changed
+
+
+def _read_shard(shard_dir: Path, k: int, indices: list[int], redo: bool = False) -> dict | None:
+    """Shard `k` if its file holds a finished shard of exactly these problems, else None.
+
+    With `redo`, an unreadable file (a disk that lost a write, an empty or truncated file) is named in a warning and
+    removed, so the shard is labeled again instead of failing the whole run.
+    """
+    path = shard_dir / f"shard-{k:05d}.json"
+    if not path.exists():
+        return None
+    try:
+        result = json.loads(path.read_text())
+        ok = (
+            isinstance(result, dict)
+            and result.get("shard") == k
+            and isinstance(result.get("rows"), list)
+            and isinstance(result.get("stats"), dict)
+            and all(isinstance(r, dict) and r.get("problem_index") in indices for r in result["rows"])
+        )
+        problem = None if ok else "it does not hold this shard's problems"
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        result, problem = None, f"it is not valid JSON ({err})"
+    if problem is None:
+        return result
+    if not redo:
+        raise RuntimeError(f"labeling shard {path} is unreadable: {problem}; delete it and re-run to redo it")
+    logger.warning(f"labeling shard {path} is unreadable ({problem}); labeling its problems again")
+    path.unlink()
+    return None
 
 
 def _progress(config: MCLabelConfig, n_problems: int, enabled: bool = True):

@@ -8,6 +8,7 @@ config (`config.pav`), so `PAVVerifier.from_pretrained` of a folder or Hub id re
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,9 +21,19 @@ from .distributed import Lockstep
 from .steps import StepFormat, tokenize_trace
 from .values import effective_reward, prover_advantages
 
-__all__ = ["PAVMetadata", "PAVVerifier", "StepScorer", "render_prompt", "verifier_advantages"]
+__all__ = [
+    "PAV_CONFIG_NAME",
+    "PAVMetadata",
+    "PAVVerifier",
+    "StepScorer",
+    "check_finite_weights",
+    "load_adapter_verifier",
+    "render_prompt",
+    "verifier_advantages",
+]
 
 Prompt = str | list[dict[str, str]]
+PAV_CONFIG_NAME = "pav_config.json"  # the metadata file beside a PEFT adapter
 FORMAT_VERSION = 2
 # The prompt (with special tokens) and each step segment (separator + step) are tokenized separately; a value is read
 # at the token holding each segment's last character (`steps.tokenize_trace`).
@@ -71,6 +82,10 @@ class PAVMetadata:
     trl_pav_version: str = ""
 
     def __post_init__(self) -> None:
+        if self.target not in ("q_pi", "q_mu"):
+            raise ValueError(f"PAVMetadata.target must be 'q_pi' or 'q_mu', got {self.target!r}")
+        if self.kind not in ("pav", "orm"):
+            raise ValueError(f"PAVMetadata.kind must be 'pav' or 'orm', got {self.kind!r}")
         if not self.trl_pav_version:
             from . import __version__
 
@@ -105,6 +120,20 @@ class PAVMetadata:
         known.setdefault("format_version", 1)
         known.setdefault("trl_pav_version", "unknown")
         return cls(**known)
+
+
+def check_finite_weights(model: torch.nn.Module, where: str) -> None:
+    """Raise `FloatingPointError` naming the first parameters holding a NaN or infinite value.
+
+    Example:
+        >>> check_finite_weights(torch.nn.Linear(2, 1), "demo")
+    """
+    bad = [name for name, p in model.named_parameters() if p.numel() and not bool(torch.isfinite(p).all())]
+    if bad:
+        raise FloatingPointError(
+            f"{where}: {len(bad)} parameter(s) hold NaN or infinite values (first: {bad[:3]}); this verifier would "
+            "score NaN. Retrain it (PAVRewardTrainer stops at the first non-finite loss or gradient)."
+        )
 
 
 def render_prompt(tokenizer, prompt: Prompt) -> str:
@@ -162,6 +191,14 @@ class PAVVerifier:
         self.metadata = metadata or PAVMetadata.from_config(model.config)
         self.step_format = StepFormat.from_dict(self.metadata.step_format)
         limit = getattr(model.config, "max_position_embeddings", None)
+        if max_length is not None and isinstance(limit, int) and max_length > limit:
+            # Positions past the backbone's table crash (absolute embeddings) or silently extrapolate (RoPE).
+            warnings.warn(
+                f"PAVVerifier: max_length={max_length} exceeds the model's max_position_embeddings={limit}; "
+                f"using {limit}",
+                stacklevel=2,
+            )
+            max_length = limit
         self.max_length = max_length or limit or 4096
         self.batch_size = batch_size
         self.verifier_tokens = 0  # running count of tokens scored (compute accounting)
@@ -207,14 +244,13 @@ class PAVVerifier:
             **hub,
         )
         if adapter is not None:  # a PEFT adapter, in a folder or on the Hub
-            from .trainers.pav_reward_trainer import load_adapter_verifier
-
             verifier = load_adapter_verifier(model_name_or_path, **hub, **kwargs)
         else:
             model = AutoModelForTokenClassification.from_pretrained(
                 str(model_name_or_path), num_labels=1, **hub, **kwargs
             )
             model.eval()
+            check_finite_weights(model, f"PAVVerifier.from_pretrained({str(model_name_or_path)!r})")
             if getattr(model.config, "pav", None) is None and step_format is not None:
                 model.config.pav = asdict(
                     PAVMetadata(step_format=step_format.to_dict(), base_model=str(model_name_or_path))
@@ -229,7 +265,12 @@ class PAVVerifier:
         return verifier
 
     def save_pretrained(self, save_directory: str | os.PathLike, repo_id: str | None = None) -> None:
-        """Write model, tokenizer and the model card (README.md) to `save_directory`."""
+        """Write model, tokenizer and the model card (README.md) to `save_directory`.
+
+        Raises:
+            FloatingPointError: if a weight is NaN or infinite (nothing is written).
+        """
+        check_finite_weights(self.model, "PAVVerifier.save_pretrained")
         self.model.config.pav = asdict(self.metadata)
         self.model.save_pretrained(save_directory)
         self.tokenizer.save_pretrained(save_directory)
@@ -258,7 +299,15 @@ class PAVVerifier:
     # ---- scoring -----------------------------------------------------------------------------------------------------
     def encode(self, prompt: Prompt, steps: Sequence[str], where: str = "trace"):
         """Token ids and read positions (root, then each step) of one trace; raises if it exceeds `max_length`."""
-        enc = tokenize_trace(self.tokenizer, render_prompt(self.tokenizer, prompt), list(steps), self.step_format)
+        if isinstance(steps, str) or not isinstance(steps, Sequence):
+            raise TypeError(
+                f"{where}: steps must be a list of step strings, got {type(steps).__name__} {steps!r:.40} (for one "
+                'trace pass [["step 1", "step 2"]], not ["step 1", "step 2"])'
+            )
+        try:
+            enc = tokenize_trace(self.tokenizer, render_prompt(self.tokenizer, prompt), list(steps), self.step_format)
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"{where}: {err}") from err
         if len(enc.input_ids) > self.max_length:
             raise ValueError(
                 f"{where}: {len(enc.input_ids)} tokens exceed the verifier's max_length {self.max_length}; "
@@ -269,6 +318,8 @@ class PAVVerifier:
     @torch.inference_mode()
     def score(self, prompts: Sequence[Prompt], steps: Sequence[Sequence[str]]) -> list[list[float]]:
         """`Q̂` of the root and after every step, one list per trace (one forward pass per trace, batched)."""
+        if isinstance(prompts, str) or isinstance(steps, str):
+            raise TypeError("score: prompts and steps must be lists (one entry per trace), got a string")
         if len(prompts) != len(steps):
             raise ValueError(f"score: {len(prompts)} prompts but {len(steps)} step lists")
         encoded = [self.encode(p, s, where=f"trace {i}") for i, (p, s) in enumerate(zip(prompts, steps))]
@@ -314,6 +365,11 @@ class PAVVerifier:
         mask = torch.tensor([[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in encoded], device=device)
         self.verifier_tokens += int(mask.sum())
         logits = self.model(input_ids=ids, attention_mask=mask).logits[..., 0].float()
+        if not bool(torch.isfinite(logits.masked_fill(mask == 0, 0.0)).all()):
+            raise FloatingPointError(
+                "PAVVerifier.score: the model produced NaN or infinite outputs; its weights or inputs are broken "
+                "(no score is returned rather than NaN)"
+            )
         return [torch.sigmoid(logits[b, e.positions]).tolist() for b, e in enumerate(encoded)]
 
     def advantages(
@@ -356,3 +412,49 @@ class PAVVerifier:
 def verifier_advantages(values: Sequence[Sequence[float]], k: float) -> list[list[float]]:
     """Prover advantages from per-trace value lists `[root, step 1, ...]` (as `StepScorer.score` returns them)."""
     return [prover_advantages(torch.tensor(q, dtype=torch.float64), k).tolist() for q in values]
+
+
+def load_adapter_verifier(
+    path: str | os.PathLike, base_model_name_or_path: str | None = None, **kwargs: Any
+) -> PAVVerifier:
+    """Load a PEFT adapter checkpoint written by `PAVRewardTrainer` (a folder or a Hub id), merged into its base model.
+
+    The base is the adapter's `base_model_name_or_path` (a Hub id, or a folder on this machine) unless
+    `base_model_name_or_path` is given. Hub keyword arguments (`revision`, `cache_dir`, `token`, `local_files_only`)
+    apply to the adapter, its `pav_config.json` and the tokenizer; the rest go to the base model's `from_pretrained`.
+
+    Raises:
+        ValueError: if the adapter has no `pav_config.json` or its base model cannot be found.
+    """
+    import json
+
+    from peft import PeftConfig, PeftModel
+    from transformers.utils import cached_file
+
+    from .tokenization import load_tokenizer
+
+    hub = {k: kwargs.pop(k) for k in ("revision", "cache_dir", "token", "local_files_only") if k in kwargs}
+    peft_config = PeftConfig.from_pretrained(str(path), **hub)
+    base_id = base_model_name_or_path or peft_config.base_model_name_or_path
+    try:
+        base = AutoModelForTokenClassification.from_pretrained(base_id, num_labels=1, **kwargs)
+    except OSError as err:
+        raise ValueError(
+            f"{path}: the adapter's base model {base_id!r} cannot be loaded ({err}); pass "
+            "base_model_name_or_path= (a Hub id or folder holding it)"
+        ) from err
+    merged = PeftModel.from_pretrained(base, str(path), **hub).merge_and_unload()
+    meta_file = cached_file(
+        str(path),
+        PAV_CONFIG_NAME,
+        _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False,
+        **hub,
+    )
+    if meta_file is None:
+        raise ValueError(f"{path}: a PEFT adapter without {PAV_CONFIG_NAME}: it was not saved by PAVRewardTrainer")
+    metadata = PAVMetadata.from_dict(json.loads(Path(meta_file).read_text()))
+    merged.config.pav = asdict(metadata)
+    merged.eval()
+    check_finite_weights(merged, f"PAVVerifier.from_pretrained({str(path)!r})")
+    return PAVVerifier(merged, load_tokenizer(path, **hub), metadata)

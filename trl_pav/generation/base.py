@@ -19,11 +19,14 @@ __all__ = [
     "GenerationRequest",
     "Policy",
     "continue_trace",
+    "describe",
     "group_generations",
     "group_samples",
     "gumbel_noise",
     "mix_seed",
+    "policy_fingerprint",
     "sample_requests",
+    "weights_hash",
 ]
 
 _MASK32 = 0xFFFFFFFF
@@ -162,3 +165,58 @@ def gumbel_noise(seeds: torch.Tensor, step: int, vocab_size: int, device: torch.
     h = _hash32(row[:, None] * 0x01000193 ^ _hash32(cols + 0x5BD1E995)[None, :])
     u = (h.to(torch.float64) + 0.5) / 2.0**32
     return (-torch.log(-torch.log(u))).to(torch.float32)
+
+
+def weights_hash(model: torch.nn.Module) -> str:
+    """A content hash of a model's parameters and buffers (names, dtypes, shapes and bytes).
+
+    Two models hash alike exactly when their state dicts are equal, wherever the model was loaded from.
+
+    Example:
+        >>> a = torch.nn.Linear(2, 1)
+        >>> weights_hash(a) == weights_hash(a), len(weights_hash(a))
+        (True, 32)
+    """
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        if t.numel():
+            h.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def describe(obj) -> dict:
+    """The settings of an object that can change what it produces: its class and public scalar attributes.
+
+    Used for graders and procedural policies in labeling fingerprints (a repr would hold a memory address).
+
+    Example:
+        >>> describe(StepFormat("\\n\\n"))["separator"]
+        '\\n\\n'
+    """
+    import dataclasses
+
+    out: dict = {"class": f"{type(obj).__module__}.{type(obj).__qualname__}"}
+    fields = (
+        {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.repr}
+        if dataclasses.is_dataclass(obj)
+        else {k: v for k, v in vars(obj).items() if not k.startswith("_")}
+        if hasattr(obj, "__dict__")
+        else {}
+    )
+    for k, v in fields.items():
+        if isinstance(v, (int, float, str, bool, type(None))):
+            out[k] = v
+        elif dataclasses.is_dataclass(v) and not isinstance(v, type):
+            out[k] = describe(v)
+    return out
+
+
+def policy_fingerprint(policy: Policy) -> dict:
+    """Everything about a policy that changes its samples: its `fingerprint()` when it has one (HF and vLLM
+    policies: sampling settings plus a hash of the weights), else `describe(policy)`."""
+    own = getattr(policy, "fingerprint", None)
+    return dict(own()) if callable(own) else describe(policy)

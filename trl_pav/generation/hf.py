@@ -8,7 +8,7 @@ import torch
 from transformers import GenerationConfig, LogitsProcessor, PreTrainedModel, StoppingCriteria
 
 from ..steps import StepFormat
-from .base import Generation, GenerationRequest, continue_trace, gumbel_noise
+from .base import Generation, GenerationRequest, continue_trace, gumbel_noise, weights_hash
 
 __all__ = ["HFPolicy"]
 
@@ -97,6 +97,23 @@ class HFPolicy:
         last_char = self.step_format.separator[-1]
         self._holds_last_char = torch.tensor([last_char in t for t in vocab], dtype=torch.bool, device=model.device)
 
+    def fingerprint(self) -> dict:
+        """What changes this policy's samples: sampling settings, a hash of the weights, and the tokenizer's vocab
+        (the batch size does not: every request has its own seed)."""
+        import hashlib
+        import json
+
+        vocab = json.dumps(sorted(self.tokenizer.get_vocab().items()))
+        return {
+            "class": "HFPolicy",
+            "temperature": self.temperature,
+            "max_new_tokens": self.max_new_tokens,
+            "max_step_tokens": self.max_step_tokens,
+            "step_format": self.step_format.to_dict(),
+            "weights": weights_hash(self.model),
+            "tokenizer": hashlib.blake2b(vocab.encode(), digest_size=16).hexdigest(),
+        }
+
     @torch.inference_mode()
     def generate(self, requests: Sequence[GenerationRequest], stop_at_step: bool = False) -> list[Generation]:
         """One continuation per request (see `Policy.generate`)."""
@@ -129,6 +146,15 @@ class HFPolicy:
         pad = self.tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=device)
         attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
+        positions = getattr(self.model.config, "max_position_embeddings", None)
+        if isinstance(positions, int):
+            # Past the position table a model crashes (absolute positions) or silently extrapolates (RoPE).
+            if width >= positions:
+                raise ValueError(
+                    f"HFPolicy: a request is {width} tokens long, at or over the model's max_position_embeddings "
+                    f"{positions}: shorten the prompt or the steps"
+                )
+            limits = [min(limit, positions - width) for limit in limits]
         eos = self.tokenizer.eos_token_id
         config = GenerationConfig(
             max_new_tokens=max(limits), do_sample=False, pad_token_id=pad, eos_token_id=eos, num_beams=1, use_cache=True

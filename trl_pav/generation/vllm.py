@@ -58,6 +58,33 @@ class VLLMPolicy:
         self.step_format = step_format or StepFormat()
         self.temperature, self.max_new_tokens, self.max_step_tokens = temperature, max_new_tokens, max_step_tokens
 
+    def fingerprint(self) -> dict:
+        """What changes this policy's samples: sampling settings and a hash of the model folder's files (config,
+        tokenizer and weights), or the model id when it is not a local folder."""
+        import hashlib
+        from pathlib import Path
+
+        model_config = getattr(getattr(self.llm, "llm_engine", None), "model_config", None)
+        model = getattr(model_config, "model", None) or self.name
+        files = {}
+        folder = Path(str(model))
+        if folder.is_dir():
+            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+                h = hashlib.blake2b(digest_size=16)
+                with open(path, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 24), b""):
+                        h.update(block)
+                files[str(path.relative_to(folder))] = h.hexdigest()
+        return {
+            "class": "VLLMPolicy",
+            "model": str(model),
+            "files": files,
+            "temperature": self.temperature,
+            "max_new_tokens": self.max_new_tokens,
+            "max_step_tokens": self.max_step_tokens,
+            "step_format": self.step_format.to_dict(),
+        }
+
     def generate(self, requests: Sequence[GenerationRequest], stop_at_step: bool = False) -> list[Generation]:
         """One continuation per request (see `Policy.generate`)."""
         if not requests:

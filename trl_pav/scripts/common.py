@@ -15,6 +15,7 @@ from ..distributed import process_state
 __all__ = [
     "GenerationArguments",
     "ProblemArguments",
+    "check_model_source",
     "end_processes",
     "load_causal_lm",
     "load_stage_policy",
@@ -65,6 +66,25 @@ class GenerationArguments:
     generation_batch_size: int = field(default=64, metadata={"help": "Sequences per generate call (HF backend)."})
     use_vllm: bool = field(default=False, metadata={"help": "Generate with vLLM (GPU only)."})
     vllm_gpu_memory_utilization: float = field(default=0.5, metadata={"help": "vLLM's share of GPU memory."})
+
+
+def check_model_source(name: str | None, what: str) -> None:
+    """Raise `FileNotFoundError` when `name` is neither an existing local folder nor a well-formed Hub id.
+
+    Without it a missing local folder reaches the Hub client, whose error ("Repo id must be in the form ...") does
+    not say that the folder is missing.
+    """
+    if not name or os.path.isdir(name):
+        return
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    looks_local = name.startswith(("/", "./", "../", "~")) or os.path.exists(name)
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        looks_local = True
+    if looks_local:
+        raise FileNotFoundError(f"{what}: no such model folder {name!r} (and it is not a Hub id)")
 
 
 def on_cpu() -> bool:
@@ -137,6 +157,7 @@ def load_causal_lm(path: str, model_args):
 
 def load_stage_policy(path: str, model_args, gen: GenerationArguments, step_format):
     """An `HFPolicy` (or a `VLLMPolicy` with `use_vllm`) for `path` with the stage's sampling settings."""
+    check_model_source(path, "policy")
     if gen.use_vllm:
         from ..generation.vllm import VLLMPolicy
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .common import GenerationArguments, ProblemArguments, load_stage_policy, load_stage_problems
+from .common import (
+    GenerationArguments,
+    ProblemArguments,
+    check_model_source,
+    load_stage_policy,
+    load_stage_problems,
+)
 
 __all__ = ["LabelScriptArguments", "main", "make_parser"]
 
@@ -40,13 +46,19 @@ def main(script_args: LabelScriptArguments, label_config, model_args) -> dict:
     """Label the problems; every process takes a share of the shards, the main one assembles the dataset."""
 
     from ..distributed import process_state
-    from ..labeling import MCLabeler, load_labels
+    from ..labeling import MCLabeler, load_labels, validate_problems
 
     if not model_args.model_name_or_path:
         raise ValueError("label: set model_name_or_path (the base policy)")
     if label_config.prover == "policy" and not script_args.prover_model_name_or_path:
         raise ValueError("label: prover='policy' needs prover_model_name_or_path")
+    check_model_source(model_args.model_name_or_path, "label: model_name_or_path")
+    check_model_source(script_args.prover_model_name_or_path, "label: prover_model_name_or_path")
     problems, grader, step_format = load_stage_problems(script_args, script_args.dataset_train_split)
+    # Bad problems fail now, not after loading a large model.
+    validate_problems(
+        problems, label_config.prompt_column, label_config.gold_column, getattr(grader, "needs_gold", True)
+    )
     policy = load_stage_policy(model_args.model_name_or_path, model_args, script_args, step_format)
     prover = None
     if script_args.prover_model_name_or_path:

@@ -59,16 +59,20 @@ def main(script_args: RLScriptArguments, training_args, model_args) -> dict:
     """Train the policy against the outcome grader plus the verifier's per-step advantages; save it."""
     from trl import GRPOTrainer, RLOOTrainer, get_peft_config
 
+    from ..labeling import validate_problems
     from ..tokenization import load_tokenizer
     from ..trainers import PAVGRPOConfig, PAVGRPOTrainer, PAVRLOOTrainer, grader_reward
-    from .common import end_trackers, load_stage_problems, model_init_kwargs
+    from .common import check_model_source, end_trackers, load_stage_problems, model_init_kwargs
 
     if not model_args.model_name_or_path:
         raise ValueError("rl_pav: set model_name_or_path (the policy to train)")
     grpo = isinstance(training_args, PAVGRPOConfig)
     if (script_args.algorithm == "grpo") != grpo:
         raise ValueError(f"rl_pav: algorithm {script_args.algorithm!r} but a {type(training_args).__name__}")
+    check_model_source(model_args.model_name_or_path, "rl: model_name_or_path")
+    check_model_source(training_args.verifier_model_name_or_path, "rl: verifier_model_name_or_path")
     problems, grader, _ = load_stage_problems(script_args, script_args.dataset_train_split)
+    validate_problems(problems, needs_gold=getattr(grader, "needs_gold", True))  # before loading any model
     training_args.model_init_kwargs = {**model_init_kwargs(model_args), **(training_args.model_init_kwargs or {})}
     common = {
         "model": model_args.model_name_or_path,

@@ -64,14 +64,20 @@ def main(script_args: SearchScriptArguments, search_config, model_args) -> dict:
     from accelerate.utils import gather_object
 
     from ..distributed import is_zero3, process_shard
+    from ..labeling import validate_problems
     from ..search import evaluate_search, merge_search_results, plot_search_results
-    from .common import load_stage_policy, load_stage_problems, on_cpu, write_json
+    from .common import check_model_source, load_stage_policy, load_stage_problems, on_cpu, write_json
 
     if not model_args.model_name_or_path:
         raise ValueError("search_eval: set model_name_or_path (the policy)")
+    check_model_source(model_args.model_name_or_path, "search: model_name_or_path")
+    check_model_source(script_args.pav_model_name_or_path, "search: pav_model_name_or_path")
+    check_model_source(script_args.orm_model_name_or_path, "search: orm_model_name_or_path")
     accelerator = Accelerator(cpu=on_cpu())
     state = accelerator.state
     problems, grader, step_format = load_stage_problems(script_args, script_args.dataset_train_split)
+    # Bad problems fail now, not after loading the models.
+    validate_problems(problems, needs_gold=getattr(grader, "needs_gold", True))
     if len(problems) < state.num_processes:
         raise ValueError(f"search_eval: {len(problems)} problems for {state.num_processes} processes")
     lockstep = is_zero3(accelerator) if script_args.verifier_lockstep is None else script_args.verifier_lockstep

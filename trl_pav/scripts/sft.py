@@ -91,10 +91,11 @@ def main(script_args: SFTScriptArguments, training_args, model_args) -> dict:
     from ..steps import StepFormat
     from ..tasks import DEFAULT_POLICY, ArithmeticTask, get_task, tiny_policy_model
     from ..tokenization import load_tokenizer
-    from .common import end_trackers, load_stage_policy, load_stage_problems, model_init_kwargs
+    from .common import check_model_source, end_trackers, load_stage_policy, load_stage_problems, model_init_kwargs
 
     if script_args.from_scratch == bool(model_args.model_name_or_path):
         raise ValueError("sft: give exactly one of model_name_or_path and from_scratch")
+    check_model_source(model_args.model_name_or_path, "sft: model_name_or_path")
     if script_args.from_scratch and script_args.task is None:
         raise ValueError("sft: from_scratch needs a synthetic task (its character tokenizer)")
     task = get_task(script_args.task) if script_args.task else None

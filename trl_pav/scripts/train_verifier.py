@@ -39,6 +39,7 @@ def load_stepwise(args: VerifierScriptArguments):
     """`(train, eval or None)` stepwise datasets from a labeling folder, a file or a Hub id."""
     from datasets import DatasetDict, load_dataset
 
+    from ..datasets_io import check_nonempty_file
     from ..labeling import load_labels
 
     source = args.dataset_name
@@ -50,6 +51,7 @@ def load_stepwise(args: VerifierScriptArguments):
         kind = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}.get(os.path.splitext(source)[1].lower())
         if kind is None:
             raise ValueError(f"cannot read stepwise labels from {source!r}: use .json, .jsonl or .parquet")
+        check_nonempty_file(source)
         data = load_dataset(kind, data_files=source, split="train")
     else:
         loaded = load_dataset(source, args.dataset_config)
@@ -90,14 +92,22 @@ def main(script_args: VerifierScriptArguments, training_args, model_args, kind: 
     """Train and save the verifier (`kind` overrides `training_args.kind`: the ORM recipe passes `"orm"`)."""
     from trl import get_peft_config
 
+    from ..data import validate_stepwise
+    from ..steps import StepFormat
     from ..trainers import PAVRewardTrainer
-    from .common import end_trackers, model_init_kwargs
+    from .common import check_model_source, end_trackers, model_init_kwargs
 
     if not model_args.model_name_or_path:
         raise ValueError("train_pav: set model_name_or_path (the backbone: usually the base policy)")
+    check_model_source(model_args.model_name_or_path, "train_pav: model_name_or_path")
     if kind is not None:
         training_args.kind = kind
     train, held = load_stepwise(script_args)
+    # Bad rows fail now, naming them, not after loading the backbone (the trainer checks them again).
+    step_format = StepFormat(training_args.step_separator) if training_args.step_separator is not None else None
+    validate_stepwise(train, step_format)
+    if held is not None:
+        validate_stepwise(held, step_format)
     if held is None and training_args.eval_strategy != "no":
         raise ValueError("eval_strategy is set but there is no evaluation data: set eval_fraction or a test split")
     kwargs = model_init_kwargs(model_args, keep_full_precision=("score", "classifier"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -12,7 +13,19 @@ from ..modeling import StepScorer
 from ..values import best_of_k, effective_reward
 from .base import AnswerFn, ComputeLedger, SearchResult, counted_generate, counted_score
 
-__all__ = ["BeamSearchConfig", "beam_search", "child_rewards"]
+__all__ = ["BeamSearchConfig", "beam_search", "check_search_numbers", "child_rewards"]
+
+
+def check_search_numbers(alpha: float, prover_k: float, expansions: int, max_depth: int) -> None:
+    """Raise `ValueError` naming a search setting that is not a usable number (NaN α would rank beams at random)."""
+    if not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
+        raise ValueError(f"alpha must be a finite number, got {alpha!r}")
+    if not isinstance(prover_k, (int, float)) or not math.isfinite(prover_k) or prover_k < 1:
+        raise ValueError(f"prover_k must be a finite number >= 1, got {prover_k!r}")
+    if expansions < 1:
+        raise ValueError(f"expansions must be >= 1, got {expansions}")
+    if max_depth < 1:
+        raise ValueError(f"max_depth must be >= 1, got {max_depth}")
 
 
 @dataclass
@@ -39,6 +52,7 @@ class BeamSearchConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_search_numbers(self.alpha, self.prover_k, self.expansions, self.max_depth)
         if self.expansions < 1 or self.budget < self.expansions:
             raise ValueError(f"need budget >= expansions >= 1, got budget={self.budget}, expansions={self.expansions}")
         if self.max_depth < 1:

@@ -11,7 +11,7 @@ from ..grading import Grader, extract_answer
 from ..metrics import bootstrap_interval, curve_is_monotone
 from ..modeling import StepScorer
 from .base import ComputeLedger, SearchResult
-from .beam_search import BeamSearchConfig, beam_search
+from .beam_search import BeamSearchConfig, beam_search, check_search_numbers
 from .best_of_n import best_of_n, majority_vote, pass_at_n, sample_candidates, weighted_majority
 
 __all__ = [
@@ -74,6 +74,13 @@ class SearchEvalConfig:
             raise ValueError(f"unknown search methods {sorted(unknown)}; known: {list(METHODS)}")
         if not self.budgets or min(self.budgets) < 1:
             raise ValueError(f"budgets must be positive integers, got {self.budgets}")
+        check_search_numbers(self.alpha, self.prover_k, self.expansions, self.max_depth)
+        beams = [m for m in self.methods if m.endswith("beam")]
+        if beams and min(self.budgets) < self.expansions:
+            raise ValueError(
+                f"budget {min(self.budgets)} is below expansions={self.expansions}: beam search ({', '.join(beams)}) "
+                "samples C = expansions children per beam, so every budget N must be >= C"
+            )
 
 
 def evaluate_search(

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import ClassVar
 
 import numpy as np
 from datasets import Dataset
@@ -195,6 +196,7 @@ class PlantedGrader:
     """1.0 iff the trace has at most `length` valid symbols and contains the planted string."""
 
     task: PlantedTask
+    needs_gold: ClassVar[bool] = False  # problems carry an empty gold answer
 
     def grade(self, completion: str, gold: str = "") -> float:
         """Reward of a completed trace (`gold` is unused)."""

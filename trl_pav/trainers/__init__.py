@@ -3,12 +3,13 @@
 from .pav_grpo_config import PAVGRPOConfig
 from .pav_grpo_trainer import PAVGRPOTrainer
 from .pav_reward_config import PAVRewardConfig
-from .pav_reward_trainer import PAVRewardTrainer, StepwiseCollator, tokenize_stepwise_row
+from .pav_reward_trainer import NonFiniteGradientCheck, PAVRewardTrainer, StepwiseCollator, tokenize_stepwise_row
 from .pav_rl import PAVRLFields, grader_reward, locate_steps
 from .pav_rloo_config import PAVRLOOConfig
 from .pav_rloo_trainer import PAVRLOOTrainer
 
 __all__ = [
+    "NonFiniteGradientCheck",
     "PAVGRPOConfig",
     "PAVGRPOTrainer",
     "PAVRLFields",

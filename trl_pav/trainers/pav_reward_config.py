@@ -52,7 +52,7 @@ class PAVRewardConfig(TrainingArguments):
         max_length (`int`, *optional*, defaults to `1024`):
             Longest tokenized trace. Longer traces lose whole trailing steps (with their labels) and a warning
             counts them; a row whose prompt and first step do not fit is dropped with a warning. Labels are never
-            misaligned.
+            misaligned. Capped, with a warning, at the backbone's `max_position_embeddings`.
         dataset_num_proc (`int` or `None`, *optional*, defaults to `None`):
             Processes for tokenizing the dataset.
         model_init_kwargs (`dict` or `None`, *optional*, defaults to `None`):
@@ -89,6 +89,11 @@ class PAVRewardConfig(TrainingArguments):
             raise ValueError(f"PAVRewardConfig.prover_k must be >= 1, got {self.prover_k}")
         if not 0.0 < self.label_threshold < 1.0:
             raise ValueError(f"PAVRewardConfig.label_threshold must be in (0, 1), got {self.label_threshold}")
+        if self.step_separator is not None and (not isinstance(self.step_separator, str) or not self.step_separator):
+            raise ValueError(
+                f"PAVRewardConfig.step_separator must be a non-empty string or None (keep the model's), got "
+                f"{self.step_separator!r}"
+            )
         if self.max_length < 2:
             raise ValueError(f"PAVRewardConfig.max_length must be >= 2, got {self.max_length}")
         super().__post_init__()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar
@@ -11,21 +10,34 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from datasets import Dataset
-from transformers import AutoModelForTokenClassification, EvalPrediction, PreTrainedModel, Trainer, set_seed
+from transformers import (
+    AutoModelForTokenClassification,
+    EvalPrediction,
+    PreTrainedModel,
+    Trainer,
+    TrainerCallback,
+    set_seed,
+)
 from transformers.utils import logging
 
-from ..data import validate_stepwise
+from ..data import TARGETS, StepwiseDataError, validate_stepwise
 from ..metrics import verifier_metrics
-from ..modeling import PAVMetadata, PAVVerifier, disable_dropout, render_prompt
+from ..modeling import (
+    PAV_CONFIG_NAME,
+    PAVMetadata,
+    PAVVerifier,
+    check_finite_weights,
+    disable_dropout,
+    render_prompt,
+)
 from ..steps import StepFormat, tokenize_trace
 from ..tokenization import load_tokenizer
 from ..values import bce_classes, class_balanced_bce, class_weights
 from .pav_reward_config import PAVRewardConfig
 
-__all__ = ["PAVRewardTrainer", "StepwiseCollator", "tokenize_stepwise_row"]
+__all__ = ["NonFiniteGradientCheck", "PAVRewardTrainer", "StepwiseCollator", "tokenize_stepwise_row"]
 
 logger = logging.get_logger(__name__)
-PAV_CONFIG_NAME = "pav_config.json"
 IGNORE = -100.0
 
 
@@ -48,7 +60,7 @@ def tokenize_stepwise_row(
     """
     prompt = render_prompt(tokenizer, row["prompt"])
     steps = list(row["completions"])
-    labels = [None if x is None else float(x) for x in row["labels"]]
+    labels = [None if x is None else float(x) for x in row["labels"]]  # None: a step never measured, masked
     enc = tokenize_trace(tokenizer, prompt, steps, step_format)
     ids, positions = enc.input_ids, enc.positions
     kept = len(steps)
@@ -103,6 +115,28 @@ class StepwiseCollator:
             "read_positions": torch.tensor(pos, dtype=torch.long),
             "read_labels": torch.tensor(lab, dtype=torch.float32),
         }
+
+
+class NonFiniteGradientCheck(TrainerCallback):
+    """Stops training with an error naming the step and a parameter when a gradient is NaN or infinite.
+
+    Runs after clipping and before the optimizer step, so no weight is ever updated with a non-finite gradient.
+    Gradients held by DeepSpeed (not in `.grad`) are left to DeepSpeed's own overflow handling.
+    """
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        if model is None:
+            return
+        named = [(n, p.grad) for n, p in model.named_parameters() if p.grad is not None]
+        if not named:
+            return
+        finite = torch.stack([torch.isfinite(g).all() for _, g in named])
+        if not bool(finite.all()):
+            bad = [n for (n, _), ok in zip(named, finite.tolist()) if not ok]
+            raise FloatingPointError(
+                f"PAVRewardTrainer: non-finite gradient at training step {state.global_step + 1} in {len(bad)} "
+                f"parameter(s), first {bad[0]!r}; the weights were not updated"
+            )
 
 
 class PAVRewardTrainer(Trainer):
@@ -160,6 +194,14 @@ class PAVRewardTrainer(Trainer):
         if getattr(model.config, "num_labels", 1) != 1:
             raise ValueError(f"the verifier needs a one-label head, got num_labels={model.config.num_labels}")
         disable_dropout(model)
+        limit = getattr(model.config, "max_position_embeddings", None)
+        if isinstance(limit, int) and args.max_length > limit:
+            # Positions past the backbone's table crash (absolute embeddings) or silently extrapolate (RoPE).
+            logger.warning(
+                f"PAVRewardConfig.max_length={args.max_length} exceeds the model's max_position_embeddings={limit}; "
+                f"using max_length={limit}"
+            )
+            args.max_length = limit
         if processing_class is None:
             if not model_id:
                 raise ValueError("pass processing_class: the model has no path to load a tokenizer from")
@@ -170,7 +212,9 @@ class PAVRewardTrainer(Trainer):
         old = getattr(model.config, "pav", None)
         base_meta = PAVMetadata.from_dict(old) if isinstance(old, dict) else PAVMetadata(base_model=model_id)
         step_format = (
-            StepFormat(args.step_separator) if args.step_separator else StepFormat.from_dict(base_meta.step_format)
+            StepFormat(args.step_separator)
+            if args.step_separator is not None
+            else StepFormat.from_dict(base_meta.step_format)
         )
         target = args.target or _dataset_target(train_dataset) or "q_pi"
         self.pav_metadata = PAVMetadata(
@@ -203,6 +247,7 @@ class PAVRewardTrainer(Trainer):
                 eval_dataset = {k: self._prepare_dataset(v, processing_class, args, k) for k, v in eval_dataset.items()}
             else:
                 eval_dataset = self._prepare_dataset(eval_dataset, processing_class, args, "eval")
+        callbacks = [*(callbacks or []), NonFiniteGradientCheck()]
         super().__init__(
             model=model,
             args=args,
@@ -220,7 +265,7 @@ class PAVRewardTrainer(Trainer):
         self.loss_is_scaled_for_ga = False
 
     def _prepare_dataset(self, dataset: Dataset, tokenizer, args: PAVRewardConfig, name: str) -> Dataset:
-        dataset = validate_stepwise(dataset)
+        dataset = validate_stepwise(dataset, step_format=self.step_format)
         fn_kwargs = {
             "tokenizer": tokenizer,
             "step_format": self.step_format,
@@ -277,6 +322,13 @@ class PAVRewardTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         read, labels, mask = self._reads(model, inputs)
         loss = self._loss(read, labels, mask, split=model.training and self.accelerator.num_processes > 1)
+        if model.training and not torch.isfinite(loss):
+            # Trainer's log would hide it (`logging_nan_inf_filter`) while the weights turn NaN.
+            raise FloatingPointError(
+                f"PAVRewardTrainer: the loss is {loss.item()} at training step {self.state.global_step + 1} "
+                f"(non-finite verifier outputs: {int((~torch.isfinite(read)).sum())}); check the learning rate and "
+                "the model's weights"
+            )
         return (loss, {"logits": read}) if return_outputs else loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -296,7 +348,12 @@ class PAVRewardTrainer(Trainer):
 
     # ---- saving --------------------------------------------------------------------------------------------------
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """Save weights (or the adapter), tokenizer, `pav_config.json` and a model card."""
+        """Save weights (or the adapter), tokenizer, `pav_config.json` and a model card.
+
+        Raises:
+            FloatingPointError: if a weight is NaN or infinite (nothing is written).
+        """
+        check_finite_weights(self.accelerator.unwrap_model(self.model), "PAVRewardTrainer.save_model")
         super().save_model(output_dir, _internal_call)
         output_dir = output_dir or self.args.output_dir
         if not self.is_world_process_zero():
@@ -338,48 +395,13 @@ class PAVRewardTrainer(Trainer):
 def _dataset_target(dataset: Dataset | None) -> str | None:
     if dataset is None or "target" not in dataset.column_names:
         return None
-    values = set(dataset["target"])
+    targets = dataset["target"]
+    unknown = [(i, t) for i, t in enumerate(targets) if t not in TARGETS]
+    if unknown:
+        raise StepwiseDataError(
+            [(i, f"target = {t!r:.40} is not one of {list(TARGETS)}") for i, t in unknown], len(targets)
+        )
+    values = set(targets)
     if len(values) != 1:
         raise ValueError(f"the dataset mixes label targets {sorted(values)}; train one verifier per target")
     return values.pop()
-
-
-def load_adapter_verifier(
-    path: str | os.PathLike, base_model_name_or_path: str | None = None, **kwargs: Any
-) -> PAVVerifier:
-    """Load a PEFT adapter checkpoint written by `PAVRewardTrainer` (a folder or a Hub id), merged into its base model.
-
-    The base is the adapter's `base_model_name_or_path` (a Hub id, or a folder on this machine) unless
-    `base_model_name_or_path` is given. Hub keyword arguments (`revision`, `cache_dir`, `token`, `local_files_only`)
-    apply to the adapter, its `pav_config.json` and the tokenizer; the rest go to the base model's `from_pretrained`.
-
-    Raises:
-        ValueError: if the adapter has no `pav_config.json` or its base model cannot be found.
-    """
-    from peft import PeftConfig, PeftModel
-    from transformers.utils import cached_file
-
-    hub = {k: kwargs.pop(k) for k in ("revision", "cache_dir", "token", "local_files_only") if k in kwargs}
-    peft_config = PeftConfig.from_pretrained(str(path), **hub)
-    base_id = base_model_name_or_path or peft_config.base_model_name_or_path
-    try:
-        base = AutoModelForTokenClassification.from_pretrained(base_id, num_labels=1, **kwargs)
-    except OSError as err:
-        raise ValueError(
-            f"{path}: the adapter's base model {base_id!r} cannot be loaded ({err}); pass "
-            "base_model_name_or_path= (a Hub id or folder holding it)"
-        ) from err
-    merged = PeftModel.from_pretrained(base, str(path), **hub).merge_and_unload()
-    meta_file = cached_file(
-        str(path),
-        PAV_CONFIG_NAME,
-        _raise_exceptions_for_missing_entries=False,
-        _raise_exceptions_for_connection_errors=False,
-        **hub,
-    )
-    if meta_file is None:
-        raise ValueError(f"{path}: a PEFT adapter without {PAV_CONFIG_NAME}: it was not saved by PAVRewardTrainer")
-    metadata = PAVMetadata.from_dict(json.loads(Path(meta_file).read_text()))
-    merged.config.pav = asdict(metadata)
-    merged.eval()
-    return PAVVerifier(merged, load_tokenizer(path, **hub), metadata)

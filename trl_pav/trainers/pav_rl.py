@@ -9,7 +9,7 @@ import torch
 from transformers.utils import logging
 
 from ..distributed import Lockstep, is_zero3
-from ..grading import Grader
+from ..grading import Grader, grade_batch
 from ..modeling import PAVVerifier, StepScorer
 from ..steps import StepFormat, token_positions
 from ..values import best_of_k, dense_advantages, prover_advantages
@@ -118,7 +118,7 @@ def grader_reward(grader: Grader, gold_column: str = "gold") -> Callable[..., li
         if gold_column not in kwargs:
             raise ValueError(f"outcome_reward: the dataset has no {gold_column!r} column with gold answers")
         texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
-        return [float(grader.grade(t, g)) for t, g in zip(texts, kwargs[gold_column])]
+        return grade_batch(grader, texts, list(kwargs[gold_column]))  # one round trip for a bounded grader
 
     outcome_reward.__name__ = f"outcome_{type(grader).__name__}"
     return outcome_reward
