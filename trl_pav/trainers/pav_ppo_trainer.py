@@ -145,8 +145,8 @@ class PAVPPOTrainer(PAVRLMixin, GRPOTrainer):
                 nn.init.zeros_(head.bias)
             if args.gradient_checkpointing:
                 critic.gradient_checkpointing_enable(gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs)
-        if args.disable_dropout:
-            disable_dropout_in_model(critic)
+        # A regression target averaged over samples needs no dropout (token classifiers default to 0.1 on the head).
+        disable_dropout_in_model(critic)
         critic.requires_grad_(True)
         critic.to(device=next(policy.parameters()).device)
         self.model.add_module(CRITIC_ATTRIBUTE, critic)
