@@ -484,7 +484,8 @@ MULTI = textwrap.dedent(
     trainer.train()
     if trainer.accelerator.is_main_process:
         model = trainer.accelerator.unwrap_model(trainer.model)
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, os.path.join(out, "params.pt"))
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        torch.save({"params": state, "processes": trainer.accelerator.num_processes}, os.path.join(out, "params.pt"))
     """
 )
 
@@ -502,6 +503,8 @@ def test_two_processes_equal_one(policy_dir, tmp_path):
     subprocess.run([sys.executable, str(script), str(tmp_path / "one"), policy_dir], env=env, check=True, timeout=600)
     two = torch.load(tmp_path / "two" / "params.pt")
     one = torch.load(tmp_path / "one" / "params.pt")
+    assert (two["processes"], one["processes"]) == (2, 1)
+    two, one = two["params"], one["params"]
     initial = AutoModelForCausalLM.from_pretrained(policy_dir).state_dict()
     assert two.keys() == one.keys() and any(k.startswith("pav_critic.") for k in one)
     assert any(not torch.equal(one[k], initial[k]) for k in initial)  # training moved the policy

@@ -3,7 +3,10 @@ outcome reward."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
+import types
 from typing import ClassVar
 
 import torch
@@ -12,7 +15,7 @@ from transformers import AutoModelForTokenClassification
 from transformers.utils import logging
 from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
-from trl.trainer.utils import disable_dropout_in_model
+from trl.trainer.utils import FusedCausalLMOutput, disable_dropout_in_model
 
 from ..modeling import StepScorer
 from ..values import clipped_value_loss, gae, kl_penalty, masked_moments, ppo_policy_loss, ppo_reward_stream, whiten
@@ -27,6 +30,14 @@ CRITIC_ATTRIBUTE = "pav_critic"
 """Name under which the critic is registered inside the trained model (so one optimizer and one DeepSpeed engine
 hold policy and critic)."""
 CRITIC_FOLDER = "critic"
+
+
+@dataclasses.dataclass
+class PolicyValueOutput(FusedCausalLMOutput):
+    """TRL's fused-LM-head output plus the critic's `(B, T)` values (a registered model output, so DDP can
+    flatten and rebuild it)."""
+
+    critic_values: torch.Tensor | None = None
 
 
 class ValueHead(nn.Module):
@@ -150,6 +161,7 @@ class PAVPPOTrainer(PAVRLMixin, GRPOTrainer):
         critic.requires_grad_(True)
         critic.to(device=next(policy.parameters()).device)
         self.model.add_module(CRITIC_ATTRIBUTE, critic)
+        self._route_critic_through_forward(critic)
         if self.use_vllm:
             self._exclude_critic_from_vllm_sync()
 
@@ -187,32 +199,57 @@ class PAVPPOTrainer(PAVRLMixin, GRPOTrainer):
         optimizer.param_groups = groups
         return optimizer
 
+    def _route_critic_through_forward(self, critic: nn.Module) -> None:
+        """Let the policy's forward also run the critic (`model(..., pav_values=True)`), so that the critic is used
+        inside the forward of whatever wraps the model (DDP, DeepSpeed, FSDP), which those wrappers require."""
+        policy = self._policy_causal_lm()
+        forward = policy.forward  # TRL's fused-LM-head forward
+        shared = self.args.critic_backbone == "shared"
+
+        @functools.wraps(type(policy).forward)  # `generate` validates its kwargs against this signature
+        def forward_with_values(module, *args, pav_values: bool = False, **kwargs):
+            if not pav_values:
+                return forward(*args, **kwargs)
+            logits_to_keep = kwargs.pop("pav_logits_to_keep")
+            if shared:
+                captured = []
+                hook = module.base_model.register_forward_hook(
+                    lambda _m, _i, out: captured.append(out.last_hidden_state)
+                )
+                try:
+                    out = forward(*args, **kwargs)
+                finally:
+                    hook.remove()
+                values = critic(captured[-1][:, -logits_to_keep - 1 : -1])
+            else:
+                out = forward(*args, **kwargs)
+                scores = critic(input_ids=kwargs["input_ids"], attention_mask=kwargs["attention_mask"]).logits
+                values = scores[:, -logits_to_keep - 1 : -1, 0]
+            return PolicyValueOutput(
+                **{f.name: getattr(out, f.name) for f in dataclasses.fields(out)}, critic_values=values
+            )
+
+        policy.forward = types.MethodType(forward_with_values, policy)
+
     def _logps_and_values(
         self, model, input_ids, attention_mask, logits_to_keep: int, compute_entropy: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """`(B, T)` log-probs of the completion tokens, entropies (or None) and the critic's values `V_t` (the value
-        of the state before token t), through `model` (the wrapped policy, so DeepSpeed/DDP see the forward)."""
-        critic = self._critic(model)
-        if self.args.critic_backbone == "shared":
-            captured = []
-            backbone = self._policy_causal_lm(model).base_model
-            hook = backbone.register_forward_hook(lambda _m, _i, out: captured.append(out.last_hidden_state))
-            try:
-                logps, entropies, _ = self._get_per_token_logps_and_entropies(
-                    model, input_ids, attention_mask, logits_to_keep, compute_entropy=compute_entropy
-                )
-            finally:
-                hook.remove()
-            hidden = torch.cat(captured, dim=0)
-            values = critic(hidden[:, -logits_to_keep - 1 : -1])
-        else:
-            logps, entropies, _ = self._get_per_token_logps_and_entropies(
-                model, input_ids, attention_mask, logits_to_keep, compute_entropy=compute_entropy
+        of the state before token t), in one call of `model` (the wrapped policy; text-only inputs)."""
+        labels = input_ids.masked_fill(attention_mask == 0, -100)  # only completion tokens are scored
+        labels[:, :-logits_to_keep] = -100
+        with self.accelerator.autocast():
+            out = model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                labels=labels,
+                fused_lm_head=True,
+                pav_values=True,
+                pav_logits_to_keep=logits_to_keep,
             )
-            with self.accelerator.autocast():
-                out = critic(input_ids=input_ids, attention_mask=attention_mask)
-            values = out.logits[:, -logits_to_keep - 1 : -1, 0]
-        return logps, entropies, values.float()
+        logps = out.log_probs[:, -logits_to_keep:]
+        entropies = out.entropy[:, -logits_to_keep:] if compute_entropy else None
+        return logps, entropies, out.critic_values.float()
 
     # ---- scoring: reward stream, GAE --------------------------------------------------------------------------------
     def combine_rewards(
