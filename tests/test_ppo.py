@@ -510,3 +510,25 @@ def test_two_processes_equal_one(policy_dir, tmp_path):
     assert any(not torch.equal(one[k], initial[k]) for k in initial)  # training moved the policy
     for k in one:
         assert torch.allclose(one[k], two[k], atol=1e-5), k
+
+
+@pytest.mark.parametrize("config", ["rl_ppo.yaml", "rl_ppo_paper.yaml"])
+def test_rl_recipe_runs_ppo_from_the_shipped_configs(policy_dir, tmp_path, config):
+    """`--algorithm ppo` through the stage script with a shipped YAML (one process; outcome-only, so no verifier)."""
+    import yaml
+
+    from trl_pav.scripts import rl
+    from trl_pav.scripts.common import run_recipe
+
+    settings = yaml.safe_load((ROOT / "recipes" / "configs" / "arithmetic" / config).read_text())
+    assert settings["algorithm"] == "ppo"
+    settings.pop("verifier_model_name_or_path")
+    settings.update(pav_alpha=0.0, model_name_or_path=policy_dir, output_dir=str(tmp_path / "rl"), num_problems=8)
+    (tmp_path / config).write_text(yaml.safe_dump(settings))
+    argv = ["--config", str(tmp_path / config), "--max_steps", "1", "--per_device_train_batch_size", "4"]
+    argv += ["--num_generations", "4", "--max_completion_length", "12"]
+    result = run_recipe(rl, argv)
+    assert result["algorithm"] == "ppo" and result["outcome_only"] and result["global_step"] == 1
+    assert (tmp_path / "rl" / "critic" / "model.safetensors").exists()
+    with pytest.raises(ValueError, match="unknown RL algorithm"):
+        rl.make_parser(["--algorithm", "ppo2"])
