@@ -1,7 +1,9 @@
 """Subclassing `PAVPPOTrainer` to change where step rewards enter the per-token reward stream.
 
-By default each step's process term `α·Â^μ_h` is paid on the step's last token (the classic RLHF layout). Here it is
-spread evenly over the step's tokens instead; the KL terms and the outcome reward stay as they are. Run on the CPU
+With `process_credit="reward"` each step's process term `α·Â^μ_h` is paid as a reward on the step's last token (the
+classic RLHF layout). Here it is spread evenly over the step's tokens instead; the KL terms and the outcome reward stay
+as they are. (With the default `process_credit="advantage"` the terms go to the advantages instead: override
+`combine_advantages` to change that.) Run on the CPU
 with a tiny random policy on the planted-subsequence task, its exact γ=10 prover values as the verifier:
 
     python examples/ppo_custom_rewards.py
@@ -48,6 +50,8 @@ def main() -> None:
         save_strategy="no",
         pav_alpha=3.0,
         prover_k=1,
+        process_credit="reward",
+        lam=0.95,  # with lam = 1 step rewards in the return telescope (see PAVPPOConfig.process_credit)
     )
     trainer = SpreadStepRewardPPOTrainer(
         policy_dir,

@@ -194,7 +194,16 @@ def test_reward_stream_inside_the_trainer(policy_dir, tmp_path):
     """Step rewards land on each step's last token (terminal step on EOS), KL on every token, outcome on the last;
     with alpha = 0 only the KL terms and the outcome remain; advantages are GAE over that stream."""
     scorer = TableScorer({("1+1=2", "#### 2"): [0.5, 0.75, 1.0], ("2*3=7",): [0.4, 0.0]})
-    args = ppo_args(tmp_path, pav_alpha=2.0, prover_k=1, beta=0.1, whiten_advantages=False, gamma=0.9, lam=0.8)
+    args = ppo_args(
+        tmp_path,
+        pav_alpha=2.0,
+        prover_k=1,
+        beta=0.1,
+        whiten_advantages=False,
+        gamma=0.9,
+        lam=0.8,
+        process_credit="reward",
+    )
     trainer = PAVPPOTrainer(
         policy_dir,
         [grader_reward(TASK.grader)],
@@ -236,10 +245,32 @@ def test_reward_stream_inside_the_trainer(policy_dir, tmp_path):
     assert torch.allclose(out["old_per_token_logps"], logps)
     assert (out["old_values"] == 0).all()  # the critic's head starts at zero
 
-    plain = score(0.0)["rewards"]
+    plain = score(0.0)
     outcome_only = torch.zeros_like(expected)
     outcome_only[0, 12] = 1.0
-    assert torch.allclose(plain, (kl + outcome_only) * mask, atol=1e-5)
+    assert torch.allclose(plain["rewards"], (kl + outcome_only) * mask, atol=1e-5)
+
+    # The paper's credit: GAE over KL + outcome only, then each step's term on all of that step's tokens.
+    trainer.args.process_credit = "advantage"
+    out = score(2.0)
+    assert torch.allclose(out["rewards"], plain["rewards"], atol=1e-6)
+    step_terms = torch.zeros_like(expected)
+    step_terms[0, :12] = 2 * 0.25  # steps 1 and 2 of row 0; the EOS's terminal term is 1 - 1 = 0
+    step_terms[1, :5] = 2 * -0.4
+    base, ret = gae(plain["rewards"], out["old_values"], mask, 0.9, 0.8)
+    assert torch.allclose(out["advantages"], base + step_terms, atol=1e-5)
+    assert torch.allclose(out["returns"], ret, atol=1e-5)  # the critic learns the KL + outcome stream
+
+
+def test_step_rewards_in_a_unit_discount_return_telescope():
+    """Why `process_credit="advantage"` is the default: paid as rewards and summed with gamma = lam = 1, the step
+    terms from step h on add up to f(outcome) - f(Q_{h-1}), the same for every action at step h."""
+    q = torch.tensor([0.2, 0.5, 0.1, 0.6])  # root and three steps; the trace then fails (terminal value 0)
+    process = torch.diff(torch.cat([q, torch.zeros(1)]))[None]  # four one-step advantages (last: terminal)
+    token_step = torch.tensor([[0, 1, 2, 3]])
+    rewards = ppo_reward_stream(torch.zeros(1), process, token_step, torch.ones(1, 4), alpha=1.0)
+    adv, _ = gae(rewards, torch.zeros(1, 4), torch.ones(1, 4), 1.0, 1.0)
+    assert torch.allclose(adv[0], -q, atol=1e-6)  # -Q_{h-1}: a function of the state before step h only
 
 
 def test_alpha_zero_is_plain_ppo_on_real_rollouts(policy_dir, tmp_path):
@@ -347,7 +378,8 @@ def test_peft_policy_with_shared_value_head(policy_dir, tmp_path):
 
     scorer = TableScorer({})
     scorer.score = lambda prompts, steps: [[0.5] + [0.6] * len(s) for s in steps]
-    args = ppo_args(tmp_path, critic_backbone="shared", pav_alpha=1.0, beta=0.1)
+    # Step rewards in the return give the value head nonzero targets even though the random policy never succeeds.
+    args = ppo_args(tmp_path, critic_backbone="shared", pav_alpha=1.0, beta=0.1, process_credit="reward")
     trainer = PAVPPOTrainer(
         policy_dir,
         [grader_reward(TASK.grader)],
@@ -395,6 +427,8 @@ def test_config_checks_and_paper_preset(tmp_path):
         ppo_args(tmp_path, kl_estimator="k9")
     with pytest.raises(ValueError, match="critic_backbone"):
         ppo_args(tmp_path, critic_backbone="tied")
+    with pytest.raises(ValueError, match="process_credit"):
+        ppo_args(tmp_path, process_credit="return")
     with pytest.raises(ValueError, match="gamma and lam"):
         ppo_args(tmp_path, lam=1.2)
     with pytest.raises(ValueError, match="vespo"):
@@ -421,7 +455,7 @@ def test_subclass_overrides_the_reward_combination(policy_dir, tmp_path):
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
     scorer = TableScorer({("1+1=2", "#### 2"): [0.5, 0.75, 1.0]})
-    args = ppo_args(tmp_path, pav_alpha=2.0, prover_k=1, beta=0.0, terminal_value="verifier")
+    args = ppo_args(tmp_path, pav_alpha=2.0, prover_k=1, beta=0.0, terminal_value="verifier", process_credit="reward")
     trainer = example.SpreadStepRewardPPOTrainer(
         policy_dir,
         [grader_reward(TASK.grader)],

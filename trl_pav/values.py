@@ -206,7 +206,8 @@ def dense_advantages(
     part only. The process term is each step's one-step advantage, never a return.
 
     Args:
-        outcome_advantage: `(B,)` per-sequence outcome advantage (e.g. `leave_one_out_advantages`).
+        outcome_advantage: `(B,)` per-sequence outcome advantage (e.g. `leave_one_out_advantages`), or `(B, T)`
+            per-token advantages (e.g. `gae`'s over the outcome and KL rewards).
         process_advantage: `(B, H)` per-step prover advantages (0 for padding steps).
         token_step: `(B, T)` long step index per completion token, -1 outside scored steps.
         alpha: weight of the process term; 0 returns the outcome advantage broadcast over tokens.
@@ -215,7 +216,8 @@ def dense_advantages(
     Returns:
         `(B, T)` advantages.
     """
-    out = outcome_advantage[:, None] + alpha * broadcast_step_values(process_advantage, token_step)
+    base = outcome_advantage if outcome_advantage.ndim == 2 else outcome_advantage[:, None]
+    out = base + alpha * broadcast_step_values(process_advantage, token_step)
     if completion_mask is not None:
         out = out * completion_mask.to(out.dtype)
     return out

@@ -12,12 +12,13 @@ from .pav_rl import PAVRLFields
 __all__ = ["PAVPPOConfig"]
 
 CRITIC_BACKBONES = ("separate", "shared")
+PROCESS_CREDITS = ("advantage", "reward")
 
 
 @dataclass
 class PAVPPOConfig(GRPOConfig, PAVRLFields):
-    r"""Configuration of [`PAVPPOTrainer`]: PPO with a learned critic over a per-token reward stream
-    `r_t = -β·KL_t + α·Â^μ_h·[t ends step h] + outcome·[t is the last token]`.
+    r"""Configuration of [`PAVPPOTrainer`]: PPO with a learned critic over a per-token reward stream of KL terms and
+    the outcome reward, with the PAV step terms `α·Â^μ_h` credited per step (`process_credit`).
 
     It extends TRL's `GRPOConfig` (generation, vLLM modes, reward functions, reference model, logging are GRPO's) and
     the dense-reward fields of `PAVRLFields`. Several GRPO fields take their PPO meaning:
@@ -31,6 +32,13 @@ class PAVPPOConfig(GRPOConfig, PAVRLFields):
       token count (as GRPO's `"dapo"`), so the result does not depend on the number of processes.
 
     Parameters (besides `GRPOConfig`'s and `PAVRLFields`'s):
+        process_credit (`str`, *optional*, defaults to `"advantage"`):
+            Where the step terms `α·Â^μ_h` enter. `"advantage"` (the paper's PAV-RL): added to the advantage of every
+            token of step h after GAE over the KL + outcome rewards (as the GRPO/RLOO variants do); the critic learns
+            the value of that stream. `"reward"` (the classic RLHF layout): paid as a reward on the last token of
+            step h and propagated by GAE. With `gamma = lam = 1` the step terms of a trace then telescope (their sum
+            from step h on is `f(outcome) - f(Q̂_{h-1})`, a state-dependent shift) and carry no credit to the step
+            that earned them; they act only through bootstrapping with `lam < 1`. See docs/deviations.md.
         gamma (`float`, *optional*, defaults to `1.0`):
             Discount of GAE (per token).
         lam (`float`, *optional*, defaults to `0.95`):
@@ -66,6 +74,9 @@ class PAVPPOConfig(GRPOConfig, PAVRLFields):
         (1.0, 0.95, 4, 'separate')
     """
 
+    process_credit: str = field(
+        default="advantage", metadata={"help": "'advantage' (per-step, the paper's) or 'reward' (in the return)."}
+    )
     gamma: float = field(default=1.0, metadata={"help": "GAE discount (per token)."})
     lam: float = field(default=0.95, metadata={"help": "GAE lambda (1 with gamma 1: Monte-Carlo returns)."})
     vf_coef: float = field(default=0.1, metadata={"help": "Weight of the value loss."})
@@ -88,6 +99,8 @@ class PAVPPOConfig(GRPOConfig, PAVRLFields):
 
     def __post_init__(self):
         self._check_pav_fields()
+        if self.process_credit not in PROCESS_CREDITS:
+            raise ValueError(f"process_credit must be one of {PROCESS_CREDITS}, got {self.process_credit!r}")
         if not 0 <= self.gamma <= 1 or not 0 <= self.lam <= 1:
             raise ValueError(f"gamma and lam must lie in [0, 1], got gamma={self.gamma}, lam={self.lam}")
         if self.vf_coef < 0:

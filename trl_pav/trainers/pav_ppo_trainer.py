@@ -63,11 +63,14 @@ class PAVPPOTrainer(PAVRLMixin, GRPOTrainer):
     """PPO with a learned critic, dense per-step PAV rewards and the outcome reward under a KL penalty.
 
     Reward stream per completion token t (`ppo_reward_stream`, overridable through `combine_rewards`):
-    `r_t = -β·KL_t`, plus `α·Â^μ_h` on the last token of step h (the frozen verifier's one-step Best-of-K prover
-    advantage, with the same step location and terminal-step rule as `PAVGRPOTrainer`), plus the outcome reward on
-    the last token. Advantages are GAE(γ, λ) over that stream with the critic's values (optionally whitened); the loss
-    is PPO's clipped surrogate plus `vf_coef` times the clipped value loss, for `num_iterations` epochs over
-    `steps_per_generation` mini-batches per generation batch.
+    `r_t = -β·KL_t`, plus the outcome reward on the last token. Advantages are GAE(γ, λ) over that stream with the
+    critic's values. The step terms `α·Â^μ_h` (the frozen verifier's one-step Best-of-K prover advantages, with the
+    same step location and terminal-step rule as `PAVGRPOTrainer`) enter per `process_credit`: `"advantage"` (default,
+    the paper's) adds them to the advantages of step h's tokens (`combine_advantages`, as in the GRPO/RLOO variants);
+    `"reward"` (the classic RLHF layout) pays them on the last token of step h in the reward stream
+    (`combine_rewards`), before GAE. Advantages are then optionally whitened; the loss is PPO's clipped surrogate
+    plus `vf_coef` times the clipped value loss, for `num_iterations` epochs over `steps_per_generation` mini-batches
+    per generation batch.
 
     Why on `GRPOTrainer`: TRL 1.16 has no PPO, and GRPO's machinery is what PPO needs around its loss: generation
     (HF, vLLM server/colocate), reward functions, the reference model (a copy, or the disabled adapter under PEFT),
@@ -260,8 +263,8 @@ class PAVPPOTrainer(PAVRLMixin, GRPOTrainer):
         completion_mask: torch.Tensor,
         kl: torch.Tensor | None,
     ) -> torch.Tensor:
-        """The per-token reward stream. Override to change how step rewards are combined (the PPO counterpart of
-        `combine_advantages`).
+        """The per-token reward stream. Override to change how step rewards enter it (with
+        `process_credit="reward"`; with `"advantage"` this receives no steps and `combine_advantages` adds them).
 
         Args:
             outcome_rewards: `(B,)` each completion's outcome reward (weighted sum of the reward functions).
@@ -314,8 +317,14 @@ class PAVPPOTrainer(PAVRLMixin, GRPOTrainer):
             empty = torch.zeros(n, 0, device=device)
             token_step = torch.full((n, t), -1, dtype=torch.long, device=device)
             terms = ProcessTerms(empty, empty.bool(), token_step, [[] for _ in range(n)], token_step.tolist())
-        rewards = self.combine_rewards(outcome, terms.process, terms.token_step, mask, kl) * mask
-        advantages, returns = gae(rewards, values, mask, self.args.gamma, self.args.lam)
+        if self.args.process_credit == "reward":  # step terms in the reward stream, propagated by GAE
+            rewards = self.combine_rewards(outcome, terms.process, terms.token_step, mask, kl) * mask
+            advantages, returns = gae(rewards, values, mask, self.args.gamma, self.args.lam)
+        else:  # the paper's: GAE over KL + outcome, then each step's term on that step's tokens only
+            no_steps = terms.process[:, :0]
+            rewards = self.combine_rewards(outcome, no_steps, terms.token_step, mask, kl) * mask
+            advantages, returns = gae(rewards, values, mask, self.args.gamma, self.args.lam)
+            advantages = self.combine_advantages(advantages, terms.process, terms.token_step, mask)
         if self.args.whiten_advantages:
             s, ss, n = self.accelerator.reduce(torch.stack(masked_moments(advantages, mask)), reduction="sum")
             if n >= 2:
