@@ -27,11 +27,15 @@ from .values import (
     dense_advantages,
     distinguishability,
     effective_reward,
+    gae,
+    kl_penalty,
     leave_one_out_advantages,
+    ppo_reward_stream,
     prover_advantages,
     prover_alignment,
     prover_values,
     step_advantages,
+    whiten,
 )
 
 __version__ = "0.1.0"
@@ -69,11 +73,14 @@ __all__ = [
     "first_error_accuracy",
     "from_math_shepherd",
     "from_trl_stepwise",
+    "gae",
     "grade_batch",
+    "kl_penalty",
     "leave_one_out_advantages",
     "load_labels",
     "load_problems",
     "load_tokenizer",
+    "ppo_reward_stream",
     "prover_advantages",
     "prover_alignment",
     "prover_values",
@@ -82,4 +89,5 @@ __all__ = [
     "tokenize_trace",
     "validate_stepwise",
     "verifier_metrics",
+    "whiten",
 ]
