@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import textwrap
 import types
 from typing import ClassVar
 
@@ -103,6 +104,20 @@ class PAVPPOTrainer(PAVRLMixin, GRPOTrainer):
 
     _tag_names: ClassVar[list[str]] = ["trl", "trl_pav", "ppo", "pav"]
     _name = "PAV-PPO"
+    _paper: ClassVar[dict[str, str]] = {
+        "title": "Rewarding Progress: Scaling Automated Process Verifiers for LLM Reasoning",
+        "id": "2410.08146",
+        "citation": textwrap.dedent(
+            """\
+            @article{setlur2024rewarding,
+                title        = {{Rewarding Progress: Scaling Automated Process Verifiers for LLM Reasoning}},
+                author       = {Amrith Setlur and Chirag Nagpal and Adam Fisch and Xinyang Geng and Jacob Eisenstein
+                                and Rishabh Agarwal and Alekh Agarwal and Jonathan Berant and Aviral Kumar},
+                year         = 2024,
+                eprint       = {arXiv:2410.08146},
+            }"""
+        ),
+    }
 
     def __init__(
         self,
