@@ -566,3 +566,41 @@ def test_rl_recipe_runs_ppo_from_the_shipped_configs(policy_dir, tmp_path, confi
     assert (tmp_path / "rl" / "critic" / "model.safetensors").exists()
     with pytest.raises(ValueError, match="unknown RL algorithm"):
         rl.make_parser(["--algorithm", "ppo2"])
+
+
+def test_run_planted_ppo_returns_a_success_curve(tmp_path):
+    """The demo's entry point: both arms run and return (iteration, success) points from iteration 0."""
+    from trl_pav.experiments import run_planted_ppo
+
+    task = PlantedTask()
+    tok = task.tokenizer()
+    tiny_causal_lm(tok, seed=0, hidden_size=32).save_pretrained(tmp_path / "policy")
+    tok.save_pretrained(tmp_path / "policy")
+    for gamma in (10.0, None):
+        curve = run_planted_ppo(
+            tmp_path / "policy", tmp_path, gamma, steps=2, eval_every=1, eval_samples=8, batch_size=8, num_generations=4
+        )
+        assert [step for step, _ in curve] == [0, 1, 2] and all(0.0 <= acc <= 1.0 for _, acc in curve)
+    assert not any(p.name.startswith("ppo-") for p in tmp_path.iterdir())  # scratch folders removed
+
+
+def test_resume_restores_the_critic(policy_dir, tmp_path):
+    from trl_pav.trainers.pav_ppo_trainer import load_critic_state
+
+    def trainer(max_steps):
+        args = ppo_args(tmp_path, pav_alpha=0.0, max_steps=max_steps, save_strategy="steps", save_steps=1)
+        return PAVPPOTrainer(
+            policy_dir,
+            [grader_reward(TASK.grader)],
+            args=args,
+            train_dataset=dataset(),
+            processing_class=TASK.tokenizer(),
+        )
+
+    trainer(1).train()
+    saved = load_critic_state(tmp_path / "ppo" / "checkpoint-1" / "critic")
+    resumed = trainer(1)
+    resumed._load_from_checkpoint(str(tmp_path / "ppo" / "checkpoint-1"))
+    state = resumed._critic().state_dict()
+    assert saved.keys() == state.keys() and all(torch.equal(saved[k], state[k]) for k in saved)
+    assert any(v.abs().sum() > 0 for k, v in saved.items() if k.startswith("score."))  # the trained head, not zeros

@@ -1,9 +1,11 @@
 """PAV-PPO on the planted-subsequence task (the paper's didactic experiment, with a learned critic).
 
 `run_planted_ppo` trains a planted base policy with `PAVPPOTrainer` in the paper's RL setting
-(`PAVPPOConfig.paper_preset`: REINFORCE with a learned value baseline, β = 0.001): with the procedural γ-prover's
-exact values as the verifier (dense rewards, `gamma=10`), or outcome-only (`gamma=None`), and returns the held-out
-success curve. Run both and compare iterations to 90% success:
+(`PAVPPOConfig.paper_preset`: REINFORCE with a learned value baseline, β = 0.001; here with whitened advantages and a
+faster critic, see the arguments): with the procedural γ-prover's exact values as the verifier (dense step credit,
+`gamma=10`, α = 1), or outcome-only (`gamma=None`), and returns the held-out success curve. Run both and compare
+iterations to 90% success (measured, seed 0, 300 iterations of 32 completions on 2 CPU cores: PAV-PPO 90% at
+iteration 270, about 100 s; outcome-only PPO 0% throughout):
 
     python -m trl_pav.experiments.planted_ppo --steps 300 --out /tmp/planted_ppo
 """
@@ -72,6 +74,7 @@ def run_planted_ppo(
     num_generations: int = 8,
     learning_rate: float = 1e-3,
     critic_learning_rate: float = 1e-2,
+    whiten_advantages: bool = True,
     **config_overrides,
 ) -> list[tuple[int, float]]:
     """Train PAV-PPO (or outcome-only PPO) on the planted task from `policy_dir`; return its success curve.
@@ -90,6 +93,8 @@ def run_planted_ppo(
         critic_learning_rate: the critic's. At the policy's 1e-3 the critic lagged the rising success rate, the
             (then mostly positive) advantages overshot, and PAV-PPO fell from 57% to 0% success in 20 iterations;
             at 1e-2 it rose steadily (measured on this task, seed 0).
+        whiten_advantages: whiten over the batch (the paper preset does not). Unwhitened, PAV-PPO reached 27% in 300
+            iterations; whitened, 90% at iteration 270 (seed 0).
         **config_overrides: any other `PAVPPOConfig` field.
 
     Returns:
@@ -120,6 +125,7 @@ def run_planted_ppo(
             "num_generations": num_generations,
             "learning_rate": learning_rate,
             "critic_learning_rate": critic_learning_rate,
+            "whiten_advantages": whiten_advantages,
             "max_completion_length": 24,
             "temperature": 1.0,
             "pav_alpha": 0.0 if gamma is None else alpha,
