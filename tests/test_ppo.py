@@ -587,20 +587,20 @@ def test_run_planted_ppo_returns_a_success_curve(tmp_path):
 def test_resume_restores_the_critic(policy_dir, tmp_path):
     from trl_pav.trainers.pav_ppo_trainer import load_critic_state
 
+    def length_reward(prompts, completions, **kwargs):  # nonzero returns, so the critic moves
+        return [len(c) / 24 for c in completions]
+
     def trainer(max_steps):
-        args = ppo_args(tmp_path, pav_alpha=0.0, max_steps=max_steps, save_strategy="steps", save_steps=1)
+        args = ppo_args(tmp_path, max_steps=max_steps, save_strategy="steps", save_steps=1, pav_alpha=0.0)
         return PAVPPOTrainer(
-            policy_dir,
-            [grader_reward(TASK.grader)],
-            args=args,
-            train_dataset=dataset(),
-            processing_class=TASK.tokenizer(),
+            policy_dir, [length_reward], args=args, train_dataset=dataset(), processing_class=TASK.tokenizer()
         )
 
-    trainer(1).train()
-    saved = load_critic_state(tmp_path / "ppo" / "checkpoint-1" / "critic")
+    trainer(2).train()
+    saved = load_critic_state(tmp_path / "ppo" / "checkpoint-2" / "critic")
     resumed = trainer(1)
-    resumed._load_from_checkpoint(str(tmp_path / "ppo" / "checkpoint-1"))
+    assert all((v == 0).all() for k, v in resumed._critic().state_dict().items() if k.startswith("score."))
+    resumed._load_from_checkpoint(str(tmp_path / "ppo" / "checkpoint-2"))
     state = resumed._critic().state_dict()
     assert saved.keys() == state.keys() and all(torch.equal(saved[k], state[k]) for k in saved)
     assert any(v.abs().sum() > 0 for k, v in saved.items() if k.startswith("score."))  # the trained head, not zeros
