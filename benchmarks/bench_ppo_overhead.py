@@ -13,6 +13,7 @@ Final line: {"benchmark": "ppo_overhead", "pav_ppo_over_ppo": ..., "ppo_over_grp
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 import time
@@ -27,7 +28,7 @@ from trl_pav.tasks import ArithmeticTask
 from trl_pav.testing import tiny_causal_lm, tiny_token_classifier
 from trl_pav.trainers import PAVPPOConfig, PAVPPOTrainer, grader_reward
 
-WARMUP, REPS = 1, 6
+WARMUP, REPS = (int(x) for x in os.environ.get("BENCH_REPS", "1,6").split(","))
 COMMON = dict(
     max_steps=1,
     per_device_train_batch_size=32,
@@ -108,6 +109,7 @@ def main() -> None:
         rows = [data[(start + i) % len(probs)] for i in range(4) for _ in range(8)]  # 4 prompts x 8 completions
         for kind, trainer in arms.items():
             t = one_step(trainer, rows, seed=rep)
+            print(f"rep {rep} {kind}: {t:.2f} s", flush=True)
             if rep >= WARMUP:
                 times[kind].append(t)
     pav_over_ppo = [a / b for a, b in zip(times["pav_ppo"], times["ppo"])]
