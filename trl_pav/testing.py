@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import string
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -13,6 +15,7 @@ from transformers import (
     AutoModelForCausalLM,
     AutoModelForTokenClassification,
     LlamaConfig,
+    LlamaForCausalLM,
     PretrainedConfig,
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
@@ -23,6 +26,7 @@ from .tokenization import build_char_tokenizer, load_tokenizer
 
 __all__ = [
     "char_tokenizer",
+    "markov_causal_lm",
     "smollm2_tokenizer",
     "tiny_causal_lm",
     "tiny_config",
@@ -139,3 +143,63 @@ def tiny_public_prm(convention: str, seed: int = 0, **config_kwargs):
         tok.chat_template = TINY_CHAT_TEMPLATE
         return tiny_causal_lm(tok, "llama", seed=seed, **config_kwargs).eval(), tok
     raise ValueError(f"unknown PRM convention {convention!r}; choose 'qwen-prm', 'math-shepherd' or 'rlhflow'")
+
+
+def markov_causal_lm(
+    tokenizer: PreTrainedTokenizerBase, next_token_probs: Mapping[str, Mapping[str, float]], hidden_size: int = 16
+) -> LlamaForCausalLM:
+    """A real Llama whose next-token distribution depends only on the current token: a first-order Markov chain with
+    known probabilities, so values under it can be computed exactly (frozen-policy critic tests, benchmarks).
+
+    Every layer is zeroed (it adds nothing to the residual stream), embeddings are one-hot, and the untied LM head
+    holds `log P(next | current)`; after the final RMSNorm a one-hot row has norm `sqrt(hidden)`, which the head
+    divides out. Tokens without an entry in `next_token_probs` are followed by EOS.
+
+    Args:
+        tokenizer: its vocabulary must fit in `hidden_size`.
+        next_token_probs: `{current token: {next token: probability}}` (probabilities of a row sum to 1).
+        hidden_size: width of the model (>= vocabulary size).
+
+    Example:
+        >>> tok = char_tokenizer()
+        >>> model = markov_causal_lm(tok, {"a": {"b": 0.25, "c": 0.75}}, hidden_size=128)
+        >>> probs = model(torch.tensor([tok("xa", add_special_tokens=False)["input_ids"]])).logits[0, -1].softmax(-1)
+        >>> round(float(probs[tok.convert_tokens_to_ids("c")]), 4)
+        0.75
+    """
+    vocab = len(tokenizer)
+    if vocab > hidden_size:
+        raise ValueError(f"markov_causal_lm: the vocabulary ({vocab}) must fit in hidden_size ({hidden_size})")
+    config = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+        rms_norm_eps=1e-12,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    log_probs = torch.full((vocab, vocab), -30.0)  # [next, current]
+    log_probs[tokenizer.eos_token_id, :] = 0.0
+    ids = tokenizer.convert_tokens_to_ids
+    for current, row in next_token_probs.items():
+        total = sum(row.values())
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"markov_causal_lm: probabilities after {current!r} sum to {total}, not 1")
+        log_probs[:, ids(current)] = -30.0
+        for nxt, p in row.items():
+            log_probs[ids(nxt), ids(current)] = math.log(p) if p > 0 else -30.0
+    with torch.no_grad():
+        for param in model.model.layers.parameters():
+            param.zero_()
+        model.model.embed_tokens.weight.copy_(torch.eye(vocab, hidden_size))
+        model.model.norm.weight.fill_(1.0)
+        model.lm_head.weight.zero_()
+        model.lm_head.weight[:, :vocab] = log_probs / math.sqrt(hidden_size)
+    return model

@@ -20,14 +20,23 @@ __all__ = [
     "broadcast_step_values",
     "class_balanced_bce",
     "class_weights",
+    "clipped_value_loss",
     "dense_advantages",
     "distinguishability",
     "effective_reward",
+    "gae",
+    "kl_penalty",
+    "last_token_mask",
     "leave_one_out_advantages",
+    "masked_moments",
+    "ppo_policy_loss",
+    "ppo_reward_stream",
     "prover_advantages",
     "prover_alignment",
     "prover_values",
     "step_advantages",
+    "step_end_mask",
+    "whiten",
 ]
 
 
@@ -230,7 +239,8 @@ def dense_advantages(
     part only. The process term is each step's one-step advantage, never a return.
 
     Args:
-        outcome_advantage: `(B,)` per-sequence outcome advantage (e.g. `leave_one_out_advantages`).
+        outcome_advantage: `(B,)` per-sequence outcome advantage (e.g. `leave_one_out_advantages`), or `(B, T)`
+            per-token advantages (e.g. `gae`'s over the outcome and KL rewards).
         process_advantage: `(B, H)` per-step prover advantages (0 for padding steps).
         token_step: `(B, T)` long step index per completion token, -1 outside scored steps.
         alpha: weight of the process term; 0 returns the outcome advantage broadcast over tokens.
@@ -239,7 +249,8 @@ def dense_advantages(
     Returns:
         `(B, T)` advantages.
     """
-    out = outcome_advantage[:, None] + alpha * broadcast_step_values(process_advantage, token_step)
+    base = outcome_advantage if outcome_advantage.ndim == 2 else outcome_advantage[:, None]
+    out = base + alpha * broadcast_step_values(process_advantage, token_step)
     if completion_mask is not None:
         out = out * completion_mask.to(out.dtype)
     return out
@@ -332,3 +343,245 @@ def class_balanced_bce(
         return logits.sum() * 0.0
     total = sum(losses[classes[i]].sum() / class_counts[i] for i in present)
     return total / len(present) + logits.sum() * 0.0  # keeps the graph when this part holds no label
+
+
+# ---- PPO with a learned critic: the per-token reward stream, GAE, whitening, the two clipped losses ----------------
+KL_ESTIMATORS = ("k1", "k2", "k3")
+
+
+def kl_penalty(logps: Tensor, ref_logps: Tensor, estimator: str = "k1") -> Tensor:
+    """Per-token estimate of `KL(π || π_ref)` from the log-probs of the sampled tokens (Schulman's k1/k2/k3).
+
+    `k1 = log π - log π_ref` (unbiased, can be negative; the classic RLHF reward term), `k2 = ½ (log π - log π_ref)²`,
+    `k3 = exp(log π_ref - log π) - (log π_ref - log π) - 1` (unbiased and never negative).
+
+    Args:
+        logps: `(B, T)` log-probs of the sampled tokens under the policy that sampled them.
+        ref_logps: `(B, T)` their log-probs under the reference policy.
+        estimator: `"k1"`, `"k2"` or `"k3"`.
+
+    Returns:
+        `(B, T)` per-token KL estimates.
+
+    Example:
+        >>> kl_penalty(torch.tensor([[-1.0, -2.0]]), torch.tensor([[-1.5, -2.0]]), "k1")
+        tensor([[0.5000, 0.0000]])
+    """
+    if estimator not in KL_ESTIMATORS:
+        raise ValueError(f"unknown KL estimator {estimator!r}; use one of {KL_ESTIMATORS}")
+    log_ratio = logps - ref_logps
+    if estimator == "k1":
+        return log_ratio
+    if estimator == "k2":
+        return 0.5 * log_ratio**2
+    return torch.expm1(-log_ratio) + log_ratio
+
+
+def step_end_mask(token_step: Tensor, completion_mask: Tensor) -> Tensor:
+    """Which tokens close a scored step: the last token of each run of equal step indices >= 0.
+
+    Args:
+        token_step: `(B, T)` long step index per completion token, -1 outside scored steps.
+        completion_mask: `(B, T)`; masked tokens never close a step.
+
+    Returns:
+        `(B, T)` bool.
+
+    Example:
+        >>> step_end_mask(torch.tensor([[0, 0, 1, 1, -1]]), torch.ones(1, 5)).tolist()
+        [[False, True, False, True, False]]
+    """
+    valid = (token_step >= 0) & completion_mask.bool()
+    following = torch.cat([token_step[:, 1:], token_step.new_full((token_step.shape[0], 1), -1)], dim=1)
+    following_valid = torch.cat([valid[:, 1:], valid.new_zeros(valid.shape[0], 1)], dim=1)
+    return valid & (~following_valid | (following != token_step))
+
+
+def last_token_mask(completion_mask: Tensor) -> Tensor:
+    """`(B, T)` bool: the last unmasked token of each row (none for an empty row). `completion_mask` is `(B, T)`,
+    right-padded.
+
+    Example:
+        >>> last_token_mask(torch.tensor([[1, 1, 0], [1, 1, 1], [0, 0, 0]])).tolist()
+        [[False, True, False], [False, False, True], [False, False, False]]
+    """
+    mask = completion_mask.bool()
+    lengths = mask.sum(1)
+    positions = torch.arange(mask.shape[1], device=mask.device)
+    return mask & (positions[None, :] == (lengths - 1)[:, None])
+
+
+def ppo_reward_stream(
+    outcome_rewards: Tensor,
+    process_terms: Tensor,
+    token_step: Tensor,
+    completion_mask: Tensor,
+    alpha: float,
+    kl: Tensor | None = None,
+    beta: float = 0.0,
+) -> Tensor:
+    """The classic RLHF per-token reward stream with PAV step rewards.
+
+    `r_t = -β·KL_t` on every completion token, plus `α·process_{h}` on the last token of each scored step h, plus the
+    outcome reward on the last token of the completion. With `α = 0` this is plain PPO's reward.
+
+    Args:
+        outcome_rewards: `(B,)` each completion's outcome reward.
+        process_terms: `(B, H)` per-step process terms (prover advantages `Â^μ_h`), 0 for padding steps.
+        token_step: `(B, T)` long step index of each completion token, -1 outside scored steps.
+        completion_mask: `(B, T)`, right-padded.
+        alpha: weight of the process terms.
+        kl: `(B, T)` per-token KL estimates (`kl_penalty`), or `None` for no penalty.
+        beta: KL coefficient.
+
+    Returns:
+        `(B, T)` rewards (0 on masked tokens).
+
+    Example:
+        >>> ppo_reward_stream(
+        ...     torch.tensor([1.0]), torch.tensor([[0.5, -0.25]]), torch.tensor([[0, 0, 1, -1]]), torch.ones(1, 4), 2.0
+        ... )
+        tensor([[ 0.0000,  1.0000, -0.5000,  1.0000]])
+    """
+    mask = completion_mask.to(outcome_rewards.dtype)
+    rewards = outcome_rewards[:, None] * last_token_mask(completion_mask).to(mask.dtype)
+    if alpha != 0 and process_terms.shape[1] > 0:
+        ends = step_end_mask(token_step, completion_mask).to(mask.dtype)
+        rewards = rewards + alpha * broadcast_step_values(process_terms.to(mask.dtype), token_step) * ends
+    if kl is not None and beta != 0:
+        rewards = rewards - beta * kl.to(mask.dtype)
+    return rewards * mask
+
+
+def gae(
+    rewards: Tensor, values: Tensor, completion_mask: Tensor, gamma: float = 1.0, lam: float = 0.95
+) -> tuple[Tensor, Tensor]:
+    """Generalised advantage estimation over a per-token reward stream, and the critic's return targets.
+
+    `δ_t = r_t + γ V_{t+1} - V_t` with `V = 0` after the last token (the episode ends there), and
+    `A_t = δ_t + γλ A_{t+1}`; returns are `A_t + V_t`. With `γ = λ = 1` the advantage is the Monte-Carlo return
+    minus the value (REINFORCE with a learned baseline).
+
+    Args:
+        rewards: `(B, T)` per-token rewards (`ppo_reward_stream`).
+        values: `(B, T)` the critic's `V_t`, the value of the state before token t.
+        completion_mask: `(B, T)`, right-padded.
+        gamma: discount.
+        lam: GAE's λ.
+
+    Returns:
+        `(advantages, returns)`, both `(B, T)`, 0 on masked tokens.
+
+    Example:
+        >>> adv, ret = gae(torch.tensor([[0.0, 1.0]]), torch.tensor([[0.5, 0.5]]), torch.ones(1, 2), 1.0, 1.0)
+        >>> adv, ret
+        (tensor([[0.5000, 0.5000]]), tensor([[1., 1.]]))
+    """
+    if not 0 <= gamma <= 1 or not 0 <= lam <= 1:
+        raise ValueError(f"gamma and lam must lie in [0, 1], got gamma={gamma}, lam={lam}")
+    mask = completion_mask.to(values.dtype)
+    values = values * mask
+    rewards = rewards.to(values.dtype) * mask
+    advantages = torch.zeros_like(values)
+    running = values.new_zeros(values.shape[0])
+    length = values.shape[1]
+    for t in reversed(range(length)):
+        next_value = values[:, t + 1] if t + 1 < length else values.new_zeros(values.shape[0])
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        running = (delta + gamma * lam * running) * mask[:, t]
+        advantages[:, t] = running
+    return advantages, (advantages + values) * mask
+
+
+def masked_moments(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """`(sum, sum of squares, count)` of `x` over `mask`, each `()`: sum them across processes, then pass
+    `(mean, var)` to `whiten` to whiten a batch split over processes as one.
+
+    Example:
+        >>> masked_moments(torch.tensor([[1.0, 3.0, 9.0]]), torch.tensor([[1, 1, 0]]))
+        (tensor(4.), tensor(10.), tensor(2.))
+    """
+    m = mask.to(x.dtype)
+    return (x * m).sum(), (x * x * m).sum(), m.sum()
+
+
+def whiten(
+    x: Tensor, mask: Tensor, shift_mean: bool = True, mean: Tensor | None = None, var: Tensor | None = None
+) -> Tensor:
+    """Normalise `x` to unit variance over `mask` (and zero mean when `shift_mean`), as PPO does to advantages.
+
+    Args:
+        x: `(B, T)`.
+        mask: `(B, T)`.
+        shift_mean: subtract the mean (else only divide by the std and keep the mean).
+        mean, var: `()` statistics of the whole batch when it is split across processes (`masked_moments`);
+            `None` computes them over this `x` (unbiased variance).
+
+    Returns:
+        `(B, T)`, 0 on masked positions.
+
+    Example:
+        >>> whiten(torch.tensor([[1.0, 3.0, 7.0]]), torch.tensor([[1, 1, 0]]))
+        tensor([[-0.7071,  0.7071,  0.0000]])
+    """
+    m = mask.to(x.dtype)
+    if mean is None or var is None:
+        s, ss, n = masked_moments(x, mask)
+        if n < 2:
+            raise ValueError(f"whiten needs at least 2 unmasked values, got {int(n)}")
+        mean = s / n
+        var = (ss - n * mean**2).clamp(min=0) / (n - 1)
+    out = (x - mean) * torch.rsqrt(var + 1e-8)
+    if not shift_mean:
+        out = out + mean
+    return out * m
+
+
+def ppo_policy_loss(
+    logps: Tensor, old_logps: Tensor, advantages: Tensor, clip_low: float, clip_high: float | None = None
+) -> tuple[Tensor, Tensor]:
+    """PPO's clipped surrogate per token: `max(-A·ρ, -A·clip(ρ, 1-ε_low, 1+ε_high))`, `ρ = exp(log π - log π_old)`.
+
+    Args:
+        logps, old_logps, advantages: `(B, T)`.
+        clip_low: ε_low. clip_high: ε_high (`None`: ε_low).
+
+    Returns:
+        `(loss, clipped)`: `(B, T)` per-token losses, and `(B, T)` bool where the clipped branch is the active one.
+
+    Example:
+        >>> loss, clipped = ppo_policy_loss(torch.tensor([[0.0]]), torch.tensor([[0.0]]), torch.tensor([[2.0]]), 0.2)
+        >>> loss, clipped
+        (tensor([[-2.]]), tensor([[False]]))
+    """
+    clip_high = clip_low if clip_high is None else clip_high
+    ratio = torch.exp(logps - old_logps)
+    unclipped = -advantages * ratio
+    clipped_loss = -advantages * torch.clamp(ratio, 1 - clip_low, 1 + clip_high)
+    return torch.maximum(unclipped, clipped_loss), clipped_loss > unclipped
+
+
+def clipped_value_loss(
+    values: Tensor, old_values: Tensor, returns: Tensor, clip: float | None
+) -> tuple[Tensor, Tensor]:
+    """PPO's value loss per token: `½ max((V - R)², (V_clip - R)²)`, `V_clip = V_old + clip(V - V_old, ±clip)`.
+
+    Args:
+        values: `(B, T)` the critic's current predictions. old_values: `(B, T)` its predictions at rollout time.
+        returns: `(B, T)` targets (`gae`'s returns).
+        clip: the clip range, or `None` for the plain squared error.
+
+    Returns:
+        `(loss, clipped)`: `(B, T)` per-token losses, and `(B, T)` bool where the clipped branch is the larger.
+
+    Example:
+        >>> loss, _ = clipped_value_loss(torch.tensor([[1.0]]), torch.tensor([[0.0]]), torch.tensor([[1.0]]), 0.2)
+        >>> loss  # the update is judged from the clipped prediction 0.2
+        tensor([[0.3200]])
+    """
+    unclipped = (values - returns) ** 2
+    if clip is None:
+        return 0.5 * unclipped, torch.zeros_like(unclipped, dtype=torch.bool)
+    clipped_values = old_values + torch.clamp(values - old_values, -clip, clip)
+    clipped = (clipped_values - returns) ** 2
+    return 0.5 * torch.maximum(unclipped, clipped), clipped > unclipped

@@ -1,4 +1,4 @@
-"""Stage 4: online RL with per-step PAV advantages, GRPO or RLOO (`recipes/rl_pav.py`)."""
+"""Stage 4: online RL with per-step PAV rewards, GRPO, RLOO or PPO with a critic (`recipes/rl_pav.py`)."""
 
 from __future__ import annotations
 
@@ -10,20 +10,22 @@ from .common import ProblemArguments
 
 __all__ = ["ALGORITHMS", "RLScriptArguments", "algorithm_from_argv", "main", "make_parser"]
 
-ALGORITHMS = ("grpo", "rloo")
+ALGORITHMS = ("grpo", "rloo", "ppo")
 
 
 @dataclass
 class RLScriptArguments(ProblemArguments):
-    """Arguments of the RL recipe, besides `PAVGRPOConfig` / `PAVRLOOConfig` and the policy's `ModelConfig`.
+    """Arguments of the RL recipe, besides `PAVGRPOConfig` / `PAVRLOOConfig` / `PAVPPOConfig` and the policy's
+    `ModelConfig`.
 
     Args:
-        algorithm (`str`, defaults to `"grpo"`): `"grpo"` (`PAVGRPOTrainer`) or `"rloo"` (`PAVRLOOTrainer`).
-            Without a verifier and with `pav_alpha: 0`, the recipe trains the outcome-only baseline (TRL's own
-            trainer) on the same data.
+        algorithm (`str`, defaults to `"grpo"`): `"grpo"` (`PAVGRPOTrainer`), `"rloo"` (`PAVRLOOTrainer`) or `"ppo"`
+            (`PAVPPOTrainer`, with a learned critic). Without a verifier and with `pav_alpha: 0`, the recipe trains
+            the outcome-only baseline on the same data (TRL's own trainer for GRPO/RLOO; plain PPO for PPO, which TRL
+            no longer ships).
     """
 
-    algorithm: str = field(default="grpo", metadata={"help": "grpo or rloo."})
+    algorithm: str = field(default="grpo", metadata={"help": "grpo, rloo or ppo."})
 
 
 def algorithm_from_argv(argv: list[str]) -> str:
@@ -48,11 +50,14 @@ def make_parser(argv: list[str] | None = None):
     """The `TrlParser` for the algorithm `argv` names (default: the command line): its config class depends on it."""
     from trl import ModelConfig, TrlParser
 
-    from ..trainers import PAVGRPOConfig, PAVRLOOConfig
-
     algorithm = algorithm_from_argv(sys.argv[1:] if argv is None else argv)
-    config = PAVGRPOConfig if algorithm == "grpo" else PAVRLOOConfig
-    return TrlParser((RLScriptArguments, config, ModelConfig))
+    return TrlParser((RLScriptArguments, _config_class(algorithm), ModelConfig))
+
+
+def _config_class(algorithm: str):
+    from ..trainers import PAVGRPOConfig, PAVPPOConfig, PAVRLOOConfig
+
+    return {"grpo": PAVGRPOConfig, "rloo": PAVRLOOConfig, "ppo": PAVPPOConfig}[algorithm]
 
 
 def main(script_args: RLScriptArguments, training_args, model_args) -> dict:
@@ -61,14 +66,14 @@ def main(script_args: RLScriptArguments, training_args, model_args) -> dict:
 
     from ..labeling import validate_problems
     from ..tokenization import load_tokenizer
-    from ..trainers import PAVGRPOConfig, PAVGRPOTrainer, PAVRLOOTrainer, grader_reward
+    from ..trainers import PAVGRPOTrainer, PAVPPOTrainer, PAVRLOOTrainer, grader_reward
     from .common import check_model_source, end_trackers, load_stage_problems, model_init_kwargs
 
     if not model_args.model_name_or_path:
         raise ValueError("rl_pav: set model_name_or_path (the policy to train)")
-    grpo = isinstance(training_args, PAVGRPOConfig)
-    if (script_args.algorithm == "grpo") != grpo:
-        raise ValueError(f"rl_pav: algorithm {script_args.algorithm!r} but a {type(training_args).__name__}")
+    algorithm = script_args.algorithm
+    if algorithm not in ALGORITHMS or type(training_args) is not _config_class(algorithm):
+        raise ValueError(f"rl_pav: algorithm {algorithm!r} but a {type(training_args).__name__}")
     check_model_source(model_args.model_name_or_path, "rl: model_name_or_path")
     check_model_source(training_args.verifier_model_name_or_path, "rl: verifier_model_name_or_path")
     problems, grader, _ = load_stage_problems(script_args, script_args.dataset_train_split)
@@ -83,12 +88,14 @@ def main(script_args: RLScriptArguments, training_args, model_args) -> dict:
         "peft_config": get_peft_config(model_args),
     }
     outcome_only = training_args.verifier_model_name_or_path is None and training_args.pav_alpha == 0
-    if outcome_only:
-        trainer = (GRPOTrainer if grpo else RLOOTrainer)(**common)
+    if outcome_only and algorithm == "ppo":
+        trainer = PAVPPOTrainer(**common)  # plain PPO: TRL 1.16 has none
+    elif outcome_only:
+        trainer = {"grpo": GRPOTrainer, "rloo": RLOOTrainer}[algorithm](**common)
     elif training_args.verifier_model_name_or_path is None:
         raise ValueError("rl_pav: set verifier_model_name_or_path (or pav_alpha: 0 for the outcome-only baseline)")
     else:
-        trainer = (PAVGRPOTrainer if grpo else PAVRLOOTrainer)(**common)
+        trainer = {"grpo": PAVGRPOTrainer, "rloo": PAVRLOOTrainer, "ppo": PAVPPOTrainer}[algorithm](**common)
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
     if trainer.is_world_process_zero():

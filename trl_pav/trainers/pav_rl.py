@@ -14,7 +14,7 @@ from ..modeling import PAVVerifier, StepScorer
 from ..steps import StepFormat, token_positions
 from ..values import best_of_k, dense_advantages, prover_advantages
 
-__all__ = ["PAVRLFields", "PAVRLMixin", "grader_reward", "locate_steps"]
+__all__ = ["PAVRLFields", "PAVRLMixin", "ProcessTerms", "grader_reward", "locate_steps"]
 
 SEQUENCE_LEVEL_LOSSES = ("vespo", "luspo")
 logger = logging.get_logger(__name__)
@@ -188,6 +188,25 @@ def locate_steps(
     return [text[s:e] for s, e in complete], owner
 
 
+@dataclass
+class ProcessTerms:
+    """The verifier's view of a batch of completions (`PAVRLMixin._pav_process_terms`).
+
+    Attributes:
+        process: `(B, H)` per-step process terms, already clipped/normalised per the config; 0 for padding steps.
+        step_mask: `(B, H)` bool, which steps were scored (including a finished completion's terminal step).
+        token_step: `(B, T)` long step index of each completion token, -1 outside scored steps.
+        steps: each completion's complete steps (text).
+        owners: `token_step` as lists.
+    """
+
+    process: torch.Tensor
+    step_mask: torch.Tensor
+    token_step: torch.Tensor
+    steps: list[list[str]]
+    owners: list[list[int]]
+
+
 class PAVRLMixin:
     """Dense PAV advantages for TRL's online trainers. Subclasses call `_init_pav` and `_pav_advantages`."""
 
@@ -273,9 +292,20 @@ class PAVRLMixin:
 
     def _pav_advantages(self, inputs: list[dict], output: dict) -> torch.Tensor:
         """Score the batch's completions with the verifier and return `(B, T)` dense advantages (logging the parts)."""
+        outcome = output["advantages"].to(torch.float32)
+        terms = self._pav_process_terms(inputs, output)
+        advantages = self.combine_advantages(outcome, terms.process, terms.token_step, output["completion_mask"])
+        self._log_pav(outcome, terms.process, terms.step_mask, output["completion_mask"], terms.steps, terms.owners)
+        return advantages
+
+    def _pav_process_terms(self, inputs: list[dict], output: dict) -> ProcessTerms:
+        """Locate the steps of the batch's completions, score them with the verifier, and return the per-step
+        process terms (prover advantages, or `Q^μ` in the ablation) with each token's step index.
+
+        Reads `output["completion_ids"]` and `output["completion_mask"]` (`(B, T)`, right-padded).
+        """
         device = output["completion_ids"].device
         completion_ids, mask = output["completion_ids"], output["completion_mask"]
-        outcome = output["advantages"].to(torch.float32)
         eos = self.processing_class.eos_token_id
         steps_list, owners, finished_rows = [], [], []
         for ids_row, mask_row in zip(completion_ids.tolist(), mask.tolist()):
@@ -323,9 +353,7 @@ class PAVRLMixin:
         if self.args.process_normalize and step_mask.sum() > 1:
             process = process / (process[step_mask].std() + 1e-6)
         process = process * step_mask
-        advantages = self.combine_advantages(outcome, process, token_step, mask)
-        self._log_pav(outcome, process, step_mask, mask, steps_list, owners)
-        return advantages
+        return ProcessTerms(process, step_mask, token_step, steps_list, owners)
 
     def _local_outcomes(self, n: int) -> list[float] | None:
         """This process's completions' outcome rewards (weighted sum of reward functions, clipped to [0, 1])."""
