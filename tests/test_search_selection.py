@@ -214,7 +214,7 @@ def test_beam_search_falls_back_when_nothing_answers():
 def test_evaluate_search_records_per_problem_and_unanswered():
     policy = LimitedPolicy(TASK, error_rate=0.3, max_chars=36)
     prompts, golds = problems(16, seed=12)
-    cfg = SearchEvalConfig(methods=["q_beam", "orm_bon", "majority", "random_pick", "pass_at_n"], budgets=[2, 4])
+    cfg = SearchEvalConfig(methods=["q_beam", "orm_bon", "majority", "random_pick", "pass_at_n"], budgets=[3, 6])
     res = evaluate_search(policy, prompts, golds, TASK.grader, cfg, pav=policy, orm=policy, show_progress=False)
     assert res["problem_ids"] == list(range(16))
     for i, n in enumerate(cfg.budgets):
