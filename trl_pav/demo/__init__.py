@@ -9,8 +9,8 @@ re-run resumes):
    learned verifiers and with exact checker-derived values (the decomposition that separates the method from the
    verifier); bootstrap intervals over problems; a prover sweep over K.
 3. `rl`: outcome-only GRPO vs PAV-GRPO with the learned PAV and with exact values, several seeds.
-4. `planted`: the paper's didactic task with exact DP values: PAV-RL vs outcome-only RL over several seeds, and a
-   sweep over the prover strength γ.
+4. `planted`: the paper's didactic task with exact DP values: PAV-RL vs outcome-only RL (GRPO) over several seeds,
+   PAV-PPO vs outcome-only PPO with a learned critic, and a sweep over the prover strength γ.
 
 Then `report.write_report` writes `report.md`, `results.json` and PNG plots.
 """
@@ -58,6 +58,8 @@ class DemoConfig:
         rl_eval_problems (`int`): held-out problems per evaluation.
         planted_rl_steps (`int`): GRPO steps per planted RL run.
         planted_seeds (`list[int]`): seeds of each planted RL arm.
+        planted_ppo_steps (`int`): iterations of each planted PPO run (PAV-PPO and outcome-only PPO; 0 skips them).
+        planted_ppo_seeds (`list[int]`): seeds of each planted PPO arm.
         planted_gamma (`float`): γ of the procedural prover (paper: 10).
         planted_alpha (`float`): α of planted PAV-RL (paper: 1).
         gamma_sweep (`list[float]`): γ values of the prover-strength sweep.
@@ -88,6 +90,8 @@ class DemoConfig:
     rl_eval_problems: int = 128
     planted_rl_steps: int = 150
     planted_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    planted_ppo_steps: int = 300
+    planted_ppo_seeds: list[int] = field(default_factory=lambda: [0])
     planted_gamma: float = 10.0
     planted_alpha: float = 1.0
     gamma_sweep: list[float] = field(default_factory=lambda: [1.0, 3.0, 10.0, 30.0, 100.0])
@@ -117,6 +121,7 @@ class DemoConfig:
             rl_eval_problems=32,
             planted_rl_steps=6,
             planted_seeds=[0, 1],
+            planted_ppo_steps=4,
             gamma_sweep=[1.0, 10.0],
             gamma_sweep_steps=4,
         )

@@ -15,14 +15,12 @@ import numpy as np
 import torch
 
 __all__ = [
-    "AccuracyCurve",
     "Progress",
     "cached",
     "fingerprint",
     "quiet_libraries",
     "rl_args",
     "seed_summary",
-    "steps_to_reach",
     "t_interval",
 ]
 
@@ -79,31 +77,6 @@ def rl_args(cls, output_dir: Path, steps: int, seed: int, **kw):
         disable_tqdm=True,
         **kw,
     )
-
-
-class AccuracyCurve:
-    """A trainer callback that records held-out sampled accuracy every `every` steps (and at step 0)."""
-
-    def __init__(self, evaluate: Callable[[Any], float], every: int):
-        from transformers import TrainerCallback
-
-        outer = self
-        self.points: list[tuple[int, float]] = []
-
-        class _Callback(TrainerCallback):
-            def on_train_begin(self, args, state, control, model=None, **kwargs):
-                outer.points.append((0, evaluate(model)))
-
-            def on_step_end(self, args, state, control, model=None, **kwargs):
-                if state.global_step % every == 0 or state.global_step == state.max_steps:
-                    outer.points.append((state.global_step, evaluate(model)))
-
-        self.callback = _Callback()
-
-
-def steps_to_reach(curve: Sequence[tuple[int, float]], target: float) -> int | None:
-    """First evaluated step whose accuracy reaches `target`, or None."""
-    return next((step for step, acc in curve if acc >= target - 1e-9), None)
 
 
 # Two-sided 95% Student-t quantiles by degrees of freedom (no scipy dependency for one table).

@@ -1,5 +1,6 @@
 """The planted-subsequence experiment (the paper's didactic task) with exact DP values of the procedural prover:
-PAV-RL with the γ prover's effective reward against outcome-only RL over several seeds, and a γ sweep."""
+PAV-RL (GRPO) with the γ prover's effective reward against outcome-only RL over several seeds, the same comparison
+with PPO and a learned critic (`experiments.run_planted_ppo`), and a γ sweep."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import AccuracyCurve, cached, cached_json, rl_args, seed_summary, steps_to_reach
+from ..evaluation import AccuracyCurveCallback, iterations_to_reach
+from .common import cached, cached_json, rl_args, seed_summary
 
 __all__ = ["run"]
 
@@ -45,10 +47,10 @@ def run(cfg, out: Path, progress) -> dict:
         key = {"gamma": gamma, "steps": steps, "seed": seed, "alpha": cfg.planted_alpha, "policy": asdict(policy_cfg)}
 
         def train():
-            curve = AccuracyCurve(evaluate, max(1, steps // 10))
+            curve = AccuracyCurveCallback(evaluate, max(1, steps // 10))
             run_dir = out / "planted" / "rl" / f"{gamma}-{seed}"
             kw = {"max_completion_length": 24, "learning_rate": 1e-3}
-            common = {"train_dataset": train_ds, "processing_class": tok, "callbacks": [curve.callback]}
+            common = {"train_dataset": train_ds, "processing_class": tok, "callbacks": [curve]}
             if gamma is None:
                 args = rl_args(GRPOConfig, run_dir, steps, seed, scale_rewards="none", **kw)
                 trainer = GRPOTrainer(str(policy_dir), [grader_reward(task.grader)], args=args, **common)
@@ -76,7 +78,26 @@ def run(cfg, out: Path, progress) -> dict:
         "pav": [run_arm(cfg.planted_gamma, cfg.planted_rl_steps, s) for s in cfg.planted_seeds],
         "outcome": [run_arm(None, cfg.planted_rl_steps, s) for s in cfg.planted_seeds],
     }
-    to_90 = {arm: [steps_to_reach(c, 0.9) for c in curves] for arm, curves in runs.items()}
+    if cfg.planted_ppo_steps:
+        from ..experiments import run_planted_ppo
+
+        progress(
+            f"planted PPO (learned critic, the paper's REINFORCE-with-baseline preset): gamma={cfg.planted_gamma:g} "
+            f"prover vs outcome-only, {cfg.planted_ppo_steps} steps, seeds {cfg.planted_ppo_seeds}"
+        )
+        for arm, gamma in (("pav_ppo", cfg.planted_gamma), ("outcome_ppo", None)):
+            runs[arm] = []
+            for seed in cfg.planted_ppo_seeds:
+                key = {"gamma": gamma, "steps": cfg.planted_ppo_steps, "seed": seed, "policy": asdict(policy_cfg)}
+                points = cached_json(
+                    out / "planted" / "ppo" / f"{arm}-{cfg.planted_ppo_steps}-{seed}.json",
+                    key,
+                    lambda gamma=gamma, seed=seed: run_planted_ppo(
+                        policy_dir, out / "planted" / "ppo", gamma, cfg.planted_ppo_steps, seed, alpha=cfg.planted_alpha
+                    ),
+                )
+                runs[arm].append([tuple(p) for p in points])
+    to_90 = {arm: [iterations_to_reach(c, 0.9) for c in curves] for arm, curves in runs.items()}
     progress(f"prover-strength sweep over gamma in {cfg.gamma_sweep}")
     sweep = [
         {"gamma": g, "final_accuracy": run_arm(g, cfg.gamma_sweep_steps, cfg.seed)[-1][1]} for g in cfg.gamma_sweep
@@ -87,6 +108,7 @@ def run(cfg, out: Path, progress) -> dict:
     return {
         "base_policy_success": base_acc,
         "curves": {arm: seed_summary(curves) for arm, curves in runs.items()},
+        "ppo_iterations_to_90": {arm: to_90[arm] for arm in ("pav_ppo", "outcome_ppo") if arm in to_90},
         "iterations_to_90": to_90,
         "pav_iterations_to_90": _median_or_none(to_90["pav"]),
         "outcome_iterations_to_90": _median_or_none(to_90["outcome"]),

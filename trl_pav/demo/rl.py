@@ -6,8 +6,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from ..evaluation import AccuracyCurveCallback, iterations_to_reach
 from .arithmetic import checker_scorer
-from .common import AccuracyCurve, cached_json, rl_args, seed_summary, steps_to_reach, t_interval
+from .common import cached_json, rl_args, seed_summary, t_interval
 
 __all__ = ["run", "summarize_arms"]
 
@@ -50,9 +51,9 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
             }
 
             def train_arm(arm=arm, build=build, seed=seed):
-                curve = AccuracyCurve(evaluate, cfg.rl_eval_every)
+                curve = AccuracyCurveCallback(evaluate, cfg.rl_eval_every)
                 run_dir = out / "arithmetic" / "rl" / f"{arm}-{seed}"
-                common = {"train_dataset": train_ds, "processing_class": tok, "callbacks": [curve.callback]}
+                common = {"train_dataset": train_ds, "processing_class": tok, "callbacks": [curve]}
                 if build is None:
                     args = rl_args(
                         GRPOConfig,
@@ -99,7 +100,7 @@ def summarize_arms(curves: dict[str, list[list[tuple[int, float]]]], baseline: s
         diffs = [a - b for a, b in zip(finals[arm], finals[baseline])]
         est, lo, hi = t_interval(diffs)
         gains[arm] = {"estimate": est, "low": lo, "high": hi, "per_seed": diffs}
-    reach = {arm: steps_to_reach([(p["step"], p["accuracy"]) for p in m], base_final) for arm, m in mean.items()}
+    reach = {arm: iterations_to_reach([(p["step"], p["accuracy"]) for p in m], base_final) for arm, m in mean.items()}
     base_steps = reach[baseline] or mean[baseline][-1]["step"]
     ratio = {arm: (base_steps / r if r else None) for arm, r in reach.items()}
     return {

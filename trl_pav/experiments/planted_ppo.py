@@ -17,47 +17,14 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import TrainerCallback
+
+from ..evaluation import AccuracyCurveCallback, iterations_to_reach
 
 __all__ = ["AccuracyCurveCallback", "iterations_to_reach", "run_planted_ppo"]
-
-
-class AccuracyCurveCallback(TrainerCallback):
-    """Records `(global step, evaluate(model))` at the start of training, every `every` steps and at the end.
-
-    Example:
-        >>> cb = AccuracyCurveCallback(lambda model: 0.5, every=10)
-        >>> cb.points
-        []
-    """
-
-    def __init__(self, evaluate: Callable[[Any], float], every: int):
-        if every < 1:
-            raise ValueError(f"every must be >= 1, got {every}")
-        self.evaluate, self.every = evaluate, every
-        self.points: list[tuple[int, float]] = []
-
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
-        self.points.append((0, self.evaluate(model)))
-
-    def on_step_end(self, args, state, control, model=None, **kwargs):
-        if state.global_step % self.every == 0 or state.global_step == state.max_steps:
-            self.points.append((state.global_step, self.evaluate(model)))
-
-
-def iterations_to_reach(curve: list[tuple[int, float]], target: float) -> int | None:
-    """The first iteration of `curve` whose success is at least `target` (None if never).
-
-    Example:
-        >>> iterations_to_reach([(0, 0.2), (10, 0.85), (20, 0.93)], 0.9)
-        20
-    """
-    return next((step for step, acc in curve if acc >= target - 1e-9), None)
 
 
 def run_planted_ppo(
