@@ -400,7 +400,8 @@ the sweep: {search["best_prover_k"]} (paper: {PAPER["best_prover_k"]}).
 {cfg["planted_rl_steps"]} steps, {planted["seeds"]} seeds: iterations to 90% success per seed {to90["pav"]} vs
 {to90["outcome"]}; final success {planted["pav_final_accuracy"]:.3f} vs {planted["outcome_final_accuracy"]:.3f}
 (per seed {planted["final_accuracy_per_seed"]}). PPO with a learned critic ({cfg["planted_ppo_steps"]} steps, the
-paper's REINFORCE-with-baseline preset, whitened): iterations to 90% {planted.get("ppo_iterations_to_90", {})}. γ sweep ({cfg["gamma_sweep_steps"]} steps each, one seed):
+paper's REINFORCE-with-baseline preset, whitened): iterations to 90% {planted.get("ppo_iterations_to_90", {})}.
+γ sweep ({cfg["gamma_sweep_steps"]} steps each, one seed):
 {gamma_text}; outcome-only {planted["gamma_sweep_outcome_accuracy"]:.3f}.
 
 ## Plots
