@@ -48,6 +48,7 @@ def main() -> None:
         gradient_checkpointing=False,
         report_to="none",
         save_strategy="no",
+        logging_steps=1,
         pav_alpha=3.0,
         prover_k=1,
         process_credit="reward",

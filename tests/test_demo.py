@@ -45,7 +45,9 @@ def test_quick_demo_writes_a_complete_report(tmp_path):
     assert all(len(r) == len(cfg.search_budgets) for r in search["curves"].values())
     assert len(search["prover_sweep"]) == len(cfg.k_sweep)
     assert saved["rl"]["seeds"] == len(cfg.rl_seeds) and all(len(c) >= 2 for c in saved["rl"]["curves"].values())
-    assert all(len(v) == len(cfg.planted_seeds) for v in saved["planted"]["iterations_to_90"].values())
+    to_90 = saved["planted"]["iterations_to_90"]
+    assert len(to_90["pav"]) == len(to_90["outcome"]) == len(cfg.planted_seeds)
+    assert len(to_90["pav_ppo"]) == len(to_90["outcome_ppo"]) == len(cfg.planted_ppo_seeds)
     assert len(saved["planted"]["gamma_sweep"]) == len(cfg.gamma_sweep)
     # A re-run with the same configuration reads every stage back from its cache.
     again = run_demo(tmp_path, cfg)

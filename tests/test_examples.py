@@ -13,6 +13,7 @@ EXPECTED = {
     "public_prm_verifier.py": ["qwen-prm: step values [1.0,", "math-shepherd:", "rlhflow:"],
     "evaluate_step_errors.py": ["'f1': 1.0", "CHAMP"],
     "custom_step_combination.py": ["pav/"],
+    "ppo_custom_rewards.py": ["ppo/value_mean"],
 }
 
 

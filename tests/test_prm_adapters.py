@@ -123,7 +123,9 @@ def test_adapters_in_beam_search_and_best_of_n(convention):
         assert result.score == pytest.approx(max(finals), abs=1e-6)
     candidates = sample_candidates(policy, prompts, n=4, seed=1)
     chosen = best_of_n(prompts, candidates, prm)
-    for prompt, cands, pick in zip(prompts, candidates, chosen):
+    for prompt, gens, pick in zip(prompts, candidates, chosen):
+        cands = [g.steps for g in gens]  # the noisy policy always finishes with an answer: every one is eligible
+        assert all(g.finished for g in gens)
         finals = [v[-1] for v in prm.score([prompt] * len(cands), cands)]
         assert pick.steps == cands[max(range(len(cands)), key=lambda j: (finals[j], -j))]
 

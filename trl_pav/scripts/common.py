@@ -226,11 +226,13 @@ def write_json(path: str | os.PathLike, obj: Any) -> str:
 
 def end_trackers(trainer) -> None:
     """Close a stage's experiment trackers once it is done (after the last evaluate, save and push), on every process:
-    `accelerator.end_training()` for accelerate's trackers, and `finish()` of a wandb or trackio run left open by the
-    Trainer's reporting callbacks (they keep it open so that a later evaluate can still log)."""
+    `finish()` of accelerate's trackers, and of a wandb or trackio run left open by the Trainer's reporting callbacks
+    (they keep it open so that a later evaluate can still log). Not `accelerator.end_training()`: it also destroys the
+    process group, which `end_processes` tears down once every process is done."""
     import sys
 
-    trainer.accelerator.end_training()
+    for tracker in trainer.accelerator.trackers:
+        tracker.finish()
     for name in ("wandb", "trackio"):
         module = sys.modules.get(name)
         if (
