@@ -290,11 +290,15 @@ def _disagreements(results: dict) -> list[str]:
             "safe for the 1M policy, tens of GRPO steps move accuracy by about as much as seeds differ."
         )
     if labels["pit_precision"] < 0.8:
+        confirm = results["config"]["pit_confirm_rollouts"]
         notes.append(
             f"Labels: the first pit equals the exact first error in {labels['pit_precision']:.0%} of failing traces "
-            f"(n_mc = {results['config']['n_mc']}, {results['config']['pit_confirm_rollouts']} confirmation "
-            "rollouts). Steps after the pit are masked, not labeled 0, so a false pit loses labels rather than "
-            "teaching wrong ones."
+            f"(n_mc = {results['config']['n_mc']}, a candidate pit confirmed with {confirm} more rollouts). "
+            "In this task a wrong step leaves no way back, so a pit never comes after the first error: a mismatch is "
+            "a correct prefix whose every rollout failed. With the confirmation such a prefix showed 0 successes in "
+            f"{results['config']['n_mc'] + confirm} rollouts, so these are mostly states the base policy really cannot "
+            "finish (hard remaining operations), not Monte-Carlo noise: Q^π is near 0 there and the label is right "
+            "for a value model, though not for a correctness checker. Steps after a pit are masked, not labeled 0."
         )
     window = planted["gamma_window"]
     if window is None or window[0] < 8 or window[1] > 15:
