@@ -50,7 +50,12 @@ def test_end_trackers_closes_open_runs(monkeypatch):
     closed_trackio = types.SimpleNamespace(run=None, finish=lambda: calls.append("trackio"))
     monkeypatch.setitem(sys.modules, "wandb", fake_wandb)
     monkeypatch.setitem(sys.modules, "trackio", closed_trackio)
-    trainer = types.SimpleNamespace(accelerator=types.SimpleNamespace(end_training=lambda: calls.append("accelerate")))
+    tracker = types.SimpleNamespace(finish=lambda: calls.append("accelerate"))
+
+    def end_training():  # would destroy the process group that the recipes tear down together
+        raise AssertionError("end_trackers must not call accelerator.end_training()")
+
+    trainer = types.SimpleNamespace(accelerator=types.SimpleNamespace(trackers=[tracker], end_training=end_training))
     end_trackers(trainer)
     assert calls == ["accelerate", "wandb"]  # a tracker without an open run is left alone
 
