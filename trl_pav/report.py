@@ -269,6 +269,21 @@ def _disagreements(results: dict) -> list[str]:
             "which problems are easy, not which of a problem's answers is right. A 1M-parameter verifier has to "
             "redo the arithmetic it checks, the very skill the 1M-parameter policy lacks."
         )
+    cands = quality.get("candidates", {})
+    if (
+        cands.get("distinct_wrong_per_problem")
+        and quality["pav"]["best_of_n_accuracy"] < quality["pav"]["random_pick_accuracy"]
+    ):
+        notes.append(
+            f"Best-of-N below a random pick (PAV {quality['pav']['best_of_n_accuracy']:.3f}, ORM "
+            f"{quality['orm']['best_of_n_accuracy']:.3f}, random {quality['pav']['random_pick_accuracy']:.3f}): on "
+            f"the {cands['problems_with_both']} problems with both kinds of candidate, the correct ones are "
+            f"{cands['distinct_correct_per_problem']:.1f} distinct strings on average (a correct derivation is "
+            f"essentially unique) and the wrong ones {cands['distinct_wrong_per_problem']:.1f}. A verifier that ranks "
+            "a correct against a wrong candidate near chance (the within-problem AUCs above) then picks the highest "
+            "of many noisy wrong scores: its argmax favours wrong answers, more so as N grows, while majority vote "
+            "profits from exactly this duplication. This is why verifier-guided curves fall with N here."
+        )
     if not search["monotone"]:
         notes.append(
             "Search: at least one verifier-guided curve falls from the smallest to the largest N beyond its "

@@ -134,7 +134,8 @@ def _verifier_key(cfg) -> dict:
 
 
 def _quality_key(cfg) -> dict:
-    return {"problems": cfg.search_problems, "n": cfg.quality_candidates, "seed": cfg.seed}
+    # "v" changes with what verifier_quality measures, so a cached result is recomputed then.
+    return {"problems": cfg.search_problems, "n": cfg.quality_candidates, "seed": cfg.seed, "v": 2}
 
 
 def _step_accuracy(task, policy, problems, seed: int) -> float:
@@ -282,7 +283,24 @@ def verifier_quality(verifiers: dict[str, Path], task, policy, cfg) -> dict:
         training = Path(path) / "training.summary.json"
         if training.exists():
             out[kind]["training"] = json.loads(training.read_text())
-    out["candidates"] = {"problems": len(probs), "per_problem": cfg.quality_candidates, "scored": len(rows)}
+    # Every correct trace of a problem is (nearly) the same string, wrong ones differ: an argmax over candidates
+    # then draws from many distinct wrong traces against about one correct one.
+    distinct_correct, distinct_wrong = [], []
+    for i in np.unique(pid):
+        picks_i = [rows[j][1] for j in np.flatnonzero(pid == i)]
+        right = {tuple(s) for s, c in zip(picks_i, correct[pid == i]) if c}
+        wrong = {tuple(s) for s, c in zip(picks_i, correct[pid == i]) if not c}
+        if right and wrong:
+            distinct_correct.append(len(right))
+            distinct_wrong.append(len(wrong))
+    out["candidates"] = {
+        "problems": len(probs),
+        "per_problem": cfg.quality_candidates,
+        "scored": len(rows),
+        "problems_with_both": len(distinct_correct),
+        "distinct_correct_per_problem": float(np.mean(distinct_correct)) if distinct_correct else None,
+        "distinct_wrong_per_problem": float(np.mean(distinct_wrong)) if distinct_wrong else None,
+    }
     return out
 
 
