@@ -42,6 +42,10 @@ class BeamSearchConfig:
             predicts a separate prover's values).
         max_depth (`int`, defaults to `16`): most steps per trace; unfinished beams are dropped there.
         seed (`int`, defaults to `0`): sampling seed.
+        merge_duplicates (`bool`, defaults to `True`): keep one beam per distinct child. `False` lets identical
+            children take several beams (each then expanded with its own seeds), so a state that many children
+            reach is sampled more: where correct steps coincide (a unique correct derivation) merging leaves one
+            beam on the correct path and fills the rest with wrong ones.
     """
 
     budget: int = 12
@@ -50,6 +54,7 @@ class BeamSearchConfig:
     prover_k: float = 4
     max_depth: int = 16
     seed: int = 0
+    merge_duplicates: bool = True
 
     def __post_init__(self) -> None:
         check_search_numbers(self.alpha, self.prover_k, self.expansions, self.max_depth)
@@ -164,7 +169,7 @@ def beam_search(
             slots = cfg.beams - len(pools[i])
             seen, keep = set(), []
             for _, _, child in sorted(ranked[i], key=lambda t: (-t[0], t[1])):
-                if (child.steps, child.finished) in seen:
+                if cfg.merge_duplicates and (child.steps, child.finished) in seen:
                     continue
                 seen.add((child.steps, child.finished))
                 if child.finished and answer_fn is not None and answer_fn(list(child.steps)) is None:
