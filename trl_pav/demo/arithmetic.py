@@ -269,7 +269,7 @@ def verifier_quality(verifiers: dict[str, Path], task, policy, cfg) -> dict:
         verifier = PAVVerifier.from_pretrained(path)
         finals = np.array([v[-1] for v in verifier.score([prompts[i] for i, _ in rows], [s for _, s in rows])])
         picks = [max(np.flatnonzero(pid == i), key=lambda j: finals[j]) for i in np.unique(pid)]
-        steps_eval = _step_auc(verifier, task, traces, cfg)
+        steps_eval = _step_auc(verifier, task, traces)
         out[kind] = {
             "outcome_auc": auc(finals, correct),
             "within_problem_auc": within_problem_auc(finals, correct, pid),
@@ -304,7 +304,7 @@ def verifier_quality(verifiers: dict[str, Path], task, policy, cfg) -> dict:
     return out
 
 
-def _step_auc(verifier, task, traces: list, cfg) -> dict:
+def _step_auc(verifier, task, traces: list) -> dict:
     """Step values against the exact checker on `traces` (`(problem, steps)` pairs of the base policy)."""
     from ..metrics import auc, first_error_accuracy
 
