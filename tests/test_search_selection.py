@@ -318,3 +318,22 @@ def test_merge_keeps_shard_order_when_ids_collide():
     broken["num_problems"] = 2
     with pytest.raises(ValueError, match="per_problem_correct has 3 values for 4 problems"):
         merge_search_results([part([1.0, 0.0]), broken])
+
+
+def test_beam_search_without_merging_samples_the_correct_state_more():
+    # One correct derivation: a state's correct children coincide. Merged, they hold one beam and the other beam
+    # takes a wrong child (oracle value 0), so each step has C = 3 tries at the correct one; unmerged, both beams sit
+    # on the correct state whenever two children were correct, which gives 2C = 6 tries. With step error 0.6 that is
+    # a failure chance of 0.6^3 = 0.22 against 0.6^6 = 0.05 per step, over 4-5 steps.
+    policy = NoisyArithmeticPolicy(TASK, error_rate=0.6)
+    prompts, golds = problems(60, seed=11)
+
+    def accuracy(merge):
+        cfg = BeamSearchConfig(budget=6, expansions=3, alpha=0.0, prover_k=1, merge_duplicates=merge)
+        results = beam_search(policy, policy, prompts, cfg, answer_fn=answer_fn)
+        return np.mean([grade(r.steps, g) for r, g in zip(results, golds)])
+
+    merged, unmerged = accuracy(True), accuracy(False)
+    assert BeamSearchConfig().merge_duplicates is False  # the paper's independent expansions
+    assert unmerged >= merged + 0.1, (merged, unmerged)
+    assert unmerged >= 0.7 and merged <= 0.65

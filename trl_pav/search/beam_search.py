@@ -42,10 +42,11 @@ class BeamSearchConfig:
             predicts a separate prover's values).
         max_depth (`int`, defaults to `16`): most steps per trace; unfinished beams are dropped there.
         seed (`int`, defaults to `0`): sampling seed.
-        merge_duplicates (`bool`, defaults to `True`): keep one beam per distinct child. `False` lets identical
-            children take several beams (each then expanded with its own seeds), so a state that many children
-            reach is sampled more: where correct steps coincide (a unique correct derivation) merging leaves one
-            beam on the correct path and fills the rest with wrong ones.
+        merge_duplicates (`bool`, defaults to `False`): keep one beam per distinct child. The default, as in the
+            paper, expands every kept child independently, so identical children may take several beams (each then
+            expanded with its own seeds) and a state that many children reach is sampled more. Merging trades that
+            for diversity; where correct steps coincide (a unique correct derivation) it leaves one beam on the
+            correct path and fills the rest with wrong ones.
     """
 
     budget: int = 12
@@ -54,7 +55,7 @@ class BeamSearchConfig:
     prover_k: float = 4
     max_depth: int = 16
     seed: int = 0
-    merge_duplicates: bool = True
+    merge_duplicates: bool = False
 
     def __post_init__(self) -> None:
         check_search_numbers(self.alpha, self.prover_k, self.expansions, self.max_depth)

@@ -54,6 +54,8 @@ class SearchEvalConfig:
         prover_k (`float`, defaults to `4`): prover K of PAV beam search.
         max_depth (`int`, defaults to `16`): step limit of beam search.
         seed (`int`, defaults to `0`): sampling seed.
+        merge_duplicates (`bool`, defaults to `False`): beam search keeps one beam per distinct child (see
+            `BeamSearchConfig.merge_duplicates`).
     """
 
     methods: list[str] = field(
@@ -67,6 +69,9 @@ class SearchEvalConfig:
     prover_k: float = field(default=4, metadata={"help": "Prover K of PAV beam search."})
     max_depth: int = field(default=16, metadata={"help": "Most steps per trace in beam search."})
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
+    merge_duplicates: bool = field(
+        default=False, metadata={"help": "Beam search keeps one beam per distinct child (paper: no merging)."}
+    )
 
     def __post_init__(self) -> None:
         unknown = set(self.methods) - set(METHODS)
@@ -162,6 +167,7 @@ def evaluate_search(
                 prover_k=cfg.prover_k,
                 max_depth=cfg.max_depth,
                 seed=cfg.seed,
+                merge_duplicates=cfg.merge_duplicates,
             )
             ledger = ComputeLedger()
             results = beam_search(policy, pav, prompts, beam_cfg, ledger, prompt_ids=ids, answer_fn=answer_fn)
