@@ -47,6 +47,7 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
         progress(f"search ({name} values): {'/'.join(METHODS)} on {len(prompts)} problems, N in {cfg.search_budgets}")
         key = {
             "cfg": [cfg.search_problems, cfg.search_budgets, cfg.search_alpha, cfg.prover_k, cfg.seed],
+            "beam": {"merge_duplicates": search_cfg.merge_duplicates, "expansions": search_cfg.expansions},
             "verifiers": [(Path(p) / ".done").read_text() for p in arith["verifiers"].values()],
             "step_accuracy": arith["step_accuracy"],
             "name": name,
