@@ -8,6 +8,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trl_pav import MathVerifyGrader, load_tokenizer
 from trl_pav.generation import GenerationRequest, HFPolicy, Policy
+from trl_pav.generation.base import mix_seed
 from trl_pav.tasks import (
     ArithmeticTask,
     PlantedOracleScorer,
@@ -290,11 +291,20 @@ def test_vllm_policy_request_and_output_handling(monkeypatch):
                 1: Completion("#### 6", [1, 2, 3, 4, 5, 6], "stop", None),  # end of sequence
                 2: Completion("12345678", list(range(8)), "length"),  # ran out of tokens
             }
-            return [RequestOutput([scripted[p.seed]]) for p in params]
+            outputs = []
+            for p in params:
+                if p.seed in scripted:
+                    outputs.append(scripted[p.seed])
+                elif p.seed in blank_seeds:
+                    outputs.append(Completion("", [0], "stop", "\n"))  # the model wrote a blank line first
+                else:
+                    outputs.append(Completion("2*3=6", [1, 2, 3, 4, 5], "stop", "\n"))
+            return [RequestOutput([c]) for c in outputs]
 
     monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(SamplingParams=SamplingParams))
     from trl_pav.generation.vllm import VLLMPolicy
 
+    blank_seeds = {3, mix_seed(3, 1), 4}  # seed 3 opens with two blank lines, seed 4 with one
     engine = Engine()
     policy = VLLMPolicy(engine, TASK_FMT, max_step_tokens=8, name="stand-in")
     assert isinstance(policy, Policy)
@@ -314,6 +324,21 @@ def test_vllm_policy_request_and_output_handling(monkeypatch):
     assert all(p.stop == ["\n"] and p.max_tokens == 8 for p in params)
     policy.generate(reqs[:1])
     assert engine.calls[-1][1][0].stop is None
+
+    # A step that opens with blank lines: vLLM stops at the first separator with no text. The request goes on past
+    # it (a new seed per attempt, the tokens charged) until a step comes out or the budget is spent.
+    engine.calls.clear()
+    blank = [GenerationRequest("Q:2*3?\n", seed=3), GenerationRequest("Q:2*3?\n", seed=4)]
+    policy.max_step_tokens = 8
+    first, second = policy.generate(blank, stop_at_step=True)
+    assert (first.steps, first.finished, first.truncated, first.num_tokens) == (["2*3=6"], False, False, 7)
+    assert [p.seed for p in engine.calls[1][1]] == [mix_seed(3, 1), mix_seed(4, 1)]
+    assert [p.max_tokens for p in engine.calls[2][1]] == [6]
+    assert engine.calls[2][0] == ["Q:2*3?\n\n\n"]
+    assert (second.steps, second.num_tokens) == (["2*3=6"], 6)
+    policy.max_step_tokens = 2
+    (spent,) = policy.generate(blank[:1], stop_at_step=True)
+    assert (spent.steps, spent.truncated, spent.num_tokens) == ([], True, 2)
 
 
 TASK_FMT = ArithmeticTask().step_format

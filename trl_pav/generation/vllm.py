@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..steps import StepFormat
-from .base import Generation, GenerationRequest, continue_trace
+from .base import Generation, GenerationRequest, continue_trace, mix_seed
 
 __all__ = ["VLLMPolicy"]
 
@@ -86,29 +86,52 @@ class VLLMPolicy:
         }
 
     def generate(self, requests: Sequence[GenerationRequest], stop_at_step: bool = False) -> list[Generation]:
-        """One continuation per request (see `Policy.generate`)."""
+        """One continuation per request (see `Policy.generate`).
+
+        With `stop_at_step`, vLLM stops at the first separator, also one the model writes before any step text
+        (a completion that opens with a blank line). Such a request is continued past the separator, with the tokens
+        it used charged to it, until a step is written or the budget runs out; the HF backend skips leading blank
+        lines the same way.
+        """
         if not requests:
             return []
         sep = self.step_format.separator
         texts = [continue_trace(r.prompt, r.steps, self.step_format) for r in requests]
         limits = [self._budget(r, t, stop_at_step) for r, t in zip(requests, texts)]
-        live = [i for i, limit in enumerate(limits) if limit > 0]
-        params = [
-            self._sampling_params(
-                n=1,
-                temperature=self.temperature,
-                max_tokens=limits[i],
-                seed=requests[i].seed,
-                stop=[sep] if stop_at_step else None,
-                include_stop_str_in_output=False,
-            )
-            for i in live
-        ]
         out = [Generation(truncated=True) for _ in requests]  # no budget left: nothing to generate
-        if live:
-            outputs = self.llm.generate([texts[i] for i in live], params, use_tqdm=False)
-            for i, res in zip(live, outputs):
-                out[i] = self._to_generation(res.outputs[0], stop_at_step)
+        used = [0] * len(requests)  # tokens spent on leading separators
+        pending = [i for i, limit in enumerate(limits) if limit > 0]
+        attempt = 0
+        while pending:
+            params = [
+                self._sampling_params(
+                    n=1,
+                    temperature=self.temperature,
+                    max_tokens=limits[i] - used[i],
+                    seed=requests[i].seed if attempt == 0 else mix_seed(requests[i].seed, attempt),
+                    stop=[sep] if stop_at_step else None,
+                    include_stop_str_in_output=False,
+                )
+                for i in pending
+            ]
+            outputs = self.llm.generate([texts[i] for i in pending], params, use_tqdm=False)
+            again = []
+            for i, res in zip(pending, outputs):
+                completion = res.outputs[0]
+                spent = len(completion.token_ids)
+                blank = stop_at_step and isinstance(completion.stop_reason, str) and not completion.text.strip()
+                if blank and 0 < spent < limits[i] - used[i]:
+                    texts[i] += completion.text + sep  # a separator before any step text: go on past it
+                    used[i] += spent
+                    again.append(i)
+                    continue
+                if blank:  # the budget ran out on separators: no step
+                    out[i] = Generation(num_tokens=used[i] + spent, truncated=True)
+                    continue
+                gen = self._to_generation(completion, stop_at_step)
+                gen.num_tokens += used[i]
+                out[i] = gen
+            pending, attempt = again, attempt + 1
         return out
 
     def _budget(self, request: GenerationRequest, text: str, stop_at_step: bool) -> int:
