@@ -31,3 +31,41 @@ def arithmetic_policy_dir(steps: int = 200) -> Path:
 def emit(result: dict) -> None:
     """Print the benchmark's result as one JSON line (the last line of its output)."""
     print(json.dumps(result), flush=True)
+
+
+def interleave(arms: dict, reps: int, warmup: int = 1, log=None) -> dict[str, list[float]]:
+    """Seconds of each arm per repetition, the arms run in turn within each repetition (their order rotating from one
+    repetition to the next), so drifts in machine load hit every arm alike. `arms` maps a name to `fn(rep)`, which
+    either is timed whole or returns the seconds of the part it measured (set-up left out); the first `warmup`
+    repetitions are run and dropped.
+    """
+    import time
+
+    names = list(arms)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for rep in range(warmup + reps):
+        shift = rep % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            measured = arms[name](rep)
+            seconds = measured if isinstance(measured, float) else time.perf_counter() - start
+            if log is not None:
+                log(f"rep {rep}{' (warm-up)' if rep < warmup else ''} {name}: {seconds:.3f} s")
+            if rep >= warmup:
+                times[name].append(seconds)
+    return times
+
+
+def ratio_summary(numerator: list[float], denominator: list[float], digits: int = 3) -> dict:
+    """Median of the per-repetition ratios `numerator / denominator`, with their min, max and quartiles."""
+    import statistics
+
+    ratios = sorted(a / b for a, b in zip(numerator, denominator))
+    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+    return {
+        "median": round(statistics.median(ratios), digits),
+        "min": round(ratios[0], digits),
+        "max": round(ratios[-1], digits),
+        "iqr": [round(quartiles[0], digits), round(quartiles[2], digits)],
+        "repetitions": len(ratios),
+    }

@@ -1,4 +1,6 @@
-"""Labeling throughput: the MC labeler vs a per-prefix `generate(num_return_sequences=n_mc)` loop, same problems.
+"""Labeling throughput: the MC labeler vs a per-prefix `generate(num_return_sequences=n_mc)` loop, same problems,
+interleaved over repetitions after a warm-up (the speedup is the median of per-repetition ratios of prefixes/s, with
+its spread).
 
 Also: rollouts spent by first-pit vs all-prefix labeling, with the first-error accuracy each reaches.
 Final line: {"benchmark": "labeling", "speedup": ..., ...}.
@@ -7,10 +9,9 @@ Final line: {"benchmark": "labeling", "speedup": ..., ...}.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
-from _common import arithmetic_policy_dir, emit
+from _common import arithmetic_policy_dir, emit, interleave, ratio_summary
 from transformers import AutoModelForCausalLM
 
 from trl_pav import load_tokenizer
@@ -45,7 +46,7 @@ def first_error_rate(ds, task) -> float:
     for r in ds:
         truth = task.first_error(r["expression"], r["completions"])
         if r["seed_outcome"] == 0.0 and truth is not None:
-            predicted = next((h for h, v in enumerate(r["labels"]) if v <= 0.0), None)
+            predicted = next((h for h, v in enumerate(r["labels"]) if v is not None and v <= 0.0), None)
             hits += predicted == truth
             total += 1
     return hits / max(1, total)
@@ -53,47 +54,53 @@ def first_error_rate(ds, task) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--problems", type=int, default=64)
+    parser.add_argument("--problems", type=int, default=32, help="problems per repetition")
     parser.add_argument("--n_cov", type=int, default=2)
     parser.add_argument("--n_mc", type=int, default=8)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
     args = parser.parse_args()
     task = ArithmeticTask()
     path = arithmetic_policy_dir()
     model, tok = AutoModelForCausalLM.from_pretrained(path).eval(), load_tokenizer(path)
-    problems = task.sample_problems(args.problems, seed=123)
-    torch.manual_seed(0)
-    start = time.perf_counter()
-    with torch.inference_mode():
-        naive_prefixes, _ = naive_labels(model, tok, task, problems, args.n_cov, args.n_mc)
-    naive_seconds = time.perf_counter() - start
-
     policy = HFPolicy(model, tok, task.step_format, max_new_tokens=64, batch_size=256)
-    data = task.problems_dataset(args.problems, seed=123)
+    prefixes: dict[str, list[int]] = {"naive_loop": [], "labeler": []}
+
+    def naive_arm(rep: int) -> None:
+        torch.manual_seed(rep)
+        with torch.inference_mode():
+            labeled, _ = naive_labels(
+                model, tok, task, task.sample_problems(args.problems, seed=1000 + rep), args.n_cov, args.n_mc
+            )
+        prefixes["naive_loop"].append(labeled)
+
+    def labeler_arm(rep: int) -> None:
+        cfg = MCLabelConfig(
+            n_cov=args.n_cov, n_mc=args.n_mc, strategy="all", show_progress=False, shard_size=args.problems, seed=rep
+        )
+        ds = MCLabeler(policy, task.grader, cfg).label(task.problems_dataset(args.problems, seed=1000 + rep))
+        prefixes["labeler"].append(sum(c > 0 for r in ds for c in r["label_rollouts"]))
+
+    # Both arms label the same problems in a repetition; their seed traces differ, so rates (prefixes/s) are compared.
+    times = interleave({"naive_loop": naive_arm, "labeler": labeler_arm}, args.reps, args.warmup, log=print)
+    rates = {k: [n / t for n, t in zip(prefixes[k][args.warmup :], times[k])] for k in times}
+    speedup = ratio_summary(rates["labeler"], rates["naive_loop"], 2)
+    med = {k: sorted(v)[len(v) // 2] for k, v in rates.items()}
+
+    # Rollouts spent by first-pit vs all-prefix labeling on one set of problems (counts, not timing).
+    data = task.problems_dataset(64, seed=123)
     runs = {}
     for strategy in ("all", "first_pit"):
-        labeler = MCLabeler(
-            policy,
-            task.grader,
-            MCLabelConfig(
-                n_cov=args.n_cov, n_mc=args.n_mc, strategy=strategy, show_progress=False, shard_size=args.problems
-            ),
-        )
-        start = time.perf_counter()
+        cfg = MCLabelConfig(n_cov=args.n_cov, n_mc=args.n_mc, strategy=strategy, show_progress=False, shard_size=64)
+        labeler = MCLabeler(policy, task.grader, cfg)
         ds = labeler.label(data)
-        seconds = time.perf_counter() - start
-        meta = labeler.last_metadata
-        measured = sum(c > 0 for r in ds for c in r["label_rollouts"])
         runs[strategy] = {
-            "seconds": seconds,
-            "prefixes": measured,
-            "rollouts": meta["rollouts"],
+            "rollouts": labeler.last_metadata["rollouts"],
             "first_error_accuracy": first_error_rate(ds, task),
         }
-    naive_rate = naive_prefixes / naive_seconds
-    labeler_rate = runs["all"]["prefixes"] / runs["all"]["seconds"]
     print(
-        f"naive loop: {naive_prefixes} prefixes in {naive_seconds:.1f}s ({naive_rate:.1f}/s); labeler (all): "
-        f"{runs['all']['prefixes']} prefixes in {runs['all']['seconds']:.1f}s ({labeler_rate:.1f}/s)"
+        f"prefixes/s: naive loop {med['naive_loop']:.1f}, labeler {med['labeler']:.1f}; speedup median "
+        f"{speedup['median']} [{speedup['min']}, {speedup['max']}]"
     )
     print(
         f"first-pit: {runs['first_pit']['rollouts']} rollouts, "
@@ -105,9 +112,9 @@ def main() -> None:
             "benchmark": "labeling",
             "baseline": "per-prefix generate(num_return_sequences=n_mc) loop",
             "n_mc": args.n_mc,
-            "naive_prefixes_per_s": round(naive_rate, 2),
-            "labeler_prefixes_per_s": round(labeler_rate, 2),
-            "speedup": round(labeler_rate / naive_rate, 2),
+            "naive_prefixes_per_s": round(med["naive_loop"], 2),
+            "labeler_prefixes_per_s": round(med["labeler"], 2),
+            "speedup": speedup,
             "rollouts_first_pit": runs["first_pit"]["rollouts"],
             "rollouts_all_prefixes": runs["all"]["rollouts"],
             "first_error_accuracy_first_pit": round(runs["first_pit"]["first_error_accuracy"], 3),

@@ -1,16 +1,23 @@
-"""Time per training step of PAVGRPOTrainer vs plain GRPOTrainer, same policy, batch and generation settings.
+"""Step time of PAVGRPOTrainer against plain GRPOTrainer: the verifier's overhead per RL step.
 
-Final line: {"benchmark": "rl_overhead", "overhead": ...}.
+One step = generate and score a generation batch of 32 completions (8 per prompt, up to 48 tokens), then one optimizer
+update on it, same policy, same batch and seeds for both arms; the PAV arm adds locating steps, the verifier's forward
+and the dense advantages (1M-parameter policy and verifier). The learning rate is 0 so both arms keep the same policy
+and sample the same completions. The arms are interleaved over repetitions after a warm-up; the overhead is the median
+of per-repetition ratios with its spread.
+
+Final line: {"benchmark": "rl_overhead", "overhead": {"median": ..., "min": ..., "max": ...}, ...}.
 """
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 import time
 
-from _common import arithmetic_policy_dir, emit
+import torch
+from _common import arithmetic_policy_dir, emit, interleave, ratio_summary
 from datasets import Dataset
-from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from trl_pav import PAVMetadata, PAVVerifier
@@ -18,74 +25,92 @@ from trl_pav.tasks import ArithmeticTask
 from trl_pav.testing import tiny_token_classifier
 from trl_pav.trainers import PAVGRPOConfig, PAVGRPOTrainer, grader_reward
 
-STEPS, WARMUP = 24, 4
+COMMON = dict(
+    max_steps=1,
+    per_device_train_batch_size=32,
+    num_generations=8,
+    max_completion_length=48,
+    learning_rate=0.0,
+    beta=0.001,
+    logging_steps=1000,
+    save_strategy="no",
+    report_to="none",
+    use_cpu=True,
+    bf16=False,
+    seed=0,
+    disable_tqdm=True,
+    scale_rewards="none",
+)
 
 
-class StepTimer(TrainerCallback):
-    def __init__(self):
-        self.times = []
+def build(pav: bool, policy_dir: str, data: Dataset, tok, verifier):
+    reward = [grader_reward(ArithmeticTask().grader)]
+    common = {"args": None, "train_dataset": data, "processing_class": tok}
+    if pav:
+        common["args"] = PAVGRPOConfig(output_dir=tempfile.mkdtemp(), pav_alpha=3.0, prover_k=4, **COMMON)
+        trainer = PAVGRPOTrainer(policy_dir, reward, verifier=verifier, **common)
+    else:
+        common["args"] = GRPOConfig(output_dir=tempfile.mkdtemp(), **COMMON)
+        trainer = GRPOTrainer(policy_dir, reward, **common)
+    trainer.model.train()
+    trainer.create_optimizer()
+    trainer.current_gradient_accumulation_steps = 1  # set by the training loop, which this benchmark bypasses
+    return trainer
 
-    def on_step_begin(self, args, state, control, **kwargs):
-        self._t = time.perf_counter()
 
-    def on_step_end(self, args, state, control, **kwargs):
-        self.times.append(time.perf_counter() - self._t)
-
-
-def run(cls, trainer_cls, policy_dir, data, tok, **extra) -> float:
-    timer = StepTimer()
-    args = cls(
-        output_dir=tempfile.mkdtemp(),
-        max_steps=STEPS,
-        per_device_train_batch_size=32,
-        num_generations=8,
-        max_completion_length=48,
-        learning_rate=1e-4,
-        beta=0.001,
-        logging_steps=1000,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-        seed=0,
-        disable_tqdm=True,
-        scale_rewards="none",
-        **{k: v for k, v in extra.items() if k in ("pav_alpha", "prover_k")},
-    )
-    kwargs = {"verifier": extra["verifier"]} if "verifier" in extra else {}
-    trainer = trainer_cls(
-        policy_dir,
-        [grader_reward(ArithmeticTask().grader)],
-        args=args,
-        train_dataset=data,
-        processing_class=tok,
-        callbacks=[timer],
-        **kwargs,
-    )
-    trainer.train()
-    times = sorted(timer.times[WARMUP:])
-    return times[len(times) // 2]  # median step time
+def one_step(trainer, rows: list[dict], seed: int) -> float:
+    """Seconds for one generation batch: generate, score, one loss/backward/optimizer step."""
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    inputs = trainer._generate_and_score_completions(rows)
+    loss = trainer.compute_loss(trainer.model, inputs)
+    loss.backward()
+    trainer.optimizer.step()
+    trainer.optimizer.zero_grad()
+    return time.perf_counter() - start
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--reps", type=int, default=9)
+    parser.add_argument("--warmup", type=int, default=2)
+    args = parser.parse_args()
     task = ArithmeticTask()
     tok = task.tokenizer()
-    policy_dir = str(arithmetic_policy_dir())  # a trained policy: both trainers see nonzero rewards and update
-    probs = task.sample_problems(2000, seed=0)
+    policy_dir = str(arithmetic_policy_dir())  # a trained policy: completions end and hold steps, as in training
+    probs = task.sample_problems(64, seed=0)
     data = Dataset.from_dict({"prompt": [p.prompt for p in probs], "gold": [p.gold for p in probs]})
     verifier = PAVVerifier(
         tiny_token_classifier(tok, hidden_size=128, num_layers=4, max_positions=128), tok, PAVMetadata()
     )
-    plain = run(GRPOConfig, GRPOTrainer, policy_dir, data, tok)
-    pav = run(PAVGRPOConfig, PAVGRPOTrainer, policy_dir, data, tok, verifier=verifier, pav_alpha=3.0, prover_k=4)
-    print(f"median step: GRPOTrainer {plain * 1000:.0f} ms, PAVGRPOTrainer {pav * 1000:.0f} ms")
+    trainers = {
+        "grpo": build(False, policy_dir, data, tok, verifier),
+        "pav_grpo": build(True, policy_dir, data, tok, verifier),
+    }
+
+    def batch(rep: int) -> list[dict]:
+        start = (rep * 4) % len(probs)
+        return [data[(start + i) % len(probs)] for i in range(4) for _ in range(8)]  # 4 prompts x 8 completions
+
+    times = interleave(
+        {name: (lambda rep, t=t: one_step(t, batch(rep), seed=rep)) for name, t in trainers.items()},
+        args.reps,
+        args.warmup,
+        log=print,
+    )
+    overhead = ratio_summary(times["pav_grpo"], times["grpo"])
+    med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    print(
+        f"median step: GRPOTrainer {med['grpo'] * 1000:.0f} ms, PAVGRPOTrainer {med['pav_grpo'] * 1000:.0f} ms; "
+        f"overhead median {overhead['median']} [{overhead['min']}, {overhead['max']}]"
+    )
     emit(
         {
             "benchmark": "rl_overhead",
-            "baseline": "trl.GRPOTrainer, same policy/batch/generation",
-            "grpo_step_s": round(plain, 4),
-            "pav_grpo_step_s": round(pav, 4),
-            "overhead": round(pav / plain, 3),
+            "baseline": "trl.GRPOTrainer, same policy/batch/generation seeds",
+            "grpo_step_s": round(med["grpo"], 4),
+            "pav_grpo_step_s": round(med["pav_grpo"], 4),
+            "overhead": overhead,
         }
     )
 
