@@ -135,7 +135,7 @@ def _verifier_key(cfg) -> dict:
 
 def _quality_key(cfg) -> dict:
     # "v" changes with what verifier_quality measures, so a cached result is recomputed then.
-    return {"problems": cfg.search_problems, "n": cfg.quality_candidates, "seed": cfg.seed, "v": 2}
+    return {"problems": cfg.search_problems, "n": cfg.quality_candidates, "seed": cfg.seed, "v": 3}
 
 
 def _step_accuracy(task, policy, problems, seed: int) -> float:
@@ -283,6 +283,15 @@ def verifier_quality(verifiers: dict[str, Path], task, policy, cfg) -> dict:
         training = Path(path) / "training.summary.json"
         if training.exists():
             out[kind]["training"] = json.loads(training.read_text())
+    # The base policy's own likelihood of each candidate, a verifier with no training: what the backbone both
+    # verifiers start from already knows about which of a problem's answers is right.
+    likelihood = np.array(_least_token_logprob(policy, [prompts[i] for i, _ in rows], [s for _, s in rows]))
+    picks = [max(np.flatnonzero(pid == i), key=lambda j: likelihood[j]) for i in np.unique(pid)]
+    out["policy_likelihood"] = {
+        "outcome_auc": auc(likelihood, correct),
+        "within_problem_auc": within_problem_auc(likelihood, correct, pid),
+        "best_of_n_accuracy": float(correct[picks].sum() / len(probs)),
+    }
     # Every correct trace of a problem is (nearly) the same string, wrong ones differ: an argmax over candidates
     # then draws from many distinct wrong traces against about one correct one.
     distinct_correct, distinct_wrong = [], []
@@ -301,6 +310,27 @@ def verifier_quality(verifiers: dict[str, Path], task, policy, cfg) -> dict:
         "distinct_correct_per_problem": float(np.mean(distinct_correct)) if distinct_correct else None,
         "distinct_wrong_per_problem": float(np.mean(distinct_wrong)) if distinct_wrong else None,
     }
+    return out
+
+
+def _least_token_logprob(policy, prompts: list[str], steps: list[list[str]], batch_size: int = 64) -> list[float]:
+    """The lowest log-probability the policy gave any token of each completion (its least confident token: a wrong
+    digit is usually a low-probability one)."""
+    model, tok, fmt = policy.model, policy.tokenizer, policy.step_format
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(prompts), batch_size):
+            chunk = range(start, min(start + batch_size, len(prompts)))
+            full = [tok(prompts[i] + fmt.join(steps[i]))["input_ids"] for i in chunk]
+            n_prompt = [len(tok(prompts[i])["input_ids"]) for i in chunk]
+            width = max(map(len, full))
+            pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+            ids = torch.tensor([f + [pad] * (width - len(f)) for f in full])
+            mask = torch.tensor([[1] * len(f) + [0] * (width - len(f)) for f in full])
+            logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), -1)
+            token_logp = logp.gather(2, ids[:, 1:, None])[..., 0]
+            for b, (f, n) in enumerate(zip(full, n_prompt)):
+                out.append(float(token_logp[b, n - 1 : len(f) - 1].min()) if len(f) > n else 0.0)
     return out
 
 
