@@ -184,7 +184,7 @@ def _train_verifier(policy_dir: Path, labels, folder: Path, kind: str, cfg) -> N
     """Train on most labeled problems; stop early on the held-out problems' loss and keep the best checkpoint."""
     import json
 
-    from transformers import EarlyStoppingCallback
+    from transformers import EarlyStoppingCallback, PrinterCallback
 
     from ..trainers import PAVRewardConfig, PAVRewardTrainer
 
@@ -221,6 +221,7 @@ def _train_verifier(policy_dir: Path, labels, folder: Path, kind: str, cfg) -> N
     trainer = PAVRewardTrainer(
         str(policy_dir), args, train, eval_dataset=evals, callbacks=[EarlyStoppingCallback(early_stopping_patience=2)]
     )
+    trainer.remove_callback(PrinterCallback)
     trainer.train()
     trainer.save_model(str(folder))
     history = [e for e in trainer.state.log_history if "eval_loss" in e]

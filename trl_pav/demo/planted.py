@@ -18,7 +18,7 @@ __all__ = ["run"]
 
 def run(cfg, out: Path, progress) -> dict:
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, PrinterCallback
     from trl import GRPOConfig, GRPOTrainer
 
     from ..evaluation import sampled_accuracy
@@ -63,6 +63,7 @@ def run(cfg, out: Path, progress) -> dict:
                     args=args,
                     **common,
                 )
+            trainer.remove_callback(PrinterCallback)  # progress goes through the demo's log, not stdout
             trainer.train()
             shutil.rmtree(run_dir, ignore_errors=True)
             return curve.points

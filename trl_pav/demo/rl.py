@@ -15,6 +15,7 @@ __all__ = ["run", "summarize_arms"]
 
 def run(cfg, out: Path, progress, arith: dict) -> dict:
     from datasets import Dataset
+    from transformers import PrinterCallback
     from trl import GRPOConfig, GRPOTrainer
 
     from ..evaluation import sampled_accuracy
@@ -77,6 +78,7 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
                     trainer = PAVGRPOTrainer(
                         str(arith["policy_dir"]), [grader_reward(task.grader)], verifier=build(), args=args, **common
                     )
+                trainer.remove_callback(PrinterCallback)  # progress goes through the demo's log, not stdout
                 trainer.train()
                 shutil.rmtree(run_dir, ignore_errors=True)
                 return curve.points

@@ -68,6 +68,7 @@ def run_planted_ppo(
         `[(iteration, held-out success), ...]`, starting at iteration 0.
     """
     from datasets import Dataset
+    from transformers import PrinterCallback
 
     from ..evaluation import sampled_accuracy
     from ..generation import HFPolicy
@@ -120,6 +121,7 @@ def run_planted_ppo(
         processing_class=tok,
         callbacks=[curve],
     )
+    trainer.remove_callback(PrinterCallback)  # library code does not print
     try:
         trainer.train()
     finally:
