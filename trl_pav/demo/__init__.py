@@ -43,6 +43,7 @@ class DemoConfig:
         prover_k (`int`): K of the Best-of-K prover (the paper's Bo4).
         verifier_steps (`int`): most optimizer steps of PAV and ORM training (early stopping on held-out loss).
         verifier_holdout (`float`): share of labeled problems held out for early stopping.
+        verifier_learning_rate (`float`): peak learning rate of PAV and ORM training (cosine schedule).
         search_problems (`int`): held-out problems for the search comparison.
         search_budgets (`list[int]`): N per prompt for search.
         search_alpha (`float`): α of PAV beam search (paper: ~0.5 for small models).
@@ -75,6 +76,7 @@ class DemoConfig:
     prover_k: int = 4
     verifier_steps: int = 600
     verifier_holdout: float = 0.1
+    verifier_learning_rate: float = 1e-3
     search_problems: int = 128
     search_budgets: list[int] = field(default_factory=lambda: [3, 6, 12, 24])
     search_alpha: float = 0.5

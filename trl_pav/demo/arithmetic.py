@@ -130,7 +130,10 @@ def _done(folder: Path) -> str:
 
 
 def _verifier_key(cfg) -> dict:
-    return {"steps": cfg.verifier_steps, "holdout": cfg.verifier_holdout, "k": cfg.prover_k, "seed": cfg.seed}
+    key = {"steps": cfg.verifier_steps, "holdout": cfg.verifier_holdout, "k": cfg.prover_k, "seed": cfg.seed}
+    if cfg.verifier_learning_rate != 1e-3:  # keys of the earlier default stay valid
+        key["lr"] = cfg.verifier_learning_rate
+    return key
 
 
 def _quality_key(cfg) -> dict:
@@ -201,7 +204,7 @@ def _train_verifier(policy_dir: Path, labels, folder: Path, kind: str, cfg) -> N
         max_steps=cfg.verifier_steps,
         per_device_train_batch_size=32,
         per_device_eval_batch_size=64,
-        learning_rate=1e-3,
+        learning_rate=cfg.verifier_learning_rate,
         lr_scheduler_type="cosine",
         warmup_steps=max(1, cfg.verifier_steps // 10),
         max_length=128,
