@@ -16,6 +16,7 @@ __all__ = [
     "GenerationArguments",
     "ProblemArguments",
     "check_model_source",
+    "check_process_count",
     "end_processes",
     "load_causal_lm",
     "load_stage_policy",
@@ -201,6 +202,27 @@ def end_processes() -> None:
     state.destroy_process_group()
 
 
+def check_process_count(training_args) -> None:
+    """Raise `ValueError` when the launcher started several processes but a `TrainingArguments` counts fewer.
+
+    It happens under DeepSpeed on a machine without a GPU when `use_cpu` is off: accelerate initialises DeepSpeed's
+    process group (every process) but finds no device backend, so its state, and `TrainingArguments.world_size` with
+    it, says one process; DeepSpeed later rejects its batch size (`train_batch_size ... 2 != 2 * 1 * 2`).
+    Other arguments (not `TrainingArguments`) are ignored.
+    """
+    from transformers import TrainingArguments
+
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if not isinstance(training_args, TrainingArguments) or launched <= 1:
+        return
+    if training_args.world_size != launched:
+        hint = " set use_cpu: true (no GPU is visible)" if on_cpu() and not training_args.use_cpu else ""
+        raise ValueError(
+            f"the launcher started {launched} processes but the training arguments count "
+            f"{training_args.world_size}:{hint or ' check the accelerate config'} (docs/scaling.md, DeepSpeed on CPU)"
+        )
+
+
 def run_recipe(script, argv: list[str] | None = None, **main_kwargs) -> dict | None:
     """Run a stage script module: parse `argv` (default: the command line; `--config` YAML included) with its
     `make_parser`, call its `main`, then tear the processes down together.
@@ -208,7 +230,10 @@ def run_recipe(script, argv: list[str] | None = None, **main_kwargs) -> dict | N
     Returns `main`'s summary on the main process and `None` on the others (so a caller prints it once).
     """
     parser = script.make_parser(argv)
-    result = script.main(*parser.parse_args_and_config(args=argv), **main_kwargs)
+    parsed = parser.parse_args_and_config(args=argv)
+    for args in parsed:
+        check_process_count(args)
+    result = script.main(*parsed, **main_kwargs)
     is_main = process_state().is_main_process
     end_processes()
     return result if is_main else None
