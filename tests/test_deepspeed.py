@@ -3,7 +3,8 @@
 Skipped where DeepSpeed is not installed (`pip install "trl-pav[deepspeed]"`; `make test-distributed` installs it).
 One process under ZeRO-3 runs in the default suite: it takes the sharded-parameter code paths (parameters gathered for
 generation and for every forward pass, the frozen verifier under TRL's `prepare_deepspeed`, the consolidated 16-bit
-save). Two-process runs are marked `distributed` (`pytest -m distributed`, `make test-distributed`).
+save, search with sharded verifiers). Two-process runs are marked `distributed` (`pytest -m distributed`,
+`make test-distributed`).
 """
 
 import json
@@ -111,9 +112,10 @@ def assert_trained_checkpoint(folder: Path, init: Path) -> None:
     assert any(not torch.equal(after[k], before[k]) for k in before)
 
 
-def test_zero3_one_process_verifier_and_pav_grpo(tiny):
+def test_zero3_one_process_verifier_pav_grpo_and_search(tiny):
     """ZeRO-3, one process: verifier training (gathered 16-bit save that loads as a `PAVVerifier`), then PAV-GRPO with
-    that verifier frozen under `prepare_deepspeed`, run in lockstep, and the policy generating from sharded weights."""
+    that verifier frozen under `prepare_deepspeed`, run in lockstep, and the policy generating from sharded weights;
+    then search with the verifiers sharded (not silently left out of DeepSpeed)."""
     result = run_ds("train_pav", 3, *train_pav_args(tiny, tiny / "pav-z3"))
     assert result["kind"] == "pav" and result["global_step"] == 2 and 0.0 <= result["eval_brier"] <= 1.0
     assert_trained_checkpoint(tiny / "pav-z3", tiny / "policy")
@@ -124,6 +126,42 @@ def test_zero3_one_process_verifier_and_pav_grpo(tiny):
     result = run_ds("rl_pav", 3, *args)
     assert result["algorithm"] == "grpo" and result["global_step"] == 1 and not result["outcome_only"]
     assert_trained_checkpoint(tiny / "rl-z3", tiny / "policy")
+    result = run_ds("search_eval", 3, *search_args(tiny, tiny / "search-z3"))
+    assert result["verifiers_sharded"] and result["num_problems"] == 3
+
+
+def search_args(tiny: Path, output_dir: Path) -> tuple[str, ...]:
+    return (
+        *("--config", str(CONFIGS / "search_eval.yaml"), "--model_name_or_path", str(tiny / "policy")),
+        *("--pav_model_name_or_path", str(tiny / "verifier"), "--orm_model_name_or_path", str(tiny / "verifier")),
+        *("--num_problems", "3", "--budgets", "3", "--max_depth", "3", "--max_new_tokens", "16"),
+        *("--methods", "pav_beam", "orm_bon", "majority", "--output_dir", str(output_dir)),
+    )
+
+
+@pytest.mark.distributed
+def test_search_zero3_two_processes_equal_one_plain_process(tiny, tmp_path):
+    """Search with both verifiers sharded by ZeRO-3 across two processes (run in lockstep; the policy whole on each
+    process, generating without syncing) finds the same answers with the same token counts as one plain process."""
+    sharded = run_ds("search_eval", 3, *search_args(tiny, tmp_path / "z3"), processes=2)
+    assert sharded["verifiers_sharded"]
+    plain = subprocess.run(
+        [sys.executable, str(ROOT / "recipes" / "search_eval.py"), *search_args(tiny, tmp_path / "plain")],
+        env=ENV,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    a = json.loads((tmp_path / "z3" / "results.json").read_text())
+    b = json.loads((tmp_path / "plain" / "results.json").read_text())
+    assert a["methods"].keys() == b["methods"].keys()
+    for method in b["methods"]:
+        for x, y in zip(a["methods"][method], b["methods"][method], strict=True):
+            keys = ("correct", "generated_tokens", "verifier_tokens")
+            assert [x[k] for k in keys] == [y[k] for k in keys], method
+    assert any(r["verifier_tokens"] > 0 for r in a["methods"]["pav_beam"])
 
 
 @pytest.mark.distributed

@@ -18,6 +18,7 @@ __all__ = [
     "check_model_source",
     "check_process_count",
     "end_processes",
+    "launched_with_deepspeed",
     "load_causal_lm",
     "load_stage_policy",
     "load_stage_problems",
@@ -93,6 +94,20 @@ def on_cpu() -> bool:
     import torch
 
     return not torch.cuda.is_available()
+
+
+def launched_with_deepspeed() -> bool:
+    """True under accelerate's DeepSpeed launcher (an accelerate config with `distributed_type: DEEPSPEED`).
+
+    On a machine without a GPU the process group is then formed first on the CPU (gloo, every process counted, as
+    `TrainingArguments(use_cpu=True)` does), so that an `Accelerator()` built afterwards without `cpu=True` selects
+    DeepSpeed: with `cpu=True` accelerate silently leaves DeepSpeed out (`AcceleratorState`), and without a process
+    group formed on the CPU it counts one process while DeepSpeed counts all of them.
+    """
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() != "true":
+        return False
+    process_state()
+    return True
 
 
 def load_stage_problems(args: ProblemArguments, split: str):
