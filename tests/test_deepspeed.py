@@ -201,3 +201,35 @@ def test_two_processes_without_use_cpu_fail_clearly(tiny, tmp_path):
     proc = run_ds("train_pav", 2, *train_pav_args(tiny, tmp_path / "x"), "--use_cpu", "false", processes=2, check=False)
     assert proc.returncode != 0
     assert "the launcher started 2 processes but the training arguments count 1: set use_cpu: true" in proc.stderr
+
+
+@pytest.mark.distributed
+def test_sft_label_and_lora_verifier_zero3_two_processes(tiny, tmp_path):
+    """The other stages under ZeRO-3 on two processes: SFT from scratch (the model built inside `zero.Init`),
+    labeling (no training: the policy is whole on each process), and a LoRA verifier whose adapter (head included)
+    is saved gathered and loads as a `PAVVerifier`."""
+    sft = run_ds(
+        "sft",
+        3,
+        *("--config", str(CONFIGS / "sft.yaml"), "--output_dir", str(tmp_path / "sft"), "--num_problems", "32"),
+        *("--max_steps", "2", "--per_device_train_batch_size", "4", "--logging_steps", "1"),
+        processes=2,
+    )
+    assert sft["global_step"] == 2 and sft["train_rows"] == 32
+    weights = load_file(str(tmp_path / "sft" / "model.safetensors"))
+    assert weights and all(v.numel() > 0 for v in weights.values())
+    label = run_ds(
+        "label",
+        3,
+        *("--config", str(CONFIGS / "label.yaml"), "--model_name_or_path", str(tiny / "policy")),
+        *("--output_dir", str(tmp_path / "labels"), "--num_problems", "4", "--n_cov", "2", "--n_mc", "2"),
+        *("--shard_size", "1", "--max_new_tokens", "24", "--show_progress", "false"),
+        processes=2,
+    )
+    assert label["num_processes"] == 2 and label["rollouts"] > 0
+    lora = ("--use_peft", "--lora_r", "4", "--lora_target_modules", "q_proj", "v_proj")
+    run_ds("train_pav", 3, *train_pav_args(tiny, tmp_path / "lora"), *lora, processes=2)
+    adapter = load_file(str(tmp_path / "lora" / "adapter_model.safetensors"))
+    assert any("score" in k for k in adapter) and all(v.numel() > 0 for v in adapter.values())
+    q = PAVVerifier.from_pretrained(tmp_path / "lora").score(["Q:1+2?\n"], [["1+2=3", "#### 3"]])[0]
+    assert len(q) == 3 and all(0.0 < v < 1.0 for v in q)
