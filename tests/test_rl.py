@@ -222,3 +222,39 @@ def test_token_char_ends_fast_path_equals_prefix_decoding(char_tok, bpe_tok):
     odd = bpe_tok("The", add_special_tokens=False)["input_ids"] + [bpe_tok.convert_tokens_to_ids(c) for c in "Ġans"]
     assert bpe_tok("The ans", add_special_tokens=False)["input_ids"] != odd
     assert token_char_ends(bpe_tok, odd) == by_prefixes(bpe_tok, odd)
+
+
+def test_pav_metrics_run_the_same_collectives_with_or_without_steps():
+    """Every process must join the same gathers whatever its completions hold: a process with no complete step that
+    skipped one made the next collective mismatch (two processes, ZeRO-3, in tests/test_deepspeed.py)."""
+    from collections import defaultdict
+    from types import SimpleNamespace
+
+    from trl_pav.trainers.pav_rl import PAVRLMixin
+
+    def collectives(n_steps: int) -> tuple[int, dict]:
+        calls = []
+
+        def gather(t):
+            calls.append(t.shape)
+            return t
+
+        fake = SimpleNamespace(
+            model=SimpleNamespace(training=True),
+            accelerator=SimpleNamespace(gather=gather, process_index=0),
+            _metrics={"train": defaultdict(list)},
+            _last_rewards=torch.tensor([[0.0], [1.0]]),
+        )
+        process = torch.zeros(2, max(n_steps, 1))
+        step_mask = torch.zeros_like(process, dtype=torch.bool)
+        step_mask[0, :n_steps] = True
+        process[0, :n_steps] = 0.5
+        steps = [["1+2=3"] * n_steps, []]
+        owners = [[0] * 3 if n_steps else [-1] * 3, [-1] * 3]
+        PAVRLMixin._log_pav(fake, torch.tensor([0.1, -0.1]), process, step_mask, torch.ones(2, 3), steps, owners)
+        return calls, fake._metrics["train"]
+
+    with_steps, metrics = collectives(2)
+    without_steps, empty_metrics = collectives(0)
+    assert with_steps == without_steps  # same gathers, same shapes
+    assert metrics["pav/process_term_per_step"] == [0.5] and "pav/process_term_per_step" not in empty_metrics

@@ -175,12 +175,26 @@ class HFPolicy:
                 generation_config=config,
                 logits_processor=processors,
                 stopping_criteria=criteria,
+                synced_gpus=self._synced_gpus(),
             )
         finally:
             self.model.train(was_training)
         return [
             self._decode_row(row[width:].tolist()[:limit], stop_at_step, limit) for row, limit in zip(output, limits)
         ]
+
+    def _synced_gpus(self) -> bool | None:
+        """`False` for a whole model while a ZeRO-3 config is registered, else transformers' default (`None`).
+
+        transformers keeps the processes in step during generation whenever a ZeRO-3 config is registered, even for
+        a model that ZeRO-3 did not partition (search under ZeRO-3: sharded verifiers, a whole policy per process);
+        its extra collectives then mismatch the verifiers'. Only partitioned weights (`ds_id`) need it.
+        """
+        from transformers.integrations import is_deepspeed_zero3_enabled
+
+        if is_deepspeed_zero3_enabled() and not any(hasattr(p, "ds_id") for p in self.model.parameters()):
+            return False
+        return None
 
     def _decode_row(self, new_ids: list[int], stop_at_step: bool, limit: int) -> Generation:
         eos = self.tokenizer.eos_token_id

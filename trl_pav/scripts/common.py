@@ -16,7 +16,9 @@ __all__ = [
     "GenerationArguments",
     "ProblemArguments",
     "check_model_source",
+    "check_process_count",
     "end_processes",
+    "launched_with_deepspeed",
     "load_causal_lm",
     "load_stage_policy",
     "load_stage_problems",
@@ -92,6 +94,20 @@ def on_cpu() -> bool:
     import torch
 
     return not torch.cuda.is_available()
+
+
+def launched_with_deepspeed() -> bool:
+    """True under accelerate's DeepSpeed launcher (an accelerate config with `distributed_type: DEEPSPEED`).
+
+    On a machine without a GPU the process group is then formed first on the CPU (gloo, every process counted, as
+    `TrainingArguments(use_cpu=True)` does), so that an `Accelerator()` built afterwards without `cpu=True` selects
+    DeepSpeed: with `cpu=True` accelerate silently leaves DeepSpeed out (`AcceleratorState`), and without a process
+    group formed on the CPU it counts one process while DeepSpeed counts all of them.
+    """
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() != "true":
+        return False
+    process_state()
+    return True
 
 
 def load_stage_problems(args: ProblemArguments, split: str):
@@ -201,6 +217,27 @@ def end_processes() -> None:
     state.destroy_process_group()
 
 
+def check_process_count(training_args) -> None:
+    """Raise `ValueError` when the launcher started several processes but a `TrainingArguments` counts fewer.
+
+    It happens under DeepSpeed on a machine without a GPU when `use_cpu` is off: accelerate initialises DeepSpeed's
+    process group (every process) but finds no device backend, so its state, and `TrainingArguments.world_size` with
+    it, says one process; DeepSpeed later rejects its batch size (`train_batch_size ... 2 != 2 * 1 * 2`).
+    Other arguments (not `TrainingArguments`) are ignored.
+    """
+    from transformers import TrainingArguments
+
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if not isinstance(training_args, TrainingArguments) or launched <= 1:
+        return
+    if training_args.world_size != launched:
+        hint = " set use_cpu: true (no GPU is visible)" if on_cpu() and not training_args.use_cpu else ""
+        raise ValueError(
+            f"the launcher started {launched} processes but the training arguments count "
+            f"{training_args.world_size}:{hint or ' check the accelerate config'} (docs/scaling.md, DeepSpeed on CPU)"
+        )
+
+
 def run_recipe(script, argv: list[str] | None = None, **main_kwargs) -> dict | None:
     """Run a stage script module: parse `argv` (default: the command line; `--config` YAML included) with its
     `make_parser`, call its `main`, then tear the processes down together.
@@ -208,7 +245,10 @@ def run_recipe(script, argv: list[str] | None = None, **main_kwargs) -> dict | N
     Returns `main`'s summary on the main process and `None` on the others (so a caller prints it once).
     """
     parser = script.make_parser(argv)
-    result = script.main(*parser.parse_args_and_config(args=argv), **main_kwargs)
+    parsed = parser.parse_args_and_config(args=argv)
+    for args in parsed:
+        check_process_count(args)
+    result = script.main(*parsed, **main_kwargs)
     is_main = process_state().is_main_process
     end_processes()
     return result if is_main else None

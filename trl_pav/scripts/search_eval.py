@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 from .common import GenerationArguments, ProblemArguments
@@ -39,6 +40,43 @@ def make_parser(argv: list[str] | None = None):
     return TrlParser((SearchScriptArguments, SearchEvalConfig, ModelConfig))
 
 
+def fill_auto_batch_sizes(config: dict, num_processes: int) -> dict:
+    """Replace `"auto"` batch sizes of a DeepSpeed config in place (1 per process, no accumulation) and return it.
+
+    A Trainer fills them from its arguments; evaluation without a Trainer must, or DeepSpeed rejects the config
+    (`'>' not supported between instances of 'str' and 'int'`). DeepSpeed needs them even when nothing trains.
+
+    Example:
+        >>> fill_auto_batch_sizes({"train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto"}, 2)
+        {'train_batch_size': 2, 'train_micro_batch_size_per_gpu': 1, 'gradient_accumulation_steps': 1}
+    """
+    if config.get("train_micro_batch_size_per_gpu", "auto") == "auto":
+        config["train_micro_batch_size_per_gpu"] = 1
+    if config.get("gradient_accumulation_steps", "auto") == "auto":
+        config["gradient_accumulation_steps"] = 1
+    if config.get("train_batch_size", "auto") == "auto":
+        config["train_batch_size"] = (
+            config["train_micro_batch_size_per_gpu"] * config["gradient_accumulation_steps"] * num_processes
+        )
+    return config
+
+
+@contextlib.contextmanager
+def _without_zero_init(accelerator):
+    """Models loaded inside are whole: transformers' `from_pretrained` does not open `deepspeed.zero.Init`.
+
+    (accelerate's `zero3_init_context_manager(enable=False)` does not do it: it registers a stage-3 config again, and
+    transformers decides from the stage.)
+    """
+    from transformers.integrations import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        accelerator.state.deepspeed_plugin.set_deepspeed_weakref()
+
+
 def _load_verifier(path: str, args: SearchScriptArguments, accelerator, lockstep: bool):
     """A verifier on this process's device; under ZeRO-3 sharded by DeepSpeed (then run it in lockstep)."""
     from ..distributed import Lockstep, is_zero3
@@ -50,6 +88,7 @@ def _load_verifier(path: str, args: SearchScriptArguments, accelerator, lockstep
     if is_zero3(accelerator):
         from trl.models.utils import prepare_deepspeed
 
+        fill_auto_batch_sizes(accelerator.state.deepspeed_plugin.deepspeed_config, accelerator.num_processes)
         verifier.model = prepare_deepspeed(verifier.model, accelerator)
     else:
         verifier.model = verifier.model.to(accelerator.device)
@@ -66,14 +105,21 @@ def main(script_args: SearchScriptArguments, search_config, model_args) -> dict:
     from ..distributed import is_zero3, process_shard
     from ..labeling import validate_problems
     from ..search import evaluate_search, merge_search_results, plot_search_results
-    from .common import check_model_source, load_stage_policy, load_stage_problems, on_cpu, write_json
+    from .common import (
+        check_model_source,
+        launched_with_deepspeed,
+        load_stage_policy,
+        load_stage_problems,
+        on_cpu,
+        write_json,
+    )
 
     if not model_args.model_name_or_path:
         raise ValueError("search_eval: set model_name_or_path (the policy)")
     check_model_source(model_args.model_name_or_path, "search: model_name_or_path")
     check_model_source(script_args.pav_model_name_or_path, "search: pav_model_name_or_path")
     check_model_source(script_args.orm_model_name_or_path, "search: orm_model_name_or_path")
-    accelerator = Accelerator(cpu=on_cpu())
+    accelerator = Accelerator(cpu=on_cpu() and not launched_with_deepspeed())
     state = accelerator.state
     problems, grader, step_format = load_stage_problems(script_args, script_args.dataset_train_split)
     # Bad problems fail now, not after loading the models.
@@ -87,7 +133,10 @@ def main(script_args: SearchScriptArguments, search_config, model_args) -> dict:
         step_format = pav.step_format
     if script_args.orm_model_name_or_path:
         orm = _load_verifier(script_args.orm_model_name_or_path, script_args, accelerator, lockstep)
-    policy = load_stage_policy(model_args.model_name_or_path, model_args, script_args, step_format)
+    # The policy is not sharded (generation would need every process in step): a full copy per process, loaded
+    # outside `deepspeed.zero.Init`, in which `from_pretrained` would otherwise partition it under ZeRO-3.
+    with _without_zero_init(accelerator) if is_zero3(accelerator) else contextlib.nullcontext():
+        policy = load_stage_policy(model_args.model_name_or_path, model_args, script_args, step_format)
     ids, rows = process_shard(problems.to_list(), state.process_index, state.num_processes)
     part = evaluate_search(
         policy,
@@ -108,4 +157,9 @@ def main(script_args: SearchScriptArguments, search_config, model_args) -> dict:
         write_json(f"{script_args.output_dir}/results.json", results)
         plot_search_results(results, f"{script_args.output_dir}/search.png")
     state.wait_for_everyone()
-    return {"output_dir": script_args.output_dir, "num_problems": results["num_problems"], "best_accuracy": best}
+    return {
+        "output_dir": script_args.output_dir,
+        "num_problems": results["num_problems"],
+        "best_accuracy": best,
+        "verifiers_sharded": is_zero3(accelerator),
+    }

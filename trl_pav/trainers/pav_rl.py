@@ -379,9 +379,12 @@ class PAVRLMixin:
         metrics = self._metrics[mode]
         metrics["pav/outcome_advantage_abs"].append(g_outcome.abs().mean().item())
         metrics["pav/process_term_per_completion"].append(g_proc.mean().item())
-        step_terms = gather(process[step_mask].float().mean().reshape(1)) if step_mask.any() else None
-        if step_terms is not None:
-            metrics["pav/process_term_per_step"].append(step_terms.nanmean().item())
+        # Every process joins the gather, also one without a complete step (a collective skipped on some processes
+        # hangs or mismatches the next one): the sum and count of its step terms.
+        step_sums = gather(torch.stack([process[step_mask].float().sum(), step_mask.sum().float()]).to(device))
+        step_total, step_count = step_sums.reshape(-1, 2).sum(0).tolist()
+        if step_count > 0:
+            metrics["pav/process_term_per_step"].append(step_total / step_count)
         metrics["pav/process_outcome_corr"].append(_corr(g_proc, g_outcome))
         metrics["pav/steps_per_completion"].append(g_steps.mean().item())
         metrics["pav/step_length_tokens"].append((g_tokens.sum() / g_steps.sum().clamp(min=1)).item())
