@@ -49,6 +49,9 @@ def test_quick_demo_writes_a_complete_report(tmp_path):
     assert len(to_90["pav"]) == len(to_90["outcome"]) == len(cfg.planted_seeds)
     assert len(to_90["pav_ppo"]) == len(to_90["outcome_ppo"]) == len(cfg.planted_ppo_seeds)
     assert len(saved["planted"]["gamma_sweep"]) == len(cfg.gamma_sweep)
+    planted_search = saved["planted"]["exact_search"]
+    assert all(len(c) == len(cfg.search_budgets) for c in planted_search["curves"].values())
+    assert "policy_likelihood" in saved["arithmetic"]["verifier_quality"]
     # A re-run with the same configuration reads every stage back from its cache.
     again = run_demo(tmp_path, cfg)
     assert again["search"]["learned"]["curves"] == results["search"]["learned"]["curves"]
