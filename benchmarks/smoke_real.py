@@ -56,14 +56,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--n_cov", type=int, default=1)
     p.add_argument("--n_mc", type=int, default=2)
     p.add_argument("--max_new_tokens", type=int, default=128)
-    p.add_argument("--max_step_tokens", type=int, default=64)
+    p.add_argument("--max_step_tokens", type=int, default=96)
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--pav_steps", type=int, default=4)
     p.add_argument("--search_problems", type=int, default=2)
     p.add_argument("--search_budget", type=int, default=2)
     p.add_argument("--grpo_steps", type=int, default=2)
     p.add_argument("--grpo_completion_tokens", type=int, default=96)
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1: on a shared 2-core machine 2 ran 20x slower)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (see docs/scaling.md)")
     p.add_argument("--keep", action="store_true", help="keep earlier stage outputs (default: redo all but the model)")
     return p.parse_args(argv)
 
@@ -93,15 +93,15 @@ def main(argv=None) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
-    from datasets import Dataset, load_from_disk
+    from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM
 
     from trl_pav import (
         HFPolicy,
+        MathVerifyGrader,
         MCLabelConfig,
         MCLabeler,
-        MathVerifyGrader,
         PAVRewardConfig,
         PAVRewardTrainer,
         PAVVerifier,
@@ -131,8 +131,10 @@ def main(argv=None) -> dict:
     timings["model_s"] = time.perf_counter() - t
     if not all(p.dtype == torch.float32 for p in model.parameters()):
         raise RuntimeError(f"expected float32 weights, got {sorted({str(p.dtype) for p in model.parameters()})}")
-    log(f"model: {model_dir} ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters, "
-        f"vocab {len(tok)}) in {timings['model_s']:.1f} s")
+    log(
+        f"model: {model_dir} ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters, "
+        f"vocab {len(tok)}) in {timings['model_s']:.1f} s"
+    )
 
     # 2. Problems, rendered with the chat template.
     t = time.perf_counter()
@@ -176,8 +178,10 @@ def main(argv=None) -> dict:
     figures["label_steps"] = sum(len(r["completions"]) for r in labels)
     figures["seed_accuracy"] = sum(float(r["seed_outcome"]) for r in labels) / len(labels)
     figures["label_generated_tokens"] = meta.get("budget", meta).get("generated_tokens")
-    log(f"labels: {len(labels)} traces, {figures['label_steps']} steps, seed accuracy {figures['seed_accuracy']:.2f}, "
-        f"{timings['label_s']:.0f} s")
+    log(
+        f"labels: {len(labels)} traces, {figures['label_steps']} steps, seed accuracy {figures['seed_accuracy']:.2f}, "
+        f"{timings['label_s']:.0f} s"
+    )
 
     # 4. A LoRA PAV on the labels.
     t = time.perf_counter()
@@ -226,12 +230,21 @@ def main(argv=None) -> dict:
     golds = list(problems["gold"][: args.search_problems])
     figures["search_answered"] = sum(r.answered for r in found)
     figures["search_correct"] = sum(grader.grade(fmt.join(r.steps), g) for r, g in zip(found, golds))
-    log(f"search: {figures['search_answered']}/{len(found)} answered, {figures['search_correct']:.0f} correct, "
-        f"{timings['search_s']:.0f} s")
+    log(
+        f"search: {figures['search_answered']}/{len(found)} answered, {figures['search_correct']:.0f} correct, "
+        f"{timings['search_s']:.0f} s"
+    )
 
-    # 6. A few PAV-GRPO steps (LoRA policy, no reference model).
+    # 6. A few PAV-GRPO steps (LoRA policy, no reference model). Prompts in TRL's conversational form: TRL applies
+    # the chat template for the policy, the verifier applies it again to score (`render_prompt`).
     del model, policy
     t = time.perf_counter()
+    chat_problems = Dataset.from_list(
+        [
+            {"prompt": [{"role": "user", "content": INSTRUCTION.format(problem=r["problem"])}], "gold": r["gold"]}
+            for r in raw
+        ]
+    )
     grpo_args = PAVGRPOConfig(
         output_dir=str(out / "grpo"),
         max_steps=args.grpo_steps,
@@ -254,7 +267,7 @@ def main(argv=None) -> dict:
         [grader_reward(grader)],
         verifier=verifier,
         args=grpo_args,
-        train_dataset=problems,
+        train_dataset=chat_problems,
         processing_class=tok,
         peft_config=LoraConfig(task_type="CAUSAL_LM", r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]),
     )
