@@ -37,6 +37,7 @@ def test_strip_gguf_quantization_makes_a_dequantized_gguf_model_saveable(char_to
     import pytest
     from transformers import AutoModelForCausalLM
     from transformers.quantizers.quantizer_gguf import GgufHfQuantizer
+    from transformers.trainer_utils import validate_quantization_for_training
     from transformers.utils.quantization_config import GgufConfig
 
     from trl_pav.testing import strip_gguf_quantization
@@ -49,7 +50,10 @@ def test_strip_gguf_quantization_makes_a_dequantized_gguf_model_saveable(char_to
     model.config.quantization_config = config
     with pytest.raises(ValueError, match="not serializable"):
         model.save_pretrained(tmp_path / "before")
+    with pytest.raises(ValueError, match="quantized"):  # what every Trainer checks first
+        validate_quantization_for_training(model)
     assert strip_gguf_quantization(model) is model
+    validate_quantization_for_training(model)
     assert getattr(model, "hf_quantizer", None) is None and not model.is_quantized
     model.save_pretrained(tmp_path / "after")
     again = AutoModelForCausalLM.from_pretrained(tmp_path / "after")
