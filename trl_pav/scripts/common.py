@@ -156,7 +156,7 @@ def chat_prompts(problems, tokenizer=None, prompt_column: str = "prompt"):
     Example:
         >>> from datasets import Dataset
         >>> chat_prompts(Dataset.from_list([{"prompt": "1+1?", "gold": "2"}]))[0]["prompt"]
-        [{'content': '1+1?', 'role': 'user'}]
+        [{'role': 'user', 'content': '1+1?'}]
     """
     if tokenizer is not None and not getattr(tokenizer, "chat_template", None):
         raise ValueError(
