@@ -220,6 +220,26 @@ def test_hf_policy_sampling_distribution(char_tok):
         assert abs(hits / n - p) < 4 * np.sqrt(p * (1 - p) / n) + 1e-3, (char, hits / n, p)
 
 
+def test_hf_policy_ignores_the_checkpoints_generation_settings(char_tok):
+    """Instruct checkpoints ship logit-changing defaults in generation_config.json (Qwen2.5-Math-1.5B-Instruct:
+    repetition_penalty 1.05); transformers fills unset settings from it, which would change the policy sampled from.
+    HFPolicy samples the plain distribution, whatever the checkpoint says, and leaves the model's config in place."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import GenerationConfig
+
+    model = tiny_causal_lm(char_tok, seed=3).eval()
+    requests = [GenerationRequest("Q:1+1?\n", seed=s) for s in range(4)]
+    plain = [HFPolicy(model, char_tok, temperature=t, max_new_tokens=12).generate(requests) for t in (0.0, 1.0)]
+    shipped = GenerationConfig(repetition_penalty=50.0, no_repeat_ngram_size=1, min_new_tokens=12)
+    model.generation_config = shipped
+    for t, expected in zip((0.0, 1.0), plain):
+        assert HFPolicy(model, char_tok, temperature=t, max_new_tokens=12).generate(requests) == expected
+    assert model.generation_config is shipped
+    lora = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=True))
+    assert HFPolicy(lora, char_tok, temperature=0.0, max_new_tokens=12).generate(requests) == plain[0]
+    assert model.generation_config is shipped
+
+
 def test_stop_at_step_with_bpe(bpe_tok):
     model = tiny_causal_lm(bpe_tok, seed=0)
     policy = HFPolicy(model, bpe_tok, max_step_tokens=5, max_new_tokens=10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 import torch
 from transformers import GenerationConfig, LogitsProcessor, PreTrainedModel, StoppingCriteria
@@ -46,6 +47,27 @@ class _StepBoundary(StoppingCriteria):
             if self.step_format.complete_spans(text):
                 self.done[b] = True
         return self.done.clone()
+
+
+@contextmanager
+def _plain_generation_defaults(model):
+    """Hide the checkpoint's `generation_config` from `generate` for the duration of the call.
+
+    transformers fills every setting a `GenerationConfig` leaves unset from the model's own `generation_config.json`;
+    instruct checkpoints ship logit-changing settings there (Qwen2.5-Math-1.5B-Instruct: `repetition_penalty`
+    1.05), which would apply even in the greedy-plus-Gumbel decoding below and silently change the policy sampled
+    from (its labels, its fingerprint). `HFPolicy` samples from the model's plain distribution at its own temperature.
+    """
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT wraps the HF model
+    saved = getattr(inner, "generation_config", None)
+    if saved is None:
+        yield
+        return
+    inner.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        inner.generation_config = saved
 
 
 class HFPolicy:
@@ -169,14 +191,15 @@ class HFPolicy:
         was_training = self.model.training
         self.model.eval()
         try:
-            output = self.model.generate(
-                input_ids=input_ids,
-                attention_mask=attention,
-                generation_config=config,
-                logits_processor=processors,
-                stopping_criteria=criteria,
-                synced_gpus=self._synced_gpus(),
-            )
+            with _plain_generation_defaults(self.model):
+                output = self.model.generate(
+                    input_ids=input_ids,
+                    attention_mask=attention,
+                    generation_config=config,
+                    logits_processor=processors,
+                    stopping_criteria=criteria,
+                    synced_gpus=self._synced_gpus(),
+                )
         finally:
             self.model.train(was_training)
         return [
