@@ -240,6 +240,25 @@ def test_hf_policy_ignores_the_checkpoints_generation_settings(char_tok):
     assert model.generation_config is shipped
 
 
+def test_hf_policy_stops_at_the_checkpoints_end_tokens(char_tok):
+    """A chat checkpoint may end its turn with a token its tokenizer does not call EOS (Llama 3.1 Instruct's
+    `<|eot_id|>`); generation_config.eos_token_id names it, and HFPolicy stops there and calls the trace finished."""
+    from transformers import GenerationConfig
+
+    from trl_pav.testing import markov_causal_lm
+
+    model = markov_causal_lm(char_tok, {"x": {"a": 1.0}, "a": {"!": 1.0}, "!": {"b": 1.0}}, hidden_size=128).eval()
+    request = [GenerationRequest("x", seed=0)]
+    (before,) = HFPolicy(model, char_tok, temperature=0.0, max_new_tokens=8).generate(request)
+    assert before.steps == ["a!b"] and before.finished and before.num_tokens == 4
+    end = char_tok.convert_tokens_to_ids("!")
+    model.generation_config = GenerationConfig(eos_token_id=[char_tok.eos_token_id, end])
+    policy = HFPolicy(model, char_tok, temperature=0.0, max_new_tokens=8)
+    (after,) = policy.generate(request)
+    assert after.steps == ["a"] and after.finished and after.num_tokens == 2
+    assert policy.fingerprint()["end_tokens"] == [char_tok.eos_token_id, end]
+
+
 def test_stop_at_step_with_bpe(bpe_tok):
     model = tiny_causal_lm(bpe_tok, seed=0)
     policy = HFPolicy(model, bpe_tok, max_step_tokens=5, max_new_tokens=10)
