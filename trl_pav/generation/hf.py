@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 import torch
 from transformers import GenerationConfig, LogitsProcessor, PreTrainedModel, StoppingCriteria
@@ -46,6 +47,43 @@ class _StepBoundary(StoppingCriteria):
             if self.step_format.complete_spans(text):
                 self.done[b] = True
         return self.done.clone()
+
+
+def _end_tokens(model, tokenizer) -> list[int]:
+    """The tokens that end a trace: the tokenizer's EOS, then any other the checkpoint's `generation_config` names.
+
+    Chat checkpoints often end a turn with a token their tokenizer does not call EOS (Llama 3.1 Instruct: `<|eot_id|>`
+    and `<|eom_id|>` besides `<|end_of_text|>`; Qwen2.5 Instruct: `<|endoftext|>` besides `<|im_end|>`); without them
+    a finished answer runs on to the token limit and counts as unfinished.
+    """
+    ids = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    extra = getattr(getattr(inner, "generation_config", None), "eos_token_id", None)
+    for tok in [extra] if isinstance(extra, int) else list(extra or []):
+        if isinstance(tok, int) and tok not in ids:
+            ids.append(tok)
+    return ids
+
+
+@contextmanager
+def _plain_generation_defaults(model):
+    """Hide the checkpoint's `generation_config` from `generate` for the duration of the call.
+
+    transformers fills every setting a `GenerationConfig` leaves unset from the model's own `generation_config.json`;
+    instruct checkpoints ship logit-changing settings there (Qwen2.5-Math-1.5B-Instruct: `repetition_penalty`
+    1.05), which would apply even in the greedy-plus-Gumbel decoding below and silently change the policy sampled
+    from (its labels, its fingerprint). `HFPolicy` samples from the model's plain distribution at its own temperature.
+    """
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT wraps the HF model
+    saved = getattr(inner, "generation_config", None)
+    if saved is None:
+        yield
+        return
+    inner.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        inner.generation_config = saved
 
 
 class HFPolicy:
@@ -93,6 +131,7 @@ class HFPolicy:
         self.name = name or getattr(model, "name_or_path", None) or type(model).__name__
         self.temperature, self.batch_size = temperature, batch_size
         self.max_new_tokens, self.max_step_tokens = max_new_tokens, max_step_tokens
+        self.eos_token_ids = _end_tokens(model, tokenizer)
         vocab = [tokenizer.decode([i]) for i in range(len(tokenizer))]
         last_char = self.step_format.separator[-1]
         self._holds_last_char = torch.tensor([last_char in t for t in vocab], dtype=torch.bool, device=model.device)
@@ -104,7 +143,7 @@ class HFPolicy:
         import json
 
         vocab = json.dumps(sorted(self.tokenizer.get_vocab().items()))
-        return {
+        out = {
             "class": "HFPolicy",
             "temperature": self.temperature,
             "max_new_tokens": self.max_new_tokens,
@@ -113,6 +152,9 @@ class HFPolicy:
             "weights": weights_hash(self.model),
             "tokenizer": hashlib.blake2b(vocab.encode(), digest_size=16).hexdigest(),
         }
+        if self.eos_token_ids != [self.tokenizer.eos_token_id]:  # only then: earlier fingerprints stay valid
+            out["end_tokens"] = list(self.eos_token_ids)
+        return out
 
     @torch.inference_mode()
     def generate(self, requests: Sequence[GenerationRequest], stop_at_step: bool = False) -> list[Generation]:
@@ -155,9 +197,13 @@ class HFPolicy:
                     f"{positions}: shorten the prompt or the steps"
                 )
             limits = [min(limit, positions - width) for limit in limits]
-        eos = self.tokenizer.eos_token_id
         config = GenerationConfig(
-            max_new_tokens=max(limits), do_sample=False, pad_token_id=pad, eos_token_id=eos, num_beams=1, use_cache=True
+            max_new_tokens=max(limits),
+            do_sample=False,
+            pad_token_id=pad,
+            eos_token_id=self.eos_token_ids or None,
+            num_beams=1,
+            use_cache=True,
         )
         processors = []
         if self.temperature > 0:
@@ -169,14 +215,15 @@ class HFPolicy:
         was_training = self.model.training
         self.model.eval()
         try:
-            output = self.model.generate(
-                input_ids=input_ids,
-                attention_mask=attention,
-                generation_config=config,
-                logits_processor=processors,
-                stopping_criteria=criteria,
-                synced_gpus=self._synced_gpus(),
-            )
+            with _plain_generation_defaults(self.model):
+                output = self.model.generate(
+                    input_ids=input_ids,
+                    attention_mask=attention,
+                    generation_config=config,
+                    logits_processor=processors,
+                    stopping_criteria=criteria,
+                    synced_gpus=self._synced_gpus(),
+                )
         finally:
             self.model.train(was_training)
         return [
@@ -197,8 +244,7 @@ class HFPolicy:
         return None
 
     def _decode_row(self, new_ids: list[int], stop_at_step: bool, limit: int) -> Generation:
-        eos = self.tokenizer.eos_token_id
-        eos_at = new_ids.index(eos) if eos in new_ids else None
+        eos_at = next((i for i, tok in enumerate(new_ids) if tok in self.eos_token_ids), None)
         # Padding after a finished row may reuse the EOS id, so look for a step boundary before the first EOS only.
         before_eos = new_ids if eos_at is None else new_ids[:eos_at]
         if stop_at_step:
@@ -208,7 +254,9 @@ class HFPolicy:
                 return Generation(steps=self.step_format.split(text)[:1], finished=False, num_tokens=boundary)
         finished = eos_at is not None
         used = new_ids[: eos_at + 1] if finished else new_ids[:limit]
-        steps = self.step_format.split(self.tokenizer.decode(used, skip_special_tokens=True))
+        # The end token is not text (an end token that is no special token would otherwise be decoded into it).
+        text = self.tokenizer.decode(before_eos if finished else used, skip_special_tokens=True)
+        steps = self.step_format.split(text)
         if stop_at_step:
             steps = steps[:1]
         return Generation(steps=steps, finished=finished, num_tokens=len(used), truncated=not finished)

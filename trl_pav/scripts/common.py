@@ -15,6 +15,7 @@ from ..distributed import process_state
 __all__ = [
     "GenerationArguments",
     "ProblemArguments",
+    "chat_prompts",
     "check_model_source",
     "check_process_count",
     "end_processes",
@@ -43,11 +44,18 @@ class ProblemArguments(ScriptArguments):
             Use the first `num_problems` problems of the dataset (required for a task, which is unbounded).
         problems_seed (`int`, defaults to `0`):
             Seed of the task's problem generator (use different seeds for training and evaluation problems).
+        use_chat_template (`bool`, defaults to `False`):
+            Send each prompt as a user message through the model's chat template (instruct models: without it they
+            continue the problem text instead of answering it). Labeling and search render the template; RL gives
+            TRL conversational prompts, which it renders itself.
     """
 
     task: str | None = field(default=None, metadata={"help": "Synthetic task: arithmetic or planted."})
     num_problems: int | None = field(default=None, metadata={"help": "Number of problems (first N of the dataset)."})
     problems_seed: int = field(default=0, metadata={"help": "Seed of the task's problem generator."})
+    use_chat_template: bool = field(
+        default=False, metadata={"help": "Prompts as user messages through the model's chat template."}
+    )
 
 
 @dataclass
@@ -135,6 +143,33 @@ def load_stage_problems(args: ProblemArguments, split: str):
 
     problems = load_problems(args.dataset_name, split=split, limit=args.num_problems, config=args.dataset_config)
     return problems, MathVerifyGrader(), StepFormat()
+
+
+def chat_prompts(problems, tokenizer=None, prompt_column: str = "prompt"):
+    """Problems whose prompts are user messages: rendered through `tokenizer`'s chat template when one is given
+    (labeling, search: the policy continues text), else left as `[{"role": "user", "content": prompt}]` for TRL's
+    trainers, which apply the template themselves (and the verifier applies its own to score them).
+
+    Raises:
+        ValueError: if `tokenizer` has no chat template.
+
+    Example:
+        >>> from datasets import Dataset
+        >>> chat_prompts(Dataset.from_list([{"prompt": "1+1?", "gold": "2"}]))[0]["prompt"]
+        [{'role': 'user', 'content': '1+1?'}]
+    """
+    if tokenizer is not None and not getattr(tokenizer, "chat_template", None):
+        raise ValueError(
+            "use_chat_template: the model's tokenizer has no chat template (a base model): drop use_chat_template"
+        )
+
+    def convert(row):
+        messages = [{"role": "user", "content": row[prompt_column]}]
+        if tokenizer is None:
+            return {prompt_column: messages}
+        return {prompt_column: tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)}
+
+    return problems.map(convert)
 
 
 def model_init_kwargs(model_args, keep_full_precision: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from .common import (
     GenerationArguments,
     ProblemArguments,
+    chat_prompts,
     check_model_source,
     load_stage_policy,
     load_stage_problems,
@@ -47,6 +48,7 @@ def main(script_args: LabelScriptArguments, label_config, model_args) -> dict:
 
     from ..distributed import process_state
     from ..labeling import MCLabeler, load_labels, validate_problems
+    from ..tokenization import load_tokenizer
 
     if not model_args.model_name_or_path:
         raise ValueError("label: set model_name_or_path (the base policy)")
@@ -60,6 +62,9 @@ def main(script_args: LabelScriptArguments, label_config, model_args) -> dict:
         problems, label_config.prompt_column, label_config.gold_column, getattr(grader, "needs_gold", True)
     )
     policy = load_stage_policy(model_args.model_name_or_path, model_args, script_args, step_format)
+    if script_args.use_chat_template:
+        tokenizer = load_tokenizer(model_args.model_name_or_path)
+        problems = chat_prompts(problems, tokenizer, label_config.prompt_column)
     prover = None
     if script_args.prover_model_name_or_path:
         prover = load_stage_policy(script_args.prover_model_name_or_path, model_args, script_args, step_format)

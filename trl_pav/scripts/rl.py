@@ -67,7 +67,7 @@ def main(script_args: RLScriptArguments, training_args, model_args) -> dict:
     from ..labeling import validate_problems
     from ..tokenization import load_tokenizer
     from ..trainers import PAVGRPOTrainer, PAVPPOTrainer, PAVRLOOTrainer, grader_reward
-    from .common import check_model_source, end_trackers, load_stage_problems, model_init_kwargs
+    from .common import chat_prompts, check_model_source, end_trackers, load_stage_problems, model_init_kwargs
 
     if not model_args.model_name_or_path:
         raise ValueError("rl_pav: set model_name_or_path (the policy to train)")
@@ -78,6 +78,8 @@ def main(script_args: RLScriptArguments, training_args, model_args) -> dict:
     check_model_source(training_args.verifier_model_name_or_path, "rl: verifier_model_name_or_path")
     problems, grader, _ = load_stage_problems(script_args, script_args.dataset_train_split)
     validate_problems(problems, needs_gold=getattr(grader, "needs_gold", True))  # before loading any model
+    if script_args.use_chat_template:
+        problems = chat_prompts(problems)  # conversational: TRL renders the policy's template, the verifier its own
     training_args.model_init_kwargs = {**model_init_kwargs(model_args), **(training_args.model_init_kwargs or {})}
     common = {
         "model": model_args.model_name_or_path,

@@ -106,6 +106,7 @@ def main(script_args: SearchScriptArguments, search_config, model_args) -> dict:
     from ..labeling import validate_problems
     from ..search import evaluate_search, merge_search_results, plot_search_results
     from .common import (
+        chat_prompts,
         check_model_source,
         launched_with_deepspeed,
         load_stage_policy,
@@ -137,6 +138,10 @@ def main(script_args: SearchScriptArguments, search_config, model_args) -> dict:
     # outside `deepspeed.zero.Init`, in which `from_pretrained` would otherwise partition it under ZeRO-3.
     with _without_zero_init(accelerator) if is_zero3(accelerator) else contextlib.nullcontext():
         policy = load_stage_policy(model_args.model_name_or_path, model_args, script_args, step_format)
+    if script_args.use_chat_template:
+        from ..tokenization import load_tokenizer
+
+        problems = chat_prompts(problems, load_tokenizer(model_args.model_name_or_path))
     ids, rows = process_shard(problems.to_list(), state.process_index, state.num_processes)
     part = evaluate_search(
         policy,

@@ -93,6 +93,9 @@ def main(script_args: SFTScriptArguments, training_args, model_args) -> dict:
     from ..tokenization import load_tokenizer
     from .common import check_model_source, end_trackers, load_stage_policy, load_stage_problems, model_init_kwargs
 
+    if script_args.use_chat_template:
+        raise ValueError("sft: use_chat_template is not supported here yet (labeling, search and RL support it)")
+
     if script_args.from_scratch == bool(model_args.model_name_or_path):
         raise ValueError("sft: give exactly one of model_name_or_path and from_scratch")
     check_model_source(model_args.model_name_or_path, "sft: model_name_or_path")
