@@ -77,14 +77,18 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
         )
 
     progress(f"prover sweep K in {cfg.k_sweep} at N={cfg.k_sweep_budget} (learned PAV)")
-    pav = PAVVerifier.from_pretrained(arith["verifiers"]["pav"])
-    sweep = []
-    for k in cfg.k_sweep:
-        k_cfg = replace(search_cfg, methods=["pav_beam"], budgets=[cfg.k_sweep_budget], prover_k=k)
-        rec = evaluate_search(policy, prompts, golds, task.grader, k_cfg, pav=pav, show_progress=False)["methods"][
-            "pav_beam"
-        ][0]
-        sweep.append({"k": k, "accuracy": rec["accuracy"]})
+
+    def prover_sweep() -> list[dict]:
+        pav = PAVVerifier.from_pretrained(arith["verifiers"]["pav"])
+        sweep = []
+        for k in cfg.k_sweep:
+            k_cfg = replace(search_cfg, methods=["pav_beam"], budgets=[cfg.k_sweep_budget], prover_k=k)
+            rec = evaluate_search(policy, prompts, golds, task.grader, k_cfg, pav=pav, show_progress=False)
+            sweep.append({"k": k, "accuracy": rec["methods"]["pav_beam"][0]["accuracy"]})
+        return sweep
+
+    sweep_key = {**key, "name": "prover_sweep", "k": [cfg.k_sweep, cfg.k_sweep_budget]}
+    sweep = cached_json(out / "arithmetic" / "search" / "prover_sweep.json", sweep_key, prover_sweep)
     learned = out_sets["learned"]
     monotone = all(s["monotone"] for m, s in learned["intervals"].items() if m in ("pav_beam", "q_beam", "orm_bon"))
     return {
