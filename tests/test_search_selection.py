@@ -293,6 +293,23 @@ def test_compare_curves_uses_the_baselines_running_best():
         compare_curves([{"generated_tokens": 0, "accuracy": 0.5}], baseline)
 
 
+def test_compare_curves_treats_nearly_equal_compute_as_equal():
+    # Two searches at the same budgets spend a few tokens more or fewer by chance (the demo's exact-value beams:
+    # 44,023 against 44,025 and 88,015 against 87,956). The gain compares the same budget, not one budget lower.
+    method = [{"generated_tokens": 22022, "accuracy": 0.633}, {"generated_tokens": 44023, "accuracy": 0.680},
+              {"generated_tokens": 88015, "accuracy": 0.742}]  # fmt: skip
+    baseline = [{"generated_tokens": 22019, "accuracy": 0.617}, {"generated_tokens": 44025, "accuracy": 0.680},
+                {"generated_tokens": 87956, "accuracy": 0.734}]  # fmt: skip
+    out = compare_curves(method, baseline)
+    assert out["gain_compute"] == 88015 and out["accuracy_gain"] == pytest.approx(0.742 - 0.734)
+    assert compare_curves(method[:2], baseline[:2])["accuracy_gain"] == pytest.approx(0.0)
+    # Without the tolerance the cut falls one budget lower, as it did before.
+    assert compare_curves(method[:2], baseline[:2], tolerance=0.0)["accuracy_gain"] == pytest.approx(0.680 - 0.617)
+    # A real compute difference is not forgiven: a baseline point 4.5% dearer is not at equal compute.
+    dearer = [*baseline[:2], {"generated_tokens": 46000, "accuracy": 0.9}]
+    assert compare_curves(method[:2], dearer)["baseline_accuracy"] == pytest.approx(0.680)
+
+
 def test_summarize_curve_intervals_and_monotone():
     flat = [{"n": n, "per_problem_correct": [1.0, 0.0, 1.0, 1.0]} for n in (6, 3, 12)]
     out = summarize_curve(flat)

@@ -270,7 +270,9 @@ def _running_best_at(x: float, xs: list[float], best: list[float]) -> float:
     return at[-1] if at else best[0]
 
 
-def compare_curves(method: list[dict], baseline: list[dict], compute: str = "generated_tokens") -> dict:
+def compare_curves(
+    method: list[dict], baseline: list[dict], compute: str = "generated_tokens", tolerance: float = 0.02
+) -> dict:
     """The paper's two headline numbers for `method` against `baseline`, each taken against the baseline's *running
     best* (its best accuracy at that compute or less), so a baseline that falls with more compute is not charged for
     its fall.
@@ -283,6 +285,10 @@ def compare_curves(method: list[dict], baseline: list[dict], compute: str = "gen
       (interpolated on a log axis between the points around the crossing, which favours the baseline), over the
       compute at which the method first reaches it. If the running best never gets there, the ratio uses the
       baseline's largest compute and `ratio_is_lower_bound` is true: the baseline would need more than that.
+
+    Compute within `tolerance` (relative) counts as equal for the accuracy gain: two searches at the same N spend
+    a few tokens more or fewer by chance, and an exact cut would set a method's point against the baseline's point
+    one budget lower.
 
     Example (the baseline falls after its first point; its running best stays 0.6):
         >>> m = [{"generated_tokens": 100, "accuracy": 0.5}, {"generated_tokens": 400, "accuracy": 0.55}]
@@ -314,9 +320,10 @@ def compare_curves(method: list[dict], baseline: list[dict], compute: str = "gen
                 break
     ratio = (reach if reach is not None else bx[-1]) / target[compute]
 
-    within = [r for r in m if r[compute] <= bx[-1]]
+    slack = 1.0 + tolerance
+    within = [r for r in m if r[compute] <= bx[-1] * slack]
     point = within[-1] if within else m[0]
-    base = _running_best_at(point[compute], bx, best_b)
+    base = _running_best_at(point[compute] * slack, bx, best_b)
     return {
         "compute_ratio": ratio,
         "ratio_is_lower_bound": reach is None,
