@@ -258,7 +258,7 @@ def _disagreements(results: dict) -> list[str]:
         )
     if exact["orm_bon"]["accuracy_gain_low"] > 0 and not learned["orm_bon"]["accuracy_gain_low"] > 0:
         notes.append(
-            "Search decomposition: with exact values PAV beam beats the exact ORM's best-of-N (Pass@N) by "
+            "Search decomposition: with exact values PAV beam beats the exact ORM's best-of-N by "
             f"{exact['orm_bon']['accuracy_gain'] * 100:+.1f} points at equal compute, so the method works on this "
             "task; with the learned verifiers the gain is "
             f"{learned['orm_bon']['accuracy_gain'] * 100:+.1f} points. The gap is the verifier's: on best-of-N "
@@ -450,7 +450,8 @@ the sweep: {search["best_prover_k"]} (paper: {PAPER["best_prover_k"]}).
 {_search_table(search["learned"]["curves"])}
 
   and with exact checker-derived values (0 after a wrong step, `s^r` on the correct path; the exact ORM's
-  best-of-N is Pass@N):
+  best-of-N picks a trace with every step right whenever one exists: Pass@N less the answers that come out right
+  after a wrong step):
 
 {_search_table(search["oracle"]["curves"])}
 
