@@ -1,7 +1,10 @@
-"""Arithmetic experiment, part 2: verifier-guided search, with the learned verifiers and with exact values.  Running
-every method twice separates the method from the verifier: with exact checker-derived values the paper's orderings
-are a property of the task and the search (an exact ORM's best-of-N is Pass@N of derivations that are right at every
-step, the ceiling); with the learned verifiers they also need verifiers that rank a problem's candidates well."""
+"""Arithmetic experiment, part 2: verifier-guided search, with the learned verifiers and with exact values.
+
+Running every method twice separates the method from the verifier: with exact checker-derived values the paper's
+orderings are a property of the task and the search (an exact ORM's best-of-N is Pass@N of derivations that are
+right at every step, the ceiling); with the learned verifiers they also need verifiers that rank a problem's
+candidates well.
+"""
 
 from __future__ import annotations
 
