@@ -211,10 +211,23 @@ def _claims(results: dict) -> list[dict]:
             "unit": "iterations",
             "verdict": "reproduced"
             if reached == len(pav90) and all(v is None for v in out90)
-            else ("opposite" if reached == 0 else "not resolved"),
+            else ("opposite" if reached == 0 and any(v is not None for v in out90) else "not resolved"),
             "paper": "tens to hundreds of iterations; outcome-only stays low",
         }
     )
+    if planted.get("final_gain_interval"):
+        est, low, high = planted["final_gain_interval"]
+        out.append(
+            {
+                "claim": f"Planted: PAV-RL ends above outcome-only RL ({len(pav90)} seeds, paired by seed)",
+                "estimate": est,
+                "low": low,
+                "high": high,
+                "unit": "accuracy",
+                "verdict": _verdict(low, high),
+                "paper": "dense PAV rewards learn where outcome reward does not",
+            }
+        )
     ppo = planted.get("ppo_iterations_to_90", {})
     if ppo:
         reached = [v for v in ppo["pav_ppo"] if v is not None]

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..evaluation import AccuracyCurveCallback, iterations_to_reach
-from .common import cached, cached_json, rl_args, seed_summary
+from .common import cached, cached_json, rl_args, seed_summary, t_interval
 
 __all__ = ["run"]
 
@@ -112,8 +112,10 @@ def run(cfg, out: Path, progress) -> dict:
         "cfg": [cfg.search_problems, cfg.search_budgets, cfg.search_alpha, cfg.prover_k, cfg.seed],
     }
     exact_search = cached_json(out / "planted" / "search.json", search_key, lambda: _exact_search(task, cfg))
+    gain = t_interval([p - o for p, o in zip(finals["pav"], finals["outcome"])])
     return {
         "exact_search": exact_search,
+        "final_gain_interval": list(gain),
         "base_policy_success": base_acc,
         "curves": {arm: seed_summary(curves) for arm, curves in runs.items()},
         "ppo_iterations_to_90": {arm: to_90[arm] for arm in ("pav_ppo", "outcome_ppo") if arm in to_90},
