@@ -233,3 +233,45 @@ def test_sft_label_and_lora_verifier_zero3_two_processes(tiny, tmp_path):
     assert any("score" in k for k in adapter) and all(v.numel() > 0 for v in adapter.values())
     q = PAVVerifier.from_pretrained(tmp_path / "lora").score(["Q:1+2?\n"], [["1+2=3", "#### 3"]])[0]
     assert len(q) == 3 and all(0.0 < v < 1.0 for v in q)
+
+
+def test_lora_verifier_loads_whole_where_zero3_is_registered(tmp_path):
+    """A Trainer under ZeRO-3 registers its DeepSpeed config, and transformers then loads every model inside
+    `deepspeed.zero.Init` (weights partitioned): PEFT's merge of a LoRA verifier failed on them ("size of tensor a (0)
+    must match"), as PAV-RL with a LoRA PAV under `zero3.yaml` would. The base now loads whole and the registration
+    survives, so the trainer's DeepSpeed engine still shards the merged verifier."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers.integrations import HfDeepSpeedConfig, is_deepspeed_zero3_enabled
+
+    from trl_pav import PAVRewardConfig, PAVRewardTrainer
+    from trl_pav.testing import tiny_token_classifier
+
+    tok = char_tokenizer()
+    tiny_token_classifier(tok).save_pretrained(tmp_path / "base")
+    tok.save_pretrained(tmp_path / "base")
+    rows = [
+        {"prompt": f"Q:{i}?\n", "completions": ["1+2=3", "#### 3"], "labels": [0.25 * (i % 4), 1.0]} for i in range(4)
+    ]
+    config = PAVRewardConfig(
+        output_dir=str(tmp_path / "run"), max_steps=1, per_device_train_batch_size=4, report_to=[], use_cpu=True
+    )
+    lora = LoraConfig(task_type="TOKEN_CLS", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    trainer = PAVRewardTrainer(str(tmp_path / "base"), config, Dataset.from_list(rows), peft_config=lora)
+    trainer.train()
+    trainer.save_model(str(tmp_path / "adapter"))
+    expected = trainer.verifier().score(["Q:1?\n"], [["1+2=3", "#### 3"]])
+    del trainer
+    registered = HfDeepSpeedConfig({"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": 1})
+    assert is_deepspeed_zero3_enabled()
+    try:
+        verifier = PAVVerifier.from_pretrained(tmp_path / "adapter")
+        assert is_deepspeed_zero3_enabled()  # restored
+    finally:
+        from transformers.integrations import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
+    del registered
+    assert not any(hasattr(p, "ds_id") for p in verifier.model.parameters())  # whole, not partitioned
+    got = verifier.score(["Q:1?\n"], [["1+2=3", "#### 3"]])
+    torch.testing.assert_close(torch.tensor(got), torch.tensor(expected), atol=1e-5, rtol=1e-5)
