@@ -340,8 +340,11 @@ def main(argv=None) -> dict:
     if args.cpu_dry_run and args.deepspeed == "on" and facts["deepspeed"] is None:
         raise RunbookError('--deepspeed on but DeepSpeed is not installed (pip install "trl-pav[deepspeed]")')
     out = Path(args.out).resolve()
+    if out.is_dir() and any(out.iterdir()) and not (out / ".gpu-runbook").exists():
+        raise RunbookError(f"--out {out} is a non-empty folder this runbook did not write: pick another")
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
+    (out / ".gpu-runbook").write_text("written by benchmarks/gpu/run_math_tiny.py; wiped on the next run\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     if args.cpu_dry_run and use_ds:
         env["DS_ACCELERATOR"] = "cpu"
