@@ -69,3 +69,26 @@ def ratio_summary(numerator: list[float], denominator: list[float], digits: int 
         "iqr": [round(quartiles[0], digits), round(quartiles[2], digits)],
         "repetitions": len(ratios),
     }
+
+
+def ready_for_steps(trainer):
+    """Put a TRL online trainer in the state its training loop would (train mode, optimizer, accumulation count), so
+    `rl_step` can drive it one generation batch at a time."""
+    trainer.model.train()
+    trainer.create_optimizer()
+    trainer.current_gradient_accumulation_steps = 1  # set by the training loop, which the benchmarks bypass
+    return trainer
+
+
+def rl_step(trainer, rows: list[dict], seed: int) -> float:
+    """Seconds for one generation batch of a TRL online trainer: generate, score, one loss/backward/optimizer step."""
+    import time
+
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    inputs = trainer._generate_and_score_completions(rows)
+    loss = trainer.compute_loss(trainer.model, inputs)
+    loss.backward()
+    trainer.optimizer.step()
+    trainer.optimizer.zero_grad()
+    return time.perf_counter() - start

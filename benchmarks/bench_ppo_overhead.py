@@ -16,10 +16,8 @@ from __future__ import annotations
 import os
 import statistics
 import tempfile
-import time
 
-import torch
-from _common import ROOT, emit
+from _common import ROOT, emit, ready_for_steps, rl_step
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
@@ -64,22 +62,7 @@ def build(kind: str, policy_dir: str, data: Dataset, tok, verifier):
             train_dataset=data,
             processing_class=tok,
         )
-    trainer.model.train()
-    trainer.create_optimizer()
-    trainer.current_gradient_accumulation_steps = 1  # set by the training loop, which this benchmark bypasses
-    return trainer
-
-
-def one_step(trainer, rows: list[dict], seed: int) -> float:
-    """Seconds for one generation batch: generate, score, one loss/backward/optimizer step."""
-    torch.manual_seed(seed)
-    start = time.perf_counter()
-    inputs = trainer._generate_and_score_completions(rows)
-    loss = trainer.compute_loss(trainer.model, inputs)
-    loss.backward()
-    trainer.optimizer.step()
-    trainer.optimizer.zero_grad()
-    return time.perf_counter() - start
+    return ready_for_steps(trainer)
 
 
 def summary(xs: list[float]) -> dict:
@@ -108,7 +91,7 @@ def main() -> None:
         start = (rep * 4) % len(probs)
         rows = [data[(start + i) % len(probs)] for i in range(4) for _ in range(8)]  # 4 prompts x 8 completions
         for kind, trainer in arms.items():
-            t = one_step(trainer, rows, seed=rep)
+            t = rl_step(trainer, rows, seed=rep)
             print(f"rep {rep} {kind}: {t:.2f} s", flush=True)
             if rep >= WARMUP:
                 times[kind].append(t)

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 
-import torch
-from _common import arithmetic_policy_dir, emit, interleave, ratio_summary
+from _common import arithmetic_policy_dir, emit, interleave, ratio_summary, ready_for_steps, rl_step
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
@@ -52,22 +50,7 @@ def build(pav: bool, policy_dir: str, data: Dataset, tok, verifier):
     else:
         common["args"] = GRPOConfig(output_dir=tempfile.mkdtemp(), **COMMON)
         trainer = GRPOTrainer(policy_dir, reward, **common)
-    trainer.model.train()
-    trainer.create_optimizer()
-    trainer.current_gradient_accumulation_steps = 1  # set by the training loop, which this benchmark bypasses
-    return trainer
-
-
-def one_step(trainer, rows: list[dict], seed: int) -> float:
-    """Seconds for one generation batch: generate, score, one loss/backward/optimizer step."""
-    torch.manual_seed(seed)
-    start = time.perf_counter()
-    inputs = trainer._generate_and_score_completions(rows)
-    loss = trainer.compute_loss(trainer.model, inputs)
-    loss.backward()
-    trainer.optimizer.step()
-    trainer.optimizer.zero_grad()
-    return time.perf_counter() - start
+    return ready_for_steps(trainer)
 
 
 def main() -> None:
@@ -93,7 +76,7 @@ def main() -> None:
         return [data[(start + i) % len(probs)] for i in range(4) for _ in range(8)]  # 4 prompts x 8 completions
 
     times = interleave(
-        {name: (lambda rep, t=t: one_step(t, batch(rep), seed=rep)) for name, t in trainers.items()},
+        {name: (lambda rep, t=t: rl_step(t, batch(rep), seed=rep)) for name, t in trainers.items()},
         args.reps,
         args.warmup,
         log=print,
