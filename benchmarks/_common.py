@@ -71,6 +71,26 @@ def ratio_summary(numerator: list[float], denominator: list[float], digits: int 
     }
 
 
+# Arguments of the RL step benchmarks: one generation batch of 32 completions (8 per prompt, up to 48 tokens), learning
+# rate 0 so every arm keeps the same policy and, with the same seed, samples the same completions; CPU, fp32, quiet.
+RL_STEP_ARGS = dict(
+    max_steps=1,
+    per_device_train_batch_size=32,
+    num_generations=8,
+    max_completion_length=48,
+    learning_rate=0.0,
+    beta=0.001,
+    logging_steps=1000,
+    save_strategy="no",
+    report_to="none",
+    use_cpu=True,
+    bf16=False,
+    gradient_checkpointing=False,
+    seed=0,
+    disable_tqdm=True,
+)
+
+
 def ready_for_steps(trainer):
     """Put a TRL online trainer in the state its training loop would (train mode, optimizer, accumulation count), so
     `rl_step` can drive it one generation batch at a time."""

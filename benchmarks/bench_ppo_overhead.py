@@ -17,7 +17,7 @@ import os
 import statistics
 import tempfile
 
-from _common import ROOT, emit, ready_for_steps, rl_step
+from _common import RL_STEP_ARGS, ROOT, emit, ready_for_steps, rl_step
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
@@ -27,22 +27,7 @@ from trl_pav.testing import tiny_causal_lm, tiny_token_classifier
 from trl_pav.trainers import PAVPPOConfig, PAVPPOTrainer, grader_reward
 
 WARMUP, REPS = (int(x) for x in os.environ.get("BENCH_REPS", "1,6").split(","))
-COMMON = dict(
-    max_steps=1,
-    per_device_train_batch_size=32,
-    num_generations=8,
-    max_completion_length=48,
-    learning_rate=0.0,
-    beta=0.001,
-    logging_steps=1000,
-    save_strategy="no",
-    report_to="none",
-    use_cpu=True,
-    bf16=False,
-    gradient_checkpointing=False,
-    seed=0,
-    disable_tqdm=True,
-)
+COMMON = RL_STEP_ARGS
 
 
 def build(kind: str, policy_dir: str, data: Dataset, tok, verifier):

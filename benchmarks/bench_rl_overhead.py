@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 
-from _common import arithmetic_policy_dir, emit, interleave, ratio_summary, ready_for_steps, rl_step
+from _common import RL_STEP_ARGS, arithmetic_policy_dir, emit, interleave, ratio_summary, ready_for_steps, rl_step
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
@@ -23,22 +23,7 @@ from trl_pav.tasks import ArithmeticTask
 from trl_pav.testing import tiny_token_classifier
 from trl_pav.trainers import PAVGRPOConfig, PAVGRPOTrainer, grader_reward
 
-COMMON = dict(
-    max_steps=1,
-    per_device_train_batch_size=32,
-    num_generations=8,
-    max_completion_length=48,
-    learning_rate=0.0,
-    beta=0.001,
-    logging_steps=1000,
-    save_strategy="no",
-    report_to="none",
-    use_cpu=True,
-    bf16=False,
-    seed=0,
-    disable_tqdm=True,
-    scale_rewards="none",
-)
+COMMON = {**RL_STEP_ARGS, "scale_rewards": "none"}
 
 
 def build(pav: bool, policy_dir: str, data: Dataset, tok, verifier):
