@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import torch
 
-__all__ = ["Lockstep", "is_zero3", "process_shard", "process_state"]
+__all__ = ["Lockstep", "is_zero3", "outside_zero3_init", "process_shard", "process_state"]
 
 T = TypeVar("T")
 
@@ -80,6 +81,25 @@ def is_zero3(accelerator) -> bool:
     """True when `accelerator` runs DeepSpeed ZeRO stage 3 (models sharded: their forward passes are collective)."""
     plugin = getattr(accelerator.state, "deepspeed_plugin", None)
     return plugin is not None and plugin.zero_stage == 3
+
+
+@contextlib.contextmanager
+def outside_zero3_init():
+    """Inside, `from_pretrained` loads whole models even where a ZeRO-3 config is registered (a Trainer under
+    DeepSpeed ZeRO-3 registers one; transformers then loads every model inside `deepspeed.zero.Init`, which partitions
+    its weights). The registration is restored on exit, so a DeepSpeed engine built afterwards shards the model."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    ref = hf_deepspeed._hf_deepspeed_config_weak_ref  # read only: transformers has no public getter for the object
+    registered = ref() if ref is not None else None
+    if registered is None or not registered.is_zero3():
+        yield
+        return
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed.set_hf_deepspeed_config(registered)
 
 
 def process_shard(items: Sequence[T], process_index: int, num_processes: int) -> tuple[list[int], list[T]]:

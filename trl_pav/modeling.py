@@ -7,7 +7,6 @@ config (`config.pav`), so `PAVVerifier.from_pretrained` of a folder or Hub id re
 
 from __future__ import annotations
 
-import contextlib
 import os
 import warnings
 from collections.abc import Sequence
@@ -415,25 +414,6 @@ def verifier_advantages(values: Sequence[Sequence[float]], k: float) -> list[lis
     return [prover_advantages(torch.tensor(q, dtype=torch.float64), k).tolist() for q in values]
 
 
-@contextlib.contextmanager
-def _outside_zero3_init():
-    """Inside, `from_pretrained` loads whole models even where a ZeRO-3 config is registered (a Trainer under
-    DeepSpeed ZeRO-3 registers one; transformers then loads every model inside `deepspeed.zero.Init`, which partitions
-    its weights). The registration is restored on exit, so a DeepSpeed engine built afterwards shards the model."""
-    from transformers.integrations import deepspeed as hf_deepspeed
-
-    ref = hf_deepspeed._hf_deepspeed_config_weak_ref  # read only: transformers has no public getter for the object
-    registered = ref() if ref is not None else None
-    if registered is None or not registered.is_zero3():
-        yield
-        return
-    hf_deepspeed.unset_hf_deepspeed_config()
-    try:
-        yield
-    finally:
-        hf_deepspeed.set_hf_deepspeed_config(registered)
-
-
 def load_adapter_verifier(
     path: str | os.PathLike, base_model_name_or_path: str | None = None, **kwargs: Any
 ) -> PAVVerifier:
@@ -456,7 +436,9 @@ def load_adapter_verifier(
     hub = {k: kwargs.pop(k) for k in ("revision", "cache_dir", "token", "local_files_only") if k in kwargs}
     peft_config = PeftConfig.from_pretrained(str(path), **hub)
     base_id = base_model_name_or_path or peft_config.base_model_name_or_path
-    with _outside_zero3_init():  # PEFT cannot merge into weights that ZeRO-3 partitioned at load time
+    from .distributed import outside_zero3_init
+
+    with outside_zero3_init():  # PEFT cannot merge into weights that ZeRO-3 partitioned at load time
         try:
             base = AutoModelForTokenClassification.from_pretrained(base_id, num_labels=1, **kwargs)
         except OSError as err:

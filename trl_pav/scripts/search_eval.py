@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 
 from .common import GenerationArguments, ProblemArguments
@@ -61,22 +60,6 @@ def fill_auto_batch_sizes(config: dict, num_processes: int) -> dict:
     return config
 
 
-@contextlib.contextmanager
-def _without_zero_init(accelerator):
-    """Models loaded inside are whole: transformers' `from_pretrained` does not open `deepspeed.zero.Init`.
-
-    (accelerate's `zero3_init_context_manager(enable=False)` does not do it: it registers a stage-3 config again, and
-    transformers decides from the stage.)
-    """
-    from transformers.integrations import unset_hf_deepspeed_config
-
-    unset_hf_deepspeed_config()
-    try:
-        yield
-    finally:
-        accelerator.state.deepspeed_plugin.set_deepspeed_weakref()
-
-
 def _load_verifier(path: str, args: SearchScriptArguments, accelerator, lockstep: bool):
     """A verifier on this process's device; under ZeRO-3 sharded by DeepSpeed (then run it in lockstep)."""
     from ..distributed import Lockstep, is_zero3
@@ -102,7 +85,7 @@ def main(script_args: SearchScriptArguments, search_config, model_args) -> dict:
     from accelerate import Accelerator
     from accelerate.utils import gather_object
 
-    from ..distributed import is_zero3, process_shard
+    from ..distributed import is_zero3, outside_zero3_init, process_shard
     from ..labeling import validate_problems
     from ..search import evaluate_search, merge_search_results, plot_search_results
     from .common import (
@@ -136,7 +119,7 @@ def main(script_args: SearchScriptArguments, search_config, model_args) -> dict:
         orm = _load_verifier(script_args.orm_model_name_or_path, script_args, accelerator, lockstep)
     # The policy is not sharded (generation would need every process in step): a full copy per process, loaded
     # outside `deepspeed.zero.Init`, in which `from_pretrained` would otherwise partition it under ZeRO-3.
-    with _without_zero_init(accelerator) if is_zero3(accelerator) else contextlib.nullcontext():
+    with outside_zero3_init():
         policy = load_stage_policy(model_args.model_name_or_path, model_args, script_args, step_format)
     if script_args.use_chat_template:
         from ..tokenization import load_tokenizer
