@@ -391,6 +391,23 @@ def _likelihood_note(quality: dict) -> str:
         f"{lik['within_problem_auc']:.2f} and its best-of-N pick is right {lik['best_of_n_accuracy']:.1%} of the time. "
         "Both verifiers start from that backbone; what fails is extracting the knowledge from Monte-Carlo labels "
         "at this budget (noisy labels on a few thousand traces), not the search method and not the model's size."
+        + _probe_note(quality.get("backbone_probes"))
+    )
+
+
+def _probe_note(probes: dict | None) -> str:
+    """Where in the frozen backbone the correctness signal sits (linear probes)."""
+    if not probes:
+        return ""
+    hidden = [v["within_problem_auc"] for k, v in probes.items() if k.startswith("final_token_hidden")]
+    token = probes["token_logprob"]["within_problem_auc"]
+    return (
+        f" Linear probes of the frozen backbone, fit on the {probes['train_traces']} labeled traces' outcomes, show "
+        f"where: each layer's hidden state at the final token, where both verifier heads read, ranks a problem's "
+        f"candidates at within-problem AUC {min(hidden):.2f}-{max(hidden):.2f}, while the completion's token "
+        f"log-probabilities give {token:.2f}. That an answer is wrong shows in the likelihood of the wrong token, "
+        "not in the representation the heads read; a verifier has to learn to carry it to its read position, and "
+        "a few thousand traces do not teach that (see docs/verifier_training.md)."
     )
 
 

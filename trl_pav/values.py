@@ -25,6 +25,7 @@ __all__ = [
     "distinguishability",
     "effective_reward",
     "gae",
+    "grouped_pairwise_loss",
     "kl_penalty",
     "last_token_mask",
     "leave_one_out_advantages",
@@ -343,6 +344,45 @@ def class_balanced_bce(
         return logits.sum() * 0.0
     total = sum(losses[classes[i]].sum() / class_counts[i] for i in present)
     return total / len(present) + logits.sum() * 0.0  # keeps the graph when this part holds no label
+
+
+def grouped_pairwise_loss(logits: Tensor, labels: Tensor, mask: Tensor, groups: Tensor) -> Tensor:
+    """Pairwise logistic (RankNet) loss over labeled positions of the same group, weighted by their label gap.
+
+    Every pair `(i, j)` of labeled positions in one group (one problem) with `y_i > y_j` adds
+    `(y_i - y_j) · log(1 + exp(-(l_i - l_j)))`; the sum is divided by the total weight. Only differences of scores
+    within a group enter, so the loss cannot be lowered by learning which groups (problems) are easy: it asks for
+    the within-problem ranking that search selects by. With binary outcomes it is the usual AUC surrogate over a
+    problem's correct and wrong answers. At a perfect fit of calibrated logits it is not zero, so it is added to the
+    pointwise loss with a weight, not used alone.
+
+    Args:
+        logits: `(B, R)` scores of `R` read positions per row.
+        labels: `(B, R)` soft targets in [0, 1].
+        mask: `(B, R)` bool, which positions carry a label.
+        groups: `(B,)` int, the group of each row (rows of one prompt share it).
+
+    Returns:
+        `()` the loss (0 with gradient if no pair has different labels).
+
+    Example:
+        >>> logits = torch.tensor([[2.0], [0.0], [5.0]])
+        >>> labels = torch.tensor([[1.0], [0.0], [0.0]])
+        >>> groups = torch.tensor([0, 0, 1])  # row 2 is alone in its group: its high score costs nothing
+        >>> round(float(grouped_pairwise_loss(logits, labels, torch.ones(3, 1, dtype=torch.bool), groups)), 4)
+        0.1269
+    """
+    dtype = torch.promote_types(logits.dtype, torch.float32)  # half precision is too coarse for the differences
+    flat_mask = mask.reshape(-1)
+    scores = logits.to(dtype).reshape(-1)[flat_mask]
+    targets = labels.to(dtype).reshape(-1)[flat_mask]
+    owner = groups.reshape(-1, 1).expand_as(mask).reshape(-1)[flat_mask]
+    weight = (targets[:, None] - targets[None, :]).clamp(min=0) * (owner[:, None] == owner[None, :])
+    total = weight.sum()
+    if total <= 0:
+        return logits.sum() * 0.0
+    pair_losses = torch.nn.functional.softplus(-(scores[:, None] - scores[None, :]))
+    return (weight * pair_losses).sum() / total + logits.sum() * 0.0
 
 
 # ---- PPO with a learned critic: the per-token reward stream, GAE, whitening, the two clipped losses ----------------

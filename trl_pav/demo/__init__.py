@@ -44,6 +44,8 @@ class DemoConfig:
         verifier_steps (`int`): most optimizer steps of PAV and ORM training (early stopping on held-out loss).
         verifier_holdout (`float`): share of labeled problems held out for early stopping.
         verifier_learning_rate (`float`): peak learning rate of PAV and ORM training (cosine schedule).
+        verifier_contrast_weight (`float`): weight of the same-problem ranking term in PAV and ORM training
+            (`PAVRewardConfig.contrast_weight`; 0 is the paper's pointwise loss).
         search_problems (`int`): held-out problems for the search comparison.
         search_budgets (`list[int]`): N per prompt for search.
         search_alpha (`float`): α of PAV beam search (paper: ~0.5 for small models).
@@ -77,6 +79,7 @@ class DemoConfig:
     verifier_steps: int = 600
     verifier_holdout: float = 0.1
     verifier_learning_rate: float = 1e-3
+    verifier_contrast_weight: float = 0.0
     search_problems: int = 128
     search_budgets: list[int] = field(default_factory=lambda: [3, 6, 12, 24])
     search_alpha: float = 0.5

@@ -86,7 +86,7 @@ def run(cfg, out: Path, progress, results: dict) -> dict:
     quality = cached_json(
         out / "arithmetic" / "quality.json",
         {"verifiers": [_done(verifiers[k]) for k in verifiers], "cfg": _quality_key(cfg)},
-        lambda: verifier_quality(verifiers, task, policy, cfg),
+        lambda: verifier_quality(verifiers, task, policy, cfg, labels=labels),
     )
     progress(
         "verifiers, within-problem AUC on best-of-N candidates: PAV {:.3f}, ORM {:.3f}; PAV step AUC vs the exact "
@@ -133,12 +133,14 @@ def _verifier_key(cfg) -> dict:
     key = {"steps": cfg.verifier_steps, "holdout": cfg.verifier_holdout, "k": cfg.prover_k, "seed": cfg.seed}
     if cfg.verifier_learning_rate != 1e-3:  # keys of the earlier default stay valid
         key["lr"] = cfg.verifier_learning_rate
+    if cfg.verifier_contrast_weight:
+        key["contrast"] = cfg.verifier_contrast_weight
     return key
 
 
 def _quality_key(cfg) -> dict:
     # "v" changes with what verifier_quality measures, so a cached result is recomputed then.
-    return {"problems": cfg.search_problems, "n": cfg.quality_candidates, "seed": cfg.seed, "v": 3}
+    return {"problems": cfg.search_problems, "n": cfg.quality_candidates, "seed": cfg.seed, "v": 4}
 
 
 def _step_accuracy(task, policy, problems, seed: int) -> float:
@@ -205,6 +207,7 @@ def _train_verifier(policy_dir: Path, labels, folder: Path, kind: str, cfg) -> N
         per_device_train_batch_size=32,
         per_device_eval_batch_size=64,
         learning_rate=cfg.verifier_learning_rate,
+        contrast_weight=cfg.verifier_contrast_weight,
         lr_scheduler_type="cosine",
         warmup_steps=max(1, cfg.verifier_steps // 10),
         max_length=128,
@@ -241,7 +244,7 @@ def _train_verifier(policy_dir: Path, labels, folder: Path, kind: str, cfg) -> N
     shutil.rmtree(folder / "trainer", ignore_errors=True)
 
 
-def verifier_quality(verifiers: dict[str, Path], task, policy, cfg) -> dict:
+def verifier_quality(verifiers: dict[str, Path], task, policy, cfg, labels=None) -> dict:
     """Each verifier against the exact checker on held-out problems.
 
     - `step_auc`: its step values against the checker's step correctness on base-policy traces (meaningful for a
@@ -250,6 +253,10 @@ def verifier_quality(verifiers: dict[str, Path], task, policy, cfg) -> dict:
       search may pick): `outcome_auc` (pooled over problems), `within_problem_auc` (pairs of a correct and a wrong
       candidate of the same problem: what selection needs), the best-of-N accuracy of its pick, the accuracy of a
       random pick, and calibration (`ece`) of its final value against correctness.
+    - `policy_likelihood`: the base policy's least-likely-token log-probability as a score (no training).
+    - `backbone_probes` (with `labels`): where the frozen base policy holds the answer's correctness. Logistic
+      probes trained on the labeled traces' outcomes, read on the same candidates: the hidden state of each layer
+      at the final token (what a verifier head reads) against the completion's token log-probabilities.
     """
     import json
 
@@ -289,13 +296,16 @@ def verifier_quality(verifiers: dict[str, Path], task, policy, cfg) -> dict:
             out[kind]["training"] = json.loads(training.read_text())
     # The base policy's own likelihood of each candidate, a verifier with no training: what the backbone both
     # verifiers start from already knows about which of a problem's answers is right.
-    likelihood = np.array(_least_token_logprob(policy, [prompts[i] for i, _ in rows], [s for _, s in rows]))
+    cand_features = _backbone_features(policy, [prompts[i] for i, _ in rows], [s for _, s in rows])
+    likelihood = cand_features["token_logprob"][:, 0]
     picks = [max(np.flatnonzero(pid == i), key=lambda j: likelihood[j]) for i in np.unique(pid)]
     out["policy_likelihood"] = {
         "outcome_auc": auc(likelihood, correct),
         "within_problem_auc": within_problem_auc(likelihood, correct, pid),
         "best_of_n_accuracy": float(correct[picks].sum() / len(probs)),
     }
+    if labels is not None:
+        out["backbone_probes"] = _backbone_probes(policy, labels, cand_features, correct, pid)
     # Every correct trace of a problem is (nearly) the same string, wrong ones differ: an argmax over candidates
     # then draws from many distinct wrong traces against about one correct one.
     distinct_correct, distinct_wrong = [], []
@@ -317,11 +327,16 @@ def verifier_quality(verifiers: dict[str, Path], task, policy, cfg) -> dict:
     return out
 
 
-def _least_token_logprob(policy, prompts: list[str], steps: list[list[str]], batch_size: int = 64) -> list[float]:
-    """The lowest log-probability the policy gave any token of each completion (its least confident token: a wrong
-    digit is usually a low-probability one)."""
+def _backbone_features(policy, prompts: list[str], steps: list[list[str]], batch_size: int = 64) -> dict:
+    """What the frozen base policy computes on each completion.
+
+    Returns:
+        `{"hidden": (L, M, H)` each layer's hidden state at the final token, `"token_logprob": (M, 4)` the lowest,
+        mean and summed token log-probability of the completion and the mean of its three lowest`}`. A wrong digit
+        is usually a low-probability token.
+    """
     model, tok, fmt = policy.model, policy.tokenizer, policy.step_format
-    out = []
+    hidden, token_feats = [], []
     with torch.inference_mode():
         for start in range(0, len(prompts), batch_size):
             chunk = range(start, min(start + batch_size, len(prompts)))
@@ -331,10 +346,62 @@ def _least_token_logprob(policy, prompts: list[str], steps: list[list[str]], bat
             pad = tok.pad_token_id if tok.pad_token_id is not None else 0
             ids = torch.tensor([f + [pad] * (width - len(f)) for f in full])
             mask = torch.tensor([[1] * len(f) + [0] * (width - len(f)) for f in full])
-            logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), -1)
+            output = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+            logp = torch.log_softmax(output.logits[:, :-1].float(), -1)
             token_logp = logp.gather(2, ids[:, 1:, None])[..., 0]
+            last = torch.tensor([len(f) - 1 for f in full])
+            rows = torch.arange(len(full))
+            hidden.append(torch.stack([h[rows, last].float() for h in output.hidden_states[1:]]))
             for b, (f, n) in enumerate(zip(full, n_prompt)):
-                out.append(float(token_logp[b, n - 1 : len(f) - 1].min()) if len(f) > n else 0.0)
+                lp = token_logp[b, n - 1 : len(f) - 1] if len(f) > n else torch.zeros(1)
+                lowest = lp.sort().values[:3]
+                token_feats.append([float(lp.min()), float(lp.mean()), float(lp.sum()), float(lowest.mean())])
+    return {"hidden": torch.cat(hidden, 1).numpy(), "token_logprob": np.array(token_feats)}
+
+
+def _logistic_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, l2: float = 1e-2) -> np.ndarray:
+    """Scores of an L2-regularised logistic regression fit on standardised `train_x` (full-batch L-BFGS)."""
+    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+    x = torch.tensor((train_x - mean) / std, dtype=torch.float64)
+    y = torch.tensor(train_y, dtype=torch.float64)
+    w = torch.zeros(x.shape[1] + 1, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w], max_iter=300, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(x @ w[:-1] + w[-1], y) + l2 * w[:-1].square().sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    test = torch.tensor((test_x - mean) / std, dtype=torch.float64)
+    return (test @ w[:-1] + w[-1]).detach().numpy()
+
+
+def _backbone_probes(policy, labels, cand_features: dict, correct: np.ndarray, pid: np.ndarray) -> dict:
+    """Linear probes of the frozen base policy for the answer's correctness, trained on the labeled traces' outcomes
+    and read on the search candidates: each layer's final-token hidden state (where a verifier head reads), and the
+    token log-probabilities."""
+    from ..metrics import auc, within_problem_auc
+
+    known = [i for i, o in enumerate(labels["seed_outcome"]) if o is not None]
+    train = _backbone_features(
+        policy, [labels[i]["prompt"] for i in known], [list(labels[i]["completions"]) for i in known]
+    )
+    outcome = np.array([float(labels[i]["seed_outcome"]) for i in known])
+    out = {}
+    probes = {f"final_token_hidden_layer_{k + 1}": k for k in range(len(train["hidden"]))}
+    probes["token_logprob"] = None
+    for name, layer in probes.items():
+        if layer is None:
+            scores = _logistic_probe(train["token_logprob"], outcome, cand_features["token_logprob"])
+        else:
+            scores = _logistic_probe(train["hidden"][layer], outcome, cand_features["hidden"][layer])
+        out[name] = {
+            "within_problem_auc": within_problem_auc(scores, correct, pid),
+            "outcome_auc": auc(scores, correct),
+        }
+    out["train_traces"] = len(known)
     return out
 
 

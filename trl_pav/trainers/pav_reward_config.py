@@ -47,6 +47,13 @@ class PAVRewardConfig(TrainingArguments):
             Also regress the root value (read at the prompt's last token) when the dataset has `root_value`; the
             first step's advantage needs it.
 
+        contrast_weight (`float`, *optional*, defaults to `0.0`):
+            Weight of a same-problem ranking term added to the loss: `grouped_pairwise_loss` over the labeled
+            positions of rows that share a prompt (pairs weighted by their label gap). `0` is the paper's pointwise
+            objective. A positive weight also batches the rows of one prompt together. The pointwise loss alone can
+            be lowered by learning which problems are easy; this term only by ranking one problem's steps and
+            answers, which is what search selects by (a deviation from the paper, see `docs/deviations.md`).
+
         > Data
 
         max_length (`int`, *optional*, defaults to `1024`):
@@ -69,6 +76,9 @@ class PAVRewardConfig(TrainingArguments):
     )
     label_threshold: float = field(default=0.5, metadata={"help": "Class boundary for balancing and metrics."})
     train_root: bool = field(default=True, metadata={"help": "Also regress the root value when available."})
+    contrast_weight: float = field(
+        default=0.0, metadata={"help": "Weight of the same-prompt pairwise ranking term (0: the paper's loss)."}
+    )
     max_length: int = field(default=1024, metadata={"help": "Longest tokenized trace."})
     dataset_num_proc: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
     model_init_kwargs: dict | None = field(default=None, metadata={"help": "Kwargs for from_pretrained."})
@@ -93,6 +103,10 @@ class PAVRewardConfig(TrainingArguments):
             raise ValueError(
                 f"PAVRewardConfig.step_separator must be a non-empty string or None (keep the model's), got "
                 f"{self.step_separator!r}"
+            )
+        if not 0.0 <= self.contrast_weight < float("inf"):  # also refuses NaN
+            raise ValueError(
+                f"PAVRewardConfig.contrast_weight must be a finite number >= 0, got {self.contrast_weight}"
             )
         if self.max_length < 2:
             raise ValueError(f"PAVRewardConfig.max_length must be >= 2, got {self.max_length}")

@@ -32,10 +32,16 @@ from ..modeling import (
 )
 from ..steps import StepFormat, tokenize_trace
 from ..tokenization import load_tokenizer
-from ..values import bce_classes, class_balanced_bce, class_weights
+from ..values import bce_classes, class_balanced_bce, class_weights, grouped_pairwise_loss
 from .pav_reward_config import PAVRewardConfig
 
-__all__ = ["NonFiniteGradientCheck", "PAVRewardTrainer", "StepwiseCollator", "tokenize_stepwise_row"]
+__all__ = [
+    "GroupedRowSampler",
+    "NonFiniteGradientCheck",
+    "PAVRewardTrainer",
+    "StepwiseCollator",
+    "tokenize_stepwise_row",
+]
 
 logger = logging.get_logger(__name__)
 IGNORE = -100.0
@@ -96,7 +102,8 @@ def tokenize_stepwise_row(
 class StepwiseCollator:
     """Right-pads token ids and read positions/labels of tokenized stepwise rows into tensors.
 
-    Padding read positions point at token 0 with label -100 (ignored by the loss and the metrics).
+    Padding read positions point at token 0 with label -100 (ignored by the loss and the metrics). Rows with a
+    `group` (the trainer's prompt index) also give `groups`, for the same-prompt ranking term.
     """
 
     def __init__(self, pad_token_id: int):
@@ -109,12 +116,46 @@ class StepwiseCollator:
         mask = [[1] * len(f["input_ids"]) + [0] * (width - len(f["input_ids"])) for f in features]
         pos = [f["read_positions"] + [0] * (reads - len(f["read_positions"])) for f in features]
         lab = [f["read_labels"] + [IGNORE] * (reads - len(f["read_labels"])) for f in features]
-        return {
+        batch = {
             "input_ids": torch.tensor(ids, dtype=torch.long),
             "attention_mask": torch.tensor(mask, dtype=torch.long),
             "read_positions": torch.tensor(pos, dtype=torch.long),
             "read_labels": torch.tensor(lab, dtype=torch.float32),
         }
+        if all("group" in f for f in features):
+            batch["groups"] = torch.tensor([f["group"] for f in features], dtype=torch.long)
+        return batch
+
+
+class GroupedRowSampler(torch.utils.data.Sampler[int]):
+    """Rows of one group one after another, the groups in a fresh random order every epoch (`shuffle=False`: in
+    order of first appearance), so a batch holds whole problems for the same-prompt ranking term.
+
+    Example:
+        >>> list(GroupedRowSampler([0, 1, 0, 2, 1], shuffle=False))
+        [0, 2, 1, 4, 3]
+    """
+
+    def __init__(self, groups: list[int], seed: int = 0, shuffle: bool = True):
+        members: dict[int, list[int]] = {}
+        for row, group in enumerate(groups):
+            members.setdefault(int(group), []).append(row)
+        self.members, self.seed, self.shuffle, self.epoch = list(members.values()), seed, shuffle, 0
+        self.num_rows = len(groups)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_rows
+
+    def __iter__(self):
+        order = range(len(self.members))
+        if self.shuffle:
+            order = torch.randperm(len(self.members), generator=torch.Generator().manual_seed(self.seed + self.epoch))
+            self.epoch += 1
+        for k in order:
+            yield from self.members[int(k)]
 
 
 class NonFiniteGradientCheck(TrainerCallback):
@@ -288,11 +329,27 @@ class PAVRewardTrainer(Trainer):
                 f"{name} dataset: {dropped_steps} trailing step(s) did not fit in max_length={args.max_length} and "
                 f"were dropped with their labels; {len(empty)} row(s) had nothing left and were removed"
             )
+        prompt_index: dict[str, int] = {}
+        keys = [p if isinstance(p, str) else json.dumps(p, sort_keys=True) for p in dataset["prompt"]]
+        tokenized = tokenized.add_column("group", [prompt_index.setdefault(k, len(prompt_index)) for k in keys])
         if empty:
             tokenized = tokenized.select([i for i in range(len(tokenized)) if tokenized[i]["input_ids"]])
         if len(tokenized) == 0:
             raise ValueError(f"{name} dataset: no row fits in max_length={args.max_length}")
         return tokenized.remove_columns("dropped_steps")
+
+    # ---- sampling ------------------------------------------------------------------------------------------------
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.args.contrast_weight > 0 and dataset is not None and "group" in dataset.column_names:
+            return GroupedRowSampler(dataset["group"], seed=self.args.data_seed or self.args.seed)
+        return super()._get_train_sampler(train_dataset)
+
+    def _get_eval_sampler(self, eval_dataset):
+        grouped = eval_dataset is not None and "group" in eval_dataset.column_names
+        if self.args.contrast_weight > 0 and grouped and self.accelerator.num_processes == 1:
+            return GroupedRowSampler(eval_dataset["group"], shuffle=False)
+        return super()._get_eval_sampler(eval_dataset)
 
     # ---- loss ----------------------------------------------------------------------------------------------------
     def _reads(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -301,10 +358,18 @@ class PAVRewardTrainer(Trainer):
         labels = inputs["read_labels"]
         return read, labels, labels >= 0
 
-    def _loss(self, read: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, split: bool = False) -> torch.Tensor:
+    def _loss(
+        self,
+        read: torch.Tensor,
+        labels: torch.Tensor,
+        mask: torch.Tensor,
+        split: bool = False,
+        groups: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """The batch's loss; `split`: the batch is one process's share of a data-parallel batch, so normalise by
         the whole batch's counts and scale by the process count (DDP averages the gradients), which makes N
-        processes train exactly like one process with an N times larger batch."""
+        processes train exactly like one process with an N times larger batch. The same-prompt ranking term
+        (`contrast_weight`) is each process's own batch mean: pairs never span processes."""
         labels = labels.clamp(min=0)
         threshold = self.args.label_threshold
         counts = None
@@ -317,11 +382,15 @@ class PAVRewardTrainer(Trainer):
             losses = torch.nn.functional.binary_cross_entropy_with_logits(read.float(), labels, reduction="none")
             total = mask.sum() if counts is None else counts.sum()
             loss = (losses * mask).sum() / total.clamp(min=1)
-        return loss * self.accelerator.num_processes if split else loss
+        loss = loss * self.accelerator.num_processes if split else loss
+        if self.args.contrast_weight > 0 and groups is not None:
+            loss = loss + self.args.contrast_weight * grouped_pairwise_loss(read, labels, mask, groups)
+        return loss
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         read, labels, mask = self._reads(model, inputs)
-        loss = self._loss(read, labels, mask, split=model.training and self.accelerator.num_processes > 1)
+        split = model.training and self.accelerator.num_processes > 1
+        loss = self._loss(read, labels, mask, split=split, groups=inputs.get("groups"))
         if model.training and not torch.isfinite(loss):
             # Trainer's log would hide it (`logging_nan_inf_filter`) while the weights turn NaN.
             raise FloatingPointError(
@@ -335,7 +404,7 @@ class PAVRewardTrainer(Trainer):
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad():
             read, labels, mask = self._reads(model, inputs)
-            loss = self._loss(read, labels, mask).detach()
+            loss = self._loss(read, labels, mask, groups=inputs.get("groups")).detach()
         if prediction_loss_only:
             return loss, None, None
         return loss, read.detach(), labels.masked_fill(~mask, IGNORE)
