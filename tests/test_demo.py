@@ -52,8 +52,28 @@ def test_quick_demo_writes_a_complete_report(tmp_path):
     planted_search = saved["planted"]["exact_search"]
     assert all(len(c) == len(cfg.search_budgets) for c in planted_search["curves"].values())
     assert "policy_likelihood" in saved["arithmetic"]["verifier_quality"]
+    probes = saved["arithmetic"]["verifier_quality"]["backbone_probes"]
+    assert {"final_token_hidden_layer_1", "token_logprob"} <= set(probes) and probes["train_traces"] > 0
     # A re-run with the same configuration reads every stage back from its cache.
     again = run_demo(tmp_path, cfg)
     assert again["search"]["learned"]["curves"] == results["search"]["learned"]["curves"]
     assert again["rl"]["curves"] == results["rl"]["curves"]
     assert again["runtime_seconds"] < results["runtime_seconds"]
+
+
+def test_logistic_probe_recovers_a_known_linear_rule():
+    """Labels drawn from a logistic model with known weights: the probe's scores rank held-out points like the true
+    logits do, up to sampling noise."""
+    import numpy as np
+
+    from trl_pav.demo.arithmetic import _logistic_probe
+    from trl_pav.metrics import auc
+
+    rng = np.random.default_rng(0)
+    w = np.array([2.0, -1.0, 0.0, 0.5])
+    x_train, x_test = rng.normal(size=(4000, 4)) * [1, 3, 1, 10], rng.normal(size=(2000, 4)) * [1, 3, 1, 10]
+    y_train = rng.random(4000) < 1 / (1 + np.exp(-(x_train @ w)))
+    y_test = rng.random(2000) < 1 / (1 + np.exp(-(x_test @ w)))
+    scores = _logistic_probe(x_train, y_train.astype(float), x_test)
+    assert np.corrcoef(scores, x_test @ w)[0, 1] > 0.99
+    assert abs(auc(scores, y_test) - auc(x_test @ w, y_test)) < 0.01
