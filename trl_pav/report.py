@@ -421,7 +421,8 @@ def _markdown(results: dict, plots: dict, claims: list[dict]) -> str:
     rl_text = ", ".join(f"{k}: {v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]" for k, v in rl["final_accuracy_interval"].items())
     gamma_text = ", ".join(f"γ={r['gamma']:g}: {r['final_accuracy']:.3f}" for r in planted["gamma_sweep"])
     quality_rows = "\n".join(
-        f"| {k.upper()} | {q['within_problem_auc']:.3f} | {q['outcome_auc']:.3f} | {q['step_auc']:.3f} | "
+        f"| {k.upper()} | {q['within_problem_auc']:.3f} | {_fmt(q.get('within_parent_auc', '-'))} | "
+        f"{q['outcome_auc']:.3f} | {q['step_auc']:.3f} | "
         f"{q['best_of_n_accuracy']:.3f} | {q['random_pick_accuracy']:.3f} | {q['ece_final_value']:.3f} |"
         for k, q in quality.items()
         if k in ("pav", "orm")
@@ -429,7 +430,8 @@ def _markdown(results: dict, plots: dict, claims: list[dict]) -> str:
     if "policy_likelihood" in quality:
         q = quality["policy_likelihood"]
         quality_rows += (
-            f"\n| base policy's likelihood (no training) | {q['within_problem_auc']:.3f} | {q['outcome_auc']:.3f} "
+            f"\n| base policy's likelihood (no training) | {q['within_problem_auc']:.3f} | "
+            f"{_fmt(q.get('within_parent_auc', '-'))} | {q['outcome_auc']:.3f} "
             f"| - | {q['best_of_n_accuracy']:.3f} | {quality['pav']['random_pick_accuracy']:.3f} | - |"
         )
     notes = _disagreements(results)
@@ -473,9 +475,12 @@ the sweep: {search["best_prover_k"]} (paper: {PAPER["best_prover_k"]}).
   {quality["candidates"]["per_problem"]} best-of-N candidates of each of {quality["candidates"]["problems"]} held-out
   problems (finished traces with an answer):
 
-| verifier | within-problem AUC | pooled outcome AUC | step AUC vs checker | its best-of-N pick | random pick | ECE |
-|---|---|---|---|---|---|---|
+| verifier | within-problem AUC | within-parent AUC | pooled AUC | step AUC (checker) | best-of-N pick | random | ECE |
+|---|---|---|---|---|---|---|---|
 {quality_rows}
+
+  Within-parent AUC: on next steps sampled from one correct prefix (what one beam-search expansion chooses among),
+  pairs of a correct and a wrong child of the same prefix; the likelihood row scores the child step's tokens only.
 
 - Search on {cfg["search_problems"]} held-out problems, C = 3 expansions, α = {cfg["search_alpha"]}; with the learned
   verifiers:

@@ -140,7 +140,7 @@ def _verifier_key(cfg) -> dict:
 
 def _quality_key(cfg) -> dict:
     # "v" changes with what verifier_quality measures, so a cached result is recomputed then.
-    return {"problems": cfg.search_problems, "n": cfg.quality_candidates, "seed": cfg.seed, "v": 4}
+    return {"problems": cfg.search_problems, "n": cfg.quality_candidates, "seed": cfg.seed, "v": 5}
 
 
 def _step_accuracy(task, policy, problems, seed: int) -> float:
@@ -253,7 +253,10 @@ def verifier_quality(verifiers: dict[str, Path], task, policy, cfg, labels=None)
       search may pick): `outcome_auc` (pooled over problems), `within_problem_auc` (pairs of a correct and a wrong
       candidate of the same problem: what selection needs), the best-of-N accuracy of its pick, the accuracy of a
       random pick, and calibration (`ece`) of its final value against correctness.
-    - `policy_likelihood`: the base policy's least-likely-token log-probability as a score (no training).
+    - `within_parent_auc`: on next steps sampled from one correct prefix (what a beam-search expansion chooses
+      among), pairs of a correct and a wrong child of the same prefix.
+    - `policy_likelihood`: the base policy's least-likely-token log-probability as a score (no training); for
+      `within_parent_auc`, of the child step's tokens.
     - `backbone_probes` (with `labels`): where the frozen base policy holds the answer's correctness. Logistic
       probes trained on the labeled traces' outcomes, read on the same candidates: the hidden state of each layer
       at the final token (what a verifier head reads) against the completion's token log-probabilities.
@@ -261,6 +264,7 @@ def verifier_quality(verifiers: dict[str, Path], task, policy, cfg, labels=None)
     import json
 
     from ..evaluation import sample_traces
+    from ..generation.base import continue_trace
     from ..metrics import auc, expected_calibration_error, within_problem_auc
     from ..modeling import PAVVerifier
     from ..search import sample_candidates, selection_pools
@@ -275,12 +279,15 @@ def verifier_quality(verifiers: dict[str, Path], task, policy, cfg, labels=None)
     step_probs = task.sample_problems(200, seed=20_000)
     sampled = sample_traces(policy, [p.prompt for p in step_probs], 2, seed=cfg.seed + 5)
     traces = [(p, steps) for p, ts in zip(step_probs, sampled) for steps in ts if steps]
+    siblings = _sibling_steps(task, policy, probs, cfg.seed)
     out = {}
     for kind, path in verifiers.items():
         verifier = PAVVerifier.from_pretrained(path)
         finals = np.array([v[-1] for v in verifier.score([prompts[i] for i, _ in rows], [s for _, s in rows])])
         picks = [max(np.flatnonzero(pid == i), key=lambda j: finals[j]) for i in np.unique(pid)]
         steps_eval = _step_auc(verifier, task, traces)
+        child_values = np.array([v[-1] for v in verifier.score(siblings["prompts"], siblings["steps"])])
+        steps_eval["within_parent_auc"] = within_problem_auc(child_values, siblings["correct"], siblings["parent"])
         out[kind] = {
             "outcome_auc": auc(finals, correct),
             "within_problem_auc": within_problem_auc(finals, correct, pid),
@@ -299,11 +306,18 @@ def verifier_quality(verifiers: dict[str, Path], task, policy, cfg, labels=None)
     cand_features = _backbone_features(policy, [prompts[i] for i, _ in rows], [s for _, s in rows])
     likelihood = cand_features["token_logprob"][:, 0]
     picks = [max(np.flatnonzero(pid == i), key=lambda j: likelihood[j]) for i in np.unique(pid)]
+    child_likelihood = _backbone_features(
+        policy,
+        [continue_trace(p, s[:-1], task.step_format) for p, s in zip(siblings["prompts"], siblings["steps"])],
+        [s[-1:] for s in siblings["steps"]],
+    )["token_logprob"][:, 0]
     out["policy_likelihood"] = {
         "outcome_auc": auc(likelihood, correct),
         "within_problem_auc": within_problem_auc(likelihood, correct, pid),
         "best_of_n_accuracy": float(correct[picks].sum() / len(probs)),
+        "within_parent_auc": within_problem_auc(child_likelihood, siblings["correct"], siblings["parent"]),
     }
+    out["siblings"] = {"parents": len(np.unique(siblings["parent"])), "children": len(siblings["steps"])}
     if labels is not None:
         out["backbone_probes"] = _backbone_probes(policy, labels, cand_features, correct, pid)
     # Every correct trace of a problem is (nearly) the same string, wrong ones differ: an argmax over candidates
@@ -402,6 +416,45 @@ def _backbone_probes(policy, labels, cand_features: dict, correct: np.ndarray, p
             "outcome_auc": auc(scores, correct),
         }
     out["train_traces"] = len(known)
+    return out
+
+
+def _sibling_steps(task, policy, problems, seed: int, samples: int = 4, children: int = 6) -> dict:
+    """Next steps sampled from correct prefixes: what one beam-search expansion chooses among.
+
+    Correct prefixes (every depth, before the answer) are taken from `samples` base-policy traces per problem; each
+    gets `children` sampled next steps, judged by the exact checker.
+
+    Returns:
+        `{"prompts", "steps"` (prefix + child)`, "correct"` (the child step), `"parent"` (an id per prefix)`}`.
+    """
+    from ..evaluation import sample_traces
+    from ..generation import GenerationRequest
+
+    sampled = sample_traces(policy, [p.prompt for p in problems], samples, seed=seed + 31)
+    parents: dict[tuple, int] = {}
+    for i, (p, ts) in enumerate(zip(problems, sampled)):
+        for steps in ts:
+            ok = task.step_labels(p.expression, steps)
+            for h in range(len(steps)):
+                if all(ok[:h]) and not (h and steps[h - 1].strip().startswith("####")):
+                    parents.setdefault((i, tuple(steps[:h])), len(parents))
+    requests = [
+        GenerationRequest(problems[i].prompt, prefix, seed=(seed + 41) * 1_000_003 + j * children + k)
+        for (i, prefix), j in parents.items()
+        for k in range(children)
+    ]
+    owners = [(i, j) for (i, _), j in parents.items() for _ in range(children)]
+    out = {"prompts": [], "steps": [], "correct": [], "parent": []}
+    for request, generation, (i, j) in zip(requests, policy.generate(requests, stop_at_step=True), owners):
+        if not generation.steps:
+            continue
+        steps = [*request.steps, generation.steps[0]]
+        out["prompts"].append(request.prompt)
+        out["steps"].append(steps)
+        out["correct"].append(task.step_labels(problems[i].expression, steps)[-1])
+        out["parent"].append(j)
+    out["correct"], out["parent"] = np.array(out["correct"]), np.array(out["parent"])
     return out
 
 
