@@ -22,13 +22,17 @@ from .steps import StepFormat, tokenize_trace
 from .values import effective_reward, prover_advantages
 
 __all__ = [
+    "LIKELIHOOD_READ_RULE",
     "PAV_CONFIG_NAME",
     "PAVMetadata",
     "PAVVerifier",
     "StepScorer",
     "check_finite_weights",
+    "checkpoint_read_rule",
+    "likelihood_head_model",
     "load_adapter_verifier",
     "render_prompt",
+    "value_logits",
     "verifier_advantages",
 ]
 
@@ -38,6 +42,10 @@ FORMAT_VERSION = 2
 # The prompt (with special tokens) and each step segment (separator + step) are tokenized separately; a value is read
 # at the token holding each segment's last character (`steps.tokenize_trace`).
 READ_POSITION_RULE = "segment_last_token"
+# The same positions; the model keeps its LM head as extra outputs, and the value logit there is the last output plus
+# the lowest log-probability that LM head gives any completion token up to the read (`value_logits`).
+LIKELIHOOD_READ_RULE = "segment_last_token+least_token_logprob"
+READ_RULES = (READ_POSITION_RULE, LIKELIHOOD_READ_RULE)
 
 
 @runtime_checkable
@@ -65,7 +73,8 @@ class PAVMetadata:
         metrics (`dict`, defaults to `{}`): evaluation metrics recorded at save time (for the model card).
         format_version (`int`, defaults to `FORMAT_VERSION`): version of this metadata's layout; a checkpoint written
             by a newer layout than this trl_pav reads raises on load. Checkpoints without it are version 1.
-        read_position (`str`): the rule that places the reads in the token sequence (see `READ_POSITION_RULE`).
+        read_position (`str`): how values are read from the model's outputs: `READ_POSITION_RULE` (a one-label head
+            at each segment's last token) or `LIKELIHOOD_READ_RULE` (a likelihood head: see `value_logits`).
         max_length (`int` or `None`, defaults to `None`): the longest tokenized trace seen in training.
         trl_pav_version (`str`, defaults to `""`): the trl_pav version that wrote the checkpoint.
     """
@@ -81,7 +90,14 @@ class PAVMetadata:
     max_length: int | None = None
     trl_pav_version: str = ""
 
+    @property
+    def likelihood_head(self) -> bool:
+        """Whether the model keeps its LM head and values add the least token log-probability (`value_logits`)."""
+        return self.read_position == LIKELIHOOD_READ_RULE
+
     def __post_init__(self) -> None:
+        if self.read_position not in READ_RULES:
+            raise ValueError(f"PAVMetadata.read_position must be one of {list(READ_RULES)}, got {self.read_position!r}")
         if self.target not in ("q_pi", "q_mu"):
             raise ValueError(f"PAVMetadata.target must be 'q_pi' or 'q_mu', got {self.target!r}")
         if self.kind not in ("pav", "orm"):
@@ -112,14 +128,122 @@ class PAVMetadata:
                 f"({FORMAT_VERSION}; written by trl_pav {data.get('trl_pav_version', '?')}): upgrade trl_pav"
             )
         rule = data.get("read_position", READ_POSITION_RULE)
-        if rule != READ_POSITION_RULE:
-            raise ValueError(
-                f"this checkpoint reads values by rule {rule!r}; this trl_pav knows {READ_POSITION_RULE!r}"
-            )
+        if rule not in READ_RULES:
+            raise ValueError(f"this checkpoint reads values by rule {rule!r}; this trl_pav knows {list(READ_RULES)}")
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         known.setdefault("format_version", 1)
         known.setdefault("trl_pav_version", "unknown")
         return cls(**known)
+
+
+def value_logits(
+    logits: torch.Tensor,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    read_positions: torch.Tensor,
+    completion_start: torch.Tensor,
+    read_rule: str = READ_POSITION_RULE,
+) -> torch.Tensor:
+    """Value logits (`sigmoid` of them estimates Q) at the read positions, by the checkpoint's read rule.
+
+    `READ_POSITION_RULE`: the one output at each read position. `LIKELIHOOD_READ_RULE`: the outputs are
+    `V` LM-head logits and one value logit, and the value at read position `r` is
+    `value_r + min_{completion tokens t <= r} log p(x_t | x_<t)`: a prefix is worth at most about as much as its
+    least likely token is likely to be right. A wrong digit is a low-probability token where it is written, which a
+    head reading one position cannot see at this scale (`docs/verifier_training.md`).
+
+    Args:
+        logits: `(B, T, 1)` or, for the likelihood rule, `(B, T, V + 1)` model outputs.
+        input_ids: `(B, T)` token ids. attention_mask: `(B, T)` 1 on real tokens.
+        read_positions: `(B, R)` token index of each read.
+        completion_start: `(B,)` index of each row's first completion token (after the prompt).
+        read_rule: one of `READ_RULES`.
+
+    Returns:
+        `(B, R)` float32 value logits.
+
+    Example (V = 2; a completion token of probability 1/2 lowers the later value logit by log 2):
+        >>> logits = torch.zeros(1, 3, 3)
+        >>> value_logits(logits, torch.tensor([[0, 1, 1]]), torch.ones(1, 3), torch.tensor([[0, 2]]),
+        ...              torch.tensor([1]), LIKELIHOOD_READ_RULE)
+        tensor([[ 0.0000, -0.6931]])
+    """
+    if read_rule == READ_POSITION_RULE:
+        return logits[..., 0].float().gather(1, read_positions)
+    if read_rule != LIKELIHOOD_READ_RULE:
+        raise ValueError(f"unknown read rule {read_rule!r}; known: {list(READ_RULES)}")
+    lm = logits[:, :-1, :-1].float()  # position t-1 predicts token t
+    token_logp = lm.gather(2, input_ids[:, 1:, None])[..., 0] - torch.logsumexp(lm, dim=-1)
+    token_logp = torch.cat([torch.zeros_like(token_logp[:, :1]), token_logp], dim=1)
+    position = torch.arange(input_ids.shape[1], device=input_ids.device)[None]
+    counted = (position >= completion_start[:, None]) & attention_mask.bool()
+    least = torch.cummin(torch.where(counted, token_logp, torch.zeros_like(token_logp)), dim=1).values
+    return (logits[..., -1].float() + least).gather(1, read_positions)
+
+
+def likelihood_head_model(model_name_or_path: str | os.PathLike, **model_kwargs) -> PreTrainedModel:
+    """A token-classification model for `LIKELIHOOD_READ_RULE` built from a causal-LM checkpoint: `V + 1` outputs,
+    the first `V` a copy of the LM head (so `value_logits` sees the backbone's own token probabilities from the start),
+    the last a zero-initialised value output.
+
+    Raises:
+        ValueError: if the architecture's token-classification head does not reproduce its LM head's logits (a
+            final logit scaling or soft-capping the classifier does not apply): the rule cannot be used with it.
+    """
+    from transformers import AutoModelForCausalLM
+
+    lm = AutoModelForCausalLM.from_pretrained(str(model_name_or_path), **model_kwargs).eval()
+    lm_head = lm.get_output_embeddings()
+    vocab = lm_head.weight.shape[0]
+    model = AutoModelForTokenClassification.from_pretrained(
+        str(model_name_or_path), num_labels=vocab + 1, **model_kwargs
+    ).eval()
+    head = _classifier_head(model, vocab + 1)
+    with torch.no_grad():
+        head.weight[:vocab].copy_(lm_head.weight)
+        head.weight[vocab:].zero_()
+        if head.bias is not None:
+            head.bias.zero_()
+            if getattr(lm_head, "bias", None) is not None:
+                head.bias[:vocab].copy_(lm_head.bias)
+        ids = torch.arange(min(8, vocab), device=lm.device)[None]
+        got, want = model(input_ids=ids).logits[..., :vocab].float(), lm(input_ids=ids).logits.float()
+    if not torch.allclose(got, want, atol=1e-3, rtol=1e-3):
+        raise ValueError(
+            f"{model_name_or_path}: its token-classification head does not reproduce the LM head's logits (max "
+            f"difference {float((got - want).abs().max()):.3g}); the likelihood read rule cannot be used with "
+            f"{type(model).__name__}"
+        )
+    del lm
+    return model
+
+
+def _classifier_head(model: PreTrainedModel, num_labels: int) -> torch.nn.Linear:
+    for name in ("score", "classifier"):
+        head = getattr(model, name, None)
+        if isinstance(head, torch.nn.Linear) and head.out_features == num_labels:
+            return head
+    heads = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == num_labels]
+    if not heads:
+        raise ValueError(f"{type(model).__name__}: no linear head with {num_labels} outputs found")
+    return heads[-1]
+
+
+def checkpoint_read_rule(model_name_or_path: str | os.PathLike, **hub) -> str | None:
+    """The read rule in a checkpoint's `config.pav` (None when it has none, e.g. a plain causal LM).
+
+    Example:
+        >>> import tempfile
+        >>> from trl_pav.testing import char_tokenizer, tiny_token_classifier
+        >>> folder = tempfile.mkdtemp()
+        >>> tiny_token_classifier(char_tokenizer()).save_pretrained(folder)
+        >>> checkpoint_read_rule(folder) is None
+        True
+    """
+    from transformers import AutoConfig
+
+    pav = getattr(AutoConfig.from_pretrained(str(model_name_or_path), **hub), "pav", None)
+    return pav.get("read_position", READ_POSITION_RULE) if isinstance(pav, dict) else None
 
 
 def check_finite_weights(model: torch.nn.Module, where: str) -> None:
@@ -190,6 +314,14 @@ class PAVVerifier:
         self.lockstep = lockstep
         self.metadata = metadata or PAVMetadata.from_config(model.config)
         self.step_format = StepFormat.from_dict(self.metadata.step_format)
+        outputs = getattr(model.config, "num_labels", 1)
+        if self.metadata.likelihood_head and outputs < 2:
+            raise ValueError(
+                f"PAVVerifier: the metadata's read rule {LIKELIHOOD_READ_RULE!r} needs a model with its LM head kept "
+                f"(V + 1 outputs, `likelihood_head_model`), got num_labels={outputs}"
+            )
+        if not self.metadata.likelihood_head and outputs != 1:
+            raise ValueError(f"PAVVerifier: the verifier needs a one-label head, got num_labels={outputs}")
         limit = getattr(model.config, "max_position_embeddings", None)
         if max_length is not None and isinstance(limit, int) and max_length > limit:
             # Positions past the backbone's table crash (absolute embeddings) or silently extrapolate (RoPE).
@@ -208,12 +340,18 @@ class PAVVerifier:
     def from_causal_lm(
         cls, model_name_or_path: str | os.PathLike, tokenizer=None, metadata: PAVMetadata | None = None, **model_kwargs
     ) -> PAVVerifier:
-        """A fresh verifier (untrained head) on the backbone of a causal-LM checkpoint, dropout off."""
+        """A fresh verifier (untrained head) on the backbone of a causal-LM checkpoint, dropout off. With a
+        `metadata` whose `read_position` is `LIKELIHOOD_READ_RULE`, the LM head is kept (`likelihood_head_model`)."""
         from .tokenization import load_tokenizer
 
-        model = AutoModelForTokenClassification.from_pretrained(str(model_name_or_path), num_labels=1, **model_kwargs)
-        disable_dropout(model)
         metadata = metadata or PAVMetadata()
+        if metadata.likelihood_head:
+            model = likelihood_head_model(model_name_or_path, **model_kwargs)
+        else:
+            model = AutoModelForTokenClassification.from_pretrained(
+                str(model_name_or_path), num_labels=1, **model_kwargs
+            )
+        disable_dropout(model)
         metadata.base_model = metadata.base_model or str(model_name_or_path)
         model.config.pav = asdict(metadata)
         tokenizer = tokenizer or load_tokenizer(model_name_or_path)
@@ -246,9 +384,10 @@ class PAVVerifier:
         if adapter is not None:  # a PEFT adapter, in a folder or on the Hub
             verifier = load_adapter_verifier(model_name_or_path, **hub, **kwargs)
         else:
-            model = AutoModelForTokenClassification.from_pretrained(
-                str(model_name_or_path), num_labels=1, **hub, **kwargs
+            labels = (
+                {} if checkpoint_read_rule(model_name_or_path, **hub) == LIKELIHOOD_READ_RULE else {"num_labels": 1}
             )
+            model = AutoModelForTokenClassification.from_pretrained(str(model_name_or_path), **labels, **hub, **kwargs)
             model.eval()
             check_finite_weights(model, f"PAVVerifier.from_pretrained({str(model_name_or_path)!r})")
             if getattr(model.config, "pav", None) is None and step_format is not None:
@@ -364,13 +503,17 @@ class PAVVerifier:
         ids = torch.tensor([e.input_ids + [pad] * (width - len(e.input_ids)) for e in encoded], device=device)
         mask = torch.tensor([[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in encoded], device=device)
         self.verifier_tokens += int(mask.sum())
-        logits = self.model(input_ids=ids, attention_mask=mask).logits[..., 0].float()
-        if not bool(torch.isfinite(logits.masked_fill(mask == 0, 0.0)).all()):
+        reads = max(len(e.positions) for e in encoded)
+        positions = torch.tensor([e.positions + [0] * (reads - len(e.positions)) for e in encoded], device=device)
+        starts = torch.tensor([e.positions[0] + 1 for e in encoded], device=device)
+        outputs = self.model(input_ids=ids, attention_mask=mask).logits
+        logits = value_logits(outputs, ids, mask, positions, starts, self.metadata.read_position)
+        if not bool(torch.isfinite(logits).all()):
             raise FloatingPointError(
                 "PAVVerifier.score: the model produced NaN or infinite outputs; its weights or inputs are broken "
                 "(no score is returned rather than NaN)"
             )
-        return [torch.sigmoid(logits[b, e.positions]).tolist() for b, e in enumerate(encoded)]
+        return [torch.sigmoid(logits[b, : len(e.positions)]).tolist() for b, e in enumerate(encoded)]
 
     def advantages(
         self, prompts: Sequence[Prompt], steps: Sequence[Sequence[str]], k: float | None = None
@@ -438,15 +581,6 @@ def load_adapter_verifier(
     base_id = base_model_name_or_path or peft_config.base_model_name_or_path
     from .distributed import outside_zero3_init
 
-    with outside_zero3_init():  # PEFT cannot merge into weights that ZeRO-3 partitioned at load time
-        try:
-            base = AutoModelForTokenClassification.from_pretrained(base_id, num_labels=1, **kwargs)
-        except OSError as err:
-            raise ValueError(
-                f"{path}: the adapter's base model {base_id!r} cannot be loaded ({err}); pass "
-                "base_model_name_or_path= (a Hub id or folder holding it)"
-            ) from err
-        merged = PeftModel.from_pretrained(base, str(path), **hub).merge_and_unload()
     meta_file = cached_file(
         str(path),
         PAV_CONFIG_NAME,
@@ -457,6 +591,18 @@ def load_adapter_verifier(
     if meta_file is None:
         raise ValueError(f"{path}: a PEFT adapter without {PAV_CONFIG_NAME}: it was not saved by PAVRewardTrainer")
     metadata = PAVMetadata.from_dict(json.loads(Path(meta_file).read_text()))
+    with outside_zero3_init():  # PEFT cannot merge into weights that ZeRO-3 partitioned at load time
+        try:
+            if metadata.likelihood_head:  # the adapter carries the trained head; the base gives its shape
+                base = likelihood_head_model(base_id, **kwargs)
+            else:
+                base = AutoModelForTokenClassification.from_pretrained(base_id, num_labels=1, **kwargs)
+        except OSError as err:
+            raise ValueError(
+                f"{path}: the adapter's base model {base_id!r} cannot be loaded ({err}); pass "
+                "base_model_name_or_path= (a Hub id or folder holding it)"
+            ) from err
+        merged = PeftModel.from_pretrained(base, str(path), **hub).merge_and_unload()
     merged.config.pav = asdict(metadata)
     merged.eval()
     check_finite_weights(merged, f"PAVVerifier.from_pretrained({str(path)!r})")

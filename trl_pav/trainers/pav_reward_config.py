@@ -31,6 +31,13 @@ class PAVRewardConfig(TrainingArguments):
         step_separator (`str` or `None`, *optional*, defaults to `None`):
             Step separator of the verifier's inputs. `None` keeps the model's stored format, else a newline.
 
+        likelihood_head (`bool`, *optional*, defaults to `False`):
+            Keep the backbone's LM head as extra outputs and read each value as the value output plus the lowest
+            log-probability the LM head gives any completion token up to the read (`trl_pav.modeling.value_logits`,
+            read rule `LIKELIHOOD_READ_RULE`, stored in the checkpoint). A wrong step is usually a low-probability
+            token where it is written, which a head at one position does not learn to see from a few thousand
+            labels; this head sees it from the start. Not in the paper (see `docs/verifier_training.md`).
+
         > Loss
 
         class_balanced (`bool`, *optional*, defaults to `True`):
@@ -70,6 +77,9 @@ class PAVRewardConfig(TrainingArguments):
     prover_k: int = field(default=4, metadata={"help": "K of the Best-of-K prover stored with the verifier."})
     target: str | None = field(default=None, metadata={"help": "'q_pi' or 'q_mu'; None reads the dataset."})
     step_separator: str | None = field(default=None, metadata={"help": "Step separator (None: model's or newline)."})
+    likelihood_head: bool = field(
+        default=False, metadata={"help": "Keep the LM head; values add the least token log-probability."}
+    )
     class_balanced: bool = field(default=True, metadata={"help": "Balance labels below/above label_threshold."})
     class_weighting: str = field(
         default="dataset", metadata={"help": "'dataset' (fixed weights from the training set) or 'batch'."}

@@ -23,12 +23,17 @@ from transformers.utils import logging
 from ..data import TARGETS, StepwiseDataError, validate_stepwise
 from ..metrics import verifier_metrics
 from ..modeling import (
+    LIKELIHOOD_READ_RULE,
     PAV_CONFIG_NAME,
+    READ_POSITION_RULE,
     PAVMetadata,
     PAVVerifier,
     check_finite_weights,
+    checkpoint_read_rule,
     disable_dropout,
+    likelihood_head_model,
     render_prompt,
+    value_logits,
 )
 from ..steps import StepFormat, tokenize_trace
 from ..tokenization import load_tokenizer
@@ -62,7 +67,8 @@ def tokenize_stepwise_row(
     binary outcome. Traces longer than `max_length` keep only the whole steps that fit, and their labels.
 
     Returns:
-        `{"input_ids", "read_positions", "read_labels", "dropped_steps"}`; empty `input_ids` if nothing fits.
+        `{"input_ids", "read_positions", "read_labels", "completion_start", "dropped_steps"}` (`completion_start`:
+        the index of the first completion token); empty `input_ids` if nothing fits.
     """
     prompt = render_prompt(tokenizer, row["prompt"])
     steps = list(row["completions"])
@@ -73,16 +79,22 @@ def tokenize_stepwise_row(
     if len(ids) > max_length:
         kept = max((h for h in range(len(steps) + 1) if positions[h] < max_length), default=-1)
         if kept <= 0:
-            return {"input_ids": [], "read_positions": [], "read_labels": [], "dropped_steps": len(steps)}
+            return _nothing(len(steps))
         ids = ids[: positions[kept] + 1]
     if kind == "orm":
         if kept < len(steps):  # the outcome sits at the final step, which no longer fits
-            return {"input_ids": [], "read_positions": [], "read_labels": [], "dropped_steps": len(steps)}
+            return _nothing(len(steps))
         outcome = row.get("seed_outcome")
         if outcome is None and labels[-1] is None:  # no outcome known: nothing to train on
-            return {"input_ids": [], "read_positions": [], "read_labels": [], "dropped_steps": len(steps)}
+            return _nothing(len(steps))
         outcome = float(outcome) if outcome is not None else float(labels[-1] >= label_threshold)
-        return {"input_ids": ids, "read_positions": [positions[-1]], "read_labels": [outcome], "dropped_steps": 0}
+        return {
+            "input_ids": ids,
+            "read_positions": [positions[-1]],
+            "read_labels": [outcome],
+            "completion_start": positions[0] + 1,
+            "dropped_steps": 0,
+        }
     # Masked steps (never measured) are not read at all.
     measured = [h for h in range(kept) if labels[h] is not None]
     read_positions = [positions[h + 1] for h in measured]
@@ -95,8 +107,13 @@ def tokenize_stepwise_row(
         "input_ids": ids,
         "read_positions": read_positions,
         "read_labels": read_labels,
+        "completion_start": positions[0] + 1,
         "dropped_steps": len(steps) - kept,
     }
+
+
+def _nothing(dropped: int) -> dict[str, Any]:
+    return {"input_ids": [], "read_positions": [], "read_labels": [], "completion_start": 0, "dropped_steps": dropped}
 
 
 class StepwiseCollator:
@@ -122,6 +139,8 @@ class StepwiseCollator:
             "read_positions": torch.tensor(pos, dtype=torch.long),
             "read_labels": torch.tensor(lab, dtype=torch.float32),
         }
+        if all("completion_start" in f for f in features):
+            batch["completion_start"] = torch.tensor([f["completion_start"] for f in features], dtype=torch.long)
         if all("group" in f for f in features):
             batch["groups"] = torch.tensor([f["group"] for f in features], dtype=torch.long)
         return batch
@@ -229,11 +248,27 @@ class PAVRewardTrainer(Trainer):
         if isinstance(model, str):
             # The scalar head is freshly initialised: seed it, so the same seed gives the same verifier.
             set_seed(args.seed)
-            model = AutoModelForTokenClassification.from_pretrained(
-                model, num_labels=1, **(args.model_init_kwargs or {})
+            init_kwargs = args.model_init_kwargs or {}
+            saved_rule = checkpoint_read_rule(model)
+            if (saved_rule == LIKELIHOOD_READ_RULE) != args.likelihood_head and saved_rule is not None:
+                raise ValueError(
+                    f"{model} is a verifier with read rule {saved_rule!r}; PAVRewardConfig.likelihood_head="
+                    f"{args.likelihood_head} does not match it"
+                )
+            if saved_rule == LIKELIHOOD_READ_RULE:  # keep training a likelihood-head verifier
+                model = AutoModelForTokenClassification.from_pretrained(model, **init_kwargs)
+            elif args.likelihood_head:
+                model = likelihood_head_model(model, **init_kwargs)
+            else:
+                model = AutoModelForTokenClassification.from_pretrained(model, num_labels=1, **init_kwargs)
+        outputs = getattr(model.config, "num_labels", 1)
+        if args.likelihood_head and outputs < 2:
+            raise ValueError(
+                f"PAVRewardConfig.likelihood_head needs a model with its LM head kept (V + 1 outputs; build it with "
+                f"trl_pav.modeling.likelihood_head_model), got num_labels={outputs}"
             )
-        if getattr(model.config, "num_labels", 1) != 1:
-            raise ValueError(f"the verifier needs a one-label head, got num_labels={model.config.num_labels}")
+        if not args.likelihood_head and outputs != 1:
+            raise ValueError(f"the verifier needs a one-label head, got num_labels={outputs}")
         disable_dropout(model)
         limit = getattr(model.config, "max_position_embeddings", None)
         if isinstance(limit, int) and args.max_length > limit:
@@ -265,6 +300,7 @@ class PAVRewardTrainer(Trainer):
             kind=args.kind,  # type: ignore[arg-type]
             base_model=base_meta.base_model or model_id,
             max_length=args.max_length,
+            read_position=LIKELIHOOD_READ_RULE if args.likelihood_head else READ_POSITION_RULE,
         )
         model.config.pav = asdict(self.pav_metadata)
         self.step_format = step_format
@@ -353,8 +389,15 @@ class PAVRewardTrainer(Trainer):
 
     # ---- loss ----------------------------------------------------------------------------------------------------
     def _reads(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits[..., 0]
-        read = logits.gather(1, inputs["read_positions"])
+        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+        read = value_logits(
+            outputs,
+            inputs["input_ids"],
+            inputs["attention_mask"],
+            inputs["read_positions"],
+            inputs["completion_start"],
+            self.pav_metadata.read_position,
+        )
         labels = inputs["read_labels"]
         return read, labels, labels >= 0
 
