@@ -192,3 +192,19 @@ def test_lora_adapter_on_a_likelihood_verifier_reloads(char_tok, causal_dir, tmp
     assert merged.metadata.likelihood_head
     for a, b in zip(merged.score(PROMPTS, STEPS), trained):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_model_card_snippet_scores_like_trl_pav(causal_dir, tmp_path):
+    from huggingface_hub import ModelCard
+
+    verifier = PAVVerifier.from_causal_lm(causal_dir, metadata=PAVMetadata(read_position=LIKELIHOOD_READ_RULE))
+    with torch.no_grad():
+        verifier.model.score.weight[-1].normal_()  # a value output that is not zero
+    verifier.save_pretrained(tmp_path / "pav")
+    content = ModelCard.load(tmp_path / "pav" / "README.md").content
+    code = content.split("## Use with plain transformers")[1].split("```python")[1].split("```")[0]
+    namespace = {}
+    exec(code.replace("<this repo or folder>", str(tmp_path / "pav")), namespace)
+    expected = verifier.score(["Q:2*3+1?\n"], [["2*3=6", "6+1=7"]])[0]
+    assert namespace["q"] == pytest.approx(expected, abs=1e-5)
+    assert "LM head kept" in content

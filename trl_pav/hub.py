@@ -89,6 +89,17 @@ with torch.no_grad():
 q = torch.sigmoid(logits[reads]).tolist()  # [Q root, Q after step 1, ...]
 ```"""
 
+# The likelihood head's read rule: the same reads; the outputs are the LM head's V logits and one value logit.
+_LIKELIHOOD_READ = """with torch.no_grad():
+    out = model(input_ids=torch.tensor([ids])).logits[0].double()
+# log p of each token under the kept LM head (position t-1 predicts token t); prompt tokens do not count
+token_logp = torch.log_softmax(out[:-1, :-1], -1).gather(1, torch.tensor(ids[1:])[:, None])[:, 0]
+token_logp = torch.cat([torch.zeros(1, dtype=token_logp.dtype), token_logp])
+token_logp[: reads[0] + 1] = 0.0
+least = torch.cummin(token_logp, 0).values  # the least likely completion token so far
+q = torch.sigmoid(out[:, -1] + least)[reads].tolist()  # [Q root, Q after step 1, ...]
+```"""
+
 
 def pav_model_card(
     metadata: PAVMetadata,
@@ -149,6 +160,13 @@ def pav_model_card(
     snippet = _SCORING_SNIPPET.format(
         repo=repo_id or "<this repo or folder>", prompt=example[0], steps=example[1], separator=separator
     )
+    head = "one label; the sigmoid of its logit"
+    if m.likelihood_head:
+        snippet = snippet[: snippet.index("with torch.no_grad():")] + _LIKELIHOOD_READ
+        head = (
+            "its LM head kept as the first V outputs and a value output last; the sigmoid of the value logit plus "
+            "the log-probability of the least likely completion token so far"
+        )
     content = f"""---
 {data.to_yaml()}
 ---
@@ -156,8 +174,7 @@ def pav_model_card(
 # {name}: a {what}
 
 Trained with trl_pav, process advantage verifiers on TRL (Setlur et al. 2024, arXiv 2410.08146). An
-`AutoModelForTokenClassification` with one label; the sigmoid of its logit at the end of the prompt and of every
-step estimates {predicts}.
+`AutoModelForTokenClassification` with {head} at the end of the prompt and of every step estimates {predicts}.
 
 | field | value |
 |---|---|

@@ -280,8 +280,13 @@ def _disagreements(results: dict) -> list[str]:
             "The gap is the verifier's: on best-of-N "
             f"candidates its within-problem AUC is {quality['pav']['within_problem_auc']:.2f} (ORM "
             f"{quality['orm']['within_problem_auc']:.2f}) against pooled outcome AUCs of "
-            f"{quality['pav']['outcome_auc']:.2f} / {quality['orm']['outcome_auc']:.2f}: the verifiers mostly learned "
-            "which problems are easy, not which of a problem's answers is right." + _likelihood_note(quality)
+            f"{quality['pav']['outcome_auc']:.2f} / {quality['orm']['outcome_auc']:.2f}"
+            + (
+                ": the verifiers mostly learned which problems are easy, not which of a problem's answers is right."
+                if max(quality["pav"]["within_problem_auc"], quality["orm"]["within_problem_auc"]) < 0.65
+                else "."
+            )
+            + _likelihood_note(quality, results["config"].get("verifier_likelihood_head", False))
         )
     cands = quality.get("candidates", {})
     if (
@@ -374,11 +379,17 @@ def _planted_search_note(planted: dict) -> str:
     )
 
 
-def _likelihood_note(quality: dict) -> str:
+def _likelihood_note(quality: dict, likelihood_head: bool = False) -> str:
     """What the untrained backbone knows, against what the trained verifiers extract from it."""
     lik = quality.get("policy_likelihood")
     if not lik:
         return ""
+    if likelihood_head:
+        return (
+            " Both verifiers read the backbone's token likelihoods (a likelihood head, docs/verifier_training.md); "
+            f"the base policy's likelihood alone ranks a problem's candidates at within-problem AUC "
+            f"{lik['within_problem_auc']:.2f}." + _probe_note(quality.get("backbone_probes"))
+        )
     best = max(quality["pav"]["within_problem_auc"], quality["orm"]["within_problem_auc"])
     if lik["within_problem_auc"] <= best:
         return (

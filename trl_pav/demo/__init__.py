@@ -44,6 +44,8 @@ class DemoConfig:
         verifier_steps (`int`): most optimizer steps of PAV and ORM training (early stopping on held-out loss).
         verifier_holdout (`float`): share of labeled problems held out for early stopping.
         verifier_learning_rate (`float`): peak learning rate of PAV and ORM training (cosine schedule).
+        verifier_likelihood_head (`bool`): PAV and ORM keep the backbone's LM head and add the least completion
+            token's log-probability to every value (`PAVRewardConfig.likelihood_head`; docs/verifier_training.md).
         verifier_contrast_weight (`float`): weight of the same-problem ranking term in PAV and ORM training
             (`PAVRewardConfig.contrast_weight`; 0 is the paper's pointwise loss).
         search_problems (`int`): held-out problems for the search comparison.
@@ -78,7 +80,8 @@ class DemoConfig:
     prover_k: int = 4
     verifier_steps: int = 600
     verifier_holdout: float = 0.1
-    verifier_learning_rate: float = 1e-3
+    verifier_learning_rate: float = 3e-5
+    verifier_likelihood_head: bool = True
     verifier_contrast_weight: float = 0.0
     search_problems: int = 128
     search_budgets: list[int] = field(default_factory=lambda: [3, 6, 12, 24])

@@ -135,6 +135,8 @@ def _verifier_key(cfg) -> dict:
         key["lr"] = cfg.verifier_learning_rate
     if cfg.verifier_contrast_weight:
         key["contrast"] = cfg.verifier_contrast_weight
+    if cfg.verifier_likelihood_head:
+        key["likelihood_head"] = True
     return key
 
 
@@ -208,6 +210,7 @@ def _train_verifier(policy_dir: Path, labels, folder: Path, kind: str, cfg) -> N
         per_device_eval_batch_size=64,
         learning_rate=cfg.verifier_learning_rate,
         contrast_weight=cfg.verifier_contrast_weight,
+        likelihood_head=cfg.verifier_likelihood_head,
         lr_scheduler_type="cosine",
         warmup_steps=max(1, cfg.verifier_steps // 10),
         max_length=128,

@@ -32,9 +32,10 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
         pol = HFPolicy(model, tok, task.step_format, max_new_tokens=64, batch_size=256)
         return sampled_accuracy(pol, [p.prompt for p in held], [p.gold for p in held], task.grader, seed=7)
 
+    learned = f"pav_bo{cfg.prover_k}"
     arms = {
         "outcome": None,
-        f"pav_bo{cfg.prover_k}": lambda: PAVVerifier.from_pretrained(arith["verifiers"]["pav"]),
+        learned: lambda: PAVVerifier.from_pretrained(arith["verifiers"]["pav"]),
         f"pav_bo{cfg.prover_k}_exact": lambda: checker_scorer(task, arith["step_accuracy"]),
     }
     curves: dict[str, list[list[tuple[int, float]]]] = {arm: [] for arm in arms}
@@ -47,9 +48,10 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
                 "cfg": [cfg.rl_steps, cfg.rl_alpha, cfg.prover_k, cfg.rl_learning_rate, cfg.rl_eval_every],
                 "eval": cfg.rl_eval_problems,
                 "policy": (Path(arith["policy_dir"]) / ".done").read_text(),
-                "verifier": (Path(arith["verifiers"]["pav"]) / ".done").read_text(),
                 "step_accuracy": arith["step_accuracy"],
             }
+            if arm == learned:  # only this arm depends on the learned PAV
+                key["verifier"] = (Path(arith["verifiers"]["pav"]) / ".done").read_text()
 
             def train_arm(arm=arm, build=build, seed=seed):
                 curve = AccuracyCurveCallback(evaluate, cfg.rl_eval_every)

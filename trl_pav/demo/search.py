@@ -46,13 +46,15 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
     base_key = {
         "cfg": [cfg.search_problems, cfg.search_budgets, cfg.search_alpha, cfg.prover_k, cfg.seed],
         "beam": {"merge_duplicates": search_cfg.merge_duplicates, "expansions": search_cfg.expansions},
-        "verifiers": [(Path(p) / ".done").read_text() for p in arith["verifiers"].values()],
         "step_accuracy": arith["step_accuracy"],
     }
+    verifier_stamps = [(Path(p) / ".done").read_text() for p in arith["verifiers"].values()]
     out_sets = {}
     for name, build in scorers.items():
         progress(f"search ({name} values): {'/'.join(METHODS)} on {len(prompts)} problems, N in {cfg.search_budgets}")
         key = {**base_key, "name": name}
+        if name == "learned":  # exact values do not depend on the trained verifiers
+            key["verifiers"] = verifier_stamps
 
         def evaluate(build=build):
             pav, orm = build()
@@ -88,7 +90,7 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
             sweep.append({"k": k, "accuracy": rec["methods"]["pav_beam"][0]["accuracy"]})
         return sweep
 
-    sweep_key = {**base_key, "name": "prover_sweep", "k": [cfg.k_sweep, cfg.k_sweep_budget]}
+    sweep_key = {**base_key, "name": "prover_sweep", "k": [cfg.k_sweep, cfg.k_sweep_budget], "pav": verifier_stamps}
     sweep = cached_json(out / "arithmetic" / "search" / "prover_sweep.json", sweep_key, prover_sweep)
     learned = out_sets["learned"]
     monotone = all(s["monotone"] for m, s in learned["intervals"].items() if m in ("pav_beam", "q_beam", "orm_bon"))
