@@ -267,7 +267,7 @@ def _disagreements(results: dict) -> list[str]:
             f"{exact['q_beam']['accuracy_gain_high'] * 100:+.1f}]). "
             "In this task every correct step is progress (one forced operation per step) and beams advance one "
             "step per round, so all children on the correct path share the same exact value and Q + α·A ranks them "
-            "as Q does." + _planted_search_note(planted)
+            "as Q does." + _planted_search_note(planted) + _learned_q_note(search)
         )
     if exact["orm_bon"]["accuracy_gain"] > learned["orm_bon"]["accuracy_gain"]:
         e, g = exact["orm_bon"], learned["orm_bon"]
@@ -372,10 +372,25 @@ def _planted_search_note(planted: dict) -> str:
             ": no difference there either. With exact values Q^π already ranks a state by its future under π; the "
             "advantage term only reorders children of different parents. The paper's PAV-over-Q gain in search is "
             "measured with learned values, where A offsets a parent's mis-estimated value and lets search explore; "
-            "it is not expected from exact values, and the learned values here are too poor for it to show."
+            "it is not expected from exact values."
             if same
             else "."
         )
+    )
+
+
+def _learned_q_note(search: dict) -> str:
+    """PAV beam against Q-only beam with the learned values: did the advantage term change any selection?"""
+    curves = search["learned"]["curves"]
+    pav, q = [r["accuracy"] for r in curves["pav_beam"]], [r["accuracy"] for r in curves["q_beam"]]
+    sweep = {r["accuracy"] for r in search.get("prover_sweep", [])}
+    if pav != q:
+        return ""
+    return (
+        " With the learned values the two searches give the same accuracy at every N"
+        + (", and every prover K in the sweep gives the same accuracy" if len(sweep) == 1 else "")
+        + ": at this α the advantage term did not change the result of a search, so the prover's strength cannot "
+        "show either."
     )
 
 
