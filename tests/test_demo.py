@@ -54,6 +54,13 @@ def test_quick_demo_writes_a_complete_report(tmp_path):
     assert "policy_likelihood" in saved["arithmetic"]["verifier_quality"]
     probes = saved["arithmetic"]["verifier_quality"]["backbone_probes"]
     assert {"final_token_hidden_layer_1", "token_logprob"} <= set(probes) and probes["train_traces"] > 0
+    # The verifier-head experiment runs on the demo's outputs.
+    from trl_pav.experiments.verifier_heads import run_verifier_heads
+
+    heads = run_verifier_heads(
+        tmp_path, tmp_path / "heads", settings=(("pav", True, 1e-4),), problems=4, candidates=2, verifier_steps=4
+    )
+    assert heads[0]["likelihood_head"] and 0.0 <= heads[0]["best_of_n_accuracy"] <= 1.0
     # A re-run with the same configuration reads every stage back from its cache.
     again = run_demo(tmp_path, cfg)
     assert again["search"]["learned"]["curves"] == results["search"]["learned"]["curves"]

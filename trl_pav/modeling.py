@@ -172,8 +172,10 @@ def value_logits(
         return logits[..., 0].float().gather(1, read_positions)
     if read_rule != LIKELIHOOD_READ_RULE:
         raise ValueError(f"unknown read rule {read_rule!r}; known: {list(READ_RULES)}")
-    lm = logits[:, :-1, :-1].float()  # position t-1 predicts token t
-    token_logp = lm.gather(2, input_ids[:, 1:, None])[..., 0] - torch.logsumexp(lm, dim=-1)
+    lm = logits[:, :-1, :-1]  # position t-1 predicts token t
+    # One row at a time: a (T, V) float32 copy instead of (B, T, V), which for a 150k vocabulary is gigabytes.
+    normaliser = torch.stack([torch.logsumexp(row.float(), dim=-1) for row in lm])
+    token_logp = lm.gather(2, input_ids[:, 1:, None])[..., 0].float() - normaliser
     token_logp = torch.cat([torch.zeros_like(token_logp[:, :1]), token_logp], dim=1)
     position = torch.arange(input_ids.shape[1], device=input_ids.device)[None]
     counted = (position >= completion_start[:, None]) & attention_mask.bool()

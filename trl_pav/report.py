@@ -321,7 +321,9 @@ def _disagreements(results: dict) -> list[str]:
             f"Arithmetic RL: PAV-RL's gain over outcome-only RL is {rl['accuracy_gain'] * 100:+.1f} points "
             f"(interval [{rl['accuracy_gain_interval'][0] * 100:+.1f}, {rl['accuracy_gain_interval'][1] * 100:+.1f}], "
             f"{rl['seeds']} seeds) and its sample-efficiency ratio {_fmt(ratio, 2)}.{extra} At a learning rate "
-            "safe for the 1M policy, tens of GRPO steps move accuracy by about as much as seeds differ."
+            "safe for the 1M policy, tens of GRPO steps move accuracy by about as much as seeds differ; longer or "
+            "faster runs do not help either arm (docs/deviations.md, learning rates: the policy's errors are nearly "
+            "deterministic, so RL is limited by exploration, which step-level credit does not supply)."
         )
     if labels["pit_precision"] < 0.8:
         confirm = results["config"]["pit_confirm_rollouts"]

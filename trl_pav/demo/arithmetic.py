@@ -13,7 +13,7 @@ import torch
 
 from .common import cached, cached_json
 
-__all__ = ["checker_scorer", "run"]
+__all__ = ["checker_scorer", "run", "sibling_steps", "step_auc_against_checker", "train_verifier"]
 
 
 def run(cfg, out: Path, progress, results: dict) -> dict:
@@ -81,7 +81,7 @@ def run(cfg, out: Path, progress, results: dict) -> dict:
             "policy": asdict(policy_cfg),
         }
         verifiers[kind] = cached(
-            out / "arithmetic" / kind, key, lambda d, kind=kind: _train_verifier(policy_dir, labels, d, kind, cfg)
+            out / "arithmetic" / kind, key, lambda d, kind=kind: train_verifier(policy_dir, labels, d, kind, cfg)
         )
     quality = cached_json(
         out / "arithmetic" / "quality.json",
@@ -187,7 +187,7 @@ def _label_quality(task, labels) -> dict:
     }
 
 
-def _train_verifier(policy_dir: Path, labels, folder: Path, kind: str, cfg) -> None:
+def train_verifier(policy_dir: Path, labels, folder: Path, kind: str, cfg) -> None:
     """Train on most labeled problems; stop early on the held-out problems' loss and keep the best checkpoint."""
     import json
 
@@ -282,13 +282,13 @@ def verifier_quality(verifiers: dict[str, Path], task, policy, cfg, labels=None)
     step_probs = task.sample_problems(200, seed=20_000)
     sampled = sample_traces(policy, [p.prompt for p in step_probs], 2, seed=cfg.seed + 5)
     traces = [(p, steps) for p, ts in zip(step_probs, sampled) for steps in ts if steps]
-    siblings = _sibling_steps(task, policy, probs, cfg.seed)
+    siblings = sibling_steps(task, policy, probs, cfg.seed)
     out = {}
     for kind, path in verifiers.items():
         verifier = PAVVerifier.from_pretrained(path)
         finals = np.array([v[-1] for v in verifier.score([prompts[i] for i, _ in rows], [s for _, s in rows])])
         picks = [max(np.flatnonzero(pid == i), key=lambda j: finals[j]) for i in np.unique(pid)]
-        steps_eval = _step_auc(verifier, task, traces)
+        steps_eval = step_auc_against_checker(verifier, task, traces)
         child_values = np.array([v[-1] for v in verifier.score(siblings["prompts"], siblings["steps"])])
         steps_eval["within_parent_auc"] = within_problem_auc(child_values, siblings["correct"], siblings["parent"])
         out[kind] = {
@@ -422,7 +422,7 @@ def _backbone_probes(policy, labels, cand_features: dict, correct: np.ndarray, p
     return out
 
 
-def _sibling_steps(task, policy, problems, seed: int, samples: int = 4, children: int = 6) -> dict:
+def sibling_steps(task, policy, problems, seed: int, samples: int = 4, children: int = 6) -> dict:
     """Next steps sampled from correct prefixes: what one beam-search expansion chooses among.
 
     Correct prefixes (every depth, before the answer) are taken from `samples` base-policy traces per problem; each
@@ -461,7 +461,7 @@ def _sibling_steps(task, policy, problems, seed: int, samples: int = 4, children
     return out
 
 
-def _step_auc(verifier, task, traces: list) -> dict:
+def step_auc_against_checker(verifier, task, traces: list) -> dict:
     """Step values against the exact checker on `traces` (`(problem, steps)` pairs of the base policy)."""
     from ..metrics import auc, first_error_accuracy
 

@@ -1,0 +1,140 @@
+"""Verifier heads on the demo's arithmetic task: the one-label head against the likelihood head, over learning rates,
+judged on validation problems that are neither labeled nor searched (the table in `docs/verifier_training.md`).
+
+It reuses the demo's cached base policy and Monte-Carlo labels, so run `make demo` once first:
+
+    python -m trl_pav.experiments.verifier_heads --demo outputs/demo --out /tmp/verifier_heads
+
+Each setting trains a PAV (or ORM) with the demo's recipe (early stopping on held-out labeled problems) and prints
+one JSON line: within-problem AUC on best-of-N candidates, within-parent AUC on sampled next steps, step AUC
+against the exact checker, pooled AUC and the best-of-N pick's accuracy. About 1-2 minutes per setting on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["DEFAULT_SETTINGS", "run_verifier_heads"]
+
+# (kind, likelihood head, learning rate)
+DEFAULT_SETTINGS: tuple[tuple[str, bool, float], ...] = (
+    ("pav", False, 1e-3),
+    ("pav", True, 1e-3),
+    ("pav", True, 1e-4),
+    ("pav", True, 3e-5),
+    ("pav", True, 1e-5),
+    ("orm", False, 1e-3),
+    ("orm", True, 3e-5),
+)
+
+
+def run_verifier_heads(
+    demo_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    settings: tuple[tuple[str, bool, float], ...] = DEFAULT_SETTINGS,
+    problems: int = 96,
+    candidates: int = 16,
+    seed: int = 0,
+    log=None,
+    **config_overrides,
+) -> list[dict]:
+    """Train one verifier per setting on the demo's labels and measure it on validation problems.
+
+    Args:
+        demo_dir: a finished `make demo` output folder (its `arithmetic/policy` and `arithmetic/labels`).
+        out_dir: where the trained verifiers go (one folder per setting; an existing one is reused).
+        settings: `(kind, likelihood_head, learning_rate)` triples.
+        problems: validation problems (drawn with seed 35,000: neither the labeled nor the search problems).
+        candidates: best-of-N candidates sampled per validation problem.
+        seed: seed of the demo configuration (training) and of the sampling.
+        log: called with each result as it is ready.
+        config_overrides: other `DemoConfig` fields for training (e.g. `verifier_steps`).
+
+    Returns:
+        One dict per setting with its measurements.
+    """
+    from transformers import AutoModelForCausalLM
+
+    from ..demo import DemoConfig
+    from ..demo.arithmetic import sibling_steps, step_auc_against_checker, train_verifier
+    from ..evaluation import sample_traces
+    from ..generation import HFPolicy
+    from ..labeling import load_labels
+    from ..metrics import auc, within_problem_auc
+    from ..modeling import PAVVerifier
+    from ..search import sample_candidates, selection_pools
+    from ..tasks import ArithmeticTask
+    from ..tokenization import load_tokenizer
+
+    demo, out = Path(demo_dir) / "arithmetic", Path(out_dir)
+    if not (demo / "policy" / ".done").exists() or not (demo / "labels").exists():
+        raise FileNotFoundError(f"{demo}: no finished demo base policy and labels; run `make demo` first")
+    task = ArithmeticTask()
+    model = AutoModelForCausalLM.from_pretrained(demo / "policy").eval()
+    policy = HFPolicy(model, load_tokenizer(demo / "policy"), task.step_format, max_new_tokens=64, batch_size=256)
+    labels, _ = load_labels(demo / "labels")
+
+    probs = task.sample_problems(problems, seed=35_000)
+    sampled = sample_candidates(policy, [p.prompt for p in probs], candidates, seed=seed + 77)
+    rows = [(i, g.steps) for i, (pool, answered) in enumerate(selection_pools(sampled)) if answered for g in pool]
+    correct = np.array([task.grader.grade(task.step_format.join(s), probs[i].gold) for i, s in rows])
+    pid = np.array([i for i, _ in rows])
+    siblings = sibling_steps(task, policy, probs, seed)
+    step_probs = task.sample_problems(200, seed=20_000)
+    traces = [
+        (p, steps)
+        for p, ts in zip(step_probs, sample_traces(policy, [p.prompt for p in step_probs], 2, seed=seed + 5))
+        for steps in ts
+        if steps
+    ]
+    results = []
+    for kind, likelihood_head, lr in settings:
+        cfg = replace(
+            DemoConfig(seed=seed, **config_overrides),
+            verifier_learning_rate=lr,
+            verifier_likelihood_head=likelihood_head,
+        )
+        folder = out / f"{kind}-{'likelihood' if likelihood_head else 'scalar'}-{lr:g}"
+        if not (folder / "config.json").exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            train_verifier(demo / "policy", labels, folder, kind, cfg)
+        verifier = PAVVerifier.from_pretrained(folder)
+        finals = np.array([v[-1] for v in verifier.score([probs[i].prompt for i, _ in rows], [s for _, s in rows])])
+        children = np.array([v[-1] for v in verifier.score(siblings["prompts"], siblings["steps"])])
+        picks = [max(np.flatnonzero(pid == i), key=lambda j: finals[j]) for i in np.unique(pid)]
+        result = {
+            "kind": kind,
+            "likelihood_head": likelihood_head,
+            "learning_rate": lr,
+            "within_problem_auc": round(within_problem_auc(finals, correct, pid), 3),
+            "within_parent_auc": round(within_problem_auc(children, siblings["correct"], siblings["parent"]), 3),
+            "step_auc": round(step_auc_against_checker(verifier, task, traces)["step_auc"], 3),
+            "pooled_auc": round(auc(finals, correct), 3),
+            "best_of_n_accuracy": round(float(correct[picks].sum() / len(probs)), 3),
+        }
+        results.append(result)
+        if log is not None:
+            log(result)
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--demo", default="outputs/demo", help="a finished `make demo` output folder")
+    parser.add_argument("--out", default="outputs/verifier_heads", help="where the trained verifiers go")
+    parser.add_argument("--problems", type=int, default=96)
+    parser.add_argument("--candidates", type=int, default=16)
+    args = parser.parse_args(argv)
+    run_verifier_heads(
+        args.demo, args.out, problems=args.problems, candidates=args.candidates, log=lambda r: print(json.dumps(r))
+    )
+
+
+if __name__ == "__main__":
+    main()
