@@ -84,3 +84,30 @@ def test_logistic_probe_recovers_a_known_linear_rule():
     scores = _logistic_probe(x_train, y_train.astype(float), x_test)
     assert np.corrcoef(scores, x_test @ w)[0, 1] > 0.99
     assert abs(auc(scores, y_test) - auc(x_test @ w, y_test)) < 0.01
+
+
+def test_report_notes_follow_the_curves():
+    """The flat-search note appears only when learned search stays flat while exact values and Pass@N rise; the
+    PAV-vs-Q note only when the two learned curves coincide."""
+    from trl_pav.report import _flat_search_note, _learned_q_note
+
+    def rows(values):
+        return [{"accuracy": v} for v in values]
+
+    quality = {"pav": {"within_problem_auc": 0.8}, "orm": {"within_problem_auc": 0.7}}
+    flat = {
+        "learned": {
+            "curves": {
+                "pav_beam": rows([0.47, 0.46]),
+                "q_beam": rows([0.47, 0.46]),
+                "orm_bon": rows([0.40, 0.42]),
+                "pass_at_n": rows([0.48, 0.77]),
+            }
+        },
+        "oracle": {"curves": {"pav_beam": rows([0.55, 0.74])}},
+        "prover_sweep": [{"k": 1, "accuracy": 0.45}, {"k": 4, "accuracy": 0.45}],
+    }
+    assert "0.470 → 0.460" in _flat_search_note(flat, quality)
+    assert "every prover K" in _learned_q_note(flat)
+    rising = {**flat, "learned": {"curves": {**flat["learned"]["curves"], "pav_beam": rows([0.47, 0.60])}}}
+    assert _flat_search_note(rising, quality) == "" and _learned_q_note(rising) == ""

@@ -288,6 +288,9 @@ def _disagreements(results: dict) -> list[str]:
             )
             + _likelihood_note(quality, results["config"].get("verifier_likelihood_head", False))
         )
+    flat = _flat_search_note(search, quality)
+    if flat:
+        notes.append(flat)
     cands = quality.get("candidates", {})
     if (
         cands.get("distinct_wrong_per_problem")
@@ -378,6 +381,28 @@ def _planted_search_note(planted: dict) -> str:
             if same
             else "."
         )
+    )
+
+
+def _flat_search_note(search: dict, quality: dict) -> str:
+    """Learned-value PAV beam that does not grow with N while exact values and Pass@N do: selection is the limit."""
+    learned, exact = search["learned"]["curves"], search["oracle"]["curves"]
+    acc = {m: [r["accuracy"] for r in rows] for m, rows in learned.items()}
+    exact_pav = [r["accuracy"] for r in exact["pav_beam"]]
+    if "pass_at_n" not in acc or acc["pav_beam"][-1] > acc["pav_beam"][0] + 0.02:
+        return ""
+    if exact_pav[-1] <= exact_pav[0] + 0.02:
+        return ""
+    return (
+        f"Search with the learned verifiers does not grow with N: PAV beam {acc['pav_beam'][0]:.3f} → "
+        f"{acc['pav_beam'][-1]:.3f} and the ORM's best-of-N {acc['orm_bon'][0]:.3f} → {acc['orm_bon'][-1]:.3f} "
+        f"from the smallest to the largest N, while Pass@N rises {acc['pass_at_n'][0]:.3f} → "
+        f"{acc['pass_at_n'][-1]:.3f} and PAV beam with exact values {exact_pav[0]:.3f} → {exact_pav[-1]:.3f}. "
+        "The right answer is among the candidates more and more often, but the learned verifiers pick it no more "
+        "often: with within-problem AUCs of "
+        f"{quality['pav']['within_problem_auc']:.2f} (PAV) and {quality['orm']['within_problem_auc']:.2f} (ORM), the "
+        "top score among more candidates is more often a wrong one. What separates the learned search from the exact "
+        "one is the verifier's ranking, not the search method."
     )
 
 
