@@ -104,6 +104,19 @@ def test_head_that_does_not_reproduce_the_lm_logits_is_refused(causal_dir, monke
         likelihood_head_model(causal_dir)
 
 
+def likelihood_args(tmp_path, **kw):
+    base = dict(
+        output_dir=str(tmp_path / "out"),
+        likelihood_head=True,
+        per_device_train_batch_size=4,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+    )
+    return PAVRewardConfig(**{**base, **kw})
+
+
 def training_rows():
     outcomes = [1.0, 1.0, 0.0]
     return [
@@ -114,18 +127,7 @@ def training_rows():
 
 @pytest.mark.parametrize("kind", ["pav", "orm"])
 def test_trainer_trains_saves_and_reloads_a_likelihood_verifier(char_tok, causal_dir, tmp_path, kind):
-    args = PAVRewardConfig(
-        output_dir=str(tmp_path / "out"),
-        kind=kind,
-        likelihood_head=True,
-        max_steps=4,
-        learning_rate=1e-3,
-        per_device_train_batch_size=4,
-        report_to="none",
-        use_cpu=True,
-        save_strategy="no",
-        disable_tqdm=True,
-    )
+    args = likelihood_args(tmp_path, kind=kind, max_steps=4, learning_rate=1e-3)
     trainer = PAVRewardTrainer(str(causal_dir), args, Dataset.from_list(training_rows()))
     assert trainer.pav_metadata.read_position == LIKELIHOOD_READ_RULE
     # What training reads is what scoring returns, position by position.
@@ -172,17 +174,7 @@ def test_mismatched_model_and_rule_are_refused(char_tok, tmp_path):
 def test_lora_adapter_on_a_likelihood_verifier_reloads(char_tok, causal_dir, tmp_path):
     from peft import LoraConfig
 
-    args = PAVRewardConfig(
-        output_dir=str(tmp_path / "out"),
-        likelihood_head=True,
-        max_steps=3,
-        learning_rate=1e-2,
-        per_device_train_batch_size=4,
-        report_to="none",
-        use_cpu=True,
-        save_strategy="no",
-        disable_tqdm=True,
-    )
+    args = likelihood_args(tmp_path, max_steps=3, learning_rate=1e-2)
     peft_config = LoraConfig(task_type="TOKEN_CLS", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
     trainer = PAVRewardTrainer(str(causal_dir), args, Dataset.from_list(training_rows()), peft_config=peft_config)
     trainer.train()
