@@ -60,6 +60,9 @@ def test_value_logits_match_the_rule_spelled_out():
     torch.testing.assert_close(scalar, logits[..., 0].gather(1, reads))
     with pytest.raises(ValueError, match="unknown read rule"):
         value_logits(logits, ids, mask, reads, starts, "middle_token")
+    with pytest.raises(ValueError, match="needs completion_start"):
+        value_logits(logits, ids, mask, reads, None, LIKELIHOOD_READ_RULE)
+    torch.testing.assert_close(value_logits(logits[..., :1], ids, mask, reads, None), scalar)
 
 
 def test_fresh_likelihood_verifier_scores_the_least_token_probability(char_tok, causal_dir):

@@ -141,7 +141,7 @@ def value_logits(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     read_positions: torch.Tensor,
-    completion_start: torch.Tensor,
+    completion_start: torch.Tensor | None,
     read_rule: str = READ_POSITION_RULE,
 ) -> torch.Tensor:
     """Value logits (`sigmoid` of them estimates Q) at the read positions, by the checkpoint's read rule.
@@ -156,7 +156,8 @@ def value_logits(
         logits: `(B, T, 1)` or, for the likelihood rule, `(B, T, V + 1)` model outputs.
         input_ids: `(B, T)` token ids. attention_mask: `(B, T)` 1 on real tokens.
         read_positions: `(B, R)` token index of each read.
-        completion_start: `(B,)` index of each row's first completion token (after the prompt).
+        completion_start: `(B,)` index of each row's first completion token (after the prompt); only the likelihood
+            rule needs it.
         read_rule: one of `READ_RULES`.
 
     Returns:
@@ -172,6 +173,11 @@ def value_logits(
         return logits[..., 0].float().gather(1, read_positions)
     if read_rule != LIKELIHOOD_READ_RULE:
         raise ValueError(f"unknown read rule {read_rule!r}; known: {list(READ_RULES)}")
+    if completion_start is None:
+        raise ValueError(
+            f"value_logits: the read rule {read_rule!r} needs completion_start (where each completion begins); a "
+            "custom data collator must pass it through (StepwiseCollator does)"
+        )
     lm = logits[:, :-1, :-1]  # position t-1 predicts token t
     # One row at a time: a (T, V) float32 copy instead of (B, T, V), which for a 150k vocabulary is gigabytes.
     normaliser = torch.stack([torch.logsumexp(row.float(), dim=-1) for row in lm])

@@ -249,7 +249,9 @@ class PAVRewardTrainer(Trainer):
             # The scalar head is freshly initialised: seed it, so the same seed gives the same verifier.
             set_seed(args.seed)
             init_kwargs = args.model_init_kwargs or {}
-            saved_rule = checkpoint_read_rule(model)
+            hub_keys = ("revision", "token", "cache_dir", "local_files_only")
+            hub = {k: init_kwargs[k] for k in hub_keys if k in init_kwargs}
+            saved_rule = checkpoint_read_rule(model, **hub)
             if (saved_rule == LIKELIHOOD_READ_RULE) != args.likelihood_head and saved_rule is not None:
                 raise ValueError(
                     f"{model} is a verifier with read rule {saved_rule!r}; PAVRewardConfig.likelihood_head="
@@ -395,7 +397,7 @@ class PAVRewardTrainer(Trainer):
             inputs["input_ids"],
             inputs["attention_mask"],
             inputs["read_positions"],
-            inputs["completion_start"],
+            inputs.get("completion_start"),
             self.pav_metadata.read_position,
         )
         labels = inputs["read_labels"]
