@@ -202,8 +202,9 @@ class NonFiniteGradientCheck(TrainerCallback):
 class PAVRewardTrainer(Trainer):
     """Trains a verifier by class-balanced binary cross-entropy against soft Monte-Carlo labels at step ends.
 
-    One forward pass per trace scores every step. The model is an `AutoModelForTokenClassification(num_labels=1)`,
-    built from any causal-LM checkpoint when `model` is a string; the step format, prover K and target travel in its
+    One forward pass per trace scores every step. The model is an `AutoModelForTokenClassification(num_labels=1)`
+    (with `likelihood_head`, `V + 1` labels: the LM head kept, see `trl_pav.modeling.value_logits`), built from any
+    causal-LM checkpoint when `model` is a string; the step format, prover K, target and read rule travel in its
     config, so the saved checkpoint loads with `PAVVerifier.from_pretrained`.
 
     Args:
