@@ -13,7 +13,15 @@ import torch
 
 from .common import cached, cached_json
 
-__all__ = ["checker_scorer", "run", "sibling_steps", "step_auc_against_checker", "train_verifier"]
+__all__ = [
+    "checker_scorer",
+    "evaluation_sets",
+    "run",
+    "sibling_steps",
+    "step_auc_against_checker",
+    "train_verifier",
+    "verifier_measures",
+]
 
 
 def run(cfg, out: Path, progress, results: dict) -> dict:
@@ -266,49 +274,23 @@ def verifier_quality(verifiers: dict[str, Path], task, policy, cfg, labels=None)
     """
     import json
 
-    from ..evaluation import sample_traces
     from ..generation.base import continue_trace
-    from ..metrics import auc, expected_calibration_error, within_problem_auc
+    from ..metrics import auc, within_problem_auc
     from ..modeling import PAVVerifier
-    from ..search import sample_candidates, selection_pools
 
     probs = task.sample_problems(cfg.search_problems, seed=30_000)
-    prompts = [p.prompt for p in probs]
-    candidates = sample_candidates(policy, prompts, cfg.quality_candidates, seed=cfg.seed + 21)
-    pools = selection_pools(candidates)
-    rows = [(i, g.steps) for i, (pool, answered) in enumerate(pools) if answered for g in pool]
-    correct = np.array([task.grader.grade(task.step_format.join(s), probs[i].gold) for i, s in rows])
-    pid = np.array([i for i, _ in rows])
-    step_probs = task.sample_problems(200, seed=20_000)
-    sampled = sample_traces(policy, [p.prompt for p in step_probs], 2, seed=cfg.seed + 5)
-    traces = [(p, steps) for p, ts in zip(step_probs, sampled) for steps in ts if steps]
-    siblings = sibling_steps(task, policy, probs, cfg.seed)
+    sets = evaluation_sets(task, policy, probs, cfg.quality_candidates, cfg.seed, candidate_seed=cfg.seed + 21)
+    rows, correct, pid, siblings = sets["rows"], sets["correct"], sets["pid"], sets["siblings"]
     out = {}
     for kind, path in verifiers.items():
-        verifier = PAVVerifier.from_pretrained(path)
-        finals = np.array([v[-1] for v in verifier.score([prompts[i] for i, _ in rows], [s for _, s in rows])])
-        picks = [max(np.flatnonzero(pid == i), key=lambda j: finals[j]) for i in np.unique(pid)]
-        steps_eval = step_auc_against_checker(verifier, task, traces)
-        child_values = np.array([v[-1] for v in verifier.score(siblings["prompts"], siblings["steps"])])
-        steps_eval["within_parent_auc"] = within_problem_auc(child_values, siblings["correct"], siblings["parent"])
-        out[kind] = {
-            "outcome_auc": auc(finals, correct),
-            "within_problem_auc": within_problem_auc(finals, correct, pid),
-            "best_of_n_accuracy": float(correct[picks].sum() / len(probs)),
-            "random_pick_accuracy": float(
-                np.mean([correct[pid == i].mean() if (pid == i).any() else 0.0 for i in range(len(probs))])
-            ),
-            "ece_final_value": expected_calibration_error(finals, correct),
-            **steps_eval,
-        }
+        out[kind] = verifier_measures(PAVVerifier.from_pretrained(path), task, sets)
         training = Path(path) / "training.summary.json"
         if training.exists():
             out[kind]["training"] = json.loads(training.read_text())
     # The base policy's own likelihood of each candidate, a verifier with no training: what the backbone both
     # verifiers start from already knows about which of a problem's answers is right.
-    cand_features = _backbone_features(policy, [prompts[i] for i, _ in rows], [s for _, s in rows])
+    cand_features = _backbone_features(policy, [probs[i].prompt for i, _ in rows], [s for _, s in rows])
     likelihood = cand_features["token_logprob"][:, 0]
-    picks = [max(np.flatnonzero(pid == i), key=lambda j: likelihood[j]) for i in np.unique(pid)]
     child_likelihood = _backbone_features(
         policy,
         [continue_trace(p, s[:-1], task.step_format) for p, s in zip(siblings["prompts"], siblings["steps"])],
@@ -317,7 +299,7 @@ def verifier_quality(verifiers: dict[str, Path], task, policy, cfg, labels=None)
     out["policy_likelihood"] = {
         "outcome_auc": auc(likelihood, correct),
         "within_problem_auc": within_problem_auc(likelihood, correct, pid),
-        "best_of_n_accuracy": float(correct[picks].sum() / len(probs)),
+        "best_of_n_accuracy": _pick_accuracy(likelihood, correct, pid, len(probs)),
         "within_parent_auc": within_problem_auc(child_likelihood, siblings["correct"], siblings["parent"]),
     }
     out["siblings"] = {"parents": len(np.unique(siblings["parent"])), "children": len(siblings["steps"])}
@@ -342,6 +324,58 @@ def verifier_quality(verifiers: dict[str, Path], task, policy, cfg, labels=None)
         "distinct_wrong_per_problem": float(np.mean(distinct_wrong)) if distinct_wrong else None,
     }
     return out
+
+
+def evaluation_sets(task, policy, problems, candidates: int, seed: int, candidate_seed: int) -> dict:
+    """What `verifier_measures` scores, sampled once for every verifier.
+
+    Returns:
+        `{"problems", "rows"` (problem index, steps) of each finished, answered best-of-N candidate (`candidates` per
+        problem), `"correct"`, `"pid"` (their problem index), `"traces"` (base-policy traces of 200 step-evaluation
+        problems), `"siblings"` (`sibling_steps` of `problems`)`}`.
+    """
+    from ..evaluation import sample_traces
+    from ..search import sample_candidates, selection_pools
+
+    sampled = sample_candidates(policy, [p.prompt for p in problems], candidates, seed=candidate_seed)
+    rows = [(i, g.steps) for i, (pool, answered) in enumerate(selection_pools(sampled)) if answered for g in pool]
+    step_probs = task.sample_problems(200, seed=20_000)
+    step_traces = sample_traces(policy, [p.prompt for p in step_probs], 2, seed=seed + 5)
+    return {
+        "problems": problems,
+        "rows": rows,
+        "correct": np.array([task.grader.grade(task.step_format.join(s), problems[i].gold) for i, s in rows]),
+        "pid": np.array([i for i, _ in rows]),
+        "traces": [(p, steps) for p, ts in zip(step_probs, step_traces) for steps in ts if steps],
+        "siblings": sibling_steps(task, policy, problems, seed),
+    }
+
+
+def verifier_measures(verifier, task, sets: dict) -> dict:
+    """One verifier on `evaluation_sets`: pooled and within-problem AUC of its final values, its best-of-N pick's
+    accuracy against a random pick's, calibration, step AUC against the checker and within-parent AUC."""
+    from ..metrics import auc, expected_calibration_error, within_problem_auc
+
+    problems, rows, correct, pid, siblings = (sets[k] for k in ("problems", "rows", "correct", "pid", "siblings"))
+    finals = np.array([v[-1] for v in verifier.score([problems[i].prompt for i, _ in rows], [s for _, s in rows])])
+    children = np.array([v[-1] for v in verifier.score(siblings["prompts"], siblings["steps"])])
+    return {
+        "outcome_auc": auc(finals, correct),
+        "within_problem_auc": within_problem_auc(finals, correct, pid),
+        "best_of_n_accuracy": _pick_accuracy(finals, correct, pid, len(problems)),
+        "random_pick_accuracy": float(
+            np.mean([correct[pid == i].mean() if (pid == i).any() else 0.0 for i in range(len(problems))])
+        ),
+        "ece_final_value": expected_calibration_error(finals, correct),
+        **step_auc_against_checker(verifier, task, sets["traces"]),
+        "within_parent_auc": within_problem_auc(children, siblings["correct"], siblings["parent"]),
+    }
+
+
+def _pick_accuracy(scores: np.ndarray, correct: np.ndarray, pid: np.ndarray, num_problems: int) -> float:
+    """Accuracy of picking each problem's highest-scoring candidate (a problem without candidates counts wrong)."""
+    picks = [max(np.flatnonzero(pid == i), key=lambda j: scores[j]) for i in np.unique(pid)]
+    return float(correct[picks].sum() / num_problems)
 
 
 def _backbone_features(policy, prompts: list[str], steps: list[list[str]], batch_size: int = 64) -> dict:

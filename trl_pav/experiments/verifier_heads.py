@@ -18,8 +18,6 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 __all__ = ["DEFAULT_SETTINGS", "run_verifier_heads"]
 
 # (kind, likelihood head, learning rate)
@@ -62,13 +60,10 @@ def run_verifier_heads(
     from transformers import AutoModelForCausalLM
 
     from ..demo import DemoConfig
-    from ..demo.arithmetic import sibling_steps, step_auc_against_checker, train_verifier
-    from ..evaluation import sample_traces
+    from ..demo.arithmetic import evaluation_sets, train_verifier, verifier_measures
     from ..generation import HFPolicy
     from ..labeling import load_labels
-    from ..metrics import auc, within_problem_auc
     from ..modeling import PAVVerifier
-    from ..search import sample_candidates, selection_pools
     from ..tasks import ArithmeticTask
     from ..tokenization import load_tokenizer
 
@@ -79,20 +74,8 @@ def run_verifier_heads(
     model = AutoModelForCausalLM.from_pretrained(demo / "policy").eval()
     policy = HFPolicy(model, load_tokenizer(demo / "policy"), task.step_format, max_new_tokens=64, batch_size=256)
     labels, _ = load_labels(demo / "labels")
-
     probs = task.sample_problems(problems, seed=35_000)
-    sampled = sample_candidates(policy, [p.prompt for p in probs], candidates, seed=seed + 77)
-    rows = [(i, g.steps) for i, (pool, answered) in enumerate(selection_pools(sampled)) if answered for g in pool]
-    correct = np.array([task.grader.grade(task.step_format.join(s), probs[i].gold) for i, s in rows])
-    pid = np.array([i for i, _ in rows])
-    siblings = sibling_steps(task, policy, probs, seed)
-    step_probs = task.sample_problems(200, seed=20_000)
-    traces = [
-        (p, steps)
-        for p, ts in zip(step_probs, sample_traces(policy, [p.prompt for p in step_probs], 2, seed=seed + 5))
-        for steps in ts
-        if steps
-    ]
+    sets = evaluation_sets(task, policy, probs, candidates, seed, candidate_seed=seed + 77)
     results = []
     for kind, likelihood_head, lr in settings:
         cfg = replace(
@@ -104,19 +87,16 @@ def run_verifier_heads(
         if not (folder / "config.json").exists():
             folder.mkdir(parents=True, exist_ok=True)
             train_verifier(demo / "policy", labels, folder, kind, cfg)
-        verifier = PAVVerifier.from_pretrained(folder)
-        finals = np.array([v[-1] for v in verifier.score([probs[i].prompt for i, _ in rows], [s for _, s in rows])])
-        children = np.array([v[-1] for v in verifier.score(siblings["prompts"], siblings["steps"])])
-        picks = [max(np.flatnonzero(pid == i), key=lambda j: finals[j]) for i in np.unique(pid)]
+        measures = verifier_measures(PAVVerifier.from_pretrained(folder), task, sets)
         result = {
             "kind": kind,
             "likelihood_head": likelihood_head,
             "learning_rate": lr,
-            "within_problem_auc": round(within_problem_auc(finals, correct, pid), 3),
-            "within_parent_auc": round(within_problem_auc(children, siblings["correct"], siblings["parent"]), 3),
-            "step_auc": round(step_auc_against_checker(verifier, task, traces)["step_auc"], 3),
-            "pooled_auc": round(auc(finals, correct), 3),
-            "best_of_n_accuracy": round(float(correct[picks].sum() / len(probs)), 3),
+            "within_problem_auc": round(measures["within_problem_auc"], 3),
+            "within_parent_auc": round(measures["within_parent_auc"], 3),
+            "step_auc": round(measures["step_auc"], 3),
+            "pooled_auc": round(measures["outcome_auc"], 3),
+            "best_of_n_accuracy": round(measures["best_of_n_accuracy"], 3),
         }
         results.append(result)
         if log is not None:
