@@ -84,7 +84,10 @@ for h, segment in enumerate([prompt] + [({separator!r} if h else "") + s for h, 
     last = max(t for t, (a, b) in enumerate(enc["offset_mapping"]) if b > a)
     reads.append(len(ids) + last)
     ids += enc["input_ids"]
-with torch.no_grad():
+"""
+
+# How the one-label head's values are read at those positions.
+_SCALAR_READ = """with torch.no_grad():
     logits = model(input_ids=torch.tensor([ids])).logits[0, :, 0]
 q = torch.sigmoid(logits[reads]).tolist()  # [Q root, Q after step 1, ...]
 ```"""
@@ -161,8 +164,8 @@ def pav_model_card(
         repo=repo_id or "<this repo or folder>", prompt=example[0], steps=example[1], separator=separator
     )
     head = "one label; the sigmoid of its logit"
+    snippet += _LIKELIHOOD_READ if m.likelihood_head else _SCALAR_READ
     if m.likelihood_head:
-        snippet = snippet[: snippet.index("with torch.no_grad():")] + _LIKELIHOOD_READ
         head = (
             "its LM head kept as the first V outputs and a value output last; the sigmoid of the value logit plus "
             "the log-probability of the least likely completion token so far"

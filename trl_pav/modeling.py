@@ -28,6 +28,7 @@ __all__ = [
     "PAVVerifier",
     "StepScorer",
     "check_finite_weights",
+    "check_verifier_head",
     "checkpoint_read_rule",
     "likelihood_head_model",
     "load_adapter_verifier",
@@ -226,6 +227,24 @@ def likelihood_head_model(model_name_or_path: str | os.PathLike, **model_kwargs)
     return model
 
 
+def check_verifier_head(model: PreTrainedModel, read_rule: str, where: str) -> None:
+    """Raise `ValueError` unless `model`'s outputs fit `read_rule`: one label for `READ_POSITION_RULE`, the LM head
+    kept (`V + 1` labels) for `LIKELIHOOD_READ_RULE`.
+
+    Example:
+        >>> from trl_pav.testing import char_tokenizer, tiny_token_classifier
+        >>> check_verifier_head(tiny_token_classifier(char_tokenizer()), READ_POSITION_RULE, "demo")
+    """
+    outputs = getattr(model.config, "num_labels", 1)
+    if read_rule == LIKELIHOOD_READ_RULE and outputs < 2:
+        raise ValueError(
+            f"{where}: the read rule {LIKELIHOOD_READ_RULE!r} needs a model with its LM head kept (V + 1 outputs; "
+            f"build it with trl_pav.modeling.likelihood_head_model), got num_labels={outputs}"
+        )
+    if read_rule != LIKELIHOOD_READ_RULE and outputs != 1:
+        raise ValueError(f"{where}: the verifier needs a one-label head, got num_labels={outputs}")
+
+
 def _classifier_head(model: PreTrainedModel, num_labels: int) -> torch.nn.Linear:
     for name in ("score", "classifier"):
         head = getattr(model, name, None)
@@ -322,14 +341,7 @@ class PAVVerifier:
         self.lockstep = lockstep
         self.metadata = metadata or PAVMetadata.from_config(model.config)
         self.step_format = StepFormat.from_dict(self.metadata.step_format)
-        outputs = getattr(model.config, "num_labels", 1)
-        if self.metadata.likelihood_head and outputs < 2:
-            raise ValueError(
-                f"PAVVerifier: the metadata's read rule {LIKELIHOOD_READ_RULE!r} needs a model with its LM head kept "
-                f"(V + 1 outputs, `likelihood_head_model`), got num_labels={outputs}"
-            )
-        if not self.metadata.likelihood_head and outputs != 1:
-            raise ValueError(f"PAVVerifier: the verifier needs a one-label head, got num_labels={outputs}")
+        check_verifier_head(model, self.metadata.read_position, "PAVVerifier")
         limit = getattr(model.config, "max_position_embeddings", None)
         if max_length is not None and isinstance(limit, int) and max_length > limit:
             # Positions past the backbone's table crash (absolute embeddings) or silently extrapolate (RoPE).

@@ -29,6 +29,7 @@ from ..modeling import (
     PAVMetadata,
     PAVVerifier,
     check_finite_weights,
+    check_verifier_head,
     checkpoint_read_rule,
     disable_dropout,
     likelihood_head_model,
@@ -264,14 +265,8 @@ class PAVRewardTrainer(Trainer):
                 model = likelihood_head_model(model, **init_kwargs)
             else:
                 model = AutoModelForTokenClassification.from_pretrained(model, num_labels=1, **init_kwargs)
-        outputs = getattr(model.config, "num_labels", 1)
-        if args.likelihood_head and outputs < 2:
-            raise ValueError(
-                f"PAVRewardConfig.likelihood_head needs a model with its LM head kept (V + 1 outputs; build it with "
-                f"trl_pav.modeling.likelihood_head_model), got num_labels={outputs}"
-            )
-        if not args.likelihood_head and outputs != 1:
-            raise ValueError(f"the verifier needs a one-label head, got num_labels={outputs}")
+        read_rule = LIKELIHOOD_READ_RULE if args.likelihood_head else READ_POSITION_RULE
+        check_verifier_head(model, read_rule, "PAVRewardTrainer")
         disable_dropout(model)
         limit = getattr(model.config, "max_position_embeddings", None)
         if isinstance(limit, int) and args.max_length > limit:
@@ -303,7 +298,7 @@ class PAVRewardTrainer(Trainer):
             kind=args.kind,  # type: ignore[arg-type]
             base_model=base_meta.base_model or model_id,
             max_length=args.max_length,
-            read_position=LIKELIHOOD_READ_RULE if args.likelihood_head else READ_POSITION_RULE,
+            read_position=read_rule,
         )
         model.config.pav = asdict(self.pav_metadata)
         self.step_format = step_format
