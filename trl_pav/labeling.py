@@ -373,6 +373,7 @@ class MCLabeler:
         cfg, seed = self.config, self.config.seed
         pc, gc = cfg.prompt_column, cfg.gold_column
         stats = {"rollouts": 0, "generated_tokens": 0, "seed_traces": 0, "empty_traces": 0, "prefix_cache_hits": 0}
+        start = time.perf_counter()
         # Seed traces from the base policy and root rollouts from the rollout policy, in one batch each.
         seed_reqs = [
             GenerationRequest(rows[i][pc], seed=mix_seed(seed, i, _SEED_STAGE, j))
@@ -448,6 +449,7 @@ class MCLabeler:
                     "trace_index": t.index,
                 }
             )
+        stats["label_seconds"] = round(time.perf_counter() - start, 3)  # kept with the shard: a resumed run sums all
         return {"shard": indices[0] // cfg.shard_size, "rows": out_rows, "stats": stats}
 
     def _estimate(

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import common
 from .common import cached, cached_json
 
 __all__ = [
@@ -36,11 +37,10 @@ def run(cfg, out: Path, progress, results: dict) -> dict:
     task = ArithmeticTask()
     policy_cfg = TinyPolicyConfig(max_steps=cfg.policy_steps, seed=cfg.seed)
     progress(f"arithmetic base policy: SFT for {cfg.policy_steps} steps (cached after the first run)")
-    t0 = time.time()
     policy_dir = cached(
         out / "arithmetic" / "policy", asdict(policy_cfg), lambda d: train_base_policy(task, d, policy_cfg)
     )
-    policy_seconds = time.time() - t0
+    policy_seconds = common.LEDGER.builds[-1]["seconds"]  # the training's seconds, also when read from the cache
     model, tok = AutoModelForCausalLM.from_pretrained(policy_dir), load_tokenizer(policy_dir)
     policy = HFPolicy(
         model, tok, task.step_format, name="arithmetic-base", max_new_tokens=64, max_step_tokens=16, batch_size=256
@@ -69,10 +69,14 @@ def run(cfg, out: Path, progress, results: dict) -> dict:
     )
     labels_dir = out / "arithmetic" / "labels"
     # Finished shards of the same configuration are reused; a changed configuration relabels from scratch.
+    t0 = time.time()
     MCLabeler(policy, task.grader, label_cfg).label(
         task.problems_dataset(cfg.label_problems, seed=cfg.seed + 1), labels_dir
     )
     labels, label_meta = load_labels(labels_dir)
+    labeling_wall = time.time() - t0
+    # Shards record their own seconds, so reused shards count in what a fresh run would take.
+    common.LEDGER.hit("arithmetic/labels", max(0.0, label_meta.get("label_seconds", 0.0) - labeling_wall))
     label_quality = _label_quality(task, labels)
     progress(
         f"labels: {label_meta['num_traces']} traces, {label_meta['rollouts']} rollouts; first pit = true first "
