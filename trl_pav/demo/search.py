@@ -8,6 +8,7 @@ candidates well.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,9 +24,10 @@ METHODS = ["pav_beam", "q_beam", "orm_bon", "majority", "random_pick", "pass_at_
 
 def run(cfg, out: Path, progress, arith: dict) -> dict:
     from ..modeling import PAVVerifier
-    from ..search import SearchEvalConfig, evaluate_search, summarize_curve
+    from ..search import ReusingPolicy, ReusingScorer, SearchEvalConfig, evaluate_search, summarize_curve
 
-    task, policy = arith["task"], arith["policy"]
+    # Every method, budget and verifier asks for many of the same seeded samples: each is generated once.
+    task, policy = arith["task"], ReusingPolicy(arith["policy"])
     probs = task.sample_problems(cfg.search_problems, seed=30_000)
     prompts, golds = [p.prompt for p in probs], [p.gold for p in probs]
     search_cfg = SearchEvalConfig(
@@ -35,17 +37,17 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
         prover_k=cfg.prover_k,
         max_depth=8,
         seed=cfg.seed,
+        reuse_samples=True,
     )
+    learned_pav = functools.cache(lambda: ReusingScorer(PAVVerifier.from_pretrained(arith["verifiers"]["pav"])))
     scorers = {
-        "learned": lambda: (
-            PAVVerifier.from_pretrained(arith["verifiers"]["pav"]),
-            PAVVerifier.from_pretrained(arith["verifiers"]["orm"]),
-        ),
+        "learned": lambda: (learned_pav(), PAVVerifier.from_pretrained(arith["verifiers"]["orm"])),
         "exact": lambda: (checker_scorer(task, arith["step_accuracy"]),) * 2,
     }
     base_key = {
         "cfg": [cfg.search_problems, cfg.search_budgets, cfg.search_alpha, cfg.prover_k, cfg.seed],
         "beam": {"merge_duplicates": search_cfg.merge_duplicates, "expansions": search_cfg.expansions},
+        "reuse": search_cfg.reuse_samples,
         "step_accuracy": arith["step_accuracy"],
     }
     verifier_stamps = [(Path(p) / ".done").read_text() for p in arith["verifiers"].values()]
@@ -82,7 +84,7 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
     progress(f"prover sweep K in {cfg.k_sweep} at N={cfg.k_sweep_budget} (learned PAV)")
 
     def prover_sweep() -> list[dict]:
-        pav = PAVVerifier.from_pretrained(arith["verifiers"]["pav"])
+        pav = learned_pav()  # its scores of the learned search are reused
         sweep = []
         for k in cfg.k_sweep:
             k_cfg = replace(search_cfg, methods=["pav_beam"], budgets=[cfg.k_sweep_budget], prover_k=k)

@@ -3,6 +3,7 @@
 from .base import ComputeLedger, SearchResult, is_answered
 from .beam_search import BeamSearchConfig, beam_search
 from .best_of_n import best_of_n, majority_vote, pass_at_n, sample_candidates, selection_pools, weighted_majority
+from .reuse import ReusingPolicy, ReusingScorer
 from .runner import (
     METHODS,
     SearchEvalConfig,
@@ -18,6 +19,8 @@ __all__ = [
     "METHODS",
     "BeamSearchConfig",
     "ComputeLedger",
+    "ReusingPolicy",
+    "ReusingScorer",
     "SearchEvalConfig",
     "SearchResult",
     "beam_search",

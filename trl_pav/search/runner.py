@@ -13,6 +13,7 @@ from ..modeling import StepScorer
 from .base import ComputeLedger, SearchResult
 from .beam_search import BeamSearchConfig, beam_search, check_search_numbers
 from .best_of_n import best_of_n, majority_vote, pass_at_n, sample_candidates, weighted_majority
+from .reuse import ReusingPolicy, ReusingScorer
 
 __all__ = [
     "METHODS",
@@ -72,6 +73,13 @@ class SearchEvalConfig:
     merge_duplicates: bool = field(
         default=False, metadata={"help": "Beam search keeps one beam per distinct child (paper: no merging)."}
     )
+    reuse_samples: bool = field(
+        default=False,
+        metadata={
+            "help": "Generate and score each distinct seeded request once across methods and budgets "
+            "(`ReusingPolicy`, `ReusingScorer`); every method is still charged its own compute. One process only."
+        },
+    )
 
     def __post_init__(self) -> None:
         unknown = set(self.methods) - set(METHODS)
@@ -122,6 +130,10 @@ def evaluate_search(
         raise ValueError(f"methods {sorted(needs_pav)} need a PAV scorer")
     if "orm_bon" in cfg.methods and orm is None:
         raise ValueError("method orm_bon needs an ORM scorer")
+    if cfg.reuse_samples:
+        policy = policy if isinstance(policy, ReusingPolicy) else ReusingPolicy(policy)
+        wrapped = {id(x): x if isinstance(x, ReusingScorer) else ReusingScorer(x) for x in (pav, orm) if x is not None}
+        pav, orm = (None if x is None else wrapped[id(x)] for x in (pav, orm))
     join = policy.step_format.separator.join
     answer_fn = answer_fn or (lambda steps: extract_answer(join(steps)))
 
