@@ -96,7 +96,7 @@ class DemoConfig:
     rl_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     rl_eval_every: int = 20
     rl_eval_problems: int = 128
-    planted_rl_steps: int = 150
+    planted_rl_steps: int = 300
     planted_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     planted_ppo_steps: int = 300
     planted_ppo_seeds: list[int] = field(default_factory=lambda: [0])
