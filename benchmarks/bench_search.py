@@ -11,7 +11,8 @@ from pathlib import Path
 
 from _common import ROOT, emit
 
-from trl_pav.demo import DemoConfig, _arithmetic_stage, _Progress, _quiet_libraries
+from trl_pav.demo import DemoConfig, arithmetic
+from trl_pav.demo.common import Progress, quiet_libraries
 from trl_pav.modeling import PAVVerifier
 from trl_pav.search import SearchEvalConfig, compare_curves, evaluate_search, plot_search_results
 
@@ -21,9 +22,9 @@ def main() -> None:
     parser.add_argument("--problems", type=int, default=128)
     parser.add_argument("--budgets", type=int, nargs="+", default=[3, 6, 12, 24, 48])
     args = parser.parse_args()
-    _quiet_libraries()
+    quiet_libraries()
     out = ROOT / "outputs" / "demo"
-    arith = _arithmetic_stage(DemoConfig(), out, _Progress(print), {})
+    arith = arithmetic.run(DemoConfig(), out, Progress(print), {})
     task, policy = arith["task"], arith["policy"]
     pav = PAVVerifier.from_pretrained(arith["verifiers"]["pav"])
     orm = PAVVerifier.from_pretrained(arith["verifiers"]["orm"])
