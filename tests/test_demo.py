@@ -148,5 +148,8 @@ def test_build_ledger_counts_cache_hits_at_their_recorded_cost(tmp_path):
     ledger = common.new_ledger()
     common.cached_json(tmp_path / "b.json", "k", outer)
     assert ledger.saved_seconds() >= 0.3
+    ledger = common.new_ledger()
+    ledger.resumed("labels", total_seconds=10.0, wall_seconds=2.0)  # shards of earlier runs took 8 s
+    assert ledger.saved_seconds() == 8.0 and ledger.builds[-1] == {"name": "labels", "seconds": 10.0, "cached": True}
     folder = common.cached(tmp_path / "model", "k", lambda d: slow(0.1))
     assert float((folder / ".seconds").read_text()) >= 0.1

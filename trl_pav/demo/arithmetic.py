@@ -76,7 +76,7 @@ def run(cfg, out: Path, progress, results: dict) -> dict:
     labels, label_meta = load_labels(labels_dir)
     labeling_wall = time.time() - t0
     # Shards record their own seconds, so reused shards count in what a fresh run would take.
-    common.LEDGER.hit("arithmetic/labels", max(0.0, label_meta.get("label_seconds", 0.0) - labeling_wall))
+    common.LEDGER.resumed("arithmetic/labels", label_meta.get("label_seconds", 0.0), labeling_wall)
     label_quality = _label_quality(task, labels)
     progress(
         f"labels: {label_meta['num_traces']} traces, {label_meta['rollouts']} rollouts; first pit = true first "

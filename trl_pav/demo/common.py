@@ -54,6 +54,13 @@ class BuildLedger:
         self._saved[-1] += seconds
         self.builds.append({"name": name, "seconds": round(seconds, 1), "cached": True})
 
+    def resumed(self, name: str, total_seconds: float, wall_seconds: float) -> None:
+        """Record work that keeps its own account of seconds across runs (labeling shards): `total_seconds` over all
+        runs, of which this run spent `wall_seconds` (the rest was read back)."""
+        saved = max(0.0, total_seconds - wall_seconds)
+        self._saved[-1] += saved
+        self.builds.append({"name": name, "seconds": round(max(total_seconds, wall_seconds), 1), "cached": saved > 0})
+
     def build(self, name: str, fn: Callable[[], Any]) -> tuple[Any, float]:
         """Run `fn()`; returns its value and its fresh cost in seconds (recorded under `name`)."""
         self._saved.append(0.0)
