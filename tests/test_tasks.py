@@ -128,6 +128,25 @@ def test_planted_dp_matches_brute_force(gamma):
             assert values[h] == pytest.approx(brute_force_values(task, gamma, prefix[:h]), abs=1e-12)
     # Uniform symbols (γ = 1) from the root: inclusion-exclusion is messy, the enumeration is the truth.
     assert task.success_probability(gamma) == pytest.approx(brute_force_values(task, gamma, []), abs=1e-12)
+    assert not task.value_table(gamma).flags.writeable  # kept for the next caller: nobody may change it
+
+
+def test_mix_seed_equals_the_tensor_hash():
+    """`mix_seed` hashes Python ints; the tensor finaliser used for per-token Gumbel noise is the reference."""
+    import torch
+
+    from trl_pav.generation.base import _MASK32, _hash32
+
+    def reference(*parts):
+        h = torch.tensor(0x9E3779B9, dtype=torch.int64)
+        for p in parts:
+            h = _hash32(h ^ _hash32(torch.tensor(int(p) & _MASK32, dtype=torch.int64)))
+        return int(h)
+
+    rng = random.Random(0)
+    for _ in range(300):
+        parts = [rng.randint(-(2**40), 2**40) for _ in range(rng.randint(0, 5))]
+        assert mix_seed(*parts) == reference(*parts)
 
 
 def test_planted_automaton_and_grader():

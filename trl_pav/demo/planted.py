@@ -139,12 +139,13 @@ def _exact_search(task, cfg) -> dict:
     """PAV beam against Q-only beam on the planted task with exact values: the base policy is the γ=5 procedural
     policy (the one the planted SFT policy imitates) and the verifier its exact DP values, so any difference between
     the two searches is the method's alone. `cfg.search_problems` independent searches per budget."""
-    from ..search import BeamSearchConfig, ComputeLedger, beam_search
+    from ..search import BeamSearchConfig, ComputeLedger, ReusingPolicy, ReusingScorer, beam_search
     from ..tasks import PlantedOracleScorer, PlantedProverPolicy
     from .search import bootstrap_comparison
 
-    policy = PlantedProverPolicy(task, PLANTED_SEARCH_GAMMA)
-    scorer = PlantedOracleScorer(task, PLANTED_SEARCH_GAMMA)
+    # The two searches share every sample they both ask for (same seeds); each is charged its own.
+    policy = ReusingPolicy(PlantedProverPolicy(task, PLANTED_SEARCH_GAMMA))
+    scorer = ReusingScorer(PlantedOracleScorer(task, PLANTED_SEARCH_GAMMA))
     prompts = [task.prompt] * cfg.search_problems
     curves = {}
     for method, alpha in (("pav_beam", cfg.search_alpha), ("q_beam", 0.0)):

@@ -133,16 +133,24 @@ class PlantedTask:
             w[k, self.planted[k]] = gamma
         return w / w.sum(1, keepdims=True)
 
+    @cached_property
+    def _value_tables(self) -> dict[float, np.ndarray]:
+        return {}  # by γ: search and RL ask for the same table thousands of times
+
     def value_table(self, gamma: float) -> np.ndarray:
-        """`(L+1, P+1)` exact success probability under μ_γ from (symbols so far, match state)."""
+        """`(L+1, P+1)` exact success probability under μ_γ from (symbols so far, match state); read-only."""
         if gamma <= 0:
             raise ValueError(f"gamma must be > 0, got {gamma}")
+        if gamma in self._value_tables:
+            return self._value_tables[gamma]
         n, probs = len(self.planted), self.prover_probs(gamma)
         v = np.zeros((self.length + 1, n + 1))
         v[:, n] = 1.0
         for t in range(self.length - 1, -1, -1):
             for k in range(n):
                 v[t, k] = float(probs[k] @ v[t + 1, self.transitions[k]])
+        v.setflags(write=False)
+        self._value_tables[gamma] = v
         return v
 
     def success_probability(self, gamma: float) -> float:
