@@ -35,9 +35,9 @@ def fingerprint(obj: Any) -> str:
 class BuildLedger:
     """What each cached build costs, so a re-run that reads caches still reports what a fresh run takes.
 
-    A build's cost is its wall seconds plus what cache hits inside it saved; a hit records the cost stored with the
-    cache, so `fresh_seconds()` is the wall time of a run from scratch on the machine that built each cache (caches
-    written before costs were recorded count 0).
+    A build's cost is its wall seconds plus what cache hits inside it saved; a hit counts the cost stored with the
+    cache, so a run's wall time plus `saved_seconds()` is what a run from scratch takes on the machines that built
+    the caches (caches written before costs were recorded count 0). One ledger per demo run (`new_ledger`).
     """
 
     def __init__(self, root: Path | None = None) -> None:
