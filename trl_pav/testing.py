@@ -219,7 +219,9 @@ def markov_causal_lm(
     Example:
         >>> tok = char_tokenizer()
         >>> model = markov_causal_lm(tok, {"a": {"b": 0.25, "c": 0.75}}, hidden_size=128)
-        >>> probs = model(torch.tensor([tok("xa", add_special_tokens=False)["input_ids"]])).logits[0, -1].softmax(-1)
+        >>> ids = torch.tensor([tok("xa", add_special_tokens=False)["input_ids"]])
+        >>> with torch.no_grad():
+        ...     probs = model(ids).logits[0, -1].softmax(-1)
         >>> round(float(probs[tok.convert_tokens_to_ids("c")]), 4)
         0.75
     """
