@@ -350,10 +350,19 @@ def _disagreements(results: dict) -> list[str]:
             if exact_arm
             else ""
         )
+        low, high = rl["accuracy_gain_interval"]
+        half = (high - low) / 2 * 100
+        power = (
+            f" Its half-width is {half:.1f} points with {rl['seeds']} seeds and "
+            f"{results['config']['rl_eval_problems']} evaluation problems, so a gain of 3 points could not be resolved "
+            "here even if present."
+            if half > 3
+            else ""
+        )
         notes.append(
             f"Arithmetic RL: PAV-RL's gain over outcome-only RL is {rl['accuracy_gain'] * 100:+.1f} points "
-            f"(interval [{rl['accuracy_gain_interval'][0] * 100:+.1f}, {rl['accuracy_gain_interval'][1] * 100:+.1f}], "
-            f"{rl['seeds']} seeds) and its sample-efficiency ratio {_fmt(ratio, 2)}.{extra} At a learning rate "
+            f"(interval [{low * 100:+.1f}, {high * 100:+.1f}], "
+            f"{rl['seeds']} seeds) and its sample-efficiency ratio {_fmt(ratio, 2)}.{extra}{power} At a learning rate "
             "safe for the 1M policy, tens of GRPO steps move accuracy by about as much as seeds differ; longer or "
             "faster runs do not help either arm (docs/deviations.md, learning rates: the policy's errors are nearly "
             "deterministic, so RL is limited by exploration, which step-level credit does not supply)."
