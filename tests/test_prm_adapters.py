@@ -74,7 +74,8 @@ def test_adapter_equals_model_card_recipe(convention):
         assert values[0] == 0.7
         assert values[1:] == pytest.approx(REFERENCES[convention](model, tok, prompt, steps), abs=1e-5)
     assert got[3] == [0.7]  # no step: the root only
-    assert prm.verifier_tokens > 0
+    # What a batch reads is the sum of what each of its traces reads (the search reuse charges per trace).
+    assert prm.verifier_tokens == sum(prm.trace_tokens(p, s) for p, s in zip([*PROMPTS, "empty"], [*STEPS, []])) > 0
     # Prefix consistency (causal models read no later token): scoring a prefix gives the prefix of the scores.
     if convention != "qwen-prm":  # Qwen's closing template tokens follow the last step, but attention is causal too
         assert prm.score(PROMPTS[:1], [STEPS[0][:2]])[0] == pytest.approx(got[0][:3], abs=1e-5)

@@ -474,6 +474,10 @@ class PAVVerifier:
             )
         return enc
 
+    def trace_tokens(self, prompt: Prompt, steps: Sequence[str]) -> int:
+        """Tokens that scoring this trace reads (what `verifier_tokens` counts for it, whatever the batch)."""
+        return len(self.encode(prompt, steps).input_ids)
+
     @torch.inference_mode()
     def score(self, prompts: Sequence[Prompt], steps: Sequence[Sequence[str]]) -> list[list[float]]:
         """`Q̂` of the root and after every step, one list per trace (one forward pass per trace, batched)."""

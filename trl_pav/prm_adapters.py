@@ -124,6 +124,10 @@ class PublicPRM:
             )
         return ids, positions
 
+    def trace_tokens(self, prompt: Prompt, steps: Sequence[str]) -> int:
+        """Tokens that scoring this trace reads (what `verifier_tokens` counts for it; 0 without steps)."""
+        return len(self._checked(prompt, steps, "trace")[0]) if len(steps) else 0
+
     @torch.inference_mode()
     def score(self, prompts: Sequence[Prompt], steps: Sequence[Sequence[str]]) -> list[list[float]]:
         """`[root_value, p(step 1 good), ...]` for every trace (the `StepScorer` protocol)."""

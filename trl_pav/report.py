@@ -166,10 +166,10 @@ def _runtime_md(results: dict) -> str:
         return f"Runtime: {wall:.0f} s on this machine."
     stages = ", ".join(f"{name} {sec:.0f} s" for name, sec in results.get("fresh_stage_seconds", {}).items())
     top = sorted(results.get("builds", []), key=lambda b: -b["seconds"])[:5]
-    costly = ", ".join(f"`{b['name']}` {b['seconds']:.0f} s" for b in top)
+    costly = "; costliest builds: " + ", ".join(f"`{b['name']}` {b['seconds']:.0f} s" for b in top) if top else ""
     return (
-        f"Runtime: {wall:.0f} s on this machine; from scratch {fresh:.0f} s ({fresh / 60:.1f} min: {stages}; "
-        f"costliest builds: {costly}). Everything below was measured in this run or read from its caches."
+        f"Runtime: {wall:.0f} s on this machine; from scratch {fresh:.0f} s ({fresh / 60:.1f} min: {stages}{costly}). "
+        "Everything below was measured in this run or read from its caches."
     )
 
 
@@ -298,12 +298,15 @@ def _disagreements(results: dict) -> list[str]:
             m: (search["learned"]["curves"][m][-1]["accuracy"], search["oracle"]["curves"][m][-1]["accuracy"])
             for m in ("pav_beam", "orm_bon")
         }
+        drops = {m: exact_acc - learned_acc for m, (learned_acc, exact_acc) in top.items()}
+        alike = abs(drops["pav_beam"] - drops["orm_bon"]) <= 0.05
         notes.append(
-            decomposition + "The learned verifiers cost both methods alike (at the largest N PAV beam "
-            f"{top['pav_beam'][1]:.3f} → {top['pav_beam'][0]:.3f}, best-of-N {top['orm_bon'][1]:.3f} → "
-            f"{top['orm_bon'][0]:.3f} from exact to learned), so the gain is not lost to the verifiers: its size is "
-            "set by the task and the budgets. With a perfect ORM best-of-N is the share of problems with a fully "
-            "correct sample, and PAV beam adds only what it saves by pruning wrong prefixes early."
+            decomposition + f"From exact to learned values, at the largest N, PAV beam goes {top['pav_beam'][1]:.3f} "
+            f"→ {top['pav_beam'][0]:.3f} and best-of-N {top['orm_bon'][1]:.3f} → {top['orm_bon'][0]:.3f}"
+            + (": the learned verifiers cost both methods alike" if alike else "")
+            + ", so the gain is not lost to the verifiers: its size is set by the task and the budgets. With a "
+            "perfect ORM best-of-N is the share of problems with a fully correct sample, and PAV beam adds only what "
+            "it saves by pruning wrong prefixes early."
         )
     else:
         notes.append(

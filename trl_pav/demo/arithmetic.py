@@ -40,7 +40,8 @@ def run(cfg, out: Path, progress, results: dict) -> dict:
     policy_dir = cached(
         out / "arithmetic" / "policy", asdict(policy_cfg), lambda d: train_base_policy(task, d, policy_cfg)
     )
-    policy_seconds = common.LEDGER.builds[-1]["seconds"]  # the training's seconds, also when read from the cache
+    seconds_file = policy_dir / ".seconds"  # the training's seconds, also when read from the cache
+    policy_seconds = float(seconds_file.read_text()) if seconds_file.exists() else 0.0
     model, tok = AutoModelForCausalLM.from_pretrained(policy_dir), load_tokenizer(policy_dir)
     policy = HFPolicy(
         model, tok, task.step_format, name="arithmetic-base", max_new_tokens=64, max_step_tokens=16, batch_size=256

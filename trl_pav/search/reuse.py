@@ -36,18 +36,21 @@ class ReusingPolicy:
     def __init__(self, policy: Policy):
         self.policy = policy
         self.reused = 0  # requests answered from the store
-        self._store: dict[tuple[GenerationRequest, bool], Generation] = {}
+        self._store: dict[tuple, Generation] = {}
 
     def __getattr__(self, name: str):
+        if name.startswith("__") or name in ("policy", "_store"):  # copy/pickle probe these before __init__ ran
+            raise AttributeError(name)
         return getattr(self.policy, name)  # name, step_format, tokenizer, ... of the wrapped policy
 
     def generate(self, requests: Sequence[GenerationRequest], stop_at_step: bool = False) -> list[Generation]:
         """One continuation per request (see `Policy.generate`)."""
-        keys = [(r, stop_at_step) for r in requests]
+        keys = [(r.prompt, tuple(r.steps), r.seed, bool(stop_at_step)) for r in requests]
+        first = {k: r for k, r in zip(keys, requests)}
         todo = list(dict.fromkeys(k for k in keys if k not in self._store))
         self.reused += len(keys) - len(todo)
         if todo:
-            out = self.policy.generate([r for r, _ in todo], stop_at_step=stop_at_step)
+            out = self.policy.generate([first[k] for k in todo], stop_at_step=stop_at_step)
             if len(out) != len(todo):
                 raise RuntimeError(f"policy {self.policy.name!r} returned {len(out)} results for {len(todo)} requests")
             self._store.update(zip(todo, out))
@@ -58,7 +61,8 @@ class ReusingScorer:
     """A step scorer that scores each distinct `(prompt, steps)` once and returns the stored values after.
 
     It counts `verifier_tokens` as the wrapped scorer would: a stored trace is charged again when asked again, at
-    its share (by characters) of the tokens its first batch read. Only for one process (see `ReusingPolicy`).
+    the wrapped scorer's `trace_tokens(prompt, steps)` (`PAVVerifier`, the public PRM adapters), or else at its share
+    by characters of the tokens its first batch read. Only for one process (see `ReusingPolicy`).
 
     Example:
         >>> from trl_pav.tasks import PlantedTask, PlantedOracleScorer
@@ -71,26 +75,40 @@ class ReusingScorer:
         self.scorer = scorer
         self.reused = 0
         self.verifier_tokens = 0
-        self._store: dict[tuple[str, tuple[str, ...]], tuple[list[float], float]] = {}
+        self._store: dict[tuple[tuple[str, str], tuple[str, ...]], tuple[list[float], float]] = {}
 
     def __getattr__(self, name: str):
+        if name.startswith("__") or name in ("scorer", "_store"):  # copy/pickle probe these before __init__ ran
+            raise AttributeError(name)
         return getattr(self.scorer, name)  # drain, tokenizer, ... of the wrapped scorer
 
     def score(self, prompts: Sequence, steps: Sequence[Sequence[str]]) -> list[list[float]]:
         """Values of every prefix of every trace (see `StepScorer.score`)."""
         if len(prompts) != len(steps):
             raise ValueError(f"{len(prompts)} prompts but {len(steps)} step lists")
-        keys = [(p if isinstance(p, str) else json.dumps(p, sort_keys=True), tuple(s)) for p, s in zip(prompts, steps)]
+        keys = [(_prompt_key(p), tuple(s)) for p, s in zip(prompts, steps)]
         first = {k: i for i, k in reversed(list(enumerate(keys)))}
         todo = [k for k in dict.fromkeys(keys) if k not in self._store]
         self.reused += len(keys) - len(todo)
         if todo:
             before = getattr(self.scorer, "verifier_tokens", 0)
-            values = self.scorer.score([prompts[first[k]] for k in todo], [list(steps[first[k]]) for k in todo])
+            new_prompts, new_steps = [prompts[first[k]] for k in todo], [list(steps[first[k]]) for k in todo]
+            values = self.scorer.score(new_prompts, new_steps)
+            if len(values) != len(todo):
+                raise RuntimeError(f"scorer returned {len(values)} results for {len(todo)} traces")
             read = getattr(self.scorer, "verifier_tokens", 0) - before
-            chars = [len(k[0]) + sum(len(s) for s in k[1]) + 1 for k in todo]
-            for k, v, c in zip(todo, values, chars):
-                self._store[k] = (list(v), read * c / sum(chars))
+            if callable(getattr(self.scorer, "trace_tokens", None)):
+                costs = [float(self.scorer.trace_tokens(p, st)) for p, st in zip(new_prompts, new_steps)]
+            else:  # the batch's count, split by characters
+                chars = [len(k[0][1]) + sum(len(x) for x in k[1]) + 1 for k in todo]
+                costs = [read * c / sum(chars) for c in chars]
+            for k, v, c in zip(todo, values, costs):
+                self._store[k] = (list(v), c)
         # Every asked trace is charged, a repeated one too, so a method's count does not depend on what ran before.
         self.verifier_tokens += round(sum(self._store[k][1] for k in keys))
         return [list(self._store[k][0]) for k in keys]
+
+
+def _prompt_key(prompt) -> tuple[str, str]:
+    """A hashable key of a prompt; a text prompt never equals a message list that serialises to the same string."""
+    return ("text", prompt) if isinstance(prompt, str) else ("messages", json.dumps(prompt, sort_keys=True))

@@ -131,6 +131,13 @@ def evaluate_search(
     if "orm_bon" in cfg.methods and orm is None:
         raise ValueError("method orm_bon needs an ORM scorer")
     if cfg.reuse_samples:
+        from ..distributed import Lockstep
+
+        if Lockstep().world_size > 1:
+            raise ValueError(
+                "reuse_samples needs one process: with several, one process could skip a generate call that "
+                "another makes, and sharded (ZeRO-3) generation needs every process in every call"
+            )
         policy = policy if isinstance(policy, ReusingPolicy) else ReusingPolicy(policy)
         wrapped = {id(x): x if isinstance(x, ReusingScorer) else ReusingScorer(x) for x in (pav, orm) if x is not None}
         pav, orm = (None if x is None else wrapped[id(x)] for x in (pav, orm))
