@@ -47,7 +47,7 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
     base_key = {
         "cfg": [cfg.search_problems, cfg.search_budgets, cfg.search_alpha, cfg.prover_k, cfg.seed],
         "beam": {"merge_duplicates": search_cfg.merge_duplicates, "expansions": search_cfg.expansions},
-        "reuse": search_cfg.reuse_samples,
+        "reuse": search_cfg.reuse_samples and "per-trace verifier tokens",
         "step_accuracy": arith["step_accuracy"],
     }
     verifier_stamps = [(Path(p) / ".done").read_text() for p in arith["verifiers"].values()]
