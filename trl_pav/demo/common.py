@@ -139,7 +139,7 @@ def rl_args(cls, output_dir: Path, steps: int, seed: int, **kw):
         bf16=False,
         seed=seed,
         disable_tqdm=True,
-        gradient_checkpointing=False,  # TRL's default; on a tiny model it only adds a second forward pass
+        gradient_checkpointing=False,  # TRL turns it on; for a tiny model it only adds a second forward pass
         **kw,
     )
 

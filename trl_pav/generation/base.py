@@ -150,7 +150,7 @@ def mix_seed(*parts: int) -> int:
     """
     h = 0x9E3779B9
     for p in parts:
-        h = _hash32_int(h ^ _hash32_int(int(p) & _MASK32))
+        h = _hash32_int(h ^ _hash32_int(int(p)))
     return h
 
 

@@ -3,8 +3,8 @@
 Every sample is seeded by its request (prompt id, depth, beam rank, expansion), so PAV beam and Q-only beam, beam
 searches at different N and best-of-N at growing N ask for many identical samples and scores. These wrappers compute
 each distinct request once and hand the stored result to every later asker; each method is still charged the
-tokens it would have generated alone, so accuracy-vs-compute curves do not change (verifier tokens of a reused score
-are an estimate: see `ReusingScorer`).
+tokens it would have generated alone, so accuracy-vs-compute curves do not change (verifier tokens too, for scorers
+that say what one trace reads: see `ReusingScorer`).
 """
 
 from __future__ import annotations

@@ -102,7 +102,7 @@ def train_sft_policy(
         bf16=config.bf16,
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
-        gradient_checkpointing=False,  # TRL's default; on a tiny model it only adds a second forward pass
+        gradient_checkpointing=False,  # TRL turns it on; for a tiny model it only adds a second forward pass
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_dataset, processing_class=tokenizer)
     trainer.train()
