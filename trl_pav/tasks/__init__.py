@@ -14,6 +14,7 @@ from .arithmetic import (
     reference_steps,
 )
 from .planted import PlantedGrader, PlantedOracleScorer, PlantedProverPolicy, PlantedTask
+from .rewrite import RewriteGrader, RewritePolicy, RewriteProblem, RewriteTask
 from .sft import TinyPolicyConfig, tiny_policy_model, train_sft_policy
 
 __all__ = [
@@ -26,6 +27,10 @@ __all__ = [
     "PlantedOracleScorer",
     "PlantedProverPolicy",
     "PlantedTask",
+    "RewriteGrader",
+    "RewritePolicy",
+    "RewriteProblem",
+    "RewriteTask",
     "TinyPolicyConfig",
     "evaluate",
     "get_task",
@@ -35,7 +40,7 @@ __all__ = [
     "train_sft_policy",
 ]
 
-TASKS = {"arithmetic": ArithmeticTask, "planted": PlantedTask}
+TASKS = {"arithmetic": ArithmeticTask, "planted": PlantedTask, "rewrite": RewriteTask}
 
 # Policy sizes and budgets that reach the targets on 2 CPU cores (measured; see docs/tasks.md).
 DEFAULT_POLICY = {
@@ -45,8 +50,8 @@ DEFAULT_POLICY = {
 }
 
 
-def get_task(name: str, **kwargs) -> ArithmeticTask | PlantedTask:
-    """A task by name (`"arithmetic"` or `"planted"`)."""
+def get_task(name: str, **kwargs) -> ArithmeticTask | PlantedTask | RewriteTask:
+    """A task by name (`"arithmetic"`, `"planted"` or `"rewrite"`)."""
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; known tasks: {sorted(TASKS)}")
     return TASKS[name](**kwargs)
