@@ -92,6 +92,24 @@ def child_rewards(parent_values: Sequence[float], child_values: Sequence[float],
     return effective_reward(children, advantage, alpha).tolist()
 
 
+def _select(
+    ranked: list[tuple[float, int, _Node]], slots: int, merge_duplicates: bool, answer_fn: AnswerFn | None
+) -> tuple[list[_Node], list[_Node], list[_Node]]:
+    """One prompt's survivors of a round, best reward first (ties to the earlier sample): the live beams, the
+    finished traces that join the answer pool, and the finished traces without an answer (dead ends)."""
+    seen, keep, pooled, dead = set(), [], [], []
+    for _, _, child in sorted(ranked, key=lambda t: (-t[0], t[1])):
+        if merge_duplicates and (child.steps, child.finished) in seen:
+            continue
+        seen.add((child.steps, child.finished))
+        if child.finished and answer_fn is not None and answer_fn(list(child.steps)) is None:
+            dead.append(child)
+        elif slots > 0:
+            slots -= 1
+            (pooled if child.finished else keep).append(child)
+    return keep, pooled, dead
+
+
 def beam_search(
     policy: Policy,
     scorer: StepScorer,
@@ -100,6 +118,7 @@ def beam_search(
     ledger: ComputeLedger | None = None,
     prompt_ids: Sequence[int] | None = None,
     answer_fn: AnswerFn | None = None,
+    round_log: list[bool] | None = None,
 ) -> list[SearchResult]:
     """Beam search over steps for every prompt at once (generation and scoring batched across prompts and beams).
 
@@ -113,6 +132,10 @@ def beam_search(
     holds at most B traces and the search ends when B traces have finished; a finished child without an answer is a
     dead end. The answer is the pooled trace with the highest `Q̂^π`. Only if nothing answered within `max_depth`
     does the search fall back to the highest-valued dead end or last live beam (`SearchResult.answered` is False).
+
+    With `round_log` given, every round of every prompt appends whether the children kept under the effective
+    reward differ from those the Q-only rule (α = 0) would keep from the same children (the regime pre-flight's
+    rank disagreement, `trl_pav.regime`).
 
     Example:
         >>> from trl_pav.tasks import PlantedTask, PlantedProverPolicy, PlantedOracleScorer
@@ -167,17 +190,14 @@ def beam_search(
         for order, ((i, _, child), reward) in enumerate(zip(children, rewards)):
             ranked[i].append((reward, order, child))
         for i in range(len(prompts)):
-            slots = cfg.beams - len(pools[i])
-            seen, keep = set(), []
-            for _, _, child in sorted(ranked[i], key=lambda t: (-t[0], t[1])):
-                if cfg.merge_duplicates and (child.steps, child.finished) in seen:
-                    continue
-                seen.add((child.steps, child.finished))
-                if child.finished and answer_fn is not None and answer_fn(list(child.steps)) is None:
-                    dead_ends[i].append(child)  # takes no slot: it can neither continue nor answer
-                elif slots > 0:
-                    slots -= 1
-                    (pools[i] if child.finished else keep).append(child)
+            keep, pooled, dead = _select(ranked[i], cfg.beams - len(pools[i]), cfg.merge_duplicates, answer_fn)
+            if round_log is not None and ranked[i]:
+                # The Q-only rule on the same children: does the advantage term change what survives?
+                by_q = [(child.value, order, child) for _, order, child in ranked[i]]
+                q_keep, q_pooled, _ = _select(by_q, cfg.beams - len(pools[i]), cfg.merge_duplicates, answer_fn)
+                round_log.append({id(n) for n in keep + pooled} != {id(n) for n in q_keep + q_pooled})
+            pools[i].extend(pooled)
+            dead_ends[i].extend(dead)  # they take no slot: they can neither continue nor answer
             active[i] = keep
             if keep:
                 last_live[i] = keep

@@ -1,0 +1,90 @@
+"""Regime pre-flight: its statistics against hand-computed values and the cases where the answer is known."""
+
+import numpy as np
+import pytest
+
+from trl_pav.regime import (
+    RegimeConfig,
+    advantage_variance,
+    all_equal_group_share,
+    pass_gap,
+    regime_preflight,
+    regime_verdict,
+)
+from trl_pav.search.beam_search import _Node, _select, child_rewards
+from trl_pav.tasks import ArithmeticTask, NoisyArithmeticPolicy, RewritePolicy, RewriteTask
+
+RATES = {"hard_product": 0.7, "product": 0.2, "split": 0.1, "sum": 0.15}
+
+
+def test_statistics_by_hand():
+    assert pass_gap(np.array([[1, 1], [0, 1], [0, 0]])) == pytest.approx(2 / 3 - 0.5)
+    assert all_equal_group_share([1, 1, 0, 1, 0, 0], group_size=2) == pytest.approx(2 / 3)
+    # K = 2: f(q) = 1 - (1-q)^2; steps 0.5 -> 0.5 (A = 0) and 0.5 -> 1.0 (A = 1 - 0.75 = 0.25)
+    assert advantage_variance([[0.5, 0.5, 1.0]], prover_k=2) == pytest.approx(np.var([0.0, 0.25]))
+    with pytest.raises(ValueError, match="groups of 3"):
+        all_equal_group_share([1, 0], group_size=3)
+    with pytest.raises(ValueError, match="no trace has a step"):
+        advantage_variance([[0.3]], prover_k=4)
+    with pytest.raises(ValueError, match="pass_gap"):
+        pass_gap(np.array([1, 0]))
+
+
+def test_advantage_changes_the_kept_child_in_the_papers_figure_2():
+    """Parents at 0.80 and 0.50, children at 0.75 and 0.70, one slot: Q keeps the first, Q + α·A the second."""
+    parents, values = [0.80, 0.50], [0.75, 0.70]
+    nodes = [_Node(("a",), v) for v in values]
+    rewards = child_rewards(parents, values, alpha=0.5, k=1)
+    by_reward, _, _ = _select([(r, i, n) for i, (r, n) in enumerate(zip(rewards, nodes))], 1, False, None)
+    by_q, _, _ = _select([(n.value, i, n) for i, n in enumerate(nodes)], 1, False, None)
+    assert by_reward == [nodes[1]] and by_q == [nodes[0]]
+
+
+def test_one_beam_cannot_disagree_and_identical_searches_give_zero():
+    """With N = C every child shares the one parent, so Q + α·A is monotone in Q: the same search."""
+    task = RewriteTask()
+    pol = RewritePolicy(task, RATES, restate_rate=0.2)
+    probs = task.sample_problems(12, seed=4)
+    cfg = RegimeConfig(budgets=[3], samples=8, group_size=4, bootstrap_samples=50)
+    pre = regime_preflight(pol, pol, [p.prompt for p in probs], [p.gold for p in probs], task.grader, cfg)
+    assert pre["beam_rounds"] > 0
+    assert pre["rank_disagreement"] == 0.0
+    assert pre["exact_pav_vs_q_identical"] and pre["exact_pav_vs_q_gain"] == 0.0
+    assert pre["exact_pav_vs_q_interval"] == [0.0, 0.0]
+    assert pre["pass_at_n"] >= pre["sampled_accuracy"]
+
+
+def test_preflight_on_an_exact_policy_matches_its_values():
+    """The noisy arithmetic policy's success is (1 - e)^ops: sampled accuracy agrees with the mean exact root value,
+    and its all-equal group share agrees with the binomial formula, within sampling error."""
+    task = ArithmeticTask(min_ops=2, max_ops=2)
+    pol = NoisyArithmeticPolicy(task, error_rate=0.3)
+    probs = task.sample_problems(150, seed=8)
+    cfg = RegimeConfig(budgets=[3], samples=8, group_size=4, bootstrap_samples=20)
+    pre = regime_preflight(pol, pol, [p.prompt for p in probs], [p.gold for p in probs], task.grader, cfg)
+    q = 0.7**2
+    assert abs(pre["sampled_accuracy"] - q) < 4 * np.sqrt(q * (1 - q) / (150 * 8))
+    equal = q**4 + (1 - q) ** 4
+    assert abs(pre["rl_all_equal_groups"] - equal) < 4 * np.sqrt(equal * (1 - equal) / 150)
+    assert pre["advantage_variance"] > 0
+
+
+def test_verdict_is_written_from_its_numbers():
+    base = {
+        "pass_gap": 0.3,
+        "rank_disagreement": 0.2,
+        "rl_all_equal_groups": 0.4,
+        "advantage_variance": 0.02,
+        "exact_pav_vs_q_gain": 0.05,
+        "exact_pav_vs_q_interval": [0.01, 0.09],
+    }
+    v = regime_verdict(base)
+    assert v["search"] and v["rl"]
+    assert "0.300" in v["search_reasons"][0] and "20.0%" in v["search_reasons"][1]
+    assert "above 0" in v["search_reasons"][2]
+    v = regime_verdict({**base, "rank_disagreement": 0.0, "exact_pav_vs_q_interval": [-0.02, 0.01]})
+    assert not v["search"] and "0.0%" in v["search_reasons"][1] and "includes 0" in v["search_reasons"][2]
+    assert not regime_verdict({**base, "pass_gap": 0.01})["search"]
+    assert not regime_verdict({**base, "rl_all_equal_groups": 0.9})["rl"]
+    assert not regime_verdict({**base, "rl_all_equal_groups": 0.0})["rl"]
+    assert not regime_verdict({**base, "advantage_variance": 0.0})["rl"]
