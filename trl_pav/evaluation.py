@@ -1,16 +1,26 @@
-"""Policy evaluation: sampled accuracy of a policy on graded problems, and its curve during training."""
+"""Policy evaluation: sampled accuracy of a policy on graded problems, its curve during training, and disjoint pools
+of problems for the stages that train and evaluate on them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+import hashlib
+from collections.abc import Callable, Collection, Hashable, Iterator, Mapping, Sequence
+from typing import Any, Generic, Protocol, TypeVar
 
 from transformers import TrainerCallback
 
 from .generation.base import Policy, group_samples, sample_requests
 from .grading import Grader, grade_batch
 
-__all__ = ["AccuracyCurveCallback", "iterations_to_reach", "sample_traces", "sampled_accuracy"]
+__all__ = [
+    "AccuracyCurveCallback",
+    "ProblemPools",
+    "ProblemSource",
+    "iterations_to_reach",
+    "prompt_key",
+    "sample_traces",
+    "sampled_accuracy",
+]
 
 
 def sample_traces(
@@ -80,3 +90,159 @@ def iterations_to_reach(curve: list[tuple[int, float]], target: float) -> int | 
         20
     """
     return next((step for step, acc in curve if acc >= target - 1e-9), None)
+
+
+P = TypeVar("P")
+
+
+class ProblemSource(Protocol[P]):
+    """A task that draws problems: `sample_problems(n, seed)` is `n` problems, deterministic in `seed`."""
+
+    def sample_problems(self, n: int, seed: int = 0) -> Sequence[P]: ...
+
+
+def prompt_key(problem: Any) -> Hashable:
+    """The default identity of a problem: its prompt."""
+    return problem.prompt
+
+
+class ProblemPools(Mapping[str, list[P]], Generic[P]):
+    """Named, pairwise disjoint pools of a task's problems: no problem (by `key`) is in two pools.
+
+    One stream of problems is drawn from `task` (fixed chunks seeded from `seed`) and dealt out in the order of
+    `sizes`: each pool takes the next problems of the stream whose key no earlier pool holds. A pool is therefore
+    fixed by `seed`, its own size and the pools dealt before it (`spec` says exactly that, for cache keys), and
+    does not change with the pools dealt after it.
+
+    Pools take distinct problems, except those named in `repeats`, which keep the stream's repetitions (a training
+    stream such as SFT data: its draws keep the task's distribution, minus the problems of the other pools). Deal
+    small evaluation pools first and a large training pool last: the evaluation pools then keep the task's
+    distribution, where after a large pool they would lack the problems it covered (the most frequent ones).
+
+    Args:
+        task: draws problems with `sample_problems(n, seed)`.
+        sizes: pool name to number of problems, in dealing order.
+        seed: seed of the stream.
+        key: a problem's identity (defaults to its `prompt`).
+        repeats: pools that may hold one problem several times.
+        max_misses: consecutive draws that fill nothing after which the task counts as exhausted.
+
+    Raises:
+        ValueError: on a negative size, an unknown name in `repeats`, or when the task cannot supply enough
+            distinct problems (naming the pool and the counts).
+
+    Example:
+        >>> from trl_pav.tasks import ArithmeticTask
+        >>> pools = ProblemPools(ArithmeticTask(), {"eval": 50, "train": 200}, seed=0, repeats={"train"})
+        >>> len(pools["eval"]), len(pools["train"])
+        (50, 200)
+        >>> pools.keys_of("eval").isdisjoint(pools.keys_of("train"))
+        True
+    """
+
+    VERSION = 1  # bump when the dealing changes, so cache keys built from `spec` change with it
+    CHUNK = 4096  # fixed, so the stream does not depend on the sizes asked for
+
+    def __init__(
+        self,
+        task: ProblemSource[P],
+        sizes: Mapping[str, int],
+        seed: int = 0,
+        key: Callable[[P], Hashable] = prompt_key,
+        repeats: Collection[str] = (),
+        max_misses: int = 50_000,
+    ) -> None:
+        for name, size in sizes.items():
+            if not isinstance(size, int) or size < 0:
+                raise ValueError(f"ProblemPools: pool {name!r} needs a size >= 0, got {size!r}")
+        unknown = set(repeats) - set(sizes)
+        if unknown:
+            raise ValueError(f"ProblemPools: repeats names unknown pools {sorted(unknown)}; pools: {list(sizes)}")
+        if max_misses < 1:
+            raise ValueError(f"ProblemPools: max_misses must be >= 1, got {max_misses}")
+        self.sizes, self.seed, self.repeats = dict(sizes), seed, frozenset(repeats)
+        self._pools: dict[str, list[P]] = {}
+        self._keys: dict[str, set[Hashable]] = {}
+        taken: set[Hashable] = set()  # keys of every pool dealt so far
+        stream = self._stream(task)
+        self.draws = 0
+        for name, size in self.sizes.items():
+            pool, keys, misses = [], set(), 0
+            while len(pool) < size:
+                if misses >= max_misses:
+                    raise ValueError(
+                        f"ProblemPools: pool {name!r} got {len(pool)} of {size} problems: the task gave "
+                        f"{len(taken | keys)} distinct problems in {self.draws} draws, and none of the last {misses} "
+                        f"could go to it (pools asked for: {self.sizes})"
+                    )
+                problem = next(stream)
+                self.draws += 1
+                k = key(problem)
+                if k in taken or (k in keys and name not in self.repeats):
+                    misses += 1
+                    continue
+                misses = 0
+                pool.append(problem)
+                keys.add(k)
+            taken |= keys
+            self._pools[name], self._keys[name] = pool, keys
+
+    @classmethod
+    def from_spec(
+        cls, task: ProblemSource[P], spec: Mapping[str, Any], key: Callable[[P], Hashable] = prompt_key
+    ) -> ProblemPools[P]:
+        """The pools that `spec` (from `spec()`, e.g. saved with a run) describes, dealt again from `task`.
+
+        Raises:
+            ValueError: if `spec` comes from another dealing version.
+
+        Example:
+            >>> from trl_pav.tasks import ArithmeticTask
+            >>> pools = ProblemPools(ArithmeticTask(), {"a": 2, "b": 3}, seed=1)
+            >>> ProblemPools.from_spec(ArithmeticTask(), pools.spec())["b"] == pools["b"]
+            True
+        """
+        if spec.get("version") != cls.VERSION:
+            raise ValueError(f"ProblemPools.from_spec: spec of version {spec.get('version')!r}, this is {cls.VERSION}")
+        sizes = {name: size for name, size, _ in spec["pools"]}
+        repeats = {name for name, _, rep in spec["pools"] if rep}
+        return cls(task, sizes, seed=spec["seed"], key=key, repeats=repeats)
+
+    def _stream(self, task: ProblemSource[P]) -> Iterator[P]:
+        chunk = 0
+        while True:
+            # A seed per (stream seed, chunk) from a hash: streams of nearby seeds share no chunks.
+            digest = hashlib.sha256(f"problem-pools:{self.seed}:{chunk}".encode()).digest()
+            yield from task.sample_problems(self.CHUNK, seed=int.from_bytes(digest[:8], "big"))
+            chunk += 1
+
+    def __getitem__(self, name: str) -> list[P]:
+        return self._pools[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._pools)
+
+    def __len__(self) -> int:
+        return len(self._pools)
+
+    def keys_of(self, name: str) -> set[Hashable]:
+        """The distinct keys of pool `name`."""
+        return set(self._keys[name])
+
+    def spec(self, *names: str) -> dict:
+        """What fixes the pools `names` (all pools if none): the dealing version, the seed and every pool dealt up
+        to the last of them. JSON-able, for cache keys: a stage's key changes whenever its problems can.
+
+        Example:
+            >>> from trl_pav.tasks import ArithmeticTask
+            >>> pools = ProblemPools(ArithmeticTask(), {"a": 2, "b": 3}, seed=1)
+            >>> pools.spec("a")
+            {'version': 1, 'seed': 1, 'pools': [['a', 2, False]]}
+        """
+        order = list(self.sizes)
+        unknown = [n for n in names if n not in self.sizes]
+        if unknown:
+            raise KeyError(f"ProblemPools.spec: unknown pools {unknown}; pools: {order}")
+        last = max((order.index(n) for n in names), default=len(order) - 1)
+        dealt = [[n, self.sizes[n], n in self.repeats] for n in order[: last + 1]]
+        return {"version": self.VERSION, "seed": self.seed, "pools": dealt}

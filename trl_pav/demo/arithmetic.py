@@ -15,30 +15,99 @@ from . import common
 from .common import cached, cached_json
 
 __all__ = [
+    "VALIDATION_PROBLEMS",
     "checker_scorer",
+    "demo_pools",
     "evaluation_sets",
     "run",
+    "saved_pools",
     "sibling_steps",
     "step_auc_against_checker",
     "train_verifier",
     "verifier_measures",
 ]
 
+POLICY_EVAL_PROBLEMS = 400
+STEP_EVAL_PROBLEMS = 200
+VALIDATION_PROBLEMS = 256  # reserved for choosing verifier settings (trl_pav.experiments.verifier_heads)
+
+
+def demo_pools(cfg, task=None):
+    """The arithmetic demo's problems, one disjoint pool per stage (`trl_pav.evaluation.ProblemPools`).
+
+    Small evaluation pools are dealt first so they keep the task's distribution; the SFT stream comes last (with
+    its repetitions) and skips every problem of the others. Pools of fixed size lead, so a changed budget moves as
+    few pools as it can.
+    """
+    from ..evaluation import ProblemPools
+    from ..tasks import ArithmeticTask
+
+    policy_cfg = _policy_config(cfg)
+    sizes = {
+        "policy_eval": POLICY_EVAL_PROBLEMS,
+        "step_eval": STEP_EVAL_PROBLEMS,
+        "verifier_validation": VALIDATION_PROBLEMS,
+        "search": cfg.search_problems,
+        "label": cfg.label_problems,
+        "rl_eval": cfg.rl_eval_problems,
+        "rl_train": cfg.rl_steps * 4 + 64,
+        "sft": policy_cfg.batch_size * policy_cfg.max_steps,  # one problem per SFT sequence
+    }
+    return ProblemPools(task or ArithmeticTask(), sizes, seed=cfg.seed, key=_expression, repeats={"sft"})
+
+
+def saved_pools(folder: Path, task=None):
+    """The pools a demo run used, from the `pools.json` it saved in its `arithmetic` folder.
+
+    Raises:
+        FileNotFoundError: if the folder has none (a run from before disjoint problem pools).
+    """
+    import json
+
+    from ..evaluation import ProblemPools
+    from ..tasks import ArithmeticTask
+
+    path = Path(folder) / "pools.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no saved problem pools (a demo run from before them); re-run `make demo`")
+    return ProblemPools.from_spec(task or ArithmeticTask(), json.loads(path.read_text()), key=_expression)
+
+
+def _expression(problem) -> str:
+    return problem.expression
+
+
+def _policy_config(cfg):
+    from ..tasks import TinyPolicyConfig
+
+    return TinyPolicyConfig(max_steps=cfg.policy_steps, seed=cfg.seed)
+
+
+def _policy_key(policy_cfg, pools) -> dict:
+    return {**asdict(policy_cfg), "pools": pools.spec("sft")}
+
 
 def run(cfg, out: Path, progress, results: dict) -> dict:
+    import json
+
     from transformers import AutoModelForCausalLM
 
     from ..evaluation import sampled_accuracy
     from ..generation import HFPolicy
     from ..labeling import MCLabelConfig, MCLabeler, load_labels
-    from ..tasks import ArithmeticTask, TinyPolicyConfig, train_base_policy
+    from ..tasks import ArithmeticTask, train_base_policy
     from ..tokenization import load_tokenizer
 
     task = ArithmeticTask()
-    policy_cfg = TinyPolicyConfig(max_steps=cfg.policy_steps, seed=cfg.seed)
+    pools = demo_pools(cfg, task)
+    (out / "arithmetic").mkdir(parents=True, exist_ok=True)
+    (out / "arithmetic" / "pools.json").write_text(json.dumps(pools.spec()))  # for later experiments on this run
+    policy_cfg = _policy_config(cfg)
     progress(f"arithmetic base policy: SFT for {cfg.policy_steps} steps (cached after the first run)")
     policy_dir = cached(
-        out / "arithmetic" / "policy", asdict(policy_cfg), lambda d: train_base_policy(task, d, policy_cfg)
+        out / "arithmetic" / "policy",
+        _policy_key(policy_cfg, pools),
+        lambda d: train_base_policy(task, d, policy_cfg, problems=pools["sft"]),
     )
     seconds_file = policy_dir / ".seconds"  # the training's seconds, also when read from the cache
     policy_seconds = float(seconds_file.read_text()) if seconds_file.exists() else 0.0
@@ -46,7 +115,7 @@ def run(cfg, out: Path, progress, results: dict) -> dict:
     policy = HFPolicy(
         model, tok, task.step_format, name="arithmetic-base", max_new_tokens=64, max_step_tokens=16, batch_size=256
     )
-    eval_problems = task.sample_problems(400, seed=10_000)
+    eval_problems = pools["policy_eval"]
     base_acc = sampled_accuracy(
         policy, [p.prompt for p in eval_problems], [p.gold for p in eval_problems], task.grader, seed=cfg.seed
     )
@@ -71,9 +140,7 @@ def run(cfg, out: Path, progress, results: dict) -> dict:
     labels_dir = out / "arithmetic" / "labels"
     # Finished shards of the same configuration are reused; a changed configuration relabels from scratch.
     t0 = time.time()
-    MCLabeler(policy, task.grader, label_cfg).label(
-        task.problems_dataset(cfg.label_problems, seed=cfg.seed + 1), labels_dir
-    )
+    MCLabeler(policy, task.grader, label_cfg).label(_problems_dataset(pools["label"]), labels_dir)
     labels, label_meta = load_labels(labels_dir)
     labeling_wall = time.time() - t0
     # Shards record their own seconds, so reused shards count in what a fresh run would take.
@@ -91,15 +158,15 @@ def run(cfg, out: Path, progress, results: dict) -> dict:
             "kind": kind,
             "cfg": _verifier_key(cfg),
             "labels": label_meta.get("fingerprint"),
-            "policy": asdict(policy_cfg),
+            "policy": _policy_key(policy_cfg, pools),
         }
         verifiers[kind] = cached(
             out / "arithmetic" / kind, key, lambda d, kind=kind: train_verifier(policy_dir, labels, d, kind, cfg)
         )
     quality = cached_json(
         out / "arithmetic" / "quality.json",
-        {"verifiers": [_done(verifiers[k]) for k in verifiers], "cfg": _quality_key(cfg)},
-        lambda: verifier_quality(verifiers, task, policy, cfg, labels=labels),
+        {"verifiers": [_done(verifiers[k]) for k in verifiers], "cfg": _quality_key(cfg, pools)},
+        lambda: verifier_quality(verifiers, task, policy, cfg, labels=labels, pools=pools),
     )
     progress(
         "verifiers, within-problem AUC on best-of-N candidates: PAV {:.3f}, ORM {:.3f}; PAV step AUC vs the exact "
@@ -117,6 +184,7 @@ def run(cfg, out: Path, progress, results: dict) -> dict:
         },
         "label_quality": label_quality,
         "verifier_quality": quality,
+        "problem_pools": pools.spec(),  # disjoint problem pools: names, sizes, seed (docs/deviations.md)
     }
     return {
         "task": task,
@@ -125,7 +193,21 @@ def run(cfg, out: Path, progress, results: dict) -> dict:
         "verifiers": verifiers,
         "base_acc": base_acc,
         "step_accuracy": step_accuracy,
+        "pools": pools,
     }
+
+
+def _problems_dataset(problems):
+    """Problems as the labeler's input rows (what `ArithmeticTask.problems_dataset` makes from fresh draws)."""
+    from datasets import Dataset
+
+    return Dataset.from_dict(
+        {
+            "prompt": [p.prompt for p in problems],
+            "gold": [p.gold for p in problems],
+            "expression": [p.expression for p in problems],
+        }
+    )
 
 
 def checker_scorer(task, step_accuracy: float):
@@ -153,9 +235,10 @@ def _verifier_key(cfg) -> dict:
     return key
 
 
-def _quality_key(cfg) -> dict:
+def _quality_key(cfg, pools) -> dict:
     # "v" changes with what verifier_quality measures, so a cached result is recomputed then.
-    return {"problems": cfg.search_problems, "n": cfg.quality_candidates, "seed": cfg.seed, "v": 5}
+    key = {"problems": cfg.search_problems, "n": cfg.quality_candidates, "seed": cfg.seed, "v": 5}
+    return {**key, "pools": pools.spec("search", "step_eval")}
 
 
 def _step_accuracy(task, policy, problems, seed: int) -> float:
@@ -260,8 +343,9 @@ def train_verifier(policy_dir: Path, labels, folder: Path, kind: str, cfg) -> No
     shutil.rmtree(folder / "trainer", ignore_errors=True)
 
 
-def verifier_quality(verifiers: dict[str, Path], task, policy, cfg, labels=None) -> dict:
-    """Each verifier against the exact checker on held-out problems.
+def verifier_quality(verifiers: dict[str, Path], task, policy, cfg, labels=None, pools=None) -> dict:
+    """Each verifier against the exact checker on held-out problems (the `search` and `step_eval` pools of `pools`,
+    by default `demo_pools(cfg, task)`).
 
     - `step_auc`: its step values against the checker's step correctness on base-policy traces (meaningful for a
       PAV; an ORM is trained only at the final position).
@@ -283,8 +367,17 @@ def verifier_quality(verifiers: dict[str, Path], task, policy, cfg, labels=None)
     from ..metrics import auc, within_problem_auc
     from ..modeling import PAVVerifier
 
-    probs = task.sample_problems(cfg.search_problems, seed=30_000)
-    sets = evaluation_sets(task, policy, probs, cfg.quality_candidates, cfg.seed, candidate_seed=cfg.seed + 21)
+    pools = pools if pools is not None else demo_pools(cfg, task)
+    probs = pools["search"]
+    sets = evaluation_sets(
+        task,
+        policy,
+        probs,
+        cfg.quality_candidates,
+        cfg.seed,
+        candidate_seed=cfg.seed + 21,
+        step_problems=pools["step_eval"],
+    )
     rows, correct, pid, siblings = sets["rows"], sets["correct"], sets["pid"], sets["siblings"]
     out = {}
     for kind, path in verifiers.items():
@@ -331,27 +424,26 @@ def verifier_quality(verifiers: dict[str, Path], task, policy, cfg, labels=None)
     return out
 
 
-def evaluation_sets(task, policy, problems, candidates: int, seed: int, candidate_seed: int) -> dict:
+def evaluation_sets(task, policy, problems, candidates: int, seed: int, candidate_seed: int, step_problems) -> dict:
     """What `verifier_measures` scores, sampled once for every verifier.
 
     Returns:
         `{"problems", "rows"` (problem index, steps) of each finished, answered best-of-N candidate (`candidates` per
-        problem), `"correct"`, `"pid"` (their problem index), `"traces"` (base-policy traces of 200 step-evaluation
-        problems), `"siblings"` (`sibling_steps` of `problems`)`}`.
+        problem), `"correct"`, `"pid"` (their problem index), `"traces"` (two base-policy traces of each of
+        `step_problems`), `"siblings"` (`sibling_steps` of `problems`)`}`.
     """
     from ..evaluation import sample_traces
     from ..search import sample_candidates, selection_pools
 
     sampled = sample_candidates(policy, [p.prompt for p in problems], candidates, seed=candidate_seed)
     rows = [(i, g.steps) for i, (pool, answered) in enumerate(selection_pools(sampled)) if answered for g in pool]
-    step_probs = task.sample_problems(200, seed=20_000)
-    step_traces = sample_traces(policy, [p.prompt for p in step_probs], 2, seed=seed + 5)
+    step_traces = sample_traces(policy, [p.prompt for p in step_problems], 2, seed=seed + 5)
     return {
         "problems": problems,
         "rows": rows,
         "correct": np.array([task.grader.grade(task.step_format.join(s), problems[i].gold) for i, s in rows]),
         "pid": np.array([i for i, _ in rows]),
-        "traces": [(p, steps) for p, ts in zip(step_probs, step_traces) for steps in ts if steps],
+        "traces": [(p, steps) for p, ts in zip(step_problems, step_traces) for steps in ts if steps],
         "siblings": sibling_steps(task, policy, problems, seed),
     }
 

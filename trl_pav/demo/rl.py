@@ -24,9 +24,9 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
     from ..trainers import PAVGRPOConfig, PAVGRPOTrainer, grader_reward
 
     task, tok = arith["task"], arith["policy"].tokenizer
-    train = task.sample_problems(cfg.rl_steps * 4 + 64, seed=40_000)
+    pools = arith["pools"]  # disjoint from each other and from every other stage's problems
+    train, held = pools["rl_train"], pools["rl_eval"]
     train_ds = Dataset.from_dict({"prompt": [p.prompt for p in train], "gold": [p.gold for p in train]})
-    held = task.sample_problems(cfg.rl_eval_problems, seed=50_000)
 
     def evaluate(model) -> float:
         pol = HFPolicy(model, tok, task.step_format, max_new_tokens=64, batch_size=256)
@@ -47,6 +47,7 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
                 "seed": seed,
                 "cfg": [cfg.rl_steps, cfg.rl_alpha, cfg.prover_k, cfg.rl_learning_rate, cfg.rl_eval_every],
                 "eval": cfg.rl_eval_problems,
+                "pools": pools.spec("rl_eval", "rl_train"),
                 "policy": (Path(arith["policy_dir"]) / ".done").read_text(),
                 "step_accuracy": arith["step_accuracy"],
             }

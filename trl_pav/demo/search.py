@@ -28,7 +28,7 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
 
     # Every method, budget and verifier asks for many of the same seeded samples: each is generated once.
     task, policy = arith["task"], ReusingPolicy(arith["policy"])
-    probs = task.sample_problems(cfg.search_problems, seed=30_000)
+    probs = arith["pools"]["search"]  # disjoint from the SFT, labeled and other evaluation problems
     prompts, golds = [p.prompt for p in probs], [p.gold for p in probs]
     search_cfg = SearchEvalConfig(
         methods=METHODS,
@@ -46,6 +46,7 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
     }
     base_key = {
         "cfg": [cfg.search_problems, cfg.search_budgets, cfg.search_alpha, cfg.prover_k, cfg.seed],
+        "pools": arith["pools"].spec("search"),
         "beam": {"merge_duplicates": search_cfg.merge_duplicates, "expansions": search_cfg.expansions},
         "reuse": search_cfg.reuse_samples and "per-trace verifier tokens",
         "step_accuracy": arith["step_accuracy"],

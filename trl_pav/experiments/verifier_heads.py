@@ -48,7 +48,8 @@ def run_verifier_heads(
         demo_dir: a finished `make demo` output folder (its `arithmetic/policy` and `arithmetic/labels`).
         out_dir: where the trained verifiers go (one folder per setting; an existing one is reused).
         settings: `(kind, likelihood_head, learning_rate)` triples.
-        problems: validation problems (drawn with seed 35,000: neither the labeled nor the search problems).
+        problems: validation problems, the first of the demo's `verifier_validation` pool (at most
+            `trl_pav.demo.arithmetic.VALIDATION_PROBLEMS`; disjoint from its SFT, labeled, search and other problems).
         candidates: best-of-N candidates sampled per validation problem.
         seed: seed of the demo configuration (training) and of the sampling.
         log: called with each result as it is ready.
@@ -56,11 +57,16 @@ def run_verifier_heads(
 
     Returns:
         One dict per setting with its measurements.
+
+    Raises:
+        FileNotFoundError: if the demo folder has no finished policy and labels, or no saved problem pools.
+        ValueError: if `problems` is more than the validation pool holds, or the demo's labels are not its label
+            pool.
     """
     from transformers import AutoModelForCausalLM
 
     from ..demo import DemoConfig
-    from ..demo.arithmetic import evaluation_sets, train_verifier, verifier_measures
+    from ..demo.arithmetic import evaluation_sets, saved_pools, train_verifier, verifier_measures
     from ..generation import HFPolicy
     from ..labeling import load_labels
     from ..modeling import PAVVerifier
@@ -74,8 +80,16 @@ def run_verifier_heads(
     model = AutoModelForCausalLM.from_pretrained(demo / "policy").eval()
     policy = HFPolicy(model, load_tokenizer(demo / "policy"), task.step_format, max_new_tokens=64, batch_size=256)
     labels, _ = load_labels(demo / "labels")
-    probs = task.sample_problems(problems, seed=35_000)
-    sets = evaluation_sets(task, policy, probs, candidates, seed, candidate_seed=seed + 77)
+    pools = saved_pools(demo, task)  # the demo run's own pools, whatever its budgets
+    if problems > len(pools["verifier_validation"]):
+        raise ValueError(f"problems={problems}, but the validation pool holds {len(pools['verifier_validation'])}")
+    # Disjointness holds within one run's pools: its labels must come from that run's label pool.
+    if not set(labels["expression"]) <= pools.keys_of("label"):
+        raise ValueError(f"{demo / 'labels'}: labeled problems outside the run's label pool; re-run `make demo`")
+    probs = pools["verifier_validation"][:problems]
+    sets = evaluation_sets(
+        task, policy, probs, candidates, seed, candidate_seed=seed + 77, step_problems=pools["step_eval"]
+    )
     results = []
     for kind, likelihood_head, lr in settings:
         cfg = replace(

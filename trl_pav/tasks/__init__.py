@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import replace
+
+from datasets import Dataset
 
 from .arithmetic import (
     ArithmeticGrader,
@@ -58,15 +61,30 @@ def get_task(name: str, **kwargs) -> ArithmeticTask | PlantedTask | RewriteTask:
 
 
 def train_base_policy(
-    task: ArithmeticTask | PlantedTask, output_dir: str | os.PathLike, config: TinyPolicyConfig | None = None
+    task: ArithmeticTask | PlantedTask,
+    output_dir: str | os.PathLike,
+    config: TinyPolicyConfig | None = None,
+    problems: Sequence[ArithmeticProblem] | None = None,
 ) -> str:
     """Train a task's base policy with TRL's `SFTTrainer` and save it (model + tokenizer) to `output_dir`.
 
-    Arithmetic: reference traces of fresh problems, one per sequence in the budget. Planted: the paper's
+    Arithmetic: reference traces of `problems`, or else of fresh problems, one per sequence in the budget (pass
+    `problems` from `trl_pav.evaluation.ProblemPools` to keep them out of evaluation). Planted: the paper's
     initialisation, SFT on 3,200 samples of the procedural prover with γ = 5.
     """
     config = config or DEFAULT_POLICY[task.name]
-    if isinstance(task, ArithmeticTask):
+    if problems is not None and not isinstance(task, ArithmeticTask):
+        raise ValueError(f"train_base_policy: problems are for the arithmetic task, not {task.name!r}")
+    if problems is not None:
+        if not problems:
+            raise ValueError("train_base_policy: problems is empty")
+        data = Dataset.from_dict(
+            {
+                "prompt": [p.prompt for p in problems],
+                "completion": [task.step_format.join(reference_steps(p.expression)) for p in problems],
+            }
+        )
+    elif isinstance(task, ArithmeticTask):
         data = task.sft_dataset(config.batch_size * config.max_steps, seed=config.seed + 1)
     else:
         data = task.sft_dataset(gamma=5.0, n=3200, seed=config.seed + 1)
