@@ -8,11 +8,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["write_report"]
+__all__ = ["comparison_verdict", "ratio_text", "search_headline", "write_report"]
 
 PAPER = {
     "search_accuracy_gain": "> +8 points (PAV beam vs ORM best-of-N)",
     "search_compute_ratio": "1.5-5x",
+    "search_pav_over_q": "PAV beam > Q-only beam",
     "best_prover_k": "Bo4 (K = 4) for medium-strength policies",
     "rl_sample_efficiency": "5-6x",
     "rl_accuracy_gain": "> +6 points",
@@ -82,12 +83,15 @@ def write_report(results: dict, folder: str | Path) -> Path:
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    # The contract keys of results.json, derived here too so that results built before them still carry them.
+    results = {**results, "search": {**results["search"], **search_headline(results["search"]["learned"]["vs"])}}
     search, rl, planted = results["search"], results["rl"], results["planted"]
     plots = {
         "search": Path(
             plot_search_results(
                 {"methods": search["learned"]["curves"]},
                 str(folder / "search_accuracy_vs_compute.png"),
+                compute="total_tokens",
                 title="Arithmetic search, learned verifiers",
             )
         ).name,
@@ -95,6 +99,7 @@ def write_report(results: dict, folder: str | Path) -> Path:
             plot_search_results(
                 {"methods": search["oracle"]["curves"]},
                 str(folder / "search_oracle_accuracy_vs_compute.png"),
+                compute="total_tokens",
                 title="Arithmetic search, exact checker-derived values",
             )
         ).name,
@@ -126,11 +131,10 @@ def write_report(results: dict, folder: str | Path) -> Path:
     claims = _claims(results)
     summary = {
         "search": {
-            "compute_ratio": search["compute_ratio"],
-            "ratio_is_lower_bound": search["ratio_is_lower_bound"],
-            "accuracy_gain": search["accuracy_gain"],
+            **{k: search[k] for k in _SEARCH_KEYS},
             "monotone": search["monotone"],
             "best_prover_k": search["best_prover_k"],
+            "best_prover_k_ties": search.get("best_prover_k_ties"),
         },
         "rl": {k: rl[k] for k in ("sample_efficiency_ratio", "accuracy_gain", "final_accuracy", "seeds")},
         "planted": {
@@ -173,9 +177,36 @@ def _runtime_md(results: dict) -> str:
     )
 
 
-def _verdict(low: float | None, high: float | None) -> str:
-    """`reproduced` when the interval excludes "no better" (lies above 0), `opposite` when it lies below, else
-    `not resolved`."""
+_SEARCH_KEYS = (
+    "compute_unit",
+    "accuracy_gain",
+    "accuracy_gain_interval",
+    "compute_ratio",
+    "compute_ratio_interval",
+    "ratio_is_grid_edge",
+    "ratio_is_lower_bound",
+    "verdict",
+    "compute_ratio_text",
+    "generated_only",
+    "pav_vs_q_gain",
+    "pav_vs_q_interval",
+    "pav_vs_q_verdict",
+)
+
+
+def comparison_verdict(low: float | None, high: float | None, identical: bool = False) -> str:
+    """The verdict on a gain from its interval: `"no difference"` when the two curves are identical (every
+    per-problem correctness equal at every budget), `"reproduced"` only when the interval lies above 0, `"opposite"`
+    only when it lies below 0, else `"not resolved"`.
+
+    Example:
+        >>> comparison_verdict(0.01, 0.2), comparison_verdict(-0.2, -0.01), comparison_verdict(-0.1, 0.1)
+        ('reproduced', 'opposite', 'not resolved')
+        >>> comparison_verdict(0.0, 0.0, identical=True)
+        'no difference'
+    """
+    if identical:
+        return "no difference"
     if low is None or high is None:
         return "not resolved"
     if low > 0:
@@ -185,23 +216,127 @@ def _verdict(low: float | None, high: float | None) -> str:
     return "not resolved"
 
 
+def _verdict(low: float | None, high: float | None) -> str:
+    return comparison_verdict(low, high)
+
+
+def ratio_text(c: dict) -> str | None:
+    """How a comparison's compute ratio (a `bootstrap_comparison` result) may be printed: None unless the gain is
+    resolved (its interval lies above 0); `"≥ X (grid edge)"` when the baseline never reaches the method's best
+    accuracy within its budgets; else `"X [lo, hi]"`, the upper end written `≥ hi` when more than 2.5% of the
+    resamples hit the grid edge (their ratios are lower bounds).
+
+    Example:
+        >>> c = {"accuracy_gain_low": 0.02, "compute_ratio": 2.0, "compute_ratio_low": 1.5, "compute_ratio_high": 3.0,
+        ...      "ratio_is_grid_edge": False}
+        >>> ratio_text(c), ratio_text({**c, "ratio_is_grid_edge": True}), ratio_text({**c, "accuracy_gain_low": 0.0})
+        ('2.00x [1.50, 3.00]', '≥ 2.00x (grid edge)', None)
+    """
+    if not c["accuracy_gain_low"] > 0:
+        return None
+    if c.get("ratio_is_grid_edge", c.get("ratio_is_lower_bound", False)):
+        return f"≥ {c['compute_ratio']:.2f}x (grid edge)"
+    high = f"{c['compute_ratio_high']:.2f}"
+    if c.get("compute_ratio_grid_edge_share", 0.0) > 0.025:
+        high = "≥ " + high
+    return f"{c['compute_ratio']:.2f}x [{c['compute_ratio_low']:.2f}, {high}]"
+
+
+def _same_picks(c: dict, method: list[dict] | None = None, baseline: list[dict] | None = None) -> tuple:
+    """`(identical, differing, compared)` of a comparison: from its own fields, else from the two curves'
+    per-problem correctness (comparisons cached before those fields), else `(False, None, None)`."""
+    if "identical" in c:
+        return c["identical"], c.get("differing_picks"), c.get("compared_picks")
+    if not method or not baseline or not all("per_problem_correct" in r for r in [*method, *baseline]):
+        return False, None, None
+    m_at = {r["n"]: r["per_problem_correct"] for r in method}
+    b_at = {r["n"]: r["per_problem_correct"] for r in baseline}
+    common = sorted(set(m_at) & set(b_at))
+    differing = sum(x != y for n in common for x, y in zip(m_at[n], b_at[n]))
+    compared = sum(len(m_at[n]) for n in common)
+    return set(m_at) == set(b_at) and differing == 0, differing, compared
+
+
+def _gain_block(c: dict, identical: bool = False) -> dict:
+    low, high = c["accuracy_gain_low"], c["accuracy_gain_high"]
+    return {
+        "accuracy_gain": c["accuracy_gain"],
+        "accuracy_gain_interval": [low, high],
+        "compute_ratio": c["compute_ratio"],
+        "compute_ratio_interval": [c.get("compute_ratio_low"), c.get("compute_ratio_high")],
+        "ratio_is_grid_edge": c.get("ratio_is_grid_edge", c.get("ratio_is_lower_bound")),
+        "verdict": comparison_verdict(low, high, identical),
+        "compute_ratio_text": ratio_text(c),
+    }
+
+
+def search_headline(vs: dict) -> dict:
+    """The search keys of `results.json` from the learned verifiers' comparisons (`vs`: a `bootstrap_comparison`
+    result per baseline): PAV beam against the ORM's best-of-N in `compute_unit` (total tokens: generated + verifier),
+    the same in generated tokens only under `generated_only`, and PAV beam against Q-only beam (`pav_vs_q_*`).
+
+    Example:
+        >>> c = {"accuracy_gain": 0.0, "accuracy_gain_low": 0.0, "accuracy_gain_high": 0.0, "compute_ratio": 1.0,
+        ...      "compute_ratio_low": 1.0, "compute_ratio_high": 1.0, "ratio_is_grid_edge": False,
+        ...      "compute": "total_tokens", "identical": True}
+        >>> out = search_headline({"orm_bon": c, "q_beam": c})
+        >>> out["compute_unit"], out["verdict"], out["compute_ratio_text"], out["pav_vs_q_interval"]
+        ('total_tokens', 'no difference', None, [0.0, 0.0])
+    """
+    c, q = vs["orm_bon"], vs["q_beam"]
+    head = _gain_block(c, _same_picks(c)[0])
+    gen = c.get("generated_tokens")
+    return {
+        "compute_unit": c.get("compute", "generated_tokens"),  # comparisons made before the unit was recorded
+        **head,
+        "ratio_is_lower_bound": head["ratio_is_grid_edge"],
+        "generated_only": _gain_block(gen, _same_picks(c)[0]) if isinstance(gen, dict) else None,
+        "pav_vs_q_gain": q["accuracy_gain"],
+        "pav_vs_q_interval": [q["accuracy_gain_low"], q["accuracy_gain_high"]],
+        "pav_vs_q_verdict": comparison_verdict(q["accuracy_gain_low"], q["accuracy_gain_high"], _same_picks(q)[0]),
+    }
+
+
+def _pts(x: float) -> str:
+    return f"{x * 100:+.1f}"
+
+
+def _gain_text(c: dict) -> str:
+    """A gain in points with its interval."""
+    return f"{_pts(c['accuracy_gain'])} points [{_pts(c['accuracy_gain_low'])}, {_pts(c['accuracy_gain_high'])}]"
+
+
+def _picks_text(identical: bool, differing: int | None, compared: int | None) -> str:
+    """What the per-problem picks say, in words."""
+    if identical:
+        return "right on the same problems at every N"
+    if differing is None:
+        return "per-problem results not recorded"
+    return f"right on different problems in {differing} of {compared} (budget, problem) pairs"
+
+
 def _claims(results: dict) -> list[dict]:
     """The paper's claims with our estimate, its interval and a verdict (reproduced only when the interval excludes
-    the opposite)."""
+    the opposite; a search comparison of two identical curves is "no difference"). A search claim also carries the
+    compute ratio as it may be printed (`ratio_text`: only for a resolved gain)."""
     search, rl, planted = results["search"], results["rl"], results["planted"]
     out = []
     for name, block in (("learned verifiers", search["learned"]), ("exact values", search["oracle"])):
         for base, label in (("orm_bon", "ORM best-of-N"), ("q_beam", "Q-only beam"), ("majority", "majority vote")):
             c = block["vs"][base]
+            identical = _same_picks(c, block["curves"].get("pav_beam"), block["curves"].get(base))[0]
+            unit = "total tokens" if c.get("compute") == "total_tokens" else "generated tokens"
+            paper = {"orm_bon": f"{PAPER['search_accuracy_gain']}; {PAPER['search_compute_ratio']} less compute"}
             out.append(
                 {
-                    "claim": f"Search ({name}): PAV beam beats {label} at equal compute (vs its running best)",
+                    "claim": f"Search ({name}): PAV beam beats {label} at equal {unit} (running best vs running best)",
                     "estimate": c["accuracy_gain"],
                     "low": c["accuracy_gain_low"],
                     "high": c["accuracy_gain_high"],
                     "unit": "accuracy",
-                    "verdict": _verdict(c["accuracy_gain_low"], c["accuracy_gain_high"]),
-                    "paper": PAPER["search_accuracy_gain"] if base == "orm_bon" else "PAV beam > baseline",
+                    "verdict": comparison_verdict(c["accuracy_gain_low"], c["accuracy_gain_high"], identical),
+                    "compute_ratio_text": ratio_text(c),
+                    "paper": paper.get(base, "PAV beam > baseline"),
                 }
             )
     for arm, g in rl["gain_over_outcome"].items():
@@ -265,85 +400,23 @@ def _claims(results: dict) -> list[dict]:
 
 def _fmt_interval(c: dict) -> str:
     if c["unit"] == "accuracy":
-        return f"{c['estimate'] * 100:+.1f} [{c['low'] * 100:+.1f}, {c['high'] * 100:+.1f}] points"
+        ratio = f"; compute ratio {c['compute_ratio_text']}" if c.get("compute_ratio_text") else ""
+        return f"{c['estimate'] * 100:+.1f} [{c['low'] * 100:+.1f}, {c['high'] * 100:+.1f}] points{ratio}"
     return f"{_fmt(c['estimate'])} (seeds' range {_fmt(c['low'])}-{_fmt(c['high'])})"
 
 
 def _disagreements(results: dict) -> list[str]:
-    """Where our numbers part from the paper, each with the measurement that explains it."""
+    """Where our numbers part from the paper; each search sentence follows from the numbers it states."""
     search, rl, planted = results["search"], results["rl"], results["planted"]
     quality, labels = results["arithmetic"]["verifier_quality"], results["arithmetic"]["label_quality"]
-    notes = []
-    exact, learned = search["oracle"]["vs"], search["learned"]["vs"]
-    if exact["q_beam"]["accuracy_gain_high"] >= 0 and exact["q_beam"]["accuracy_gain_low"] <= 0:
-        notes.append(
-            "Search with exact values: PAV beam and Q-only beam are indistinguishable "
-            f"({exact['q_beam']['accuracy_gain'] * 100:+.1f} points, interval "
-            f"[{exact['q_beam']['accuracy_gain_low'] * 100:+.1f}, "
-            f"{exact['q_beam']['accuracy_gain_high'] * 100:+.1f}]). "
-            "In this task every correct step is progress (one forced operation per step) and beams advance one "
-            "step per round, so all children on the correct path share the same exact value and Q + α·A ranks them "
-            "as Q does." + _planted_search_note(planted) + _learned_q_note(search)
-        )
-    e, g = exact["orm_bon"], learned["orm_bon"]
-    decomposition = (
-        "Search decomposition: against the ORM's best-of-N at equal compute, PAV beam gains "
-        f"{e['accuracy_gain'] * 100:+.1f} points [{e['accuracy_gain_low'] * 100:+.1f}, "
-        f"{e['accuracy_gain_high'] * 100:+.1f}] with exact values and {g['accuracy_gain'] * 100:+.1f} points "
-        f"[{g['accuracy_gain_low'] * 100:+.1f}, {g['accuracy_gain_high'] * 100:+.1f}] with the learned verifiers "
-        "(the exact ORM is the stronger baseline: it picks a fully correct derivation whenever one was sampled). "
-    )
-    if e["accuracy_gain"] <= g["accuracy_gain"]:
-        top = {
-            m: (search["learned"]["curves"][m][-1]["accuracy"], search["oracle"]["curves"][m][-1]["accuracy"])
-            for m in ("pav_beam", "orm_bon")
-        }
-        drops = {m: exact_acc - learned_acc for m, (learned_acc, exact_acc) in top.items()}
-        alike = abs(drops["pav_beam"] - drops["orm_bon"]) <= 0.05
-        notes.append(
-            decomposition + f"From exact to learned values, at the largest N, PAV beam goes {top['pav_beam'][1]:.3f} "
-            f"→ {top['pav_beam'][0]:.3f} and best-of-N {top['orm_bon'][1]:.3f} → {top['orm_bon'][0]:.3f}"
-            + (": the learned verifiers cost both methods alike" if alike else "")
-            + ", so the gain is not lost to the verifiers: its size is set by the task and the budgets. With a "
-            "perfect ORM best-of-N is the share of problems with a fully correct sample, and PAV beam adds only what "
-            "it saves by pruning wrong prefixes early."
-        )
-    else:
-        notes.append(
-            decomposition + "The gap is the verifier's: on best-of-N "
-            f"candidates its within-problem AUC is {quality['pav']['within_problem_auc']:.2f} (ORM "
-            f"{quality['orm']['within_problem_auc']:.2f}) against pooled outcome AUCs of "
-            f"{quality['pav']['outcome_auc']:.2f} / {quality['orm']['outcome_auc']:.2f}"
-            + (
-                ": the verifiers mostly learned which problems are easy, not which of a problem's answers is right."
-                if max(quality["pav"]["within_problem_auc"], quality["orm"]["within_problem_auc"]) < 0.65
-                else "."
-            )
-            + _likelihood_note(quality, results["config"].get("verifier_likelihood_head", False))
-        )
-    flat = _flat_search_note(search, quality)
-    if flat:
-        notes.append(flat)
-    cands = quality.get("candidates", {})
-    if (
-        cands.get("distinct_wrong_per_problem")
-        and quality["pav"]["best_of_n_accuracy"] < quality["pav"]["random_pick_accuracy"]
-    ):
-        notes.append(
-            f"Best-of-N below a random pick (PAV {quality['pav']['best_of_n_accuracy']:.3f}, ORM "
-            f"{quality['orm']['best_of_n_accuracy']:.3f}, random {quality['pav']['random_pick_accuracy']:.3f}): on "
-            f"the {cands['problems_with_both']} problems with both kinds of candidate, the correct ones are "
-            f"{cands['distinct_correct_per_problem']:.1f} distinct strings on average (a correct derivation is "
-            f"essentially unique) and the wrong ones {cands['distinct_wrong_per_problem']:.1f}. A verifier that ranks "
-            "a correct against a wrong candidate near chance (the within-problem AUCs above) then picks the highest "
-            "of many noisy wrong scores: its argmax favours wrong answers, more so as N grows, while majority vote "
-            "profits from exactly this duplication. This is why verifier-guided curves fall with N here."
-        )
-    if not search["monotone"]:
-        notes.append(
-            "Search: at least one verifier-guided curve falls from the smallest to the largest N beyond its "
-            "interval: more candidates give an imperfect verifier more wrong answers to prefer."
-        )
+    notes = [
+        _pav_vs_q_note(results),
+        _decomposition_note(search, quality, results["config"].get("verifier_likelihood_head", False)),
+        _flat_search_note(search, quality),
+        _below_random_note(search, quality),
+        _monotone_note(search),
+    ]
+    notes = [n for n in notes if n]
     ratio = rl["sample_efficiency_ratio"]
     if rl["accuracy_gain_interval"][0] <= 0:
         exact_arm = next((g for a, g in rl["gain_over_outcome"].items() if a.endswith("_exact")), None)
@@ -381,85 +454,258 @@ def _disagreements(results: dict) -> list[str]:
             "finish (hard remaining operations), not Monte-Carlo noise: Q^π is near 0 there and the label is right "
             "for a value model, though not for a correctness checker. Steps after a pit are masked, not labeled 0."
         )
-    window = planted["gamma_window"]
-    if window is None or window[0] < 8 or window[1] > 15:
-        notes.append(
-            f"Planted γ sweep: the window where PAV-RL beats outcome-only RL is {window}, the paper's is about "
-            "[8, 15]. The shape agrees (too weak and too strong provers both give nothing) but the sweep has few "
-            "points, one seed and short runs, so its edges are coarse."
-        )
+    gamma = _gamma_note(planted, results["config"])
+    if gamma:
+        notes.append(gamma)
     return notes
 
 
 def _search_table(curves: dict[str, list[dict]]) -> str:
+    """Accuracy per method and N, with the generated and the verifier tokens spent."""
     budgets = sorted({r["n"] for recs in curves.values() for r in recs})
     head = f"| method | {' | '.join(f'N={n}' for n in budgets)} |\n|---|{'---|' * len(budgets)}"
+
+    def cell(r: dict) -> str:
+        tokens = f"{r['generated_tokens']:,}" + (f" + {r['verifier_tokens']:,}" if "verifier_tokens" in r else "")
+        return f"{r['accuracy']:.3f} ({tokens} tok)"
+
     rows = [
-        f"| {m} | "
-        + " | ".join(f"{r['accuracy']:.3f} ({r['generated_tokens']:,} tok)" for r in sorted(recs, key=lambda r: r["n"]))
-        + " |"
+        f"| {m} | " + " | ".join(cell(r) for r in sorted(recs, key=lambda r: r["n"])) + " |"
         for m, recs in curves.items()
     ]
     return "\n".join([head, *rows])
 
 
-def _planted_search_note(planted: dict) -> str:
+def _last(curve: list[dict]) -> float:
+    """Accuracy at the largest N."""
+    return max(curve, key=lambda r: r.get("n", 0))["accuracy"]
+
+
+def _trend(first: float, last: float) -> str:
+    if last > first + 0.02:
+        return "rises"
+    if last < first - 0.02:
+        return "falls"
+    return "within 2 points"
+
+
+def _current_comparison(c: dict, curves: dict, config: dict | None) -> dict:
+    """A cached comparison made before both curves were taken at their running best and in total tokens (it has no
+    `compute` field) is recomputed from its curves; otherwise `c`."""
+    if "compute" in c or config is None or not {"pav_beam", "q_beam"} <= set(curves):
+        return c
+    from .demo.search import bootstrap_comparison
+
+    return bootstrap_comparison(
+        curves["pav_beam"], curves["q_beam"], config.get("bootstrap_samples", 1000), config.get("seed", 0)
+    )
+
+
+def _pav_vs_q_note(results: dict) -> str:
+    """PAV beam against Q-only beam with exact values (arithmetic, then planted) and with the learned values; empty
+    when the arithmetic exact-value comparison reproduces the paper."""
+    block = results["search"]["oracle"]
+    c = block["vs"]["q_beam"]
+    identical, differing, compared = _same_picks(c, block["curves"].get("pav_beam"), block["curves"].get("q_beam"))
+    verdict = comparison_verdict(c["accuracy_gain_low"], c["accuracy_gain_high"], identical)
+    if verdict == "reproduced":
+        return ""
+    text = (
+        f"Search with exact values: PAV beam over Q-only beam {_gain_text(c)}, {verdict}; the two are "
+        f"{_picks_text(identical, differing, compared)}."
+    )
+    if identical:
+        text += (
+            " In this task every correct step is progress (one forced operation per step) and beams advance one step "
+            "per round, so children on the correct path share one exact value and Q + α·A ranks them as Q does; the "
+            "identical picks agree with that."
+        )
+    return text + _planted_search_note(results["planted"], results.get("config")) + _learned_q_note(results["search"])
+
+
+def _planted_search_note(planted: dict, config: dict | None = None) -> str:
     """PAV beam against Q-only beam with exact values on the planted task, where some valid steps make no progress."""
     exact = planted.get("exact_search")
     if not exact:
         return ""
-    c = exact["pav_vs_q"]
-    same = c["accuracy_gain_low"] <= 0 <= c["accuracy_gain_high"]
+    curves = exact.get("curves", {})
+    c = _current_comparison(exact["pav_vs_q"], curves, config)
+    identical, differing, compared = _same_picks(c, curves.get("pav_beam"), curves.get("q_beam"))
+    verdict = comparison_verdict(c["accuracy_gain_low"], c["accuracy_gain_high"], identical)
+    text = (
+        " On the planted task, whose valid steps include ones that make no progress, exact values "
+        f"(γ={exact['gamma']:g} base policy, its exact DP values) give PAV beam over Q-only beam {_gain_text(c)}, "
+        f"{verdict}; the two are {_picks_text(identical, differing, compared)}."
+    )
+    if verdict in ("no difference", "not resolved"):
+        text += (
+            " With exact values Q^π already ranks a state by its future under π; the advantage term only reorders "
+            "children of different parents. The paper's PAV-over-Q gain in search is measured with learned values, "
+            "where A offsets a parent's mis-estimated value."
+        )
+    return text
+
+
+def _learned_q_note(search: dict) -> str:
+    """PAV beam against Q-only beam with the learned values, when the two give the same accuracy at every N: are
+    they right on the same problems, and does the prover sweep tie too?"""
+    curves = search["learned"]["curves"]
+    pav, q = [r["accuracy"] for r in curves["pav_beam"]], [r["accuracy"] for r in curves["q_beam"]]
+    if pav != q:
+        return ""
+    c = search["learned"].get("vs", {}).get("q_beam", {})
+    identical, differing, compared = _same_picks(c, curves["pav_beam"], curves["q_beam"])
+    text = " With the learned values the two searches give the same accuracy at every N"
+    if identical:
+        text += " and are right on the same problems: at this α the advantage term changed no pick's correctness"
+    elif differing is not None:
+        text += f", though they are right on different problems in {differing} of {compared} (budget, problem) pairs"
+    sweep = [r["accuracy"] for r in search.get("prover_sweep", [])]
+    if len(sweep) > 1 and len(set(sweep)) == 1:
+        text += f"; every prover K in the sweep gives the same accuracy, {sweep[0]:.3f}"
+    return text + "."
+
+
+def _decomposition_note(search: dict, quality: dict, likelihood_head: bool = False) -> str:
+    """PAV beam against the ORM's best-of-N with exact and with learned values: the same searches with other values."""
+    e, g = search["oracle"]["vs"]["orm_bon"], search["learned"]["vs"]["orm_bon"]
+    unit = "total tokens" if g.get("compute") == "total_tokens" else "generated tokens"
+    learned, exact = search["learned"]["curves"], search["oracle"]["curves"]
+    top = {m: (_last(exact[m]), _last(learned[m])) for m in ("pav_beam", "orm_bon")}
+    text = (
+        f"Search decomposition: against the ORM's best-of-N at equal {unit}, PAV beam gains {_gain_text(e)} with "
+        f"exact values and {_gain_text(g)} with the learned verifiers. At the largest N, from exact to learned values, "
+        f"PAV beam goes {top['pav_beam'][0]:.3f} → {top['pav_beam'][1]:.3f} and the ORM's best-of-N "
+        f"{top['orm_bon'][0]:.3f} → {top['orm_bon'][1]:.3f}"
+    )
+    if e["accuracy_gain"] <= g["accuracy_gain"]:
+        drops = {m: a - b for m, (a, b) in top.items()}
+        alike = abs(drops["pav_beam"] - drops["orm_bon"]) <= 0.05
+        return (
+            text
+            + (" (losses within 5 points of each other)" if alike else "")
+            + ". The gain is no smaller with the learned verifiers than with exact values (point estimates)."
+        )
+    within = [quality[k]["within_problem_auc"] for k in ("pav", "orm")]
+    pooled = [quality[k]["outcome_auc"] for k in ("pav", "orm")]
+    easy = max(within) < 0.65 and min(pooled) >= max(within) + 0.05
     return (
-        f" On the planted task, whose steps include ones that make no progress, exact values give "
-        f"{c['accuracy_gain'] * 100:+.1f} points [{c['accuracy_gain_low'] * 100:+.1f}, "
-        f"{c['accuracy_gain_high'] * 100:+.1f}] for PAV beam over Q-only beam (γ={exact['gamma']:g} base policy, its "
-        "exact DP values)"
+        text + ". The gain shrinks from exact to learned values (the same searches with other values). On best-of-N "
+        f"candidates the learned verifiers' within-problem AUC is {within[0]:.2f} (PAV) and {within[1]:.2f} (ORM), "
+        f"against pooled outcome AUCs of {pooled[0]:.2f} / {pooled[1]:.2f}"
         + (
-            ": no difference there either. With exact values Q^π already ranks a state by its future under π; the "
-            "advantage term only reorders children of different parents. The paper's PAV-over-Q gain in search is "
-            "measured with learned values, where A offsets a parent's mis-estimated value and lets search explore; "
-            "it is not expected from exact values."
-            if same
+            ": they rank problems by difficulty better than they rank a problem's answers against each other."
+            if easy
             else "."
         )
+        + _likelihood_note(quality, likelihood_head)
     )
 
 
 def _flat_search_note(search: dict, quality: dict) -> str:
-    """Learned-value PAV beam that does not grow with N while exact values and Pass@N do: selection is the limit."""
+    """Learned-value PAV beam that does not grow with N while the same search with exact values does."""
     learned, exact = search["learned"]["curves"], search["oracle"]["curves"]
-    acc = {m: [r["accuracy"] for r in rows] for m, rows in learned.items()}
-    exact_pav = [r["accuracy"] for r in exact["pav_beam"]]
+    acc = {m: [r["accuracy"] for r in sorted(rows, key=lambda r: r.get("n", 0))] for m, rows in learned.items()}
+    exact_pav = [r["accuracy"] for r in sorted(exact["pav_beam"], key=lambda r: r.get("n", 0))]
     if "pass_at_n" not in acc or acc["pav_beam"][-1] > acc["pav_beam"][0] + 0.02:
         return ""
     if exact_pav[-1] <= exact_pav[0] + 0.02:
         return ""
+
+    def move(name: str, xs: list[float]) -> str:
+        return f"{name} {xs[0]:.3f} → {xs[-1]:.3f} ({_trend(xs[0], xs[-1])})"
+
+    parts = [move("PAV beam", acc["pav_beam"])]
+    if "orm_bon" in acc:
+        parts.append(move("the ORM's best-of-N", acc["orm_bon"]))
+    text = (
+        "Search with the learned verifiers, from the smallest to the largest N: "
+        + ", ".join(parts)
+        + f"; {move('Pass@N', acc['pass_at_n'])} and {move('PAV beam with exact values', exact_pav)}."
+    )
+    if acc["pass_at_n"][-1] > acc["pass_at_n"][0] + 0.02:
+        falls = _trend(acc["pav_beam"][0], acc["pav_beam"][-1]) == "falls"
+        text += (
+            " The right answer is among the candidates more often at larger N, but learned-value PAV beam is not "
+            "right more often" + (": among more candidates its top pick is more often a wrong one." if falls else ".")
+        )
     return (
-        f"Search with the learned verifiers does not grow with N: PAV beam {acc['pav_beam'][0]:.3f} → "
-        f"{acc['pav_beam'][-1]:.3f} and the ORM's best-of-N {acc['orm_bon'][0]:.3f} → {acc['orm_bon'][-1]:.3f} "
-        f"from the smallest to the largest N, while Pass@N rises {acc['pass_at_n'][0]:.3f} → "
-        f"{acc['pass_at_n'][-1]:.3f} and PAV beam with exact values {exact_pav[0]:.3f} → {exact_pav[-1]:.3f}. "
-        "The right answer is among the candidates more and more often, but the learned verifiers pick it no more "
-        "often: with within-problem AUCs of "
-        f"{quality['pav']['within_problem_auc']:.2f} (PAV) and {quality['orm']['within_problem_auc']:.2f} (ORM), the "
-        "top score among more candidates is more often a wrong one. What separates the learned search from the exact "
-        "one is the verifier's ranking, not the search method."
+        text + " The same search with exact values grows, so what separates the two is the values, not the search "
+        f"method (the learned verifiers' within-problem AUCs: {quality['pav']['within_problem_auc']:.2f} PAV, "
+        f"{quality['orm']['within_problem_auc']:.2f} ORM)."
     )
 
 
-def _learned_q_note(search: dict) -> str:
-    """PAV beam against Q-only beam with the learned values: did the advantage term change any selection?"""
-    curves = search["learned"]["curves"]
-    pav, q = [r["accuracy"] for r in curves["pav_beam"]], [r["accuracy"] for r in curves["q_beam"]]
-    sweep = {r["accuracy"] for r in search.get("prover_sweep", [])}
-    if pav != q:
+def _below_random_note(search: dict, quality: dict) -> str:
+    """A verifier's best-of-N pick below a random pick on the quality candidates, and what the candidates show."""
+    cands = quality.get("candidates", {})
+    random = quality["pav"]["random_pick_accuracy"]
+    below = [k for k in ("pav", "orm") if quality[k]["best_of_n_accuracy"] < random]
+    if not cands.get("distinct_wrong_per_problem") or not below:
         return ""
-    return (
-        " With the learned values the two searches give the same accuracy at every N"
-        + (", and every prover K in the sweep gives the same accuracy" if len(sweep) == 1 else "")
-        + ": at this α the advantage term did not change the result of a search, so the prover's strength cannot "
-        "show either."
+    picks = ", ".join(f"{k.upper()} {quality[k]['best_of_n_accuracy']:.3f}" for k in below)
+    right, wrong = cands["distinct_correct_per_problem"], cands["distinct_wrong_per_problem"]
+    text = (
+        f"Best-of-N below a random pick ({picks}; random {random:.3f}): on the {cands['problems_with_both']} problems "
+        f"with both kinds of candidate, the correct ones are {right:.1f} distinct strings on average and the wrong "
+        f"ones {wrong:.1f}."
+    )
+    aucs = [quality[k]["within_problem_auc"] for k in below]
+    if wrong > right and max(aucs) < 0.6:
+        text += (
+            f" With a within-problem AUC of {max(aucs):.2f} or less the verifier ranks a correct against a wrong "
+            "candidate near chance, so its argmax falls on one of the many distinct wrong ones more often than a "
+            "uniform pick does."
+        )
+    curves = search["learned"]["curves"]
+    if "majority" in curves and "orm_bon" in curves and _last(curves["majority"]) > _last(curves["orm_bon"]):
+        text += (
+            f" Majority vote, which gains from duplicated answers, reaches {_last(curves['majority']):.3f} at the "
+            f"largest N against the ORM's best-of-N {_last(curves['orm_bon']):.3f}."
+        )
+    return text
+
+
+def _monotone_note(search: dict) -> str:
+    """The verifier-guided curves whose accuracy falls from the smallest to the largest N beyond the interval."""
+    if search["monotone"]:
+        return ""
+    intervals = search["learned"].get("intervals", {})
+    falling = [
+        f"{m} {s['accuracy'][0]:.3f} → {s['accuracy'][-1]:.3f}"
+        for m, s in intervals.items()
+        if m in ("pav_beam", "q_beam", "orm_bon") and not s["monotone"]
+    ]
+    which = ", ".join(falling) if falling else "at least one verifier-guided curve"
+    return f"Search: with the learned verifiers {which} falls from the smallest to the largest N beyond its interval."
+
+
+def _gamma_note(planted: dict, config: dict) -> str:
+    """The planted γ window against the paper's, and whether the sweep's weakest and strongest provers give a gain."""
+    window = planted["gamma_window"]
+    if window is not None and window[0] >= 8 and window[1] <= 15:
+        return ""
+    sweep = sorted(planted["gamma_sweep"], key=lambda r: r["gamma"])
+    base = planted["gamma_sweep_outcome_accuracy"]
+    text = (
+        f"Planted γ sweep: the window where PAV-RL ends more than 5 points above outcome-only RL ({base:.3f}) is "
+        f"{'empty' if window is None else window}, the paper's is about [8, 15]."
+    )
+    if window is None:
+        text += " No γ in the sweep gives that gain."
+    elif len(sweep) > 1:
+        ends = {"weakest": sweep[0], "strongest": sweep[-1]}
+        gaining = [k for k, r in ends.items() if r["final_accuracy"] > base + 0.05]
+        shown = " and ".join(f"the {k} (γ={r['gamma']:g}: {r['final_accuracy']:.3f})" for k, r in ends.items())
+        if not gaining:
+            text += f" As in the paper, {shown} provers give no such gain."
+        else:
+            text += f" Unlike the paper, the {' and the '.join(gaining)} prover of the sweep gives it too ({shown})."
+    steps = config.get("gamma_sweep_steps")
+    return text + (
+        f" The sweep has {len(sweep)} points, one seed each"
+        + (f" and {steps} GRPO steps per run" if steps else "")
+        + ", so its edges are coarse."
     )
 
 
@@ -478,15 +724,19 @@ def _likelihood_note(quality: dict, likelihood_head: bool = False) -> str:
     if lik["within_problem_auc"] <= best:
         return (
             " The base policy's own likelihood ranks them no better (within-problem AUC "
-            f"{lik['within_problem_auc']:.2f}): the backbone itself cannot tell a right answer from a wrong one."
+            f"{lik['within_problem_auc']:.2f})"
+            + (
+                ": near chance, so the backbone's likelihood does not tell a right answer from a wrong one."
+                if lik["within_problem_auc"] < 0.55
+                else "."
+            )
         )
     return (
-        " The knowledge is in the backbone: the base policy's own likelihood (the log-probability of a candidate's "
-        f"least likely token, no training) ranks a problem's candidates with within-problem AUC "
-        f"{lik['within_problem_auc']:.2f} and its best-of-N pick is right {lik['best_of_n_accuracy']:.1%} of the time. "
-        "Both verifiers start from that backbone; what fails is extracting the knowledge from Monte-Carlo labels "
-        "at this budget (noisy labels on a few thousand traces), not the search method and not the model's size."
-        + _probe_note(quality.get("backbone_probes"))
+        " The base policy's own likelihood (the log-probability of a candidate's least likely token, no training) "
+        f"ranks a problem's candidates better than either verifier: within-problem AUC {lik['within_problem_auc']:.2f} "
+        f"against {best:.2f}, and its best-of-N pick is right {lik['best_of_n_accuracy']:.1%} of the time. Both "
+        "verifiers start from that backbone, so their training on Monte-Carlo labels did not carry this signal into "
+        "their heads." + _probe_note(quality.get("backbone_probes"))
     )
 
 
@@ -496,14 +746,69 @@ def _probe_note(probes: dict | None) -> str:
         return ""
     hidden = [v["within_problem_auc"] for k, v in probes.items() if k.startswith("final_token_hidden")]
     token = probes["token_logprob"]["within_problem_auc"]
-    return (
-        f" Linear probes of the frozen backbone, fit on the {probes['train_traces']} labeled traces' outcomes, show "
-        f"where: each layer's hidden state at the final token, where both verifier heads read, ranks a problem's "
-        f"candidates at within-problem AUC {min(hidden):.2f}-{max(hidden):.2f}, while the completion's token "
-        f"log-probabilities give {token:.2f}. That an answer is wrong shows in the likelihood of the wrong token, "
-        "not in the representation the heads read; a verifier has to learn to carry it to its read position, and "
-        "a few thousand traces do not teach that (see docs/verifier_training.md)."
+    text = (
+        f" Linear probes of the frozen backbone, fit on the {probes['train_traces']} labeled traces' outcomes: each "
+        "layer's hidden state at the final token, where both verifier heads read, ranks a problem's candidates at "
+        f"within-problem AUC {min(hidden):.2f}-{max(hidden):.2f}, the completion's token log-probabilities at "
+        f"{token:.2f}."
     )
+    if token > max(hidden):
+        text += (
+            " That an answer is wrong shows more in the likelihood of the wrong token than in the representation the "
+            "heads read; a verifier has to learn to carry it to its read position (see docs/verifier_training.md)."
+        )
+    return text
+
+
+def _prover_text(sweep: list[dict]) -> str:
+    """The prover sweep's best K, or which K tie (all of them: the sweep names no best K)."""
+    if not sweep:
+        return "No prover sweep ran."
+    top = max(r["accuracy"] for r in sweep)
+    tied = sorted(r["k"] for r in sweep if r["accuracy"] == top)
+    if len(sweep) > 1 and len(tied) == len(sweep):
+        return f"Prover sweep: all K tie at {top:.3f}, so it names no best K (paper: {PAPER['best_prover_k']})."
+    if len(tied) > 1:
+        ks = ", ".join(str(k) for k in tied)
+        return f"Prover sweep: K = {ks} tie for the best accuracy, {top:.3f} (paper: {PAPER['best_prover_k']})."
+    return f"Best prover K in the sweep: {tied[0]} ({top:.3f}; paper: {PAPER['best_prover_k']})."
+
+
+def _headline_md(search: dict) -> str:
+    """The search headline: PAV beam against the ORM's best-of-N with the learned verifiers, in total tokens and in
+    generated tokens only, the compute ratio only where the gain is resolved, and PAV beam against Q-only beam."""
+    vs, curves = search["learned"]["vs"], search["learned"]["curves"]
+    head, c = search_headline(vs), vs["orm_bon"]
+    total = head["compute_unit"] == "total_tokens"
+    unit = "total tokens, generated + verifier tokens" if total else "generated tokens"
+
+    def ratio(block: dict) -> str:
+        return block["compute_ratio_text"] or "not stated (the gain is not resolved)"
+
+    text = (
+        f"Search headline (learned verifiers; PAV beam against the ORM's best-of-N, both at their running best; "
+        f"compute in {unit}): accuracy gain {_gain_text(c)} at {c['gain_compute']:,.0f} "
+        f"{'total' if total else 'generated'} tokens, {head['verdict']}; "
+        f"compute ratio {ratio(head)}."
+    )
+    if head["generated_only"]:
+        text += (
+            f" Counting generated tokens only: gain {_gain_text(c['generated_tokens'])}, "
+            f"{head['generated_only']['verdict']}; compute ratio {ratio(head['generated_only'])}."
+        )
+    rows = {m: max(curves[m], key=lambda r: r["n"]) for m in ("pav_beam", "orm_bon") if curves.get(m)}
+    if len(rows) == 2 and rows["pav_beam"]["n"] == rows["orm_bon"]["n"]:
+        pav, orm = (rows[m].get("verifier_tokens", 0) for m in ("pav_beam", "orm_bon"))
+        if pav and orm:
+            text += (
+                f" At N = {rows['pav_beam']['n']} PAV beam reads {pav:,} verifier tokens and the ORM's best-of-N "
+                f"{orm:,} ({pav / orm:.1f}x)."
+            )
+    text += (
+        f" PAV beam against Q-only beam: {_gain_text(vs['q_beam'])}, {head['pav_vs_q_verdict']}. Curves monotone "
+        f"within their intervals: {search['monotone']}. " + _prover_text(search.get("prover_sweep", []))
+    )
+    return text
 
 
 def _markdown(results: dict, plots: dict, claims: list[dict]) -> str:
@@ -511,7 +816,6 @@ def _markdown(results: dict, plots: dict, claims: list[dict]) -> str:
     cfg = results["config"]
     quality, labels = arith["verifier_quality"], arith["label_quality"]
     table = "\n".join(f"| {c['claim']} | {_fmt_interval(c)} | {c['verdict']} | {c['paper']} |" for c in claims)
-    bound = " (lower bound)" if search["ratio_is_lower_bound"] else ""
     sweep_text = ", ".join(f"K={r['k']}: {r['accuracy']:.3f}" for r in search["prover_sweep"])
     rl_text = ", ".join(f"{k}: {v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]" for k, v in rl["final_accuracy_interval"].items())
     gamma_text = ", ".join(f"γ={r['gamma']:g}: {r['final_accuracy']:.3f}" for r in planted["gamma_sweep"])
@@ -530,12 +834,17 @@ def _markdown(results: dict, plots: dict, claims: list[dict]) -> str:
             f"| - | {q['best_of_n_accuracy']:.3f} | {quality['pav']['random_pick_accuracy']:.3f} | - |"
         )
     notes = _disagreements(results)
-    notes_md = "\n".join(f"- {n}" for n in notes) or "- None: every claim is reproduced."
+    reproduced = sum(c["verdict"] == "reproduced" for c in claims)
+    notes_md = "\n".join(f"- {n}" for n in notes) or f"- None noted; {reproduced} of {len(claims)} claims reproduced."
     to90 = planted["iterations_to_90"]
+    expansions = f"C = {search['expansions']} expansions, " if "expansions" in search else ""
     return f"""# trl_pav demo: a small-scale reproduction of "Rewarding Progress" (arXiv 2410.08146)
 
 {_runtime_md(results)} Intervals: 95% bootstrap over problems for search, 95% Student-t over seeds (paired by seed)
-for RL. A claim is **reproduced** only when its interval excludes the opposite.
+for RL. A claim is **reproduced** only when its interval excludes the opposite, **opposite** only when it lies below
+0, **no difference** when two search curves are right on the same problems at every N. Search curves are compared
+at their running best (the best accuracy at that compute or less) on both sides, in total tokens (generated +
+verifier tokens) unless said otherwise; a compute ratio is stated only for a resolved gain.
 
 ## The paper's claims, our estimates
 
@@ -543,9 +852,7 @@ for RL. A claim is **reproduced** only when its interval excludes the opposite.
 |---|---|---|---|
 {table}
 
-Search headline (learned verifiers, against the ORM's running best): compute ratio
-{search["compute_ratio"]:.2f}x{bound}; curves monotone within their intervals: {search["monotone"]}. Best prover K in
-the sweep: {search["best_prover_k"]} (paper: {PAPER["best_prover_k"]}).
+{_headline_md(search)}
 
 ## Where we disagree with the paper, and why
 
@@ -576,8 +883,8 @@ the sweep: {search["best_prover_k"]} (paper: {PAPER["best_prover_k"]}).
   Within-parent AUC: on next steps sampled from one correct prefix (what one beam-search expansion chooses among),
   pairs of a correct and a wrong child of the same prefix; the likelihood row scores the child step's tokens only.
 
-- Search on {cfg["search_problems"]} held-out problems, C = 3 expansions, α = {cfg["search_alpha"]}; with the learned
-  verifiers:
+- Search on {cfg["search_problems"]} held-out problems, {expansions}α = {cfg["search_alpha"]}; accuracy (generated +
+  verifier tokens) per N, with the learned verifiers:
 
 {_search_table(search["learned"]["curves"])}
 

@@ -24,6 +24,7 @@ METHODS = ["pav_beam", "q_beam", "orm_bon", "majority", "random_pick", "pass_at_
 
 def run(cfg, out: Path, progress, arith: dict) -> dict:
     from ..modeling import PAVVerifier
+    from ..report import search_headline
     from ..search import ReusingPolicy, ReusingScorer, SearchEvalConfig, evaluate_search, summarize_curve
 
     # Every method, budget and verifier asks for many of the same seeded samples: each is generated once.
@@ -78,8 +79,9 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
         out_sets[name] = {"curves": curves, "vs": comparison, "intervals": summaries}
         c = comparison["orm_bon"]
         progress(
-            f"search ({name}): PAV beam vs ORM running best: gain {c['accuracy_gain']:+.3f} "
-            f"[{c['accuracy_gain_low']:+.3f}, {c['accuracy_gain_high']:+.3f}], compute ratio {c['compute_ratio']:.2f}"
+            f"search ({name}): PAV beam vs ORM best-of-N, running bests in total tokens: gain "
+            f"{c['accuracy_gain']:+.3f} [{c['accuracy_gain_low']:+.3f}, {c['accuracy_gain_high']:+.3f}], "
+            f"compute ratio {c['compute_ratio']:.2f} [{c['compute_ratio_low']:.2f}, {c['compute_ratio_high']:.2f}]"
         )
 
     progress(f"prover sweep K in {cfg.k_sweep} at N={cfg.k_sweep_budget} (learned PAV)")
@@ -101,45 +103,92 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
         "curves": learned["curves"],
         "learned": learned,
         "oracle": out_sets["exact"],
-        "accuracy_gain": learned["vs"]["orm_bon"]["accuracy_gain"],
-        "compute_ratio": learned["vs"]["orm_bon"]["compute_ratio"],
-        "ratio_is_lower_bound": learned["vs"]["orm_bon"]["ratio_is_lower_bound"],
+        "expansions": search_cfg.expansions,
+        **search_headline(learned["vs"]),
         "monotone": monotone,
         "prover_sweep": sweep,
         **best_prover(sweep),
     }
 
 
-def bootstrap_comparison(method: list[dict], baseline: list[dict], n_boot: int, seed: int) -> dict:
-    """`compare_curves` of two curves with percentile intervals from resampling problems (paired across methods and
-    budgets, compute held at its observed totals)."""
+def bootstrap_comparison(
+    method: list[dict], baseline: list[dict], n_boot: int, seed: int, confidence: float = 0.95
+) -> dict:
+    """`compare_curves` of two curves in total tokens (generated + verifier), with the same numbers in generated
+    tokens only under `"generated_tokens"`, and percentile intervals for the gain and the ratio from resampling
+    problems (one resample for both curves, every budget and both units: paired; compute held at its observed
+    totals).
+
+    Returns `compare_curves`'s fields with `accuracy_gain_low` / `_high`, `compute_ratio_low` / `_high` and
+    `compute_ratio_grid_edge_share` (the share of resamples whose ratio is a grid edge, i.e. a lower bound), plus
+    `identical` (every per-problem correctness equal at every budget), `differing_picks` and `compared_picks` (the
+    (budget, problem) pairs whose correctness differs, out of those compared at budgets both curves have).
+    """
     from ..search import compare_curves
 
-    point = compare_curves(method, baseline)
     m = np.array([r["per_problem_correct"] for r in method], dtype=float)  # (budgets, problems)
     b = np.array([r["per_problem_correct"] for r in baseline], dtype=float)
+    if m.ndim != 2 or b.ndim != 2 or m.shape[1] != b.shape[1]:
+        raise ValueError(
+            f"bootstrap_comparison: both curves need one per_problem_correct value per problem at every budget, "
+            f"got shapes {m.shape} and {b.shape}"
+        )
+    lo_q, hi_q = (1 - confidence) / 2, (1 + confidence) / 2
+    units = ("total_tokens", "generated_tokens")
+    draws: dict[str, dict[str, list]] = {u: {"gain": [], "ratio": [], "edge": []} for u in units}
     rng = np.random.default_rng(seed)
-    gains, ratios = [], []
     for _ in range(n_boot):
         idx = rng.integers(0, m.shape[1], size=m.shape[1])
         rm = [{**r, "accuracy": float(m[i, idx].mean())} for i, r in enumerate(method)]
         rb = [{**r, "accuracy": float(b[i, idx].mean())} for i, r in enumerate(baseline)]
-        res = compare_curves(rm, rb)
-        gains.append(res["accuracy_gain"])
-        ratios.append(res["compute_ratio"])
-    lo, hi = np.quantile(gains, [0.025, 0.975])
-    rlo, rhi = np.quantile(ratios, [0.025, 0.975])
+        for unit in units:
+            res = compare_curves(rm, rb, unit)
+            draws[unit]["gain"].append(res["accuracy_gain"])
+            draws[unit]["ratio"].append(res["compute_ratio"])
+            draws[unit]["edge"].append(res["ratio_is_grid_edge"])
+
+    def stats(unit: str) -> dict:
+        point, d = compare_curves(method, baseline, unit), draws[unit]
+        glo, ghi = np.quantile(d["gain"], [lo_q, hi_q]) if n_boot else (point["accuracy_gain"],) * 2
+        rlo, rhi = np.quantile(d["ratio"], [lo_q, hi_q]) if n_boot else (point["compute_ratio"],) * 2
+        return {
+            **point,
+            "accuracy_gain_low": float(glo),
+            "accuracy_gain_high": float(ghi),
+            "compute_ratio_low": float(rlo),
+            "compute_ratio_high": float(rhi),
+            "compute_ratio_grid_edge_share": float(np.mean(d["edge"]))
+            if n_boot
+            else float(point["ratio_is_grid_edge"]),
+        }
+
+    m_at = {r["n"]: r["per_problem_correct"] for r in method if "n" in r}
+    b_at = {r["n"]: r["per_problem_correct"] for r in baseline if "n" in r}
+    common = sorted(set(m_at) & set(b_at))
+    differing = sum(x != y for n in common for x, y in zip(m_at[n], b_at[n]))
+    identical = len(m_at) == len(method) and len(b_at) == len(baseline) and set(m_at) == set(b_at) and differing == 0
     return {
-        **point,
-        "accuracy_gain_low": float(lo),
-        "accuracy_gain_high": float(hi),
-        "compute_ratio_low": float(rlo),
-        "compute_ratio_high": float(rhi),
+        **stats("total_tokens"),
+        "generated_tokens": stats("generated_tokens"),
+        "identical": bool(identical),
+        "differing_picks": int(differing),
+        "compared_picks": len(common) * m.shape[1],
     }
 
 
 def best_prover(sweep: list[dict]) -> dict:
-    """The K with the highest accuracy (ties go to the smallest K, not to the paper's answer) and every tied K."""
+    """The K with the highest accuracy (ties go to the smallest K, not to the paper's answer), every tied K, that
+    accuracy, and whether every K of the sweep ties (then the sweep names no best K).
+
+    Example:
+        >>> best_prover([{"k": 1, "accuracy": 0.5}, {"k": 4, "accuracy": 0.5}])["best_prover_k_all_tie"]
+        True
+    """
     top = max(r["accuracy"] for r in sweep)
     tied = sorted(r["k"] for r in sweep if r["accuracy"] == top)
-    return {"best_prover_k": tied[0], "best_prover_k_ties": tied}
+    return {
+        "best_prover_k": tied[0],
+        "best_prover_k_ties": tied,
+        "best_prover_accuracy": top,
+        "best_prover_k_all_tie": len(tied) == len(sweep),
+    }

@@ -20,6 +20,7 @@ __all__ = [
     "SearchEvalConfig",
     "compare_curves",
     "compare_to_baselines",
+    "compute_of",
     "evaluate_search",
     "merge_search_results",
     "plot_search_results",
@@ -112,7 +113,8 @@ def evaluate_search(
 
     Each record holds `n`, `accuracy`, `correct`, `per_problem_correct` (one value per problem, in the order of
     `problem_ids`: 0/1 for a pick, the fraction of correct samples for `random_pick`, for bootstrap intervals), and
-    the compute totals (`generated_tokens`, `verifier_tokens`, `sampled_steps`, `seconds`) summed over all prompts.
+    the compute totals (`generated_tokens`, `verifier_tokens`, their sum `total_tokens`, `sampled_steps`, `seconds`)
+    summed over all prompts.
     Methods that pick one trace per problem also hold `unanswered` and `unanswered_share`: the picks that did not
     finish with a readable answer (a method falls back to one only when no candidate answered). Best-of-N methods
     share one set of samples per N; each is charged for the sampling plus its own scoring. `prompt_ids` (default
@@ -163,7 +165,9 @@ def evaluate_search(
     def record(n: int, outcome: dict, *ledgers: ComputeLedger) -> dict:
         merged = ComputeLedger([c for ledger in ledgers for c in ledger.calls])
         hits = sum(outcome["per_problem_correct"])
-        return {"n": n, "accuracy": hits / max(len(golds), 1), "correct": hits, **outcome, **merged.totals()}
+        totals = merged.totals()
+        totals["total_tokens"] = totals["generated_tokens"] + totals["verifier_tokens"]
+        return {"n": n, "accuracy": hits / max(len(golds), 1), "correct": hits, **outcome, **totals}
 
     def drain() -> None:
         for scorer in (pav, orm):
@@ -274,6 +278,16 @@ def merge_search_results(parts: Sequence[dict]) -> dict:
     return out
 
 
+def compute_of(record: dict, compute: str) -> float:
+    """A record's compute in the unit `compute`; `"total_tokens"` is `generated_tokens + verifier_tokens` where a
+    record (one cached before the field existed) does not carry it."""
+    if compute in record:
+        return float(record[compute])
+    if compute == "total_tokens" and "generated_tokens" in record and "verifier_tokens" in record:
+        return float(record["generated_tokens"] + record["verifier_tokens"])
+    raise KeyError(compute)
+
+
 def _running_best(xs: list[float], ys: list[float]) -> list[float]:
     """Best y at compute <= each x (xs sorted): what a user of the method gets for that much compute."""
     best, out = float("-inf"), []
@@ -289,67 +303,95 @@ def _running_best_at(x: float, xs: list[float], best: list[float]) -> float:
     return at[-1] if at else best[0]
 
 
+def _first_reach(target: float, xs: list[float], best: list[float]) -> float | None:
+    """The compute at which a running best first reaches `target`, log-interpolated between the points around the
+    crossing (which favours the curve); None if it never does."""
+    if best[0] >= target:
+        return xs[0]
+    for x0, y0, x1, y1 in zip(xs, best, xs[1:], best[1:]):
+        if y0 < target <= y1:
+            if target == y1:  # exact, so that a curve against itself gives a ratio of exactly 1
+                return x1
+            t = (target - y0) / (y1 - y0)
+            return math.exp(math.log(x0) + t * (math.log(x1) - math.log(x0)))
+    return None
+
+
 def compare_curves(
     method: list[dict], baseline: list[dict], compute: str = "generated_tokens", tolerance: float = 0.02
 ) -> dict:
-    """The paper's two headline numbers for `method` against `baseline`, each taken against the baseline's *running
-    best* (its best accuracy at that compute or less), so a baseline that falls with more compute is not charged for
-    its fall.
+    """The paper's two headline numbers for `method` against `baseline`, both curves taken as their *running best*
+    (the best accuracy at that compute or less: a user who can spend C picks the best setting costing at most C), so
+    neither side is charged for a fall and the comparison cannot favour a side: two identical curves give a gain of
+    exactly 0 and a ratio of exactly 1, and swapping the curves flips the sign of the gain.
 
-    - `accuracy_gain`: at the largest common budget (the method's most expensive point that costs no more than the
-      baseline's most expensive one; the method's cheapest point if all cost more), the method's accuracy minus the
-      baseline's running best at the method's compute (its cheapest point if the baseline has none that cheap).
-      `gain_compute`, `method_accuracy` and `baseline_accuracy` say where and what was compared.
+    - `accuracy_gain`: at the largest common compute X (the smaller of the two curves' largest compute; the larger of
+      their smallest if the curves do not overlap), the method's running best minus the baseline's.
+      `gain_compute` (the method's compute there), `method_accuracy` and `baseline_accuracy` say what was compared.
     - `compute_ratio`: the compute the baseline's running best needs to reach the method's best accuracy
       (interpolated on a log axis between the points around the crossing, which favours the baseline), over the
-      compute at which the method first reaches it. If the running best never gets there, the ratio uses the
-      baseline's largest compute and `ratio_is_lower_bound` is true: the baseline would need more than that.
+      compute at which the method first reaches it. If the baseline never gets there within its grid, the ratio uses
+      the baseline's largest compute and `ratio_is_grid_edge` is true: the baseline would need more than that (the
+      same flag is kept as `ratio_is_lower_bound`).
 
     Compute within `tolerance` (relative) counts as equal for the accuracy gain: two searches at the same N spend
-    a few tokens more or fewer by chance, and an exact cut would set a method's point against the baseline's point
+    a few tokens more or fewer by chance, and an exact cut would set one curve's point against the other's point
     one budget lower.
+
+    Args:
+        method (`list[dict]`): records with `"accuracy"` and the compute field (an `evaluate_search` curve).
+        baseline (`list[dict]`): the same for the baseline.
+        compute (`str`, defaults to `"generated_tokens"`): the compute field; `"total_tokens"` (generated plus
+            verifier tokens) is summed from `generated_tokens` and `verifier_tokens` where a record lacks it.
+        tolerance (`float`, defaults to `0.02`): relative compute difference counted as equal for the gain.
 
     Example (the baseline falls after its first point; its running best stays 0.6):
         >>> m = [{"generated_tokens": 100, "accuracy": 0.5}, {"generated_tokens": 400, "accuracy": 0.55}]
         >>> b = [{"generated_tokens": 100, "accuracy": 0.6}, {"generated_tokens": 400, "accuracy": 0.3}]
         >>> out = compare_curves(m, b)
-        >>> round(out["accuracy_gain"], 3), out["compute_ratio"], out["ratio_is_lower_bound"]
+        >>> round(out["accuracy_gain"], 3), out["compute_ratio"], out["ratio_is_grid_edge"]
         (-0.05, 0.25, False)
+        >>> compare_curves(b, b)["accuracy_gain"], compare_curves(b, b)["compute_ratio"]
+        (0.0, 1.0)
     """
     if not method or not baseline:
         raise ValueError(f"compare_curves: need records in both curves, got {len(method)} and {len(baseline)}")
+    curves = []
     for name, curve in (("method", method), ("baseline", baseline)):
-        bad = [r for r in curve if compute not in r or "accuracy" not in r or not r[compute] > 0]
-        if bad:
-            raise ValueError(f"compare_curves: {name} records need 'accuracy' and a positive {compute!r}; got {bad[0]}")
-    m = sorted(method, key=lambda r: r[compute])
-    b = sorted(baseline, key=lambda r: r[compute])
-    bx = [float(r[compute]) for r in b]
-    best_b = _running_best(bx, [r["accuracy"] for r in b])
+        points = []
+        for r in curve:
+            try:
+                x = compute_of(r, compute)
+            except KeyError:
+                x = float("nan")
+            if "accuracy" not in r or not x > 0:
+                extra = " (or 'generated_tokens' and 'verifier_tokens')" if compute == "total_tokens" else ""
+                raise ValueError(
+                    f"compare_curves: {name} records need 'accuracy' and a positive {compute!r}{extra}; got {r}"
+                )
+            points.append((x, float(r["accuracy"])))
+        points.sort(key=lambda p: p[0])
+        xs = [p[0] for p in points]
+        curves.append((xs, _running_best(xs, [p[1] for p in points])))
+    (mx, best_m), (bx, best_b) = curves
 
-    target = max(m, key=lambda r: (r["accuracy"], -r[compute]))  # best accuracy, at the least compute
-    reach = None
-    if best_b[0] >= target["accuracy"]:
-        reach = bx[0]
-    else:
-        for (x0, y0), (x1, y1) in zip(zip(bx, best_b), zip(bx[1:], best_b[1:])):
-            if y0 < target["accuracy"] <= y1:
-                t = (target["accuracy"] - y0) / (y1 - y0)
-                reach = math.exp(math.log(x0) + t * (math.log(x1) - math.log(x0)))
-                break
-    ratio = (reach if reach is not None else bx[-1]) / target[compute]
+    target = best_m[-1]
+    target_x = mx[best_m.index(target)]  # where the method first reaches its best
+    reach = _first_reach(target, bx, best_b)
+    ratio = (reach if reach is not None else bx[-1]) / target_x
 
-    slack = 1.0 + tolerance
-    within = [r for r in m if r[compute] <= bx[-1] * slack]
-    point = within[-1] if within else m[0]
-    base = _running_best_at(point[compute] * slack, bx, best_b)
+    # One compute for both curves, so the gain is antisymmetric; the slack forgives chance differences at one N.
+    common = max(min(mx[-1], bx[-1]), max(mx[0], bx[0])) * (1.0 + tolerance)
+    method_acc, base_acc = _running_best_at(common, mx, best_m), _running_best_at(common, bx, best_b)
     return {
+        "compute": compute,
         "compute_ratio": ratio,
+        "ratio_is_grid_edge": reach is None,
         "ratio_is_lower_bound": reach is None,
-        "accuracy_gain": point["accuracy"] - base,
-        "gain_compute": point[compute],
-        "method_accuracy": point["accuracy"],
-        "baseline_accuracy": base,
+        "accuracy_gain": method_acc - base_acc,
+        "gain_compute": max([x for x in mx if x <= common], default=mx[0]),
+        "method_accuracy": method_acc,
+        "baseline_accuracy": base_acc,
     }
 
 
@@ -358,9 +400,12 @@ def compare_to_baselines(
     method: str = "pav_beam",
     baselines: Sequence[str] = ("orm_bon", "majority"),
     compute: str = "generated_tokens",
+    tolerance: float = 0.02,
 ) -> dict[str, dict]:
     """`compare_curves` of `method` against each baseline present in `methods` (an `evaluate_search` result's
-    `"methods"`): the headline against the ORM and against majority vote, which needs no verifier.
+    `"methods"`): the headline against the ORM and against majority vote, which needs no verifier. Pass
+    `compute="total_tokens"` to count the verifier's reading too: beam search scores every sampled prefix, best-of-N
+    only the finished candidates.
 
     Example:
         >>> curves = {"pav_beam": [{"generated_tokens": 10, "accuracy": 0.5}],
@@ -370,7 +415,11 @@ def compare_to_baselines(
     """
     if method not in methods:
         raise ValueError(f"compare_to_baselines: no curve for {method!r}; have {sorted(methods)}")
-    return {name: compare_curves(methods[method], methods[name], compute) for name in baselines if name in methods}
+    return {
+        name: compare_curves(methods[method], methods[name], compute, tolerance)
+        for name in baselines
+        if name in methods
+    }
 
 
 def summarize_curve(records: list[dict], n_boot: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
@@ -409,9 +458,10 @@ def plot_search_results(results: dict, path: str, compute: str = "generated_toke
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for method, records in results["methods"].items():
-        records = sorted(records, key=lambda r: r[compute])
+        records = sorted(records, key=lambda r: compute_of(r, compute))
         style = {"pass_at_n": "--", "random_pick": ":"}.get(method, "-")
-        ax.plot([r[compute] for r in records], [r["accuracy"] for r in records], style, marker="o", label=method)
+        xs = [compute_of(r, compute) for r in records]
+        ax.plot(xs, [r["accuracy"] for r in records], style, marker="o", label=method)
     ax.set_xscale("log")
     ax.set_xlabel(compute.replace("_", " "))
     ax.set_ylabel("accuracy")

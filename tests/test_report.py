@@ -1,0 +1,396 @@
+"""The report's search part: verdicts, the compute ratio's wording, the results.json contract, and notes whose text
+follows the numbers they state (inputs that make each note true and false)."""
+
+import json
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+
+from trl_pav import report
+from trl_pav.demo import DemoConfig
+from trl_pav.demo.search import bootstrap_comparison
+from trl_pav.report import comparison_verdict, ratio_text, search_headline, write_report
+from trl_pav.search import summarize_curve
+
+PROBLEMS = 20
+
+
+def rec(n, right, gen, ver):
+    """A search record at budget `n` right on the first `right` problems."""
+    correct = [1.0 if i < right else 0.0 for i in range(PROBLEMS)]
+    return {
+        "n": n,
+        "accuracy": right / PROBLEMS,
+        "per_problem_correct": correct,
+        "generated_tokens": gen,
+        "verifier_tokens": ver,
+    }
+
+
+def comparison(gain, low, high, ratio=2.0, edge=False, identical=False, **extra):
+    return {
+        "accuracy_gain": gain,
+        "accuracy_gain_low": low,
+        "accuracy_gain_high": high,
+        "compute_ratio": ratio,
+        "compute_ratio_low": ratio * 0.8,
+        "compute_ratio_high": ratio * 1.2,
+        "ratio_is_grid_edge": edge,
+        "ratio_is_lower_bound": edge,
+        "compute": "total_tokens",
+        "identical": identical,
+        "differing_picks": 0 if identical else 3,
+        "compared_picks": 2 * PROBLEMS,
+        **extra,
+    }
+
+
+def learned_curves(pav_right=(12, 14), orm_right=(4, 5)):
+    return {
+        "pav_beam": [rec(3, pav_right[0], 300, 900), rec(6, pav_right[1], 600, 1800)],
+        "q_beam": [rec(3, pav_right[0], 300, 900), rec(6, pav_right[1], 600, 1800)],
+        "orm_bon": [rec(3, orm_right[0], 300, 300), rec(6, orm_right[1], 600, 600)],
+        "majority": [rec(3, 8, 300, 0), rec(6, 9, 600, 0)],
+        "random_pick": [rec(3, 5, 300, 0), rec(6, 5, 600, 0)],
+        "pass_at_n": [rec(3, 12, 300, 0), rec(6, 16, 600, 0)],
+    }
+
+
+def block(curves):
+    vs = {b: bootstrap_comparison(curves["pav_beam"], curves[b], 100, 0) for b in ("orm_bon", "majority", "q_beam")}
+    intervals = {m: summarize_curve(curves[m], n_boot=100) for m in ("pav_beam", "q_beam", "orm_bon", "majority")}
+    return {"curves": curves, "vs": vs, "intervals": intervals}
+
+
+def quality(pav_auc=0.55, orm_auc=0.52, pav_bon=0.3, orm_bon=0.45, random=0.4):
+    def one(auc, bon):
+        return {
+            "within_problem_auc": auc,
+            "outcome_auc": 0.8,
+            "step_auc": 0.7,
+            "best_of_n_accuracy": bon,
+            "random_pick_accuracy": random,
+            "ece_final_value": 0.1,
+        }
+
+    return {
+        "pav": one(pav_auc, pav_bon),
+        "orm": one(orm_auc, orm_bon),
+        "candidates": {
+            "per_problem": 4,
+            "problems": 10,
+            "distinct_correct_per_problem": 1.1,
+            "distinct_wrong_per_problem": 3.0,
+            "problems_with_both": 6,
+        },
+    }
+
+
+def make_results(learned=None, oracle=None, sweep=(0.45, 0.45, 0.45)):
+    learned = learned or block(learned_curves())
+    oracle = oracle or block(learned_curves(pav_right=(12, 15), orm_right=(12, 14)))
+    planted_curves = {"pav_beam": [rec(3, 9, 100, 100)], "q_beam": [rec(3, 9, 100, 110)]}
+    prover_sweep = [{"k": k, "accuracy": a} for k, a in zip((1, 4, 32), sweep)]
+    return {
+        "config": asdict(DemoConfig.quick()),
+        "search": {
+            "learned": learned,
+            "oracle": oracle,
+            "curves": learned["curves"],
+            "monotone": True,
+            "prover_sweep": prover_sweep,
+            "best_prover_k": 1,
+            "expansions": 3,
+        },
+        "rl": {
+            "sample_efficiency_ratio": None,
+            "accuracy_gain": 0.01,
+            "accuracy_gain_interval": [-0.02, 0.04],
+            "final_accuracy": {"outcome": 0.3, "pav_rl": 0.31},
+            "final_accuracy_interval": {"outcome": [0.3, 0.28, 0.32], "pav_rl": [0.31, 0.29, 0.33]},
+            "gain_over_outcome": {"pav_rl": {"estimate": 0.01, "low": -0.02, "high": 0.04}},
+            "seeds": 2,
+            "curves": {"outcome": [{"step": 0, "accuracy": 0.3}], "pav_rl": [{"step": 0, "accuracy": 0.31}]},
+        },
+        "planted": {
+            "exact_search": {
+                "gamma": 5.0,
+                "curves": planted_curves,
+                "pav_vs_q": bootstrap_comparison(planted_curves["pav_beam"], planted_curves["q_beam"], 50, 0),
+            },
+            "final_gain_interval": [0.2, 0.1, 0.3],
+            "base_policy_success": 0.1,
+            "curves": {"pav": [{"step": 0, "accuracy": 0.1}], "outcome": [{"step": 0, "accuracy": 0.1}]},
+            "ppo_iterations_to_90": {},
+            "iterations_to_90": {"pav": [50, 60], "outcome": [None, None]},
+            "pav_iterations_to_90": 55.0,
+            "outcome_iterations_to_90": None,
+            "pav_final_accuracy": 0.95,
+            "outcome_final_accuracy": 0.2,
+            "final_accuracy_per_seed": {"pav": [0.95, 0.95], "outcome": [0.2, 0.2]},
+            "seeds": 2,
+            "gamma_sweep": [{"gamma": 1.0, "final_accuracy": 0.2}, {"gamma": 10.0, "final_accuracy": 0.9}],
+            "gamma_sweep_outcome_accuracy": 0.2,
+            "gamma_window": [10.0, 10.0],
+        },
+        "arithmetic": {
+            "verifier_quality": quality(),
+            "label_quality": {
+                "pit_precision": 0.9,
+                "masked_steps": 3,
+                "failing_traces_with_pit": 10,
+                "mean_label_correct_steps": 0.8,
+                "mean_label_wrong_steps": 0.1,
+            },
+            "base_policy_train_seconds": 10.0,
+            "base_policy_sampled_accuracy": 0.4,
+            "base_policy_step_accuracy": 0.9,
+            "labeling": {"num_traces": 48, "num_labels": 200, "rollouts": 1000},
+        },
+        "verifier": {"pav_step_auc": 0.7},
+        "labels": {"pit_precision": 0.9},
+        "runtime_seconds": 12.0,
+    }
+
+
+# ---- verdicts and the ratio's wording -----------------------------------------------------------------------------
+def test_comparison_verdict():
+    assert comparison_verdict(0.01, 0.1) == "reproduced"
+    assert comparison_verdict(-0.1, -0.01) == "opposite"
+    assert comparison_verdict(0.0, 0.1) == comparison_verdict(-0.1, 0.0) == "not resolved"
+    assert comparison_verdict(None, 0.1) == "not resolved"
+    # Identical curves: "no difference" whatever the interval says.
+    assert comparison_verdict(0.0, 0.0, identical=True) == "no difference"
+
+
+def test_ratio_is_stated_only_for_a_resolved_gain():
+    c = comparison(0.05, 0.01, 0.1, ratio=2.5)
+    assert ratio_text(c) == "2.50x [2.00, 3.00]"
+    assert ratio_text({**c, "ratio_is_grid_edge": True}) == "≥ 2.50x (grid edge)"
+    # Old comparisons carry only ratio_is_lower_bound.
+    old = {k: v for k, v in c.items() if k != "ratio_is_grid_edge"}
+    assert ratio_text({**old, "ratio_is_lower_bound": True}) == "≥ 2.50x (grid edge)"
+    assert ratio_text({**c, "compute_ratio_grid_edge_share": 0.3}) == "2.50x [2.00, ≥ 3.00]"
+    assert ratio_text({**c, "accuracy_gain_low": 0.0}) is None
+    assert ratio_text({**c, "accuracy_gain_low": -0.2, "accuracy_gain_high": -0.1}) is None
+
+
+def test_search_headline_keys():
+    c = comparison(0.1, 0.05, 0.15, ratio=3.0, generated_tokens=comparison(0.2, 0.1, 0.3, ratio=8.0, edge=True))
+    q = comparison(0.0, 0.0, 0.0, ratio=1.0, identical=True)
+    out = search_headline({"orm_bon": c, "q_beam": q})
+    assert out["compute_unit"] == "total_tokens"
+    assert out["accuracy_gain"] == 0.1 and out["accuracy_gain_interval"] == [0.05, 0.15]
+    assert out["compute_ratio"] == 3.0 and out["compute_ratio_interval"] == [pytest.approx(2.4), pytest.approx(3.6)]
+    assert out["verdict"] == "reproduced" and out["compute_ratio_text"] == "3.00x [2.40, 3.60]"
+    assert out["generated_only"]["compute_ratio_text"] == "≥ 8.00x (grid edge)"
+    assert out["pav_vs_q_gain"] == 0.0 and out["pav_vs_q_interval"] == [0.0, 0.0]
+    assert out["pav_vs_q_verdict"] == "no difference"
+
+
+# ---- the whole report ---------------------------------------------------------------------------------------------
+def test_write_report_contract_and_headline(tmp_path):
+    write_report(make_results(), tmp_path)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    search = saved["search"]
+    assert search["compute_unit"] == "total_tokens"
+    for key in ("accuracy_gain", "compute_ratio", "pav_vs_q_gain"):
+        assert isinstance(search[key], float), key
+    for key in ("accuracy_gain_interval", "compute_ratio_interval", "pav_vs_q_interval"):
+        assert len(search[key]) == 2 and search[key][0] <= search[key][1], key
+    learned = make_results()["search"]["learned"]["vs"]
+    assert search["accuracy_gain"] == learned["orm_bon"]["accuracy_gain"]
+    assert search["pav_vs_q_gain"] == 0.0 and search["pav_vs_q_verdict"] == "no difference"
+    assert saved["summary"]["search"]["compute_unit"] == "total_tokens"
+    text = (tmp_path / "report.md").read_text()
+    assert "generated + verifier tokens" in text and "Counting generated tokens only" in text
+    assert "(lower bound)" not in text
+    # Learned PAV and Q-only beams are the same curves: "no difference", not "opposite".
+    claim = next(
+        c for c in saved["summary"]["claims"] if c["claim"].startswith("Search (learned verifiers): PAV beam beats Q")
+    )
+    assert claim["verdict"] == "no difference" and claim["estimate"] == 0.0
+    # In total tokens PAV beam spends 1,200 and 2,400, best-of-N 600 and 1,200: at 1,200 PAV beam is right on 12 of
+    # 20 (N = 3), best-of-N on 5 (N = 6). PAV is right on a superset, so every resample keeps it ahead.
+    assert learned["orm_bon"]["accuracy_gain"] == pytest.approx(12 / 20 - 5 / 20)
+    assert learned["orm_bon"]["accuracy_gain_low"] > 0
+    # Best-of-N never reaches PAV beam's 0.7 (at 2,400): a grid edge, 1,200 / 2,400.
+    assert "compute ratio ≥ 0.50x (grid edge)" in text
+    assert "compute ratio ≥" in text and "(grid edge)" in text
+    # Every prover K ties: the sweep names no best K.
+    assert "all K tie at 0.450" in text and "Best prover K" not in text
+    assert "At N = 6 PAV beam reads 1,800 verifier tokens and the ORM's best-of-N 600 (3.0x)" in text
+
+
+def test_headline_hides_the_ratio_of_an_unresolved_gain():
+    curves = learned_curves(pav_right=(7, 7), orm_right=(6, 7))
+    results = make_results(learned=block(curves))
+    text = report._headline_md(results["search"])
+    assert "not resolved; compute ratio not stated (the gain is not resolved)" in text
+
+
+def test_prover_text():
+    sweep = [{"k": 1, "accuracy": 0.4}, {"k": 4, "accuracy": 0.5}, {"k": 8, "accuracy": 0.5}]
+    assert report._prover_text(sweep).startswith("Prover sweep: K = 4, 8 tie for the best accuracy, 0.500")
+    assert report._prover_text(sweep[:2]).startswith("Best prover K in the sweep: 4 (0.500")
+    assert report._prover_text([{**r, "accuracy": 0.4} for r in sweep]).startswith("Prover sweep: all K tie at 0.400")
+
+
+# ---- notes --------------------------------------------------------------------------------------------------------
+def test_pav_vs_q_note_follows_the_picks():
+    results = make_results()
+    # Exact-value PAV and Q-only beams identical: the mechanism sentence, and it says what the picks show.
+    note = report._pav_vs_q_note(results)
+    assert "no difference; the two are right on the same problems at every N" in note
+    assert "Q + α·A ranks them as Q does" in note
+    # Different picks, same accuracy at each N: not resolved, and no mechanism sentence.
+    oracle = learned_curves(pav_right=(12, 15), orm_right=(12, 14))
+    oracle["q_beam"] = [{**r, "per_problem_correct": r["per_problem_correct"][::-1]} for r in oracle["q_beam"]]
+    results = make_results(oracle=block(oracle))
+    note = report._pav_vs_q_note(results)
+    assert "+0.0 points [" in note and "not resolved; the two are right on different problems in 26 of 40" in note
+    assert "ranks them as Q does" not in note
+    # A resolved gain for PAV beam reproduces the paper: no note.
+    oracle["q_beam"] = [rec(3, 4, 300, 900), rec(6, 5, 600, 1800)]
+    assert report._pav_vs_q_note(make_results(oracle=block(oracle))) == ""
+
+
+def test_planted_note_recomputes_a_stale_comparison():
+    planted = make_results()["planted"]
+    assert "no difference; the two are right on the same problems" in report._planted_search_note(planted)
+    # A comparison cached by the old code (raw point against running best, no `compute` field) said -4.7 points
+    # "opposite" for identical curves; the note recomputes it from the curves.
+    stale = {**planted, "exact_search": {**planted["exact_search"], "pav_vs_q": comparison(-0.047, -0.1, -0.01)}}
+    stale["exact_search"]["pav_vs_q"].pop("compute")
+    stale["exact_search"]["pav_vs_q"].pop("identical")
+    note = report._planted_search_note(stale, {"bootstrap_samples": 20, "seed": 0})
+    assert "-4.7" not in note and "+0.0 points [+0.0, +0.0], no difference" in note
+    differs = comparison(0.05, -0.02, 0.1)
+    note = report._planted_search_note({**planted, "exact_search": {**planted["exact_search"], "pav_vs_q": differs}})
+    assert "not resolved; the two are right on different problems in 3 of 40" in note
+
+
+def test_learned_q_note():
+    search = make_results()["search"]
+    assert "are right on the same problems" in report._learned_q_note(search)
+    assert "every prover K in the sweep gives the same accuracy, 0.450" in report._learned_q_note(search)
+    curves = learned_curves()
+    curves["q_beam"] = [{**r, "per_problem_correct": r["per_problem_correct"][::-1]} for r in curves["q_beam"]]
+    other = {**search, "learned": block(curves), "prover_sweep": [{"k": 1, "accuracy": 0.4}, {"k": 4, "accuracy": 0.5}]}
+    note = report._learned_q_note(other)
+    assert "though they are right on different problems in 28 of 40" in note and "changed no pick" not in note
+    assert "every prover K" not in note
+    curves["q_beam"] = [rec(3, 1, 300, 900), rec(6, 2, 600, 1800)]
+    assert report._learned_q_note({**search, "learned": block(curves)}) == ""
+
+
+def test_decomposition_note_branches():
+    results = make_results()
+    search, q = results["search"], results["arithmetic"]["verifier_quality"]
+    # Exact-value gain (12 vs 14 of 20 at 1,200 total tokens) below the learned one (12 vs 5): no smaller with the
+    # learned verifiers.
+    note = report._decomposition_note(search, q)
+    assert "at equal total tokens" in note and "no smaller with the learned verifiers" in note
+    assert "PAV beam goes 0.750 → 0.700 and the ORM's best-of-N 0.700 → 0.250" in note
+    assert "losses within 5 points" not in note  # 5 and 45 points lost
+    # The exact-value gain above the learned one: the gain shrinks; the difficulty clause only when the pooled AUCs
+    # exceed the within-problem ones.
+    oracle = block(learned_curves(pav_right=(18, 20), orm_right=(4, 5)))
+    search = {**search, "oracle": oracle}
+    note = report._decomposition_note(search, q)
+    assert "The gain shrinks from exact to learned values" in note and "rank problems by difficulty" in note
+    flat = {k: {**v, "outcome_auc": 0.55} if k in ("pav", "orm") else v for k, v in q.items()}
+    assert "rank problems by difficulty" not in report._decomposition_note(search, flat)
+
+
+def test_flat_search_note_says_what_each_curve_does():
+    search = make_results()["search"]
+    q = quality()
+    # Learned PAV beam rises 12 → 14 of 20 (+10 points): no note.
+    assert report._flat_search_note(search, q) == ""
+    curves = learned_curves(pav_right=(10, 10), orm_right=(6, 9))
+    search = {**search, "learned": block(curves)}
+    note = report._flat_search_note(search, q)
+    assert "PAV beam 0.500 → 0.500 (within 2 points)" in note and "best-of-N 0.300 → 0.450 (rises)" in note
+    assert "Pass@N 0.600 → 0.800 (rises)" in note and "more often at larger N" in note
+    assert "more often a wrong one" not in note  # PAV beam does not fall
+    curves["pass_at_n"] = [rec(3, 12, 300, 0), rec(6, 12, 600, 0)]
+    curves["pav_beam"] = [rec(3, 10, 300, 900), rec(6, 8, 600, 1800)]
+    note = report._flat_search_note({**search, "learned": {"curves": curves}}, q)
+    assert "PAV beam 0.500 → 0.400 (falls)" in note and "more often at larger N" not in note
+    # Exact values flat too: no note.
+    flat = learned_curves(pav_right=(10, 10))
+    assert report._flat_search_note({**search, "learned": {"curves": curves}, "oracle": {"curves": flat}}, q) == ""
+
+
+def test_below_random_note():
+    search = make_results()["search"]
+    note = report._below_random_note(search, quality())
+    # Only the PAV is below random (0.30 < 0.40; the ORM's 0.45 is not).
+    assert "(PAV 0.300; random 0.400)" in note and "ORM 0.450" not in note
+    assert "near chance" in note  # AUC 0.55, wrong candidates more distinct than right ones
+    # Majority (9 of 20) above the ORM's best-of-N (5 of 20) at the largest N.
+    assert "reaches 0.450 at the largest N against the ORM's best-of-N 0.250" in note
+    assert "near chance" not in report._below_random_note(search, quality(pav_auc=0.7))
+    assert report._below_random_note(search, quality(pav_bon=0.5)) == ""
+    curves = learned_curves(orm_right=(10, 12))
+    assert "Majority vote" not in report._below_random_note({**search, "learned": {"curves": curves}}, quality())
+
+
+def test_monotone_note_names_the_falling_curves():
+    curves = learned_curves(pav_right=(20, 0))
+    search = {**make_results()["search"], "learned": block(curves), "monotone": False}
+    note = report._monotone_note(search)
+    assert "pav_beam 1.000 → 0.000" in note and "orm_bon" not in note
+    assert report._monotone_note({**search, "monotone": True}) == ""
+
+
+def test_gamma_note():
+    planted, cfg = make_results()["planted"], {"gamma_sweep_steps": 4}
+    assert report._gamma_note(planted, cfg) == ""  # window [10, 10] inside the paper's
+    sweep = [
+        {"gamma": 1.0, "final_accuracy": 0.2},
+        {"gamma": 3.0, "final_accuracy": 0.6},
+        {"gamma": 100.0, "final_accuracy": 0.21},
+    ]
+    note = report._gamma_note({**planted, "gamma_sweep": sweep, "gamma_window": [3.0, 3.0]}, cfg)
+    assert "As in the paper, the weakest (γ=1: 0.200) and the strongest (γ=100: 0.210)" in note
+    assert "3 points, one seed each and 4 GRPO steps per run" in note
+    sweep[-1]["final_accuracy"] = 0.9
+    note = report._gamma_note({**planted, "gamma_sweep": sweep, "gamma_window": [3.0, 100.0]}, cfg)
+    assert "Unlike the paper, the strongest prover" in note and "As in the paper" not in note
+    note = report._gamma_note({**planted, "gamma_window": None}, cfg)
+    assert "No γ in the sweep gives that gain" in note
+
+
+def test_probe_and_likelihood_notes_follow_their_numbers():
+    probes = {"final_token_hidden_layer_1": {"within_problem_auc": 0.55}, "token_logprob": {"within_problem_auc": 0.7},
+              "train_traces": 48}  # fmt: skip
+    assert "shows more in the likelihood" in report._probe_note(probes)
+    probes["final_token_hidden_layer_1"]["within_problem_auc"] = 0.8
+    assert "shows more in the likelihood" not in report._probe_note(probes)
+    q = {**quality(), "policy_likelihood": {"within_problem_auc": 0.5, "best_of_n_accuracy": 0.3}}
+    assert "near chance" in report._likelihood_note(q)
+    q["policy_likelihood"]["within_problem_auc"] = 0.58  # above neither verifier's 0.55? above: better than both
+    assert "better than either verifier: within-problem AUC 0.58 against 0.55" in report._likelihood_note(q)
+    q["policy_likelihood"]["within_problem_auc"] = 0.53
+    assert report._likelihood_note(q).endswith("(within-problem AUC 0.53): near chance, so the backbone's likelihood "
+                                              "does not tell a right answer from a wrong one.")  # fmt: skip
+    q = {**quality(pav_auc=0.9), "policy_likelihood": {"within_problem_auc": 0.7, "best_of_n_accuracy": 0.3}}
+    assert report._likelihood_note(q).endswith("(within-problem AUC 0.70).")
+
+
+def test_identical_curves_are_no_difference_in_claims():
+    claims = report._claims(make_results())
+    by = {c["claim"]: c for c in claims}
+    q = by[
+        "Search (learned verifiers): PAV beam beats Q-only beam at equal total tokens (running best vs running best)"
+    ]
+    assert q["verdict"] == "no difference" and q["compute_ratio_text"] is None
+    orm = by[
+        "Search (learned verifiers): PAV beam beats ORM best-of-N at equal total tokens (running best vs running best)"
+    ]
+    assert orm["verdict"] == "reproduced" and orm["compute_ratio_text"].endswith("(grid edge)")
+    assert "compute ratio ≥" in report._fmt_interval(orm)
+    assert np.isfinite(orm["estimate"])
