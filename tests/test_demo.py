@@ -34,7 +34,7 @@ def test_quick_demo_writes_a_complete_report(tmp_path):
     assert 0.0 <= saved["labels"]["pit_precision"] <= 1.0
     # Every claim carries an interval and a verdict that follows from it.
     for claim in saved["summary"]["claims"]:
-        assert claim["verdict"] in ("reproduced", "opposite", "not resolved")
+        assert claim["verdict"] in ("reproduced", "opposite", "not resolved", "no difference")
         if claim["unit"] == "accuracy":
             assert claim["low"] <= claim["estimate"] <= claim["high"]
             assert (claim["verdict"] == "reproduced") == (claim["low"] > 0)

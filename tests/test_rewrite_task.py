@@ -162,3 +162,27 @@ def test_search_with_exact_values_finds_answers():
     probs = task.sample_problems(8, seed=11)
     out = beam_search(pol, pol, [p.prompt for p in probs], BeamSearchConfig(budget=6, max_depth=20))
     assert all(task.grader.grade(task.step_format.join(r.steps), p.gold) == 1.0 for r, p in zip(out, probs))
+
+
+def test_fit_recovers_a_known_policys_rates():
+    """Rates measured on traces of a known procedural policy match its rates within binomial error, and the
+    attempted kind of a wrong step is read from its shape."""
+    task = RewriteTask()
+    truth = RewritePolicy(task, RATES, restate_rate=0.2)
+    probs = task.sample_problems(600, seed=21)
+    traces = [(p.expression, truth.sample_trace(p.expression, seed=i)) for i, p in enumerate(probs)]
+    fitted = RewritePolicy.fit(task, traces)
+    totals: dict[str, int] = {}
+    for expr, steps in traces:
+        for kind, (right, wrong) in task.move_counts(expr, steps).items():
+            totals[kind] = totals.get(kind, 0) + right + wrong
+    for kind, rate in RATES.items():
+        assert abs(fitted.error_rates[kind] - rate) < 4 * math.sqrt(rate * (1 - rate) / totals[kind]), kind
+    assert abs(fitted.restate_rate - 0.2) < 0.03
+    state = parse_expression("17*6+4+3*9")
+    assert task.attempted_kind(state, "17*6+4+28") == "product"
+    assert task.attempted_kind(state, "103+4+3*9") == "hard_product"
+    assert task.attempted_kind(state, "10*6+8*6+4+3*9") == "split"
+    assert task.attempted_kind(parse_expression("102+4+27"), "107+27") == "sum"
+    assert task.attempted_kind(state, "17*6+4+3*9") == "restate"
+    assert task.attempted_kind(state, "hello") == "unreadable"

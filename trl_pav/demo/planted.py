@@ -110,6 +110,7 @@ def run(cfg, out: Path, progress) -> dict:
     search_key = {
         "gamma": PLANTED_SEARCH_GAMMA,
         "cfg": [cfg.search_problems, cfg.search_budgets, cfg.search_alpha, cfg.prover_k, cfg.seed],
+        "comparison": "running best vs running best, total tokens",  # the comparison this cache holds
     }
     exact_search = cached_json(out / "planted" / "search.json", search_key, lambda: _exact_search(task, cfg))
     gain = t_interval([p - o for p, o in zip(finals["pav"], finals["outcome"])])

@@ -270,6 +270,42 @@ class RewriteTask:
             out.append((move, state))
         return out
 
+    def attempted_kind(self, state: State, step: str) -> str:
+        """The kind of move a step from the correct `state` attempted, right or wrong, read from its shape: one term
+        fewer is a sum, one more a split, the same count a product (hard or not by the term that changed) or a
+        restatement; `"unreadable"` if the step is neither an expression nor an answer."""
+        answer = _ANSWER.match(step.strip())
+        if answer is not None:
+            finals = [k for k, s in successors(state) if _is_final(s)]
+            return finals[0] if finals else "answer"
+        new = parse_expression(step)
+        if new is None:
+            return "unreadable"
+        if len(new) == len(state) - 1:
+            return "sum"
+        if len(new) == len(state) + 1:
+            return "split"
+        if len(new) == len(state):
+            changed = [t for t, u in zip(state, new) if t != u]
+            if not changed:
+                return "restate"
+            first = changed[0]
+            return move_kind(first) if isinstance(first, tuple) else "restate"  # a miscopied number
+        return "unreadable"
+
+    def move_counts(self, expression: str, steps: Sequence[str]) -> dict[str, list[int]]:
+        """Per move kind, `[right, wrong]` counts of the steps a trace took while it was still correct (the first
+        wrong step is counted against the kind it attempted; nothing after it counts)."""
+        counts: dict[str, list[int]] = {}
+        state = parse_expression(expression)
+        for (move, after), step in zip(self.replay(expression, steps), steps):
+            kind = self.attempted_kind(state, step) if move == "wrong" else move  # type: ignore[arg-type]
+            counts.setdefault(kind, [0, 0])[move == "wrong"] += 1
+            if move == "wrong" or after is None:
+                break
+            state = after
+        return counts
+
     def step_labels(self, expression: str, steps: Sequence[str]) -> list[bool]:
         """Exact correctness of each step, judged in order: a correct reduction, a restatement, or the right answer
         when one reduction is left. Every step after the first wrong one is wrong too."""
@@ -338,6 +374,24 @@ class RewritePolicy:
         rates = ",".join(f"{k}{error_rates[k]:g}" for k in MOVE_KINDS)
         self.name = name or f"rewrite-{rates}-r{restate_rate:g}"
         self._values: dict[State, float] = {}
+
+    @classmethod
+    def fit(
+        cls, task: RewriteTask, traces: Sequence[tuple[str, Sequence[str]]], name: str = "checker"
+    ) -> RewritePolicy:
+        """The procedural policy whose per-kind error rates and restate rate are those measured on `traces`
+        (`(expression, steps)` pairs sampled from a policy): exact values for a trained policy, up to the order
+        in which it chooses reductions (uniform here). A kind never attempted gets rate 0; unreadable steps count
+        as errors of no kind and are left out of the rates."""
+        totals: dict[str, list[int]] = {}
+        for expression, steps in traces:
+            for kind, (right, wrong) in task.move_counts(expression, steps).items():
+                t = totals.setdefault(kind, [0, 0])
+                t[0], t[1] = t[0] + right, t[1] + wrong
+        rates = {k: (totals[k][1] / sum(totals[k])) if k in totals and sum(totals[k]) else 0.0 for k in MOVE_KINDS}
+        restated = sum(totals.get("restate", [0, 0]))  # a miscopied restatement was an attempt to restate too
+        taken = sum(sum(t) for t in totals.values())
+        return cls(task, rates, restate_rate=min(restated / max(taken, 1), 0.95), name=name)
 
     @staticmethod
     def _expression(prompt: str) -> str:
