@@ -394,3 +394,60 @@ def test_identical_curves_are_no_difference_in_claims():
     assert orm["verdict"] == "reproduced" and orm["compute_ratio_text"].endswith("(grid edge)")
     assert "compute ratio ≥" in report._fmt_interval(orm)
     assert np.isfinite(orm["estimate"])
+
+
+# ---- RL and labels notes ------------------------------------------------------------------------------------------
+def rl_results(low=-0.02, high=0.04, ratio=None, spread=0.06, end=0.31, exact=True):
+    results = make_results()
+
+    def curve(start, stop):
+        return [{"step": 0, "accuracy": start, "min": start, "max": start},
+                {"step": 40, "accuracy": stop, "min": stop - spread / 2, "max": stop + spread / 2}]  # fmt: skip
+
+    gains = {"pav_rl": {"estimate": (low + high) / 2, "low": low, "high": high}}
+    if exact:
+        gains["pav_rl_exact"] = {"estimate": 0.0, "low": -0.01, "high": 0.01}
+    results["rl"].update(
+        accuracy_gain=(low + high) / 2,
+        accuracy_gain_interval=[low, high],
+        sample_efficiency_ratio=ratio,
+        gain_over_outcome=gains,
+        curves={"outcome": curve(0.3, 0.3), "pav_rl": curve(0.3, end)},
+    )
+    return results
+
+
+def test_rl_note_follows_its_numbers():
+    assert report._rl_note(rl_results(low=0.01, high=0.05)) == ""  # resolved above 0: no note
+    note = report._rl_note(rl_results())
+    assert "longer or faster" not in note and "exploration" not in note
+    assert "+1.0 points (interval [-2.0, +4.0], 2 seeds)" in note
+    assert "ratio is undefined: its mean curve never reaches" in note
+    assert "With exact values the gain is +0.0 points [-1.0, +1.0]." in note
+    assert "would still have an interval reaching below 0" not in note  # half-width 3.0 points
+    assert "Over 40 GRPO steps the mean accuracy moves outcome 0.300 → 0.300, pav_rl 0.300 → 0.310" in note
+    assert "differ by up to 6.0 points, no less than any arm's mean moved." in note
+    note = report._rl_note(rl_results(low=-0.05, high=0.03, ratio=1.5, spread=0.02, end=0.4, exact=False))
+    assert "sample-efficiency ratio is 1.50." in note and "With exact values" not in note
+    assert "half-width is 4.0 points with 2 seeds and 32 evaluation problems" in note
+    assert "differ by up to 2.0 points." in note and "no less than" not in note  # pav_rl moved 10 points
+
+
+def test_labels_note_follows_its_numbers():
+    results = make_results()
+    assert report._labels_note(results) == ""  # precision 0.9
+    labels = results["arithmetic"]["label_quality"]
+    labels["pit_precision"] = 0.6
+    note = report._labels_note(results)
+    assert "first error in 60% of 10 failing traces (n_mc = 4, a candidate pit confirmed with 2 more" in note
+    assert "no way back" not in note and "never comes after" not in note and "mismatched pits" not in note
+    assert "0 successes in 6 rollouts, so the base policy finishes it with probability below 0.39" in note
+    assert note.endswith("The 3 steps after a pit are masked, not labeled 0.")
+    labels.update(pits_before_first_error=0, pits_after_first_error=4)
+    note = report._labels_note(results)
+    assert "Of the mismatched pits, 0 lie before the first error" in note and "4 after it" in note
+    assert "0 successes" not in note
+    labels["pits_before_first_error"] = 2
+    assert "0 successes in 6 rollouts" in report._labels_note(results)
+    results["config"]["pit_threshold"] = 0.25  # a pit may then have successes: no bound
+    assert "0 successes" not in report._labels_note(results)

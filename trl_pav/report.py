@@ -406,58 +406,99 @@ def _fmt_interval(c: dict) -> str:
 
 
 def _disagreements(results: dict) -> list[str]:
-    """Where our numbers part from the paper; each search sentence follows from the numbers it states."""
-    search, rl, planted = results["search"], results["rl"], results["planted"]
-    quality, labels = results["arithmetic"]["verifier_quality"], results["arithmetic"]["label_quality"]
+    """Where our numbers part from the paper; each sentence follows from the numbers it states."""
+    search, planted = results["search"], results["planted"]
+    quality = results["arithmetic"]["verifier_quality"]
     notes = [
         _pav_vs_q_note(results),
         _decomposition_note(search, quality, results["config"].get("verifier_likelihood_head", False)),
         _flat_search_note(search, quality),
         _below_random_note(search, quality),
         _monotone_note(search),
+        _rl_note(results),
+        _labels_note(results),
+        _gamma_note(planted, results["config"]),
     ]
-    notes = [n for n in notes if n]
+    return [n for n in notes if n]
+
+
+def _rl_note(results: dict) -> str:
+    """Arithmetic RL when PAV-RL's gain over outcome-only RL is not resolved above 0: the gain, the exact-value arm,
+    the interval's half-width, and how far RL moved each arm against how much its seeds differ."""
+    rl, cfg = results["rl"], results["config"]
+    low, high = rl["accuracy_gain_interval"]
+    if low > 0:
+        return ""
     ratio = rl["sample_efficiency_ratio"]
-    if rl["accuracy_gain_interval"][0] <= 0:
-        exact_arm = next((g for a, g in rl["gain_over_outcome"].items() if a.endswith("_exact")), None)
-        extra = (
+    text = (
+        f"Arithmetic RL: PAV-RL's gain over outcome-only RL is {rl['accuracy_gain'] * 100:+.1f} points "
+        f"(interval [{low * 100:+.1f}, {high * 100:+.1f}], {rl['seeds']} seeds); its sample-efficiency ratio is "
+        + (
+            f"{ratio:.2f}."
+            if ratio is not None
+            else "undefined: its mean curve never reaches outcome-only RL's final accuracy."
+        )
+    )
+    exact_arm = next((g for a, g in rl["gain_over_outcome"].items() if a.endswith("_exact")), None)
+    if exact_arm:
+        text += (
             f" With exact values the gain is {exact_arm['estimate'] * 100:+.1f} points "
             f"[{exact_arm['low'] * 100:+.1f}, {exact_arm['high'] * 100:+.1f}]."
-            if exact_arm
-            else ""
         )
-        low, high = rl["accuracy_gain_interval"]
-        half = (high - low) / 2 * 100
-        power = (
-            f" Its half-width is {half:.1f} points with {rl['seeds']} seeds and "
-            f"{results['config']['rl_eval_problems']} evaluation problems, so a gain of 3 points could not be resolved "
-            "here even if present."
-            if half > 3
-            else ""
+    half = (high - low) / 2 * 100
+    if half > 3:
+        text += (
+            f" The interval's half-width is {half:.1f} points with {rl['seeds']} seeds and "
+            f"{cfg['rl_eval_problems']} evaluation problems: an estimated gain of 3 points would still have an "
+            "interval reaching below 0."
         )
-        notes.append(
-            f"Arithmetic RL: PAV-RL's gain over outcome-only RL is {rl['accuracy_gain'] * 100:+.1f} points "
-            f"(interval [{low * 100:+.1f}, {high * 100:+.1f}], "
-            f"{rl['seeds']} seeds) and its sample-efficiency ratio {_fmt(ratio, 2)}.{extra}{power} At a learning rate "
-            "safe for the 1M policy, tens of GRPO steps move accuracy by about as much as seeds differ; longer or "
-            "faster runs do not help either arm (docs/deviations.md, learning rates: the policy's errors are nearly "
-            "deterministic, so RL is limited by exploration, which step-level credit does not supply)."
+    curves = {a: c for a, c in rl.get("curves", {}).items() if len(c) > 1}
+    if curves:
+        moves = {a: c[-1]["accuracy"] - c[0]["accuracy"] for a, c in curves.items()}
+        steps = max(c[-1]["step"] for c in curves.values())
+        text += f" Over {steps} GRPO steps the mean accuracy moves " + ", ".join(
+            f"{a} {c[0]['accuracy']:.3f} → {c[-1]['accuracy']:.3f}" for a, c in curves.items()
         )
-    if labels["pit_precision"] < 0.8:
-        confirm = results["config"]["pit_confirm_rollouts"]
-        notes.append(
-            f"Labels: the first pit equals the exact first error in {labels['pit_precision']:.0%} of failing traces "
-            f"(n_mc = {results['config']['n_mc']}, a candidate pit confirmed with {confirm} more rollouts). "
-            "In this task a wrong step leaves no way back, so a pit never comes after the first error: a mismatch is "
-            "a correct prefix whose every rollout failed. With the confirmation such a prefix showed 0 successes in "
-            f"{results['config']['n_mc'] + confirm} rollouts, so these are mostly states the base policy really cannot "
-            "finish (hard remaining operations), not Monte-Carlo noise: Q^π is near 0 there and the label is right "
-            "for a value model, though not for a correctness checker. Steps after a pit are masked, not labeled 0."
+        spreads = [c[-1]["max"] - c[-1]["min"] for c in curves.values() if {"min", "max"} <= set(c[-1])]
+        if len(spreads) == len(curves):
+            widest = max(spreads)
+            text += f"; at the end the seeds of one arm differ by up to {widest * 100:.1f} points"
+            if max(abs(m) for m in moves.values()) <= widest:
+                text += ", no less than any arm's mean moved"
+        text += "."
+    return text + " Runs at other learning rates and lengths: docs/deviations.md, learning rates."
+
+
+def _labels_note(results: dict) -> str:
+    """The first pit against the exact first error, when it matches in under 80% of failing traces: where the
+    mismatches lie and what a pit's rollouts bound its value to."""
+    labels, cfg = results["arithmetic"]["label_quality"], results["config"]
+    if labels["pit_precision"] >= 0.8:
+        return ""
+    n_mc, confirm = cfg["n_mc"], cfg["pit_confirm_rollouts"]
+    text = (
+        f"Labels: the first pit equals the exact first error in {labels['pit_precision']:.0%} of "
+        f"{labels['failing_traces_with_pit']} failing traces (n_mc = {n_mc}, a candidate pit confirmed with {confirm} "
+        "more rollouts)."
+    )
+    before, after = labels.get("pits_before_first_error"), labels.get("pits_after_first_error")
+    if before is not None and after is not None:
+        text += (
+            f" Of the mismatched pits, {before} lie before the first error (a correct prefix whose rollouts all "
+            f"failed) and {after} after it (rollouts recovered from a wrong step)."
         )
-    gamma = _gamma_note(planted, results["config"])
-    if gamma:
-        notes.append(gamma)
-    return notes
+    if cfg.get("pit_threshold", 0.0) == 0.0 and (before is None or before > 0):
+        # A confirmed pit has 0 successes in all its rollouts; the one-sided 95% binomial bound on its value.
+        rollouts = n_mc + confirm
+        bound = 1.0 - 0.05 ** (1.0 / rollouts)
+        text += (
+            f" A pit before the first error showed 0 successes in {rollouts} rollouts, so the base policy finishes it "
+            f"with probability below {bound:.2f} (95% bound): a label near 0 there is right for a value model, "
+            "though not for a correctness checker."
+        )
+    if labels.get("masked_steps"):
+        text += f" The {labels['masked_steps']} steps after a pit are masked, not labeled 0."
+    return text
 
 
 def _search_table(curves: dict[str, list[dict]]) -> str:
