@@ -114,3 +114,49 @@ def test_unknown_command_and_missing_arguments():
         main(["label", "--task", "arithmetic", "--num_problems", "2"])
     with pytest.raises(SystemExit, match="exactly one of dataset_name"):
         main(["search", "--model_name_or_path", "x"])
+
+
+def test_train_policy_evaluates_on_problems_it_did_not_train_on(tmp_path, capsys, monkeypatch):
+    """train-policy's evaluation problems and SFT problems are disjoint pools (no training: both are stubbed)."""
+    import transformers
+
+    import trl_pav.evaluation
+    import trl_pav.generation
+    import trl_pav.tasks
+    import trl_pav.tokenization
+
+    seen = {}
+
+    def fake_train(task, output_dir, config, problems=None):
+        seen["sft"] = problems
+        return str(output_dir)
+
+    def fake_accuracy(policy, prompts, golds, grader, seed=0):
+        seen["eval"] = prompts
+        return 0.5
+
+    monkeypatch.setattr(trl_pav.tasks, "train_base_policy", fake_train)
+    monkeypatch.setattr(trl_pav.evaluation, "sampled_accuracy", fake_accuracy)
+    monkeypatch.setattr(trl_pav.generation, "HFPolicy", lambda *a, **k: None)
+    monkeypatch.setattr(trl_pav.tokenization, "load_tokenizer", lambda path: None)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda path: None)
+    argv = ["train-policy", "--output_dir", str(tmp_path), "--max_steps", "2", "--eval_problems", "30", "--seed", "3"]
+    out = run(capsys, argv)
+    assert out["sampled_accuracy"] == 0.5
+    sft = {p.prompt for p in seen["sft"]}
+    assert len(seen["sft"]) == 2 * 64 and len(seen["eval"]) == len(set(seen["eval"])) == 30  # 64: default batch
+    assert sft.isdisjoint(seen["eval"])
+
+
+def test_train_policy_pools_are_disjoint_and_seeded():
+    from trl_pav.cli import train_policy_pools
+    from trl_pav.tasks import ArithmeticTask, TinyPolicyConfig
+
+    task, config = ArithmeticTask(), TinyPolicyConfig(max_steps=50, batch_size=64, seed=1)
+    pools = train_policy_pools(task, config, 200)
+    assert len(pools["eval"]) == 200 and len(pools["sft"]) == 50 * 64
+    assert pools.keys_of("eval").isdisjoint(pools.keys_of("sft"))
+    assert train_policy_pools(task, config, 200)["eval"] == pools["eval"]  # fixed by the seed
+    # The old draw (seed 10,000 + seed) shared problems with the SFT data; the pools cannot.
+    old = {p.expression for p in task.sample_problems(200, seed=10_001)}
+    assert not old.isdisjoint({p.expression for p in task.sample_problems(50 * 64, seed=2)})

@@ -9,7 +9,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 
-__all__ = ["DemoArguments", "TrainPolicyArguments", "main", "one_line"]
+__all__ = ["DemoArguments", "TrainPolicyArguments", "main", "one_line", "train_policy_pools"]
 
 
 @dataclass
@@ -21,7 +21,8 @@ class TrainPolicyArguments:
         output_dir (`str`, defaults to `"outputs/policy"`): where the checkpoint (model + tokenizer) is written.
         max_steps (`int` or `None`, defaults to `None`): optimizer steps (None: the task's default budget).
         seed (`int`, defaults to `0`): training seed.
-        eval_problems (`int`, defaults to `200`): held-out problems for the sampled-accuracy report (0 to skip).
+        eval_problems (`int`, defaults to `200`): held-out problems for the sampled-accuracy report (0 to skip); on
+            arithmetic they are disjoint from the SFT problems (`train_policy_pools`).
     """
 
     task: str = field(default="arithmetic", metadata={"help": "Task: arithmetic or planted."})
@@ -29,6 +30,23 @@ class TrainPolicyArguments:
     max_steps: int | None = field(default=None, metadata={"help": "Optimizer steps (default: the task's budget)."})
     seed: int = field(default=0, metadata={"help": "Training seed."})
     eval_problems: int = field(default=200, metadata={"help": "Held-out problems for the accuracy report."})
+
+
+def train_policy_pools(task, config, eval_problems: int):
+    """`train-policy`'s arithmetic problems as disjoint pools (`trl_pav.evaluation.ProblemPools`, by expression):
+    `"eval"` (`eval_problems` distinct problems, dealt first) and `"sft"` (one problem per SFT sequence of `config`,
+    with repetitions), from one stream seeded by `config.seed`.
+
+    Example:
+        >>> from trl_pav.tasks import ArithmeticTask, TinyPolicyConfig
+        >>> pools = train_policy_pools(ArithmeticTask(), TinyPolicyConfig(max_steps=2, batch_size=8), 5)
+        >>> len(pools["eval"]), len(pools["sft"]), pools.keys_of("eval").isdisjoint(pools.keys_of("sft"))
+        (5, 16, True)
+    """
+    from .evaluation import ProblemPools, expression_key
+
+    sizes = {"eval": eval_problems, "sft": config.batch_size * config.max_steps}
+    return ProblemPools(task, sizes, seed=config.seed, key=expression_key, repeats={"sft"})
 
 
 def _train_policy(argv: list[str]) -> dict:
@@ -51,13 +69,15 @@ def _train_policy(argv: list[str]) -> dict:
     config = replace(DEFAULT_POLICY[task.name], seed=args.seed)
     if args.max_steps is not None:
         config = replace(config, max_steps=args.max_steps)
+    # Arithmetic: evaluation problems the policy was not trained on.
+    pools = train_policy_pools(task, config, args.eval_problems) if isinstance(task, ArithmeticTask) else None
     start = time.time()
-    path = train_base_policy(task, args.output_dir, config)
+    path = train_base_policy(task, args.output_dir, config, problems=pools["sft"] if pools is not None else None)
     result = {"task": task.name, "output_dir": path, "train_seconds": round(time.time() - start, 1)}
     if args.eval_problems > 0:
         policy = HFPolicy(AutoModelForCausalLM.from_pretrained(path), load_tokenizer(path), task.step_format)
-        if isinstance(task, ArithmeticTask):
-            probs = task.sample_problems(args.eval_problems, seed=10_000 + args.seed)
+        if pools is not None:
+            probs = pools["eval"]
             prompts, golds = [p.prompt for p in probs], [p.gold for p in probs]
         else:
             prompts, golds = [task.prompt] * args.eval_problems, [""] * args.eval_problems

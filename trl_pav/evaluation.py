@@ -16,6 +16,7 @@ __all__ = [
     "AccuracyCurveCallback",
     "ProblemPools",
     "ProblemSource",
+    "expression_key",
     "iterations_to_reach",
     "prompt_key",
     "sample_traces",
@@ -104,6 +105,11 @@ class ProblemSource(Protocol[P]):
 def prompt_key(problem: Any) -> Hashable:
     """The default identity of a problem: its prompt."""
     return problem.prompt
+
+
+def expression_key(problem: Any) -> Hashable:
+    """An arithmetic problem's identity: its expression (the arithmetic demo's pools use it)."""
+    return problem.expression
 
 
 class ProblemPools(Mapping[str, list[P]], Generic[P]):
