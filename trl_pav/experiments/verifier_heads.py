@@ -48,12 +48,13 @@ def run_verifier_heads(
         demo_dir: a finished `make demo` output folder (its `arithmetic/policy` and `arithmetic/labels`).
         out_dir: where the trained verifiers go (one folder per setting; an existing one is reused).
         settings: `(kind, likelihood_head, learning_rate)` triples.
-        problems: validation problems, the first of the demo's `verifier_validation` pool (at most
-            `trl_pav.demo.arithmetic.VALIDATION_PROBLEMS`; disjoint from its SFT, labeled, search and other problems).
+        problems: validation problems, the first of the demo run's `verifier_validation` pool (at most its size, 256
+            by default; disjoint from its SFT, labeled, search and other problems).
         candidates: best-of-N candidates sampled per validation problem.
         seed: seed of the demo configuration (training) and of the sampling.
         log: called with each result as it is ready.
-        config_overrides: other `DemoConfig` fields for training (e.g. `verifier_steps`).
+        config_overrides: other `VerifierRecipe` fields for training (named as in `DemoConfig`, e.g.
+            `verifier_steps`).
 
     Returns:
         One dict per setting with its measurements.
@@ -65,13 +66,12 @@ def run_verifier_heads(
     """
     from transformers import AutoModelForCausalLM
 
-    from ..demo import DemoConfig
-    from ..demo.arithmetic import evaluation_sets, saved_pools, train_verifier, verifier_measures
     from ..generation import HFPolicy
     from ..labeling import load_labels
     from ..modeling import PAVVerifier
     from ..tasks import ArithmeticTask
     from ..tokenization import load_tokenizer
+    from .arithmetic_verifiers import VerifierRecipe, evaluation_sets, saved_pools, train_verifier, verifier_measures
 
     demo, out = Path(demo_dir) / "arithmetic", Path(out_dir)
     if not (demo / "policy" / ".done").exists() or not (demo / "labels").exists():
@@ -93,7 +93,7 @@ def run_verifier_heads(
     results = []
     for kind, likelihood_head, lr in settings:
         cfg = replace(
-            DemoConfig(seed=seed, **config_overrides),
+            VerifierRecipe(seed=seed, **config_overrides),
             verifier_learning_rate=lr,
             verifier_likelihood_head=likelihood_head,
         )
