@@ -3,7 +3,6 @@ checker. Everything the search and RL experiments consume comes from `run`."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -11,6 +10,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..experiments.arithmetic_verifiers import (
+    evaluation_sets,
+    pick_accuracy,
+    saved_pools,
+    sibling_steps,
+    step_auc_against_checker,
+    train_verifier,
+    verifier_measures,
+)
 from . import common
 from .common import cached, cached_json
 
@@ -54,23 +62,6 @@ def demo_pools(cfg, task=None):
         "sft": policy_cfg.batch_size * policy_cfg.max_steps,  # one problem per SFT sequence
     }
     return ProblemPools(task or ArithmeticTask(), sizes, seed=cfg.seed, key=_expression, repeats={"sft"})
-
-
-def saved_pools(folder: Path, task=None):
-    """The pools a demo run used, from the `pools.json` it saved in its `arithmetic` folder.
-
-    Raises:
-        FileNotFoundError: if the folder has none (a run from before disjoint problem pools).
-    """
-    import json
-
-    from ..evaluation import ProblemPools
-    from ..tasks import ArithmeticTask
-
-    path = Path(folder) / "pools.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no saved problem pools (a demo run from before them); re-run `make demo`")
-    return ProblemPools.from_spec(task or ArithmeticTask(), json.loads(path.read_text()), key=_expression)
 
 
 def _expression(problem) -> str:
@@ -275,72 +266,14 @@ def _label_quality(task, labels) -> dict:
                 (correct if ok else wrong).append(lab)
     return {
         "pit_precision": sum(p == fe for p, fe in failing) / max(1, len(failing)),
+        "pits_before_first_error": sum(p < fe for p, fe in failing),
+        "pits_after_first_error": sum(p > fe for p, fe in failing),
         "failing_traces_with_pit": len(failing),
         "masked_steps": masked,
         "mean_label_correct_steps": float(np.mean(correct)) if correct else None,
         "mean_label_wrong_steps": float(np.mean(wrong)) if wrong else None,
         "wrong_steps_labeled_above_zero": float(np.mean([v > 0 for v in wrong])) if wrong else None,
     }
-
-
-def train_verifier(policy_dir: Path, labels, folder: Path, kind: str, cfg) -> None:
-    """Train on most labeled problems; stop early on the held-out problems' loss and keep the best checkpoint."""
-    import json
-
-    from transformers import EarlyStoppingCallback, PrinterCallback
-
-    from ..trainers import PAVRewardConfig, PAVRewardTrainer
-
-    problems = sorted(set(labels["problem_index"]))
-    rng = np.random.default_rng(cfg.seed)
-    held = set(rng.choice(problems, size=max(1, int(len(problems) * cfg.verifier_holdout)), replace=False).tolist())
-    train = labels.filter(lambda r: r["problem_index"] not in held)
-    evals = labels.filter(lambda r: r["problem_index"] in held)
-    every = max(1, cfg.verifier_steps // 8)
-    args = PAVRewardConfig(
-        output_dir=str(folder / "trainer"),
-        kind=kind,
-        prover_k=cfg.prover_k,
-        max_steps=cfg.verifier_steps,
-        per_device_train_batch_size=32,
-        per_device_eval_batch_size=64,
-        learning_rate=cfg.verifier_learning_rate,
-        contrast_weight=cfg.verifier_contrast_weight,
-        likelihood_head=cfg.verifier_likelihood_head,
-        lr_scheduler_type="cosine",
-        warmup_steps=max(1, cfg.verifier_steps // 10),
-        max_length=128,
-        eval_strategy="steps",
-        eval_steps=every,
-        save_strategy="steps",
-        save_steps=every,
-        save_total_limit=2,
-        load_best_model_at_end=True,
-        metric_for_best_model="eval_loss",
-        greater_is_better=False,
-        report_to="none",
-        use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=True,
-        seed=cfg.seed,
-    )
-    trainer = PAVRewardTrainer(
-        str(policy_dir), args, train, eval_dataset=evals, callbacks=[EarlyStoppingCallback(early_stopping_patience=2)]
-    )
-    trainer.remove_callback(PrinterCallback)
-    trainer.train()
-    trainer.save_model(str(folder))
-    history = [e for e in trainer.state.log_history if "eval_loss" in e]
-    best = min(history, key=lambda e: e["eval_loss"]) if history else {}
-    summary = {
-        "steps_run": trainer.state.global_step,
-        "best_step": best.get("step"),
-        "best_eval": {k: v for k, v in best.items() if k.startswith("eval_")},
-        "eval_curve": [{"step": e["step"], "loss": e["eval_loss"]} for e in history],
-        "train_rows": len(train),
-        "held_out_rows": len(evals),
-    }
-    (folder / "training.summary.json").write_text(json.dumps(summary))
-    shutil.rmtree(folder / "trainer", ignore_errors=True)
 
 
 def verifier_quality(verifiers: dict[str, Path], task, policy, cfg, labels=None, pools=None) -> dict:
@@ -397,7 +330,7 @@ def verifier_quality(verifiers: dict[str, Path], task, policy, cfg, labels=None,
     out["policy_likelihood"] = {
         "outcome_auc": auc(likelihood, correct),
         "within_problem_auc": within_problem_auc(likelihood, correct, pid),
-        "best_of_n_accuracy": _pick_accuracy(likelihood, correct, pid, len(probs)),
+        "best_of_n_accuracy": pick_accuracy(likelihood, correct, pid, len(probs)),
         "within_parent_auc": within_problem_auc(child_likelihood, siblings["correct"], siblings["parent"]),
     }
     out["siblings"] = {"parents": len(np.unique(siblings["parent"])), "children": len(siblings["steps"])}
@@ -422,57 +355,6 @@ def verifier_quality(verifiers: dict[str, Path], task, policy, cfg, labels=None,
         "distinct_wrong_per_problem": float(np.mean(distinct_wrong)) if distinct_wrong else None,
     }
     return out
-
-
-def evaluation_sets(task, policy, problems, candidates: int, seed: int, candidate_seed: int, step_problems) -> dict:
-    """What `verifier_measures` scores, sampled once for every verifier.
-
-    Returns:
-        `{"problems", "rows"` (problem index, steps) of each finished, answered best-of-N candidate (`candidates` per
-        problem), `"correct"`, `"pid"` (their problem index), `"traces"` (two base-policy traces of each of
-        `step_problems`), `"siblings"` (`sibling_steps` of `problems`)`}`.
-    """
-    from ..evaluation import sample_traces
-    from ..search import sample_candidates, selection_pools
-
-    sampled = sample_candidates(policy, [p.prompt for p in problems], candidates, seed=candidate_seed)
-    rows = [(i, g.steps) for i, (pool, answered) in enumerate(selection_pools(sampled)) if answered for g in pool]
-    step_traces = sample_traces(policy, [p.prompt for p in step_problems], 2, seed=seed + 5)
-    return {
-        "problems": problems,
-        "rows": rows,
-        "correct": np.array([task.grader.grade(task.step_format.join(s), problems[i].gold) for i, s in rows]),
-        "pid": np.array([i for i, _ in rows]),
-        "traces": [(p, steps) for p, ts in zip(step_problems, step_traces) for steps in ts if steps],
-        "siblings": sibling_steps(task, policy, problems, seed),
-    }
-
-
-def verifier_measures(verifier, task, sets: dict) -> dict:
-    """One verifier on `evaluation_sets`: pooled and within-problem AUC of its final values, its best-of-N pick's
-    accuracy against a random pick's, calibration, step AUC against the checker and within-parent AUC."""
-    from ..metrics import auc, expected_calibration_error, within_problem_auc
-
-    problems, rows, correct, pid, siblings = (sets[k] for k in ("problems", "rows", "correct", "pid", "siblings"))
-    finals = np.array([v[-1] for v in verifier.score([problems[i].prompt for i, _ in rows], [s for _, s in rows])])
-    children = np.array([v[-1] for v in verifier.score(siblings["prompts"], siblings["steps"])])
-    return {
-        "outcome_auc": auc(finals, correct),
-        "within_problem_auc": within_problem_auc(finals, correct, pid),
-        "best_of_n_accuracy": _pick_accuracy(finals, correct, pid, len(problems)),
-        "random_pick_accuracy": float(
-            np.mean([correct[pid == i].mean() if (pid == i).any() else 0.0 for i in range(len(problems))])
-        ),
-        "ece_final_value": expected_calibration_error(finals, correct),
-        **step_auc_against_checker(verifier, task, sets["traces"]),
-        "within_parent_auc": within_problem_auc(children, siblings["correct"], siblings["parent"]),
-    }
-
-
-def _pick_accuracy(scores: np.ndarray, correct: np.ndarray, pid: np.ndarray, num_problems: int) -> float:
-    """Accuracy of picking each problem's highest-scoring candidate (a problem without candidates counts wrong)."""
-    picks = [max(np.flatnonzero(pid == i), key=lambda j: scores[j]) for i in np.unique(pid)]
-    return float(correct[picks].sum() / num_problems)
 
 
 def _backbone_features(policy, prompts: list[str], steps: list[list[str]], batch_size: int = 64) -> dict:
@@ -551,59 +433,3 @@ def _backbone_probes(policy, labels, cand_features: dict, correct: np.ndarray, p
         }
     out["train_traces"] = len(known)
     return out
-
-
-def sibling_steps(task, policy, problems, seed: int, samples: int = 4, children: int = 6) -> dict:
-    """Next steps sampled from correct prefixes: what one beam-search expansion chooses among.
-
-    Correct prefixes (every depth, before the answer) are taken from `samples` base-policy traces per problem; each
-    gets `children` sampled next steps, judged by the exact checker.
-
-    Returns:
-        `{"prompts", "steps"` (prefix + child)`, "correct"` (the child step), `"parent"` (an id per prefix)`}`.
-    """
-    from ..evaluation import sample_traces
-    from ..generation import GenerationRequest
-
-    sampled = sample_traces(policy, [p.prompt for p in problems], samples, seed=seed + 31)
-    parents: dict[tuple, int] = {}
-    for i, (p, ts) in enumerate(zip(problems, sampled)):
-        for steps in ts:
-            ok = task.step_labels(p.expression, steps)
-            for h in range(len(steps)):
-                if all(ok[:h]) and not (h and steps[h - 1].strip().startswith("####")):
-                    parents.setdefault((i, tuple(steps[:h])), len(parents))
-    requests = [
-        GenerationRequest(problems[i].prompt, prefix, seed=(seed + 41) * 1_000_003 + j * children + k)
-        for (i, prefix), j in parents.items()
-        for k in range(children)
-    ]
-    owners = [(i, j) for (i, _), j in parents.items() for _ in range(children)]
-    out = {"prompts": [], "steps": [], "correct": [], "parent": []}
-    for request, generation, (i, j) in zip(requests, policy.generate(requests, stop_at_step=True), owners):
-        if not generation.steps:
-            continue
-        steps = [*request.steps, generation.steps[0]]
-        out["prompts"].append(request.prompt)
-        out["steps"].append(steps)
-        out["correct"].append(task.step_labels(problems[i].expression, steps)[-1])
-        out["parent"].append(j)
-    out["correct"], out["parent"] = np.array(out["correct"]), np.array(out["parent"])
-    return out
-
-
-def step_auc_against_checker(verifier, task, traces: list) -> dict:
-    """Step values against the exact checker on `traces` (`(problem, steps)` pairs of the base policy)."""
-    from ..metrics import auc, first_error_accuracy
-
-    values = verifier.score([p.prompt for p, _ in traces], [steps for _, steps in traces])
-    scores, truth, firsts = [], [], []
-    for (p, steps), v in zip(traces, values):
-        scores += v[1:]
-        truth += task.step_labels(p.expression, steps)
-        firsts.append(task.first_error(p.expression, steps))
-    return {
-        "step_auc": auc(np.array(scores), np.array(truth)),
-        "first_error_accuracy": first_error_accuracy([v[1:] for v in values], firsts),
-        "traces": len(traces),
-    }

@@ -50,6 +50,8 @@ DEFAULT_POLICY = {
     "arithmetic": TinyPolicyConfig(max_steps=700),
     # 300 steps (6 epochs of the paper's 3,200 samples): fewer leave the policy unable to write 10-symbol traces.
     "planted": TinyPolicyConfig(hidden_size=64, num_layers=2, intermediate_size=256, max_steps=300, max_positions=32),
+    # Whole expressions per step: traces up to ~260 characters (99th percentile), of very uneven length.
+    "rewrite": TinyPolicyConfig(max_steps=600, max_positions=256, group_by_length=True),
 }
 
 
@@ -61,31 +63,36 @@ def get_task(name: str, **kwargs) -> ArithmeticTask | PlantedTask | RewriteTask:
 
 
 def train_base_policy(
-    task: ArithmeticTask | PlantedTask,
+    task: ArithmeticTask | PlantedTask | RewriteTask,
     output_dir: str | os.PathLike,
     config: TinyPolicyConfig | None = None,
-    problems: Sequence[ArithmeticProblem] | None = None,
+    problems: Sequence[ArithmeticProblem | RewriteProblem] | None = None,
+    snapshots: dict[int, str | os.PathLike] | None = None,
 ) -> str:
     """Train a task's base policy with TRL's `SFTTrainer` and save it (model + tokenizer) to `output_dir`.
 
-    Arithmetic: reference traces of `problems`, or else of fresh problems, one per sequence in the budget (pass
-    `problems` from `trl_pav.evaluation.ProblemPools` to keep them out of evaluation). Planted: the paper's
-    initialisation, SFT on 3,200 samples of the procedural prover with γ = 5.
+    Arithmetic and rewrite: correct traces of `problems`, or else of fresh problems, one per sequence in the budget
+    (pass `problems` from `trl_pav.evaluation.ProblemPools` to keep them out of evaluation). Planted: the paper's
+    initialisation, SFT on 3,200 samples of the procedural prover with γ = 5. `snapshots` maps optimizer steps to
+    folders where the model at that step is saved too (an earlier, weaker policy of the same run).
     """
     config = config or DEFAULT_POLICY[task.name]
-    if problems is not None and not isinstance(task, ArithmeticTask):
-        raise ValueError(f"train_base_policy: problems are for the arithmetic task, not {task.name!r}")
+    if problems is not None and isinstance(task, PlantedTask):
+        raise ValueError(f"train_base_policy: problems are for the arithmetic and rewrite tasks, not {task.name!r}")
     if problems is not None:
         if not problems:
             raise ValueError("train_base_policy: problems is empty")
-        data = Dataset.from_dict(
-            {
-                "prompt": [p.prompt for p in problems],
-                "completion": [task.step_format.join(reference_steps(p.expression)) for p in problems],
-            }
-        )
-    elif isinstance(task, ArithmeticTask):
+        if isinstance(task, RewriteTask):
+            data = task.sft_rows(problems, seed=config.seed + 1)
+        else:
+            data = Dataset.from_dict(
+                {
+                    "prompt": [p.prompt for p in problems],
+                    "completion": [task.step_format.join(reference_steps(p.expression)) for p in problems],
+                }
+            )
+    elif isinstance(task, (ArithmeticTask, RewriteTask)):
         data = task.sft_dataset(config.batch_size * config.max_steps, seed=config.seed + 1)
     else:
         data = task.sft_dataset(gamma=5.0, n=3200, seed=config.seed + 1)
-    return train_sft_policy(task.tokenizer(), data, output_dir, replace(config))
+    return train_sft_policy(task.tokenizer(), data, output_dir, replace(config), snapshots=snapshots)

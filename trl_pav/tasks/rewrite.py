@@ -230,14 +230,18 @@ class RewriteTask:
         )
 
     def sft_dataset(self, n: int, seed: int = 0) -> Dataset:
-        """Prompt-completion rows of correct traces (random orders, some restating), for TRL's `SFTTrainer`."""
-        probs = self.sample_problems(n, seed)
-        rng = random.Random(seed + 1)
+        """Prompt-completion rows of correct traces (random orders, some restating) of `n` fresh problems, for TRL's
+        `SFTTrainer`."""
+        return self.sft_rows(self.sample_problems(n, seed), seed + 1)
+
+    def sft_rows(self, problems: Sequence[RewriteProblem], seed: int = 0) -> Dataset:
+        """Prompt-completion rows of one correct trace per problem, its order and restatements drawn from `seed`."""
+        rng = random.Random(seed)
         return Dataset.from_dict(
             {
-                "prompt": [p.prompt for p in probs],
+                "prompt": [p.prompt for p in problems],
                 "completion": [
-                    self.step_format.join(self.reference_steps(p.expression, rng.getrandbits(32))) for p in probs
+                    self.step_format.join(self.reference_steps(p.expression, rng.getrandbits(32))) for p in problems
                 ],
             }
         )

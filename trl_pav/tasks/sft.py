@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, LlamaConfig
+from transformers import AutoModelForCausalLM, LlamaConfig, TrainerCallback
 
 __all__ = ["TinyPolicyConfig", "tiny_policy_model", "train_sft_policy"]
 
@@ -29,6 +29,8 @@ class TinyPolicyConfig:
         learning_rate (`float`, defaults to `3e-3`): peak AdamW learning rate (cosine decay, 5% warm-up).
         seed (`int`, defaults to `0`): initialisation and data-order seed.
         bf16 (`bool`, defaults to `False`): bfloat16 autocast (faster on CPUs with bf16 support).
+        group_by_length (`bool`, defaults to `False`): batch sequences of similar length together (transformers'
+            length-grouped sampler), so a batch is padded to less; worth it where trace lengths vary a lot.
     """
 
     hidden_size: int = 128
@@ -41,6 +43,7 @@ class TinyPolicyConfig:
     learning_rate: float = 3e-3
     seed: int = 0
     bf16: bool = False
+    group_by_length: bool = False
 
 
 def tiny_policy_model(tokenizer, config: TinyPolicyConfig | None = None):
@@ -70,12 +73,30 @@ def tiny_policy_model(tokenizer, config: TinyPolicyConfig | None = None):
     return AutoModelForCausalLM.from_config(model_config)
 
 
+class _Snapshots(TrainerCallback):
+    """Saves the model (and tokenizer) at given optimizer steps."""
+
+    def __init__(self, steps: dict[int, str | os.PathLike], tokenizer):
+        self.steps, self.tokenizer = {int(k): str(v) for k, v in steps.items()}, tokenizer
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        folder = self.steps.get(state.global_step)
+        if folder is not None:
+            model.save_pretrained(folder)
+            self.tokenizer.save_pretrained(folder)
+
+
 def train_sft_policy(
-    tokenizer, train_dataset: Dataset, output_dir: str | os.PathLike, config: TinyPolicyConfig | None = None
+    tokenizer,
+    train_dataset: Dataset,
+    output_dir: str | os.PathLike,
+    config: TinyPolicyConfig | None = None,
+    snapshots: dict[int, str | os.PathLike] | None = None,
 ) -> str:
     """Train a tiny causal LM on prompt-completion rows (loss on completion tokens) and save model + tokenizer.
 
-    Deterministic under `config.seed` on a given machine.
+    Deterministic under `config.seed` on a given machine. `snapshots` maps optimizer steps (1..max_steps) to
+    folders that receive the model at that step as well.
 
     Returns:
         `output_dir`, loadable with `AutoModelForCausalLM.from_pretrained` and `trl_pav.load_tokenizer`.
@@ -102,9 +123,16 @@ def train_sft_policy(
         bf16=config.bf16,
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         gradient_checkpointing=False,  # TRL turns it on; for a tiny model it only adds a second forward pass
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train_dataset, processing_class=tokenizer)
+    bad = [k for k in (snapshots or {}) if not 1 <= int(k) <= config.max_steps]
+    if bad:
+        raise ValueError(f"snapshot steps must lie in 1..{config.max_steps}, got {bad}")
+    callbacks = [_Snapshots(snapshots, tokenizer)] if snapshots else None
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=train_dataset, processing_class=tokenizer, callbacks=callbacks
+    )
     trainer.train()
     trainer.save_model(str(output_dir))
     tokenizer.save_pretrained(str(output_dir))
