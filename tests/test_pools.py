@@ -106,6 +106,7 @@ def test_the_demo_stages_draw_disjoint_pools_including_the_sft_problems(cfg):
         "policy_eval": 400,
         "step_eval": 200,
         "verifier_validation": 256,
+        "preflight": 64,
         "search": cfg.search_problems,
         "label": cfg.label_problems,
         "rl_eval": cfg.rl_eval_problems,

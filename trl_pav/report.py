@@ -852,6 +852,63 @@ def _headline_md(search: dict) -> str:
     return text
 
 
+def _pipeline_text(results: dict) -> str:
+    """Whether the verdicts cover pipeline-seed variance (policy, labels and verifiers trained again)."""
+    seeds = results.get("pipeline_seeds") or [results["config"]["seed"]]
+    if len(seeds) == 1:
+        return (
+            f"All verdicts are **single-pipeline** (pipeline seed {seeds[0]}): their intervals do not include the "
+            "variance of training the policy, labels and verifiers again, which moved verdicts between machines."
+        )
+    return f"Verdicts pool {len(seeds)} pipeline seeds ({', '.join(map(str, seeds))})."
+
+
+def _backbone_text(cfg: dict) -> str:
+    """Which model the verifiers start from, from the demo's configuration."""
+    fraction, steps = cfg.get("policy_checkpoint_fraction", 1.0), cfg["policy_steps"]
+    if fraction >= 1.0:
+        return "the base policy"
+    return (
+        f"the final SFT checkpoint (step {steps}; the base policy is the same run at step "
+        f"{max(1, round(fraction * steps))}, a weaker model)"
+    )
+
+
+def _regime_md(results: dict) -> str:
+    """The regime pre-flight section (`trl_pav.regime`), every sentence from its numbers; empty without one."""
+    pre = results.get("regime")
+    if not pre:
+        return ""
+    verdict = pre["verdict"]
+    lo, hi = pre["exact_pav_vs_q_interval"]
+    rows = "\n".join(
+        f"| {n} | {c['pav_beam']:.3f} | {c['q_beam']:.3f} |"
+        for n, c in sorted(pre["exact_curves"].items(), key=lambda t: int(t[0]))
+    )
+    search_word = "present" if verdict["search"] else "absent"
+    rl_word = "present" if verdict["rl"] else "absent"
+    reasons = "\n".join(f"  - {r}" for r in verdict["search_reasons"])
+    rl_reasons = "\n".join(f"  - {r}" for r in verdict["rl_reasons"])
+    return f"""## Regime pre-flight (base policy and exact values, before any verifier is trained)
+
+Sampled accuracy {pre["sampled_accuracy"]:.3f}, Pass@{max(pre["budgets"])} {pre["pass_at_n"]:.3f} (pass gap
+{pre["pass_gap"]:.3f}); the effective reward keeps other children than Q alone in {pre["rank_disagreement"]:.1%} of
+{pre["beam_rounds"]} beam rounds; with exact values PAV beam minus Q-only beam at N = {max(pre["budgets"])} is
+{pre["exact_pav_vs_q_gain"]:+.3f} [{lo:+.3f}, {hi:+.3f}]; {pre["rl_all_equal_groups"]:.1%} of GRPO groups have
+all-equal outcome rewards; the variance of A^μ over taken steps is {pre["advantage_variance"]:.4f}.
+
+| N | PAV beam (exact) | Q-only beam (exact) |
+|---|---|---|
+{rows}
+
+- Search regime **{search_word}**:
+{reasons}
+- RL regime **{rl_word}**:
+{rl_reasons}
+
+"""
+
+
 def _markdown(results: dict, plots: dict, claims: list[dict]) -> str:
     search, rl, planted, arith = results["search"], results["rl"], results["planted"], results["arithmetic"]
     cfg = results["config"]
@@ -874,6 +931,13 @@ def _markdown(results: dict, plots: dict, claims: list[dict]) -> str:
             f"{_fmt(q.get('within_parent_auc', '-'))} | {q['outcome_auc']:.3f} "
             f"| - | {q['best_of_n_accuracy']:.3f} | {quality['pav']['random_pick_accuracy']:.3f} | - |"
         )
+    if "backbone_likelihood" in quality:
+        q = quality["backbone_likelihood"]
+        quality_rows += (
+            f"\n| verifiers' backbone's likelihood (no training) | {q['within_problem_auc']:.3f} | "
+            f"{_fmt(q.get('within_parent_auc', '-'))} | {q['outcome_auc']:.3f} "
+            f"| - | {q['best_of_n_accuracy']:.3f} | {quality['pav']['random_pick_accuracy']:.3f} | - |"
+        )
     notes = _disagreements(results)
     reproduced = sum(c["verdict"] == "reproduced" for c in claims)
     notes_md = "\n".join(f"- {n}" for n in notes) or f"- None noted; {reproduced} of {len(claims)} claims reproduced."
@@ -885,8 +949,9 @@ def _markdown(results: dict, plots: dict, claims: list[dict]) -> str:
 for RL. A claim is **reproduced** only when its interval excludes the opposite, **opposite** only when it lies below
 0, **no difference** when two search curves are right on the same problems at every N. Search curves are compared
 at their running best (the best accuracy at that compute or less) on both sides, in total tokens (generated +
-verifier tokens) unless said otherwise; a compute ratio is stated only for a resolved gain.
+verifier tokens) unless said otherwise; a compute ratio is stated only for a resolved gain. {_pipeline_text(results)}
 
+{_regime_md(results)}
 ## The paper's claims, our estimates
 
 | claim | ours | verdict | paper |
@@ -913,7 +978,7 @@ verifier tokens) unless said otherwise; a compute ratio is stated only for a res
   wrong step in {labels["pit_precision"]:.1%} of {labels["failing_traces_with_pit"]} failing traces; mean label of
   correct steps {_fmt(labels["mean_label_correct_steps"])}, of wrong steps {_fmt(labels["mean_label_wrong_steps"])}.
 - Verifiers: PAV (root and every measured step, class-balanced soft BCE with dataset-level class weights) and ORM
-  (final outcome), each initialised from the base policy, early-stopped on held-out problems. On
+  (final outcome), each initialised from {_backbone_text(cfg)}, early-stopped on held-out problems. On
   {quality["candidates"]["per_problem"]} best-of-N candidates of each of {quality["candidates"]["problems"]} held-out
   problems (finished traces with an answer):
 

@@ -35,7 +35,9 @@ class DemoConfig:
     """Budgets of the demo. `DemoConfig.quick()` runs the same pipeline on a tiny budget.
 
     Args:
-        policy_steps (`int`): SFT steps of the arithmetic base policy.
+        policy_steps (`int`): SFT steps of the arithmetic run; its final checkpoint is the verifiers' backbone.
+        policy_checkpoint_fraction (`float`): the base policy is the same SFT run's checkpoint at this share of its
+            steps, so the verifiers start from a stronger model than the policy, as in the paper (1.0: one model).
         label_problems (`int`): problems labeled by Monte-Carlo rollouts.
         n_cov (`int`): seed traces per labeled problem (more traces per problem give same-problem contrasts).
         n_mc (`int`): rollouts per labeled prefix (the paper's 20 does not fit the CPU budget; see docs).
@@ -73,6 +75,7 @@ class DemoConfig:
     """
 
     policy_steps: int = 700
+    policy_checkpoint_fraction: float = 0.5
     label_problems: int = 512
     n_cov: int = 4
     n_mc: int = 8
@@ -169,7 +172,11 @@ def run_demo(output_dir: str | os.PathLike = "outputs/demo", config: DemoConfig 
         "pav_outcome_auc": quality["pav"]["outcome_auc"],
         "pav_within_problem_auc": quality["pav"]["within_problem_auc"],
         "orm_within_problem_auc": quality["orm"]["within_problem_auc"],
+        "likelihood_within_problem_auc": quality["policy_likelihood"]["within_problem_auc"],
+        "backbone_likelihood_within_problem_auc": quality.get("backbone_likelihood", {}).get("within_problem_auc"),
     }
+    # One pipeline (policy, labels, verifiers) per run: its verdicts do not cover pipeline-seed variance.
+    results["pipeline_seeds"] = [cfg.seed]
     results["labels"] = {"pit_precision": labels["pit_precision"]}
     results["runtime_seconds"] = round(time.time() - start, 1)
     # What a run from scratch takes: this run's wall time plus what its cache hits saved (docs of BuildLedger).

@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 POLICY_EVAL_PROBLEMS = 400
+PREFLIGHT_PROBLEMS = 64
 STEP_EVAL_PROBLEMS = 200
 VALIDATION_PROBLEMS = 256  # reserved for choosing verifier settings (trl_pav.experiments.verifier_heads)
 
@@ -55,6 +56,7 @@ def demo_pools(cfg, task=None):
         "policy_eval": POLICY_EVAL_PROBLEMS,
         "step_eval": STEP_EVAL_PROBLEMS,
         "verifier_validation": VALIDATION_PROBLEMS,
+        "preflight": PREFLIGHT_PROBLEMS,
         "search": cfg.search_problems,
         "label": cfg.label_problems,
         "rl_eval": cfg.rl_eval_problems,
@@ -66,6 +68,44 @@ def demo_pools(cfg, task=None):
 
 def _expression(problem) -> str:
     return problem.expression
+
+
+def policy_snapshot_step(cfg) -> int:
+    """The SFT step whose checkpoint is the base policy (the final step when the policy is the verifiers' backbone)."""
+    if not 0.0 < cfg.policy_checkpoint_fraction <= 1.0:
+        raise ValueError(f"policy_checkpoint_fraction must be in (0, 1], got {cfg.policy_checkpoint_fraction}")
+    return max(1, round(cfg.policy_checkpoint_fraction * cfg.policy_steps))
+
+
+def _regime_config(cfg):
+    from ..regime import RegimeConfig
+
+    return RegimeConfig(
+        budgets=list(cfg.search_budgets),
+        alpha=cfg.search_alpha,
+        prover_k=cfg.prover_k,
+        max_depth=8,
+        samples=max(cfg.search_budgets),
+        group_size=8,  # the demo's GRPO group (common.rl_args)
+        bootstrap_samples=cfg.bootstrap_samples,
+        seed=cfg.seed,
+    )
+
+
+def _preflight(cfg, task, policy, problems, step_accuracy: float) -> dict:
+    """The regime pre-flight on the base policy with exact checker-derived values (`trl_pav.regime`)."""
+    from ..regime import regime_preflight
+    from ..search import ReusingPolicy
+
+    # PAV and Q-only beams ask for the same seeded samples: each is generated once.
+    return regime_preflight(
+        ReusingPolicy(policy),
+        checker_scorer(task, step_accuracy),
+        [p.prompt for p in problems],
+        [p.gold for p in problems],
+        task.grader,
+        _regime_config(cfg),
+    )
 
 
 def _policy_config(cfg):
@@ -94,14 +134,27 @@ def run(cfg, out: Path, progress, results: dict) -> dict:
     (out / "arithmetic").mkdir(parents=True, exist_ok=True)
     (out / "arithmetic" / "pools.json").write_text(json.dumps(pools.spec()))  # for later experiments on this run
     policy_cfg = _policy_config(cfg)
-    progress(f"arithmetic base policy: SFT for {cfg.policy_steps} steps (cached after the first run)")
-    policy_dir = cached(
-        out / "arithmetic" / "policy",
-        _policy_key(policy_cfg, pools),
-        lambda d: train_base_policy(task, d, policy_cfg, problems=pools["sft"]),
+    early = policy_snapshot_step(cfg)
+    progress(
+        f"arithmetic SFT for {cfg.policy_steps} steps (cached after the first run); base policy = step {early}, "
+        f"verifier backbone = step {cfg.policy_steps}"
     )
-    seconds_file = policy_dir / ".seconds"  # the training's seconds, also when read from the cache
+    sft_dir = cached(
+        out / "arithmetic" / "policy",
+        {**_policy_key(policy_cfg, pools), "policy_snapshot": early},
+        lambda d: train_base_policy(
+            task,
+            d,
+            policy_cfg,
+            problems=pools["sft"],
+            snapshots={early: d / "early"} if early < cfg.policy_steps else None,
+        ),
+    )
+    seconds_file = sft_dir / ".seconds"  # the training's seconds, also when read from the cache
     policy_seconds = float(seconds_file.read_text()) if seconds_file.exists() else 0.0
+    # As in the paper (a 9B verifier for a 2B policy), the verifiers start from a stronger model than the policy.
+    policy_dir = sft_dir / "early" if early < cfg.policy_steps else sft_dir
+    (policy_dir / ".done").write_text((sft_dir / ".done").read_text())  # the stamp later stages key on
     model, tok = AutoModelForCausalLM.from_pretrained(policy_dir), load_tokenizer(policy_dir)
     policy = HFPolicy(
         model, tok, task.step_format, name="arithmetic-base", max_new_tokens=64, max_step_tokens=16, batch_size=256
@@ -112,6 +165,26 @@ def run(cfg, out: Path, progress, results: dict) -> dict:
     )
     step_accuracy = _step_accuracy(task, policy, eval_problems, cfg.seed)
     progress(f"base policy sampled accuracy {base_acc:.3f}; accuracy of a step on the correct path {step_accuracy:.3f}")
+    progress("regime pre-flight: Pass@N, rank disagreement and PAV vs Q-only beam with exact values, RL groups")
+    regime = cached_json(
+        out / "arithmetic" / "regime.json",
+        {
+            "policy": (policy_dir / ".done").read_text(),
+            "cfg": asdict(_regime_config(cfg)),
+            "pools": pools.spec("preflight"),
+        },
+        lambda: _preflight(cfg, task, policy, pools["preflight"], step_accuracy),
+    )
+    results["regime"] = regime
+    progress(
+        "pre-flight: pass gap {:.3f}, rank disagreement {:.1%}, exact PAV - Q beam {:+.3f}, all-equal GRPO groups "
+        "{:.1%}".format(
+            regime["pass_gap"],
+            regime["rank_disagreement"],
+            regime["exact_pav_vs_q_gain"],
+            regime["rl_all_equal_groups"],
+        )
+    )
 
     progress(
         f"MC labeling {cfg.label_problems} problems (first pit confirmed with {cfg.pit_confirm_rollouts} more "
@@ -152,12 +225,12 @@ def run(cfg, out: Path, progress, results: dict) -> dict:
             "policy": _policy_key(policy_cfg, pools),
         }
         verifiers[kind] = cached(
-            out / "arithmetic" / kind, key, lambda d, kind=kind: train_verifier(policy_dir, labels, d, kind, cfg)
+            out / "arithmetic" / kind, key, lambda d, kind=kind: train_verifier(sft_dir, labels, d, kind, cfg)
         )
     quality = cached_json(
         out / "arithmetic" / "quality.json",
         {"verifiers": [_done(verifiers[k]) for k in verifiers], "cfg": _quality_key(cfg, pools)},
-        lambda: verifier_quality(verifiers, task, policy, cfg, labels=labels, pools=pools),
+        lambda: verifier_quality(verifiers, task, policy, cfg, labels=labels, pools=pools, backbone_dir=sft_dir),
     )
     progress(
         "verifiers, within-problem AUC on best-of-N candidates: PAV {:.3f}, ORM {:.3f}; PAV step AUC vs the exact "
@@ -228,7 +301,7 @@ def _verifier_key(cfg) -> dict:
 
 def _quality_key(cfg, pools) -> dict:
     # "v" changes with what verifier_quality measures, so a cached result is recomputed then.
-    key = {"problems": cfg.search_problems, "n": cfg.quality_candidates, "seed": cfg.seed, "v": 5}
+    key = {"problems": cfg.search_problems, "n": cfg.quality_candidates, "seed": cfg.seed, "v": 6}
     return {**key, "pools": pools.spec("search", "step_eval")}
 
 
@@ -276,7 +349,31 @@ def _label_quality(task, labels) -> dict:
     }
 
 
-def verifier_quality(verifiers: dict[str, Path], task, policy, cfg, labels=None, pools=None) -> dict:
+def _likelihood_measures(model_policy, task, probs, sets: dict, cand_features: dict | None = None) -> dict:
+    """A causal LM's least-likely-token log-probability as a verifier with no training, on the quality sets."""
+    from ..generation.base import continue_trace
+    from ..metrics import auc, within_problem_auc
+
+    rows, correct, pid, siblings = sets["rows"], sets["correct"], sets["pid"], sets["siblings"]
+    if cand_features is None:
+        cand_features = _backbone_features(model_policy, [probs[i].prompt for i, _ in rows], [s for _, s in rows])
+    likelihood = cand_features["token_logprob"][:, 0]
+    child_likelihood = _backbone_features(
+        model_policy,
+        [continue_trace(p, s[:-1], task.step_format) for p, s in zip(siblings["prompts"], siblings["steps"])],
+        [s[-1:] for s in siblings["steps"]],
+    )["token_logprob"][:, 0]
+    return {
+        "outcome_auc": auc(likelihood, correct),
+        "within_problem_auc": within_problem_auc(likelihood, correct, pid),
+        "best_of_n_accuracy": pick_accuracy(likelihood, correct, pid, len(probs)),
+        "within_parent_auc": within_problem_auc(child_likelihood, siblings["correct"], siblings["parent"]),
+    }
+
+
+def verifier_quality(
+    verifiers: dict[str, Path], task, policy, cfg, labels=None, pools=None, backbone_dir: Path | None = None
+) -> dict:
     """Each verifier against the exact checker on held-out problems (the `search` and `step_eval` pools of `pools`,
     by default `demo_pools(cfg, task)`).
 
@@ -289,15 +386,14 @@ def verifier_quality(verifiers: dict[str, Path], task, policy, cfg, labels=None,
     - `within_parent_auc`: on next steps sampled from one correct prefix (what a beam-search expansion chooses
       among), pairs of a correct and a wrong child of the same prefix.
     - `policy_likelihood`: the base policy's least-likely-token log-probability as a score (no training); for
-      `within_parent_auc`, of the child step's tokens.
+      `within_parent_auc`, of the child step's tokens. `backbone_likelihood`: the same for the verifiers' untrained
+      backbone (`backbone_dir`), when it is another model than the policy.
     - `backbone_probes` (with `labels`): where the frozen base policy holds the answer's correctness. Logistic
       probes trained on the labeled traces' outcomes, read on the same candidates: the hidden state of each layer
       at the final token (what a verifier head reads) against the completion's token log-probabilities.
     """
     import json
 
-    from ..generation.base import continue_trace
-    from ..metrics import auc, within_problem_auc
     from ..modeling import PAVVerifier
 
     pools = pools if pools is not None else demo_pools(cfg, task)
@@ -318,21 +414,20 @@ def verifier_quality(verifiers: dict[str, Path], task, policy, cfg, labels=None,
         training = Path(path) / "training.summary.json"
         if training.exists():
             out[kind]["training"] = json.loads(training.read_text())
-    # The base policy's own likelihood of each candidate, a verifier with no training: what the backbone both
-    # verifiers start from already knows about which of a problem's answers is right.
+    # The base policy's own likelihood of each candidate, a verifier with no training; and the likelihood of the
+    # untrained backbone both verifiers start from, when that is a stronger model than the policy.
     cand_features = _backbone_features(policy, [probs[i].prompt for i, _ in rows], [s for _, s in rows])
-    likelihood = cand_features["token_logprob"][:, 0]
-    child_likelihood = _backbone_features(
-        policy,
-        [continue_trace(p, s[:-1], task.step_format) for p, s in zip(siblings["prompts"], siblings["steps"])],
-        [s[-1:] for s in siblings["steps"]],
-    )["token_logprob"][:, 0]
-    out["policy_likelihood"] = {
-        "outcome_auc": auc(likelihood, correct),
-        "within_problem_auc": within_problem_auc(likelihood, correct, pid),
-        "best_of_n_accuracy": pick_accuracy(likelihood, correct, pid, len(probs)),
-        "within_parent_auc": within_problem_auc(child_likelihood, siblings["correct"], siblings["parent"]),
-    }
+    out["policy_likelihood"] = _likelihood_measures(policy, task, probs, sets, cand_features)
+    if backbone_dir is not None and Path(backbone_dir).resolve() != Path(policy.model.name_or_path).resolve():
+        from transformers import AutoModelForCausalLM
+
+        from ..generation import HFPolicy
+        from ..tokenization import load_tokenizer
+
+        backbone = HFPolicy(
+            AutoModelForCausalLM.from_pretrained(backbone_dir), load_tokenizer(backbone_dir), task.step_format
+        )
+        out["backbone_likelihood"] = _likelihood_measures(backbone, task, probs, sets)
     out["siblings"] = {"parents": len(np.unique(siblings["parent"])), "children": len(siblings["steps"])}
     if labels is not None:
         out["backbone_probes"] = _backbone_probes(policy, labels, cand_features, correct, pid)
