@@ -555,11 +555,13 @@ def _pav_vs_q_note(results: dict) -> str:
         f"Search with exact values: PAV beam over Q-only beam {_gain_text(c)}, {verdict}; the two are "
         f"{_picks_text(identical, differing, compared)}."
     )
-    if identical:
+    regime = results.get("regime")
+    if identical and regime:
+        share = regime["rank_disagreement"]
         text += (
-            " In this task every correct step is progress (one forced operation per step) and beams advance one step "
-            "per round, so children on the correct path share one exact value and Q + α·A ranks them as Q does; the "
-            "identical picks agree with that."
+            f" The pre-flight found the effective reward keeping other children than Q alone in {share:.1%} of "
+            f"{regime['beam_rounds']} beam rounds"
+            + (": the two rules are the same search here, whatever the verifier." if share == 0 else ".")
         )
     return text + _planted_search_note(results["planted"], results.get("config")) + _learned_q_note(results["search"])
 
