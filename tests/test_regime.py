@@ -88,3 +88,31 @@ def test_verdict_is_written_from_its_numbers():
     assert not regime_verdict({**base, "rl_all_equal_groups": 0.9})["rl"]
     assert not regime_verdict({**base, "rl_all_equal_groups": 0.0})["rl"]
     assert not regime_verdict({**base, "advantage_variance": 0.0})["rl"]
+
+
+def test_report_section_follows_the_numbers():
+    from trl_pav.report import _pipeline_text, _regime_md
+
+    pre = {
+        "budgets": [6, 12],
+        "sampled_accuracy": 0.3,
+        "pass_at_n": 0.9,
+        "pass_gap": 0.6,
+        "rank_disagreement": 0.0,
+        "beam_rounds": 120,
+        "exact_curves": {"12": {"pav_beam": 1.0, "q_beam": 1.0}, "6": {"pav_beam": 0.9, "q_beam": 0.8}},
+        "exact_pav_vs_q_gain": 0.0,
+        "exact_pav_vs_q_interval": [0.0, 0.0],
+        "rl_all_equal_groups": 0.3,
+        "advantage_variance": 0.05,
+    }
+    text = _regime_md({"regime": {**pre, "verdict": regime_verdict(pre)}})
+    flat = " ".join(text.split())
+    assert "Search regime **absent**" in text and "0.0% of 120 beam rounds" in flat
+    assert "RL regime **present**" in text
+    assert text.index("| 6 | 0.900 | 0.800 |") < text.index("| 12 |")  # budgets in numeric order
+    moved = {**pre, "rank_disagreement": 0.25}
+    assert "Search regime **present**" in _regime_md({"regime": {**moved, "verdict": regime_verdict(moved)}})
+    assert _regime_md({}) == ""
+    assert "single-pipeline" in _pipeline_text({"pipeline_seeds": [0], "config": {"seed": 0}})
+    assert "pool 3 pipeline seeds" in _pipeline_text({"pipeline_seeds": [0, 1, 2], "config": {"seed": 0}})
