@@ -33,7 +33,15 @@ import torch
 
 from .steps import StepFormat
 
-__all__ = ["MathShepherdPRM", "PublicPRM", "QwenMathPRM", "RLHFlowPRM", "load_public_prm", "load_step_scorer"]
+__all__ = [
+    "MathShepherdPRM",
+    "PublicPRM",
+    "QwenMathPRM",
+    "RLHFlowPRM",
+    "convention_of",
+    "load_public_prm",
+    "load_step_scorer",
+]
 
 Prompt = str | list[dict[str, str]]
 HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "trust_remote_code")
@@ -407,6 +415,23 @@ PRM_ADAPTERS: dict[str, type[PublicPRM]] = {
     "math-shepherd": MathShepherdPRM,
     "rlhflow": RLHFlowPRM,
 }
+
+
+# Name fragments of the published checkpoints (lower case) and their conventions.
+_NAME_HINTS = (("math-prm", "qwen-prm"), ("math-shepherd", "math-shepherd"), ("rlhflow", "rlhflow"))
+
+
+def convention_of(model_name_or_path: str | os.PathLike) -> str | None:
+    """The convention of a published PRM read from its Hub id or folder name, None when the name does not say.
+
+    Example:
+        >>> convention_of("Qwen/Qwen2.5-Math-PRM-7B"), convention_of("RLHFlow/Llama3.1-8B-PRM-Deepseek-Data")
+        ('qwen-prm', 'rlhflow')
+        >>> convention_of("outputs/my-prm") is None
+        True
+    """
+    name = str(model_name_or_path).lower()
+    return next((convention for hint, convention in _NAME_HINTS if hint in name), None)
 
 
 def load_public_prm(convention: str, model_name_or_path: str | os.PathLike, **kwargs: Any) -> PublicPRM:

@@ -12,12 +12,13 @@ with part of it in a way that moves a boundary (`"x\\n"` before a blank-line sep
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["StepFormat", "TokenizedTrace", "token_positions", "tokenize_trace"]
+__all__ = ["StepFormat", "TokenizedTrace", "parse_separator", "token_positions", "tokenize_trace"]
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,24 @@ class StepFormat:
                 f"it starts or ends with part of the separator {self.separator!r}"
             )
 
+    def cut_step(self, text: str) -> str | None:
+        """`text` (a step cut at a token limit) as a step that joins back: any trailing part of the separator
+        removed (`"x\\n"` before a blank-line separator would move the boundary), None if nothing is left.
+
+        Example:
+            >>> StepFormat.blank_line().cut_step("We have x\\n")
+            'We have x'
+            >>> StepFormat.blank_line().cut_step("\\n") is None
+            True
+        """
+        sep = self.separator
+        step = text.split(sep, 1)[0]  # a whole separator ends the step
+        for k in range(len(sep) - 1, 0, -1):
+            if step.endswith(sep[:k]):
+                step = step[:-k]
+                break
+        return step if step.strip() else None
+
     def step_ends(self, steps: Sequence[str], offset: int = 0) -> list[int]:
         """Exclusive character end of each step inside `offset + join(steps)`."""
         ends, pos = [], offset
@@ -136,6 +155,25 @@ class StepFormat:
         if unknown:
             raise ValueError(f"StepFormat.from_dict: unknown keys {sorted(unknown)}")
         return cls(**data)
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def parse_separator(text: str) -> str:
+    """A separator as typed on a command line or in single-quoted YAML: the escapes `\\n`, `\\t`, `\\r` and `\\\\`
+    become the characters they name (`--separator '\\n\\n'` is a blank line); other text is kept as is.
+
+    Raises:
+        ValueError: if the separator is empty (or not a string).
+
+    Example:
+        >>> parse_separator("\\\\n\\\\n") == "\\n\\n", parse_separator("\\n") == "\\n", parse_separator(";")
+        (True, True, ';')
+    """
+    if not isinstance(text, str) or text == "":
+        raise ValueError(f"separator must be a non-empty string, got {text!r}")
+    return re.sub(r"\\([ntr\\])", lambda m: _ESCAPES[m.group(1)], text)
 
 
 def token_positions(offsets: Sequence[tuple[int, int]], char_ends: Sequence[int]) -> list[int]:

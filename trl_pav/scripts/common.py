@@ -15,6 +15,7 @@ from ..distributed import process_state
 __all__ = [
     "GenerationArguments",
     "ProblemArguments",
+    "StepArguments",
     "chat_prompts",
     "check_model_source",
     "check_process_count",
@@ -78,6 +79,39 @@ class GenerationArguments:
     vllm_gpu_memory_utilization: float = field(default=0.5, metadata={"help": "vLLM's share of GPU memory."})
 
 
+@dataclass
+class StepArguments:
+    """How the stage cuts text into steps.
+
+    Args:
+        separator (`str` or `None`, defaults to `None`):
+            Text between steps; escapes are read, so `--separator '\\n\\n'` is a blank line (MATH solutions are
+            paragraphs: use it). `None`: a newline for datasets, the task's own format for a task (which cannot be
+            changed). Search with a trl_pav verifier takes the verifier's separator; a different one here raises.
+        max_step_tokens (`int`, defaults to `64`):
+            Token limit of one step where a stage samples one step at a time (search's beam search); a step that
+            reaches it is cut (see `truncated_step` of the search config). MATH paragraphs run 60-150 tokens: use
+            256. Labeling and best-of-N sample whole traces (`max_new_tokens`), so only the policy's fingerprint
+            records it there.
+    """
+
+    separator: str | None = field(
+        default=None,
+        metadata={"help": "Step separator, escapes read ('\\n\\n': blank line). None: newline, or the task's."},
+    )
+    max_step_tokens: int = field(default=64, metadata={"help": "Token limit of one step (beam search)."})
+
+    def __post_init__(self) -> None:
+        if self.separator is not None:
+            from ..steps import parse_separator
+
+            self.separator = parse_separator(self.separator)
+        if isinstance(self.max_step_tokens, bool) or not isinstance(self.max_step_tokens, int):
+            raise ValueError(f"max_step_tokens must be an integer >= 1, got {self.max_step_tokens!r}")
+        if self.max_step_tokens < 1:
+            raise ValueError(f"max_step_tokens must be >= 1, got {self.max_step_tokens}")
+
+
 def check_model_source(name: str | None, what: str) -> None:
     """Raise `FileNotFoundError` when `name` is neither an existing local folder nor a well-formed Hub id.
 
@@ -118,11 +152,15 @@ def launched_with_deepspeed() -> bool:
     return True
 
 
-def load_stage_problems(args: ProblemArguments, split: str):
+def load_stage_problems(args: ProblemArguments, split: str, separator: str | None = None):
     """Problems (`prompt`, `gold`) with the grader and step format that go with them.
 
+    `separator` (already unescaped, `StepArguments`) sets a dataset's step format (default: a newline); a task keeps
+    its own format.
+
     Raises:
-        ValueError: when neither or both of `dataset_name` and `task` are set, or a task has no `num_problems`.
+        ValueError: when neither or both of `dataset_name` and `task` are set, a task has no `num_problems`, or
+            `separator` differs from a task's own.
     """
     from ..grading import MathVerifyGrader
     from ..steps import StepFormat
@@ -134,6 +172,11 @@ def load_stage_problems(args: ProblemArguments, split: str):
         if args.num_problems is None:
             raise ValueError(f"task {args.task!r} needs num_problems")
         task = get_task(args.task)
+        if separator is not None and separator != task.step_format.separator:
+            raise ValueError(
+                f"task {args.task!r} writes steps separated by {task.step_format.separator!r}, not separator "
+                f"{separator!r}: drop the separator (it is for datasets)"
+            )
         if isinstance(task, ArithmeticTask):
             problems = task.problems_dataset(args.num_problems, seed=args.problems_seed)
         else:
@@ -142,7 +185,7 @@ def load_stage_problems(args: ProblemArguments, split: str):
     from ..datasets_io import load_problems
 
     problems = load_problems(args.dataset_name, split=split, limit=args.num_problems, config=args.dataset_config)
-    return problems, MathVerifyGrader(), StepFormat()
+    return problems, MathVerifyGrader(), StepFormat() if separator is None else StepFormat(separator)
 
 
 def chat_prompts(problems, tokenizer=None, prompt_column: str = "prompt"):
@@ -206,8 +249,9 @@ def load_causal_lm(path: str, model_args):
     return model.eval()
 
 
-def load_stage_policy(path: str, model_args, gen: GenerationArguments, step_format):
-    """An `HFPolicy` (or a `VLLMPolicy` with `use_vllm`) for `path` with the stage's sampling settings."""
+def load_stage_policy(path: str, model_args, gen: GenerationArguments, step_format, max_step_tokens: int = 64):
+    """An `HFPolicy` (or a `VLLMPolicy` with `use_vllm`) for `path` with the stage's sampling settings and step
+    token limit (`StepArguments.max_step_tokens`)."""
     check_model_source(path, "policy")
     if gen.use_vllm:
         from ..generation.vllm import VLLMPolicy
@@ -224,6 +268,7 @@ def load_stage_policy(path: str, model_args, gen: GenerationArguments, step_form
             name=path,
             temperature=gen.temperature,
             max_new_tokens=gen.max_new_tokens,
+            max_step_tokens=max_step_tokens,
             **llm_kwargs,
         )
     from ..generation import HFPolicy
@@ -236,6 +281,7 @@ def load_stage_policy(path: str, model_args, gen: GenerationArguments, step_form
         name=path,
         temperature=gen.temperature,
         max_new_tokens=gen.max_new_tokens,
+        max_step_tokens=max_step_tokens,
         batch_size=gen.generation_batch_size,
     )
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from .common import (
     GenerationArguments,
     ProblemArguments,
+    StepArguments,
     chat_prompts,
     check_model_source,
     load_stage_policy,
@@ -17,8 +18,9 @@ __all__ = ["LabelScriptArguments", "main", "make_parser"]
 
 
 @dataclass
-class LabelScriptArguments(ProblemArguments, GenerationArguments):
-    """Arguments of the labeling recipe, besides `MCLabelConfig` and the base policy's `ModelConfig`.
+class LabelScriptArguments(ProblemArguments, GenerationArguments, StepArguments):
+    """Arguments of the labeling recipe, besides `MCLabelConfig` and the base policy's `ModelConfig`; the step
+    format (`separator`) is `StepArguments`'.
 
     Args:
         output_dir (`str`, defaults to `"outputs/labels"`):
@@ -56,18 +58,23 @@ def main(script_args: LabelScriptArguments, label_config, model_args) -> dict:
         raise ValueError("label: prover='policy' needs prover_model_name_or_path")
     check_model_source(model_args.model_name_or_path, "label: model_name_or_path")
     check_model_source(script_args.prover_model_name_or_path, "label: prover_model_name_or_path")
-    problems, grader, step_format = load_stage_problems(script_args, script_args.dataset_train_split)
+    problems, grader, step_format = load_stage_problems(
+        script_args, script_args.dataset_train_split, script_args.separator
+    )
     # Bad problems fail now, not after loading a large model.
     validate_problems(
         problems, label_config.prompt_column, label_config.gold_column, getattr(grader, "needs_gold", True)
     )
-    policy = load_stage_policy(model_args.model_name_or_path, model_args, script_args, step_format)
+    step_tokens = script_args.max_step_tokens
+    policy = load_stage_policy(model_args.model_name_or_path, model_args, script_args, step_format, step_tokens)
     if script_args.use_chat_template:
         tokenizer = load_tokenizer(model_args.model_name_or_path)
         problems = chat_prompts(problems, tokenizer, label_config.prompt_column)
     prover = None
     if script_args.prover_model_name_or_path:
-        prover = load_stage_policy(script_args.prover_model_name_or_path, model_args, script_args, step_format)
+        prover = load_stage_policy(
+            script_args.prover_model_name_or_path, model_args, script_args, step_format, step_tokens
+        )
     MCLabeler(policy, grader, label_config, prover_policy=prover).label(problems, script_args.output_dir)
     state = process_state()
     state.wait_for_everyone()

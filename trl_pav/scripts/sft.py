@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .common import GenerationArguments, ProblemArguments
+from .common import GenerationArguments, ProblemArguments, StepArguments
 
 __all__ = ["SFTScriptArguments", "main", "make_parser", "rejection_sample", "solution_completion"]
 
@@ -13,8 +13,9 @@ _GSM8K_ANSWER = re.compile(r"####\s*(.+?)\s*$", re.DOTALL)
 
 
 @dataclass
-class SFTScriptArguments(ProblemArguments, GenerationArguments):
-    """Arguments of the SFT recipe, besides TRL's `SFTConfig` and `ModelConfig`.
+class SFTScriptArguments(ProblemArguments, GenerationArguments, StepArguments):
+    """Arguments of the SFT recipe, besides TRL's `SFTConfig` and `ModelConfig`; `separator` (`StepArguments`) is
+    the step format of the reference solutions and of rejection samples.
 
     Args:
         from_scratch (`bool`, defaults to `False`):
@@ -43,14 +44,24 @@ def make_parser(argv: list[str] | None = None):
 
 def solution_completion(row: dict, index: int, separator: str = "\n") -> str:
     """The reference solution of a MATH (`solution`) or GSM8K (`answer` with `#### n`) row as a completion whose
-    steps are its non-empty lines, ending in a `\\boxed{}` answer.
+    steps are its non-empty lines (a MATH solution's pieces between separators when the separator is not a newline:
+    `"\\n\\n"` keeps its paragraphs, display math inside them), ending in a `\\boxed{}` answer.
+
+    Raises:
+        ValueError: naming the row, when it has no reference solution or a step would not join back.
 
     Example:
         >>> solution_completion({"answer": "2*3=6\\n6+1=7\\n#### 7"}, 0)
         '2*3=6\\n6+1=7\\nThe answer is \\\\boxed{7}.'
+        >>> solution_completion({"solution": "So\\n\\\\[x=1.\\\\]\\n\\nThus $\\\\boxed{1}$."}, 0, "\\n\\n")
+        'So\\n\\\\[x=1.\\\\]\\n\\nThus $\\\\boxed{1}$.'
     """
+    from ..steps import StepFormat
+
+    fmt = StepFormat(separator)
     if isinstance(row.get("solution"), str) and row["solution"].strip():
-        lines = row["solution"].splitlines()
+        text = row["solution"]
+        lines = text.splitlines() if separator == "\n" else fmt.split(text)
     elif isinstance(row.get("answer"), str) and _GSM8K_ANSWER.search(row["answer"]):
         match = _GSM8K_ANSWER.search(row["answer"])
         lines = [*row["answer"][: match.start()].splitlines(), f"The answer is \\boxed{{{match.group(1)}}}."]
@@ -59,7 +70,10 @@ def solution_completion(row: dict, index: int, separator: str = "\n") -> str:
             f"row {index}: no reference solution (a MATH 'solution' or a GSM8K 'answer' with '####'); "
             "use rejection_sampling to train on the model's own correct traces"
         )
-    return separator.join(line.strip() for line in lines if line.strip())
+    try:
+        return fmt.join([line.strip() for line in lines if line.strip()])
+    except ValueError as err:
+        raise ValueError(f"row {index}: {err}") from err
 
 
 def rejection_sample(policy, problems, grader, samples_per_problem: int, seed: int) -> list[dict]:
@@ -88,7 +102,6 @@ def main(script_args: SFTScriptArguments, training_args, model_args) -> dict:
     from datasets import Dataset
     from trl import SFTTrainer, get_peft_config
 
-    from ..steps import StepFormat
     from ..tasks import DEFAULT_POLICY, ArithmeticTask, get_task, tiny_policy_model
     from ..tokenization import load_tokenizer
     from .common import check_model_source, end_trackers, load_stage_policy, load_stage_problems, model_init_kwargs
@@ -105,8 +118,12 @@ def main(script_args: SFTScriptArguments, training_args, model_args) -> dict:
     if script_args.rejection_sampling:
         if script_args.from_scratch:
             raise ValueError("sft: rejection_sampling samples from model_name_or_path; it cannot start from scratch")
-        problems, grader, step_format = load_stage_problems(script_args, script_args.dataset_train_split)
-        policy = load_stage_policy(model_args.model_name_or_path, model_args, script_args, step_format)
+        problems, grader, step_format = load_stage_problems(
+            script_args, script_args.dataset_train_split, script_args.separator
+        )
+        policy = load_stage_policy(
+            model_args.model_name_or_path, model_args, script_args, step_format, script_args.max_step_tokens
+        )
         rows = rejection_sample(policy, problems, grader, script_args.samples_per_problem, script_args.sampling_seed)
         del policy
         if not rows:
@@ -116,6 +133,11 @@ def main(script_args: SFTScriptArguments, training_args, model_args) -> dict:
             )
         train = Dataset.from_list(rows)
     elif task is not None:
+        if script_args.separator not in (None, task.step_format.separator):
+            raise ValueError(
+                f"sft: task {task.name!r} writes steps separated by {task.step_format.separator!r}, not separator "
+                f"{script_args.separator!r}: drop the separator (it is for datasets)"
+            )
         if script_args.num_problems is None:
             raise ValueError(f"sft: task {task.name!r} needs num_problems (SFT rows to draw)")
         if isinstance(task, ArithmeticTask):
@@ -123,8 +145,10 @@ def main(script_args: SFTScriptArguments, training_args, model_args) -> dict:
         else:
             train = task.sft_dataset(gamma=5.0, n=script_args.num_problems, seed=script_args.problems_seed)
     else:
-        problems, _, step_format = load_stage_problems(script_args, script_args.dataset_train_split)
-        sep = StepFormat().separator
+        problems, _, step_format = load_stage_problems(
+            script_args, script_args.dataset_train_split, script_args.separator
+        )
+        sep = step_format.separator
         train = Dataset.from_dict(
             {
                 "prompt": problems["prompt"],

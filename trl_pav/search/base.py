@@ -34,9 +34,23 @@ class ComputeLedger:
     Attributes:
         calls: `(kind, generated_tokens, verifier_tokens, sampled_steps, seconds)` per call, kind being
             `"generate"` or `"score"`.
+        truncated_dropped: sampled children cut at the step token limit and dropped (beam search,
+            `truncated_step="drop"`, or a cut with no text to keep).
+        truncated_kept: sampled children cut at the step token limit and kept as steps (`truncated_step="keep"`).
     """
 
     calls: list[tuple[str, int, int, int, float]] = field(default_factory=list)
+    truncated_dropped: int = 0
+    truncated_kept: int = 0
+
+    @classmethod
+    def merged(cls, ledgers: Sequence[ComputeLedger]) -> ComputeLedger:
+        """One ledger holding the calls and counts of all of `ledgers`."""
+        return cls(
+            [c for ledger in ledgers for c in ledger.calls],
+            sum(ledger.truncated_dropped for ledger in ledgers),
+            sum(ledger.truncated_kept for ledger in ledgers),
+        )
 
     def add(
         self,
@@ -65,13 +79,15 @@ class ComputeLedger:
         return sum(c[4] for c in self.calls)
 
     def totals(self) -> dict[str, float]:
-        """Totals over every call."""
+        """Totals over every call, and the counts of truncated children."""
         return {
             "generated_tokens": self.generated_tokens,
             "verifier_tokens": self.verifier_tokens,
             "sampled_steps": self.sampled_steps,
             "seconds": round(self.seconds, 4),
             "calls": len(self.calls),
+            "truncated_dropped": self.truncated_dropped,
+            "truncated_kept": self.truncated_kept,
         }
 
 

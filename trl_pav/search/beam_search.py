@@ -13,11 +13,15 @@ from ..modeling import StepScorer
 from ..values import best_of_k, effective_reward
 from .base import AnswerFn, ComputeLedger, SearchResult, counted_generate, counted_score
 
-__all__ = ["BeamSearchConfig", "beam_search", "check_search_numbers", "child_rewards"]
+__all__ = ["TRUNCATED_STEP", "BeamSearchConfig", "beam_search", "check_search_numbers", "child_rewards"]
+
+TRUNCATED_STEP = ("drop", "keep")
 
 
-def check_search_numbers(alpha: float, prover_k: float, expansions: int, max_depth: int) -> None:
-    """Raise `ValueError` naming a search setting that is not a usable number (NaN α would rank beams at random)."""
+def check_search_numbers(
+    alpha: float, prover_k: float, expansions: int, max_depth: int, truncated_step: str = "drop"
+) -> None:
+    """Raise `ValueError` naming a search setting that is not usable (NaN α would rank beams at random)."""
     if not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
         raise ValueError(f"alpha must be a finite number, got {alpha!r}")
     if not isinstance(prover_k, (int, float)) or not math.isfinite(prover_k) or prover_k < 1:
@@ -26,6 +30,8 @@ def check_search_numbers(alpha: float, prover_k: float, expansions: int, max_dep
         raise ValueError(f"expansions must be >= 1, got {expansions}")
     if max_depth < 1:
         raise ValueError(f"max_depth must be >= 1, got {max_depth}")
+    if truncated_step not in TRUNCATED_STEP:
+        raise ValueError(f"truncated_step must be 'drop' or 'keep', got {truncated_step!r}")
 
 
 @dataclass
@@ -47,6 +53,10 @@ class BeamSearchConfig:
             expanded with its own seeds) and a state that many children reach is sampled more. Merging trades that
             for diversity; where correct steps coincide (a unique correct derivation) it leaves one beam on the
             correct path and fills the rest with wrong ones.
+        truncated_step (`str`, defaults to `"drop"`): what a child cut at the policy's step token limit
+            (`max_step_tokens`) becomes. `"drop"`: nothing (a fragment is not a step); `"keep"`: a step holding the cut
+            text (its trailing part of a separator removed), so no sample is lost when real steps run longer than
+            the limit. Either way the ledger counts them (`truncated_dropped`, `truncated_kept`).
     """
 
     budget: int = 12
@@ -56,9 +66,10 @@ class BeamSearchConfig:
     max_depth: int = 16
     seed: int = 0
     merge_duplicates: bool = False
+    truncated_step: str = "drop"
 
     def __post_init__(self) -> None:
-        check_search_numbers(self.alpha, self.prover_k, self.expansions, self.max_depth)
+        check_search_numbers(self.alpha, self.prover_k, self.expansions, self.max_depth, self.truncated_step)
         if self.expansions < 1 or self.budget < self.expansions:
             raise ValueError(f"need budget >= expansions >= 1, got budget={self.budget}, expansions={self.expansions}")
         if self.max_depth < 1:
@@ -127,11 +138,12 @@ def beam_search(
 
     Children are ranked by `Q̂^π(child) + α·(f(Q̂^π(child)) - f(Q̂^π(parent)))` with `f` the BoK transform, and the
     best B (duplicates removed, ties to the earlier sample) take the beam's slots. A child cut at the step token limit
-    (`Generation.truncated`) is dropped: it is not a step. A finished child with a readable answer (`answer_fn`; any
-    finished child when it is None) that wins a slot joins the answer pool and keeps its slot for good, so the pool
-    holds at most B traces and the search ends when B traces have finished; a finished child without an answer is a
-    dead end. The answer is the pooled trace with the highest `Q̂^π`. Only if nothing answered within `max_depth`
-    does the search fall back to the highest-valued dead end or last live beam (`SearchResult.answered` is False).
+    (`Generation.truncated`) is dropped, or with `truncated_step="keep"` its cut text is the step (`ledger` counts
+    both). A finished child with a readable answer (`answer_fn`; any finished child when it is None) that wins a slot
+    joins the answer pool and keeps its slot for good, so the pool holds at most B traces and the search ends when B
+    traces have finished; a finished child without an answer is a dead end. The answer is the pooled trace with the
+    highest `Q̂^π`. Only if nothing answered within `max_depth` does the search fall back to the highest-valued dead
+    end or last live beam (`SearchResult.answered` is False).
 
     With `round_log` given, every round of every prompt appends whether the children kept under the effective
     reward differ from those the Q-only rule (α = 0) would keep from the same children (the regime pre-flight's
@@ -150,6 +162,7 @@ def beam_search(
     ids = list(range(len(prompts))) if prompt_ids is None else list(prompt_ids)
     if len(ids) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts but {len(ids)} prompt ids")
+    cut_step = policy.step_format.cut_step
     roots = counted_score(scorer, prompts, [[] for _ in prompts], ledger)
     active: list[list[_Node]] = [[_Node((), r[0])] for r in roots]
     pools: list[list[_Node]] = [[] for _ in prompts]  # answered traces that won a beam slot (at most B)
@@ -170,8 +183,14 @@ def beam_search(
         gens = counted_generate(policy, requests, ledger, stop_at_step=True)
         new, ended = [], []
         for (i, parent), gen in zip(parents, gens):
-            if gen.truncated:
-                continue  # cut at the step token limit: a fragment, not a step
+            if gen.truncated:  # cut at the step token limit
+                cut = cut_step(gen.steps[0]) if gen.steps and cfg.truncated_step == "keep" else None
+                if cut is None:
+                    ledger.truncated_dropped += 1
+                else:
+                    ledger.truncated_kept += 1
+                    new.append((i, parent, _Node((*parent.steps, cut), 0.0)))
+                continue
             if gen.steps:
                 new.append((i, parent, _Node((*parent.steps, gen.steps[0]), 0.0, gen.finished)))
             elif gen.finished and parent.steps:  # the trace ended right after the parent's last step

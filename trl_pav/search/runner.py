@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from ..generation.base import Policy
 from ..grading import Grader, extract_answer
@@ -58,6 +59,11 @@ class SearchEvalConfig:
         seed (`int`, defaults to `0`): sampling seed.
         merge_duplicates (`bool`, defaults to `False`): beam search keeps one beam per distinct child (see
             `BeamSearchConfig.merge_duplicates`).
+        truncated_step (`str`, defaults to `"drop"`): what beam search does with a child cut at the step token limit:
+            `"drop"` it or `"keep"` the cut text as a step (`BeamSearchConfig.truncated_step`). Each record counts
+            them (`truncated_dropped`, `truncated_kept`).
+        reuse_samples (`bool`, defaults to `False`): generate and score each distinct seeded request once across
+            methods and budgets; every method is still charged its own compute. One process only.
     """
 
     methods: list[str] = field(
@@ -74,6 +80,10 @@ class SearchEvalConfig:
     merge_duplicates: bool = field(
         default=False, metadata={"help": "Beam search keeps one beam per distinct child (paper: no merging)."}
     )
+    truncated_step: Literal["drop", "keep"] = field(
+        default="drop",
+        metadata={"help": "Beam search child cut at max_step_tokens: 'drop' it, or 'keep' the cut text as a step."},
+    )
     reuse_samples: bool = field(
         default=False,
         metadata={
@@ -88,7 +98,7 @@ class SearchEvalConfig:
             raise ValueError(f"unknown search methods {sorted(unknown)}; known: {list(METHODS)}")
         if not self.budgets or min(self.budgets) < 1:
             raise ValueError(f"budgets must be positive integers, got {self.budgets}")
-        check_search_numbers(self.alpha, self.prover_k, self.expansions, self.max_depth)
+        check_search_numbers(self.alpha, self.prover_k, self.expansions, self.max_depth, self.truncated_step)
         beams = [m for m in self.methods if m.endswith("beam")]
         if beams and min(self.budgets) < self.expansions:
             raise ValueError(
@@ -114,7 +124,8 @@ def evaluate_search(
     Each record holds `n`, `accuracy`, `correct`, `per_problem_correct` (one value per problem, in the order of
     `problem_ids`: 0/1 for a pick, the fraction of correct samples for `random_pick`, for bootstrap intervals), and
     the compute totals (`generated_tokens`, `verifier_tokens`, their sum `total_tokens`, `sampled_steps`, `seconds`)
-    summed over all prompts.
+    summed over all prompts, with the beam search children cut at the step token limit (`truncated_dropped`,
+    `truncated_kept`; 0 for best-of-N, which samples whole traces).
     Methods that pick one trace per problem also hold `unanswered` and `unanswered_share`: the picks that did not
     finish with a readable answer (a method falls back to one only when no candidate answered). Best-of-N methods
     share one set of samples per N; each is charged for the sampling plus its own scoring. `prompt_ids` (default
@@ -163,7 +174,7 @@ def evaluate_search(
         }
 
     def record(n: int, outcome: dict, *ledgers: ComputeLedger) -> dict:
-        merged = ComputeLedger([c for ledger in ledgers for c in ledger.calls])
+        merged = ComputeLedger.merged(ledgers)
         hits = sum(outcome["per_problem_correct"])
         totals = merged.totals()
         totals["total_tokens"] = totals["generated_tokens"] + totals["verifier_tokens"]
@@ -191,6 +202,7 @@ def evaluate_search(
                 max_depth=cfg.max_depth,
                 seed=cfg.seed,
                 merge_duplicates=cfg.merge_duplicates,
+                truncated_step=cfg.truncated_step,
             )
             ledger = ComputeLedger()
             results = beam_search(policy, pav, prompts, beam_cfg, ledger, prompt_ids=ids, answer_fn=answer_fn)

@@ -29,7 +29,8 @@ class PAVRewardConfig(TrainingArguments):
         target (`str` or `None`, *optional*, defaults to `None`):
             What the labels estimate: `"q_pi"` or `"q_mu"`. `None` reads the dataset's `target` column, else `"q_pi"`.
         step_separator (`str` or `None`, *optional*, defaults to `None`):
-            Step separator of the verifier's inputs. `None` keeps the model's stored format, else a newline.
+            Step separator of the verifier's inputs (escapes read: `'\n\n'` is a blank line). `None` keeps the
+            model's stored format, else a newline.
 
         likelihood_head (`bool`, *optional*, defaults to `False`):
             Keep the backbone's LM head as extra outputs and read each value as the value output plus the lowest
@@ -114,6 +115,11 @@ class PAVRewardConfig(TrainingArguments):
                 f"PAVRewardConfig.step_separator must be a non-empty string or None (keep the model's), got "
                 f"{self.step_separator!r}"
             )
+        if self.step_separator is not None:
+            from ..steps import parse_separator
+
+            # '\n\n' from a command line arrives as four characters.
+            self.step_separator = parse_separator(self.step_separator)
         if not 0.0 <= self.contrast_weight < float("inf"):  # also refuses NaN
             raise ValueError(
                 f"PAVRewardConfig.contrast_weight must be a finite number >= 0, got {self.contrast_weight}"

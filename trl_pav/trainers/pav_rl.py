@@ -11,7 +11,7 @@ from transformers.utils import logging
 from ..distributed import Lockstep, is_zero3
 from ..grading import Grader, grade_batch
 from ..modeling import PAVVerifier, StepScorer
-from ..steps import StepFormat, token_positions
+from ..steps import StepFormat, parse_separator, token_positions
 from ..values import best_of_k, dense_advantages, prover_advantages
 
 __all__ = ["PAVRLFields", "PAVRLMixin", "ProcessTerms", "grader_reward", "locate_steps"]
@@ -41,7 +41,8 @@ class PAVRLFields:
         process_normalize (`bool`, *optional*, defaults to `False`):
             Divide the batch's process terms by their standard deviation (over scored steps).
         step_separator (`str` or `None`, *optional*, defaults to `None`):
-            Step separator used to find steps in completions. `None` takes the verifier's, else a newline.
+            Step separator used to find steps in completions (escapes read: `'\\n\\n'` is a blank line). `None`
+            takes the verifier's, else a newline.
         verifier_batch_size (`int`, *optional*, defaults to `32`):
             Traces per verifier forward pass.
         terminal_value (`str`, *optional*, defaults to `"outcome"`):
@@ -83,6 +84,11 @@ class PAVRLFields:
             raise ValueError(
                 f"verifier_type must be 'pav', 'qwen-prm', 'math-shepherd' or 'rlhflow', got {self.verifier_type!r}"
             )
+        if self.step_separator is not None:
+            if not isinstance(self.step_separator, str) or not self.step_separator:
+                raise ValueError(f"step_separator must be a non-empty string or None, got {self.step_separator!r}")
+            # '\n\n' from a command line arrives as four characters.
+            self.step_separator = parse_separator(self.step_separator)
         if self.terminal_value not in ("outcome", "verifier"):
             raise ValueError(f"terminal_value must be 'outcome' or 'verifier', got {self.terminal_value!r}")
         if self.process_reward not in ("advantage", "q_value"):
