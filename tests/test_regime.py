@@ -108,11 +108,23 @@ def test_report_section_follows_the_numbers():
     }
     text = _regime_md({"regime": {**pre, "verdict": regime_verdict(pre)}})
     flat = " ".join(text.split())
-    assert "Search regime **absent**" in text and "0.0% of 120 beam rounds" in flat
-    assert "RL regime **present**" in text
+    assert "search gains **not met**" in text and "0.0% of 120 beam rounds" in flat
+    assert "RL gains **met**" in text
     assert text.index("| 6 | 0.900 | 0.800 |") < text.index("| 12 |")  # budgets in numeric order
     moved = {**pre, "rank_disagreement": 0.25}
-    assert "Search regime **present**" in _regime_md({"regime": {**moved, "verdict": regime_verdict(moved)}})
+    assert "search gains **met**" in _regime_md({"regime": {**moved, "verdict": regime_verdict(moved)}})
     assert _regime_md({}) == ""
     assert "single-pipeline" in _pipeline_text({"pipeline_seeds": [0], "config": {"seed": 0}})
     assert "pool 3 pipeline seeds" in _pipeline_text({"pipeline_seeds": [0, 1, 2], "config": {"seed": 0}})
+
+
+def test_preflight_runner_separates_the_tasks(capsys):
+    """The arithmetic task's forced derivation never lets the two rules disagree; the rewriting task's free order
+    does (on a few problems)."""
+    from trl_pav.experiments.regime_preflight import main
+
+    records = main(["--problems", "6"])
+    assert [r["setting"].split(",")[0] for r in records] == ["arithmetic", "rewrite", "rewrite"]
+    assert records[0]["rank_disagreement"] == 0.0
+    assert all(r["rank_disagreement"] > 0 for r in records[1:])
+    assert capsys.readouterr().out.count("\n") == 3

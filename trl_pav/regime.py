@@ -183,8 +183,9 @@ def regime_preflight(
 
 
 def regime_verdict(pre: dict, min_pass_gap: float = 0.05, min_disagreement: float = 0.05) -> dict:
-    """Whether the pre-flight's numbers put search and RL in the paper's regime, with every reason written from the
-    numbers (a sentence per failed or passed condition).
+    """Whether the pre-flight's numbers meet the necessary conditions for search and RL gains, with every reason
+    written from the numbers (a sentence per condition). Necessary, not sufficient: the exact-value gain says
+    whether they sufficed.
 
     Search needs a pass gap (something for a verifier to find) and rank disagreement (PAV beam is another search
     than Q-only beam). RL needs outcome groups that are neither always informative nor almost never (0 < share of

@@ -887,8 +887,9 @@ def _regime_md(results: dict) -> str:
         f"| {n} | {c['pav_beam']:.3f} | {c['q_beam']:.3f} |"
         for n, c in sorted(pre["exact_curves"].items(), key=lambda t: int(t[0]))
     )
-    search_word = "present" if verdict["search"] else "absent"
-    rl_word = "present" if verdict["rl"] else "absent"
+    # The conditions are necessary, not sufficient: the exact-value gain below says whether they sufficed.
+    search_word = "met" if verdict["search"] else "not met"
+    rl_word = "met" if verdict["rl"] else "not met"
     reasons = "\n".join(f"  - {r}" for r in verdict["search_reasons"])
     rl_reasons = "\n".join(f"  - {r}" for r in verdict["rl_reasons"])
     return f"""## Regime pre-flight (base policy and exact values, before any verifier is trained)
@@ -903,9 +904,9 @@ all-equal outcome rewards; the variance of A^μ over taken steps is {pre["advant
 |---|---|---|
 {rows}
 
-- Search regime **{search_word}**:
+- Necessary conditions for search gains **{search_word}**:
 {reasons}
-- RL regime **{rl_word}**:
+- Necessary conditions for RL gains **{rl_word}**:
 {rl_reasons}
 
 """
