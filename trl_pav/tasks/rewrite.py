@@ -28,6 +28,7 @@ from datasets import Dataset
 
 from ..steps import StepFormat
 from ..tokenization import build_char_tokenizer
+from .arithmetic import ArithmeticGrader, ArithmeticProblem
 
 __all__ = [
     "MOVE_KINDS",
@@ -116,38 +117,10 @@ def _is_final(state: State) -> bool:
     return len(state) == 1 and not isinstance(state[0], tuple)
 
 
-@dataclass(frozen=True)
-class RewriteProblem:
-    """One problem: the expression and its exact value."""
-
-    expression: str
-    answer: int
-
-    @property
-    def prompt(self) -> str:
-        """The prompt text the policy continues from."""
-        return f"Q:{self.expression}?\n"
-
-    @property
-    def gold(self) -> str:
-        """The gold answer as a string (for graders)."""
-        return str(self.answer)
-
-
-@dataclass
-class RewriteGrader:
-    """Exact outcome grader: 1.0 iff the trace's last line is `#### n` with n the gold integer (math-verify agrees on
-    this format; `ArithmeticGrader` is the same rule)."""
-
-    def grade(self, completion: str, gold: str) -> float:
-        """1.0 if the final `#### n` line equals `gold`, else 0.0."""
-        if not isinstance(completion, str):
-            return 0.0
-        found = re.findall(r"####\s*(-?\d+)\s*$", completion.strip())
-        try:
-            return 1.0 if found and int(found[-1]) == int(gold) else 0.0
-        except ValueError:
-            return 0.0
+# The same prompt (`Q:<expression>?`) and answer (`#### n`) as the arithmetic task, hence the same problem record and
+# the same exact grader.
+RewriteProblem = ArithmeticProblem
+RewriteGrader = ArithmeticGrader
 
 
 @dataclass
