@@ -243,14 +243,19 @@ def test_pav_vs_q_note_follows_the_picks():
     # Exact-value PAV and Q-only beams identical: the mechanism sentence, and it says what the picks show.
     note = report._pav_vs_q_note(results)
     assert "no difference; the two are right on the same problems at every N" in note
-    assert "Q + α·A ranks them as Q does" in note
+    assert "pre-flight" not in note  # no pre-flight numbers, no sentence about the mechanism
+    regime = {"rank_disagreement": 0.0, "beam_rounds": 80}
+    note = report._pav_vs_q_note({**results, "regime": regime})
+    assert "in 0.0% of 80 beam rounds: the two rules are the same search here" in note
+    note = report._pav_vs_q_note({**results, "regime": {**regime, "rank_disagreement": 0.125}})
+    assert "in 12.5% of 80 beam rounds." in note and "same search" not in note
     # Different picks, same accuracy at each N: not resolved, and no mechanism sentence.
     oracle = learned_curves(pav_right=(12, 15), orm_right=(12, 14))
     oracle["q_beam"] = [{**r, "per_problem_correct": r["per_problem_correct"][::-1]} for r in oracle["q_beam"]]
     results = make_results(oracle=block(oracle))
     note = report._pav_vs_q_note(results)
     assert "+0.0 points [" in note and "not resolved; the two are right on different problems in 26 of 40" in note
-    assert "ranks them as Q does" not in note
+    assert "pre-flight" not in note
     # A resolved gain for PAV beam reproduces the paper: no note.
     oracle["q_beam"] = [rec(3, 4, 300, 900), rec(6, 5, 600, 1800)]
     assert report._pav_vs_q_note(make_results(oracle=block(oracle))) == ""
