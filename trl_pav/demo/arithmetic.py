@@ -127,6 +127,7 @@ def run(cfg, out: Path, progress, results: dict) -> dict:
     from ..generation import HFPolicy
     from ..labeling import MCLabelConfig, MCLabeler, load_labels
     from ..tasks import ArithmeticTask, train_base_policy
+    from ..tasks.arithmetic import problems_rows
     from ..tokenization import load_tokenizer
 
     task = ArithmeticTask()
@@ -204,7 +205,7 @@ def run(cfg, out: Path, progress, results: dict) -> dict:
     labels_dir = out / "arithmetic" / "labels"
     # Finished shards of the same configuration are reused; a changed configuration relabels from scratch.
     t0 = time.time()
-    MCLabeler(policy, task.grader, label_cfg).label(_problems_dataset(pools["label"]), labels_dir)
+    MCLabeler(policy, task.grader, label_cfg).label(problems_rows(pools["label"]), labels_dir)
     labels, label_meta = load_labels(labels_dir)
     labeling_wall = time.time() - t0
     # Shards record their own seconds, so reused shards count in what a fresh run would take.
@@ -259,19 +260,6 @@ def run(cfg, out: Path, progress, results: dict) -> dict:
         "step_accuracy": step_accuracy,
         "pools": pools,
     }
-
-
-def _problems_dataset(problems):
-    """Problems as the labeler's input rows (what `ArithmeticTask.problems_dataset` makes from fresh draws)."""
-    from datasets import Dataset
-
-    return Dataset.from_dict(
-        {
-            "prompt": [p.prompt for p in problems],
-            "gold": [p.gold for p in problems],
-            "expression": [p.expression for p in problems],
-        }
-    )
 
 
 def checker_scorer(task, step_accuracy: float):

@@ -23,6 +23,7 @@ __all__ = [
     "ArithmeticTask",
     "NoisyArithmeticPolicy",
     "evaluate",
+    "problems_rows",
     "reference_steps",
 ]
 
@@ -133,6 +134,17 @@ def _value(tokens: list[int | str]) -> int:
     return tokens[0]  # type: ignore[return-value]
 
 
+def problems_rows(problems: Sequence[ArithmeticProblem]) -> Dataset:
+    """Problems as a `Dataset` with `prompt`, `gold` and `expression` columns (the labeler's input)."""
+    return Dataset.from_dict(
+        {
+            "prompt": [p.prompt for p in problems],
+            "gold": [p.gold for p in problems],
+            "expression": [p.expression for p in problems],
+        }
+    )
+
+
 @dataclass
 class ArithmeticGrader:
     """Exact outcome grader for the task: 1.0 iff the trace's last `#### n` equals the gold integer.
@@ -206,15 +218,8 @@ class ArithmeticTask:
         return out
 
     def problems_dataset(self, n: int, seed: int = 0) -> Dataset:
-        """Problems as a `Dataset` with `prompt`, `gold` and `expression` columns (the labeler's input)."""
-        probs = self.sample_problems(n, seed)
-        return Dataset.from_dict(
-            {
-                "prompt": [p.prompt for p in probs],
-                "gold": [p.gold for p in probs],
-                "expression": [p.expression for p in probs],
-            }
-        )
+        """`n` fresh problems as the labeler's input rows (`problems_rows`)."""
+        return problems_rows(self.sample_problems(n, seed))
 
     def sft_dataset(self, n: int, seed: int = 0) -> Dataset:
         """Prompt-completion rows of reference traces, for TRL's `SFTTrainer`."""

@@ -28,7 +28,7 @@ from datasets import Dataset
 
 from ..steps import StepFormat
 from ..tokenization import build_char_tokenizer
-from .arithmetic import ArithmeticGrader, ArithmeticProblem
+from .arithmetic import ArithmeticGrader, ArithmeticProblem, problems_rows
 
 __all__ = [
     "MOVE_KINDS",
@@ -186,15 +186,8 @@ class RewriteTask:
         return out
 
     def problems_dataset(self, n: int, seed: int = 0) -> Dataset:
-        """Problems as a `Dataset` with `prompt`, `gold` and `expression` columns (the labeler's input)."""
-        probs = self.sample_problems(n, seed)
-        return Dataset.from_dict(
-            {
-                "prompt": [p.prompt for p in probs],
-                "gold": [p.gold for p in probs],
-                "expression": [p.expression for p in probs],
-            }
-        )
+        """`n` fresh problems as the labeler's input rows (`prompt`, `gold`, `expression`)."""
+        return problems_rows(self.sample_problems(n, seed))
 
     def reference_steps(self, expression: str, seed: int = 0) -> list[str]:
         """A correct trace in a random order, with restating steps at `restate_rate` (the SFT distribution)."""
