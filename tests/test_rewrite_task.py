@@ -186,3 +186,15 @@ def test_fit_recovers_a_known_policys_rates():
     assert task.attempted_kind(parse_expression("102+4+27"), "107+27") == "sum"
     assert task.attempted_kind(state, "17*6+4+3*9") == "restate"
     assert task.attempted_kind(state, "hello") == "unreadable"
+
+
+def test_scores_along_a_trace_equal_the_value_of_each_prefix():
+    task = RewriteTask()
+    pol = RewritePolicy(task, RATES, restate_rate=0.2)
+    prompt = "Q:17*6+4+3*9?\n"
+    trace = ["17*6+4+27", "17*6+4+27", "10*6+7*6+4+27", "60+7*6+4+28", "60+42+4+28", "#### 134"]
+    scores = pol.score([prompt], [trace])[0]
+    assert scores == [pol.exact_value(prompt, trace[:h]) for h in range(len(trace) + 1)]
+    assert scores[4:] == [0.0, 0.0, 0.0] and scores[3] > 0
+    with pytest.raises(ValueError, match="not a rewrite-task expression"):
+        pol.score(["Q:1-2?\n"], [[]])

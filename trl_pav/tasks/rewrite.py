@@ -382,14 +382,19 @@ class RewritePolicy:
 
     def exact_value(self, prompt: str, steps: Sequence[str]) -> float:
         """Exact success probability after `steps` (the root value for no steps)."""
+        return self.values_along(prompt, steps)[-1]
+
+    def values_along(self, prompt: str, steps: Sequence[str]) -> list[float]:
+        """Exact success probability at the root and after each of `steps`, from one replay of the trace: 0 from
+        the first wrong step on, 1 after a correct answer."""
         expression = self._expression(prompt)
-        replay = self.task.replay(expression, steps)
-        if any(move == "wrong" for move, _ in replay):
-            return 0.0
-        if replay and replay[-1][1] is None:
-            return 1.0  # a correct answer
-        state = replay[-1][1] if replay else parse_expression(expression)
-        return self.state_value(state)  # type: ignore[arg-type]
+        replay = self.task.replay(expression, steps)  # raises on an expression the task cannot read
+        out = [self.state_value(parse_expression(expression))]  # type: ignore[arg-type]
+        wrong = False
+        for move, state in replay:
+            wrong = wrong or move == "wrong"
+            out.append(0.0 if wrong else 1.0 if state is None else self.state_value(state))
+        return out
 
     def _step(self, state: State, rng: random.Random, on_path: bool) -> tuple[str, State, bool]:
         """One sampled step from `state`: its text, the state it leads to, whether the trace is still correct."""
@@ -451,4 +456,4 @@ class RewritePolicy:
         """Exact `Q^π` of the root and after each step (the `StepScorer` protocol): an oracle verifier."""
         if len(prompts) != len(steps):
             raise ValueError(f"score: {len(prompts)} prompts but {len(steps)} step lists")
-        return [[self.exact_value(p, s[:h]) for h in range(len(s) + 1)] for p, s in zip(prompts, steps)]
+        return [self.values_along(p, s) for p, s in zip(prompts, steps)]
