@@ -39,6 +39,8 @@ __all__ = [
 ]
 
 STEP_ERROR_COLUMNS = ("problem", "steps", "label")
+# `eval-steps --dtype` values, TRL's `ModelConfig.dtype` choices ("auto": the checkpoint's own dtype).
+SCORER_DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 
 def _rows(data: Dataset | Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -326,6 +328,10 @@ class StepEvalArguments:
         prompt_template (`str`, defaults to `"{problem}"`): the scorer's prompt, formatted from each row.
         batch_size (`int`, defaults to `16`): traces per scoring call.
         trust_remote_code (`bool`, defaults to `False`): allow a public PRM's own modeling code (Qwen2.5-Math-PRM).
+        dtype (`str`, defaults to `"auto"`): dtype the scorer is loaded in, as TRL's `ModelConfig.dtype`: `"auto"`
+            (the checkpoint's own, e.g. bf16 for Qwen2.5-Math-PRM-7B), `"bfloat16"`, `"float16"` or `"float32"`.
+        device (`str` or `None`, defaults to `None`): torch device the scorer runs on (`"cuda"`, `"cuda:1"`,
+            `"cpu"`, ...). `None`: the first GPU when one is visible, else the CPU.
         output (`str` or `None`, defaults to `None`): also write the report to this JSON file.
     """
 
@@ -347,6 +353,16 @@ class StepEvalArguments:
     prompt_template: str = field(default="{problem}", metadata={"help": "Scorer prompt, formatted from each row."})
     batch_size: int = field(default=16, metadata={"help": "Traces per scoring call."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow a public PRM's own modeling code."})
+    dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "Dtype of the scorer: 'auto' (the checkpoint's), 'bfloat16', 'float16' or 'float32'.",
+            "choices": list(SCORER_DTYPES),
+        },
+    )
+    device: str | None = field(
+        default=None, metadata={"help": "Torch device of the scorer ('cuda', 'cuda:1', 'cpu'); None: GPU if any."}
+    )
     output: str | None = field(default=None, metadata={"help": "Also write the report to this JSON file."})
 
     def __post_init__(self) -> None:
@@ -354,18 +370,46 @@ class StepEvalArguments:
             raise ValueError("eval-steps: --scorer is required (a folder, Hub id, or 'arithmetic-oracle')")
         if not 0.0 <= self.tune_fraction < 1.0:
             raise ValueError(f"eval-steps: tune_fraction must be in [0, 1), got {self.tune_fraction}")
+        if self.dtype not in SCORER_DTYPES:
+            raise ValueError(f"eval-steps: dtype must be one of {list(SCORER_DTYPES)}, got {self.dtype!r}")
+        if self.device is not None:
+            import torch
+
+            try:
+                device = torch.device(self.device)
+            except (RuntimeError, TypeError) as err:
+                raise ValueError(f"eval-steps: device {self.device!r} is not a torch device ({err})") from err
+            if device.type == "cuda" and not torch.cuda.is_available():
+                raise ValueError(f"eval-steps: device {self.device!r} asks for a GPU but none is visible")
+
+    def resolved_device(self) -> str:
+        """The device the scorer goes to: `device`, or `"cuda"` when a GPU is visible, else `"cpu"`.
+
+        Example:
+            >>> StepEvalArguments(scorer="arithmetic-oracle", device="cpu").resolved_device()
+            'cpu'
+        """
+        if self.device is not None:
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def load_scorer(args: StepEvalArguments) -> StepScorer:
-    """The scorer that `args` names."""
+    """The scorer that `args` names, loaded in `args.dtype` and placed on `args.resolved_device()`."""
     if args.scorer == "arithmetic-oracle":
         from .tasks import ArithmeticTask, NoisyArithmeticPolicy
 
         return NoisyArithmeticPolicy(ArithmeticTask(), error_rate=0.3)
     from .prm_adapters import load_step_scorer
 
-    extra = {"trust_remote_code": True} if args.trust_remote_code and args.scorer_type != "pav" else {}
+    extra: dict[str, Any] = {"dtype": args.dtype}
+    if args.trust_remote_code and args.scorer_type != "pav":
+        extra["trust_remote_code"] = True
     scorer = load_step_scorer(args.scorer, args.scorer_type, **extra)
+    scorer.model.requires_grad_(False)
+    scorer.model = scorer.model.to(args.resolved_device())
     scorer.batch_size = args.batch_size
     return scorer
 
