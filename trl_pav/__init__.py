@@ -31,6 +31,7 @@ from .labeling import (
     load_labels,
     validate_problems,
 )
+from .mc_values import MCScoringStats, MCStepScorer
 from .metrics import best_first_error_threshold, first_error_accuracy, step_error_metrics, verifier_metrics
 from .modeling import PAVMetadata, PAVVerifier, StepScorer, check_finite_weights
 from .prm_adapters import MathShepherdPRM, PublicPRM, QwenMathPRM, RLHFlowPRM, load_public_prm
@@ -81,6 +82,8 @@ __all__ = [
     "Lockstep",
     "MCLabelConfig",
     "MCLabeler",
+    "MCScoringStats",
+    "MCStepScorer",
     "MathShepherdPRM",
     "MathVerifyGrader",
     "PAVMetadata",

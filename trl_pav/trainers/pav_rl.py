@@ -255,6 +255,13 @@ class PAVRLMixin:
         stored_k = verifier.metadata.prover_k if isinstance(verifier, PAVVerifier) else 1
         if isinstance(verifier, PAVVerifier) and verifier.metadata.target == "q_mu":
             stored_k = 1
+        if getattr(verifier, "value_target", "q_pi") == "q_mu":  # e.g. MC rollouts: already the prover's values
+            stored_k = 1
+            if args.prover_k not in (None, 1):
+                raise ValueError(
+                    f"prover_k={args.prover_k} would apply Best-of-K to {type(verifier).__name__}'s values, which are "
+                    "already the prover's (Q^mu): set the scorer's own prover_k and leave the trainer's at None"
+                )
         self.pav_prover_k = args.prover_k if args.prover_k is not None else stored_k
         if args.step_separator is not None:
             self.pav_step_format = StepFormat(args.step_separator)
@@ -266,6 +273,10 @@ class PAVRLMixin:
                 "completions are split into steps at newlines"
             )
             self.pav_step_format = StepFormat()
+        from ..mc_values import MCStepScorer
+
+        if isinstance(verifier, MCStepScorer) and (verifier.policy is None or verifier.policy == "frozen"):
+            verifier.bind(self._rollout_policy(frozen=verifier.policy == "frozen"))
         self._last_rewards: torch.Tensor | None = None
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -342,7 +353,10 @@ class PAVRLMixin:
         # Under lockstep every process must call the verifier, even with nothing to score.
         if scored or getattr(self.verifier, "lockstep", None) is not None:
             prompts = [inputs[i]["prompt"] for i in scored]
-            values = self.verifier.score(prompts, [steps_list[i] for i in scored])
+            if getattr(self.verifier, "needs_gold", False):  # rollout scorers grade against the gold answer
+                values = self._score_with_golds(inputs, scored, prompts, [steps_list[i] for i in scored])
+            else:
+                values = self.verifier.score(prompts, [steps_list[i] for i in scored])
             k = self.pav_prover_k
             for i, v in zip(scored, values):
                 q = torch.tensor(v, dtype=torch.float64)
@@ -360,6 +374,51 @@ class PAVRLMixin:
             process = process / (process[step_mask].std() + 1e-6)
         process = process * step_mask
         return ProcessTerms(process, step_mask, token_step, steps_list, owners)
+
+    def _rollout_policy(self, frozen: bool):
+        """The policy being trained as a rollout `Policy` for `MCStepScorer` (its live weights, or a frozen copy)."""
+        import copy
+
+        from ..generation import HFPolicy
+
+        if is_zero3(self.accelerator):
+            raise ValueError(
+                "MCStepScorer with policy=None/'frozen' rolls out the trained policy itself, which ZeRO-3 shards "
+                "across processes: pass a rollout Policy explicitly (e.g. an HFPolicy or VLLMPolicy of a whole model)"
+            )
+        model = self.accelerator.unwrap_model(self.model)
+        if frozen:
+            model = copy.deepcopy(model).requires_grad_(False).eval()
+        return HFPolicy(
+            model,
+            self.processing_class,
+            self.pav_step_format,
+            name="frozen-initial-policy" if frozen else "current-policy",
+            temperature=getattr(self.args, "temperature", 1.0) or 1.0,
+            max_new_tokens=self.args.max_completion_length,
+            max_step_tokens=self.args.max_completion_length,
+            batch_size=max(self.args.verifier_batch_size, 1),
+        )
+
+    def _score_with_golds(self, inputs, scored, prompts, steps) -> list[list[float]]:
+        """Score with a verifier that grades rollouts (`needs_gold`), logging the rollout tokens it spent."""
+        from ..modeling import render_prompt
+
+        column = getattr(self.verifier, "gold_column", "gold")
+        missing = [i for i in scored if column not in inputs[i]]
+        if missing:
+            raise ValueError(
+                f"{type(self.verifier).__name__} grades rollouts against column {column!r}, which row {missing[0]} "
+                f"of the batch lacks (columns: {sorted(inputs[missing[0]])})"
+            )
+        texts = [render_prompt(self.processing_class, p) for p in prompts]
+        before = self.verifier.stats.rollout_tokens if hasattr(self.verifier, "stats") else None
+        values = self.verifier.score(texts, steps, golds=[inputs[i][column] for i in scored])
+        if before is not None:
+            # This process's rollout tokens (no collective: a process with nothing to score does not get here).
+            mode = "train" if self.model.training else "eval"
+            self._metrics[mode]["pav/rollout_tokens"].append(float(self.verifier.stats.rollout_tokens - before))
+        return values
 
     def _local_outcomes(self, n: int) -> list[float] | None:
         """This process's completions' outcome rewards (weighted sum of reward functions, clipped to [0, 1])."""

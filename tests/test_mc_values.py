@@ -1,0 +1,182 @@
+"""Online Monte-Carlo prover values (`MCStepScorer`) against exact values, and inside the RL trainers."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+
+from trl_pav import MCStepScorer
+from trl_pav.tasks import (
+    ArithmeticTask,
+    PlantedOracleScorer,
+    PlantedProverPolicy,
+    PlantedTask,
+    RewritePolicy,
+    RewriteTask,
+)
+from trl_pav.testing import tiny_causal_lm
+from trl_pav.trainers import PAVGRPOConfig, PAVGRPOTrainer, grader_reward
+from trl_pav.values import best_of_k, prover_advantages
+
+PLANTED = PlantedTask()
+
+
+class RecordingPolicy:
+    """Wraps a policy and records the requests it is sent."""
+
+    def __init__(self, policy):
+        self.inner, self.requests = policy, []
+        self.name, self.step_format = policy.name, policy.step_format
+
+    def generate(self, requests, stop_at_step=False):
+        self.requests.extend(requests)
+        return self.inner.generate(requests, stop_at_step)
+
+
+def test_planted_values_converge_to_the_exact_dp_values():
+    gamma, n = 10.0, 600
+    traces = [[], ["d", "g", "a"], ["d", "g", "a", "d", "f"], ["b", "d", "g"]]
+    scorer = MCStepScorer(PlantedProverPolicy(PLANTED, gamma), PLANTED.grader, n_rollouts=n, seed=3)
+    got = scorer.score([PLANTED.prompt] * len(traces), traces, golds=[""] * len(traces))
+    for trace, values in zip(traces, got):
+        exact = PLANTED.exact_values(gamma, trace)
+        assert len(values) == len(exact) == len(trace) + 1
+        for v, q in zip(values, exact):
+            sd = math.sqrt(max(q * (1 - q), 1e-4) / n)
+            assert abs(v - q) <= 4.5 * sd + 1e-9, (trace, v, q)
+    # With n this large the advantages are the exact-value arm's, within the same binomial error.
+    oracle = PlantedOracleScorer(PLANTED, gamma).score([PLANTED.prompt], [traces[2]])[0]
+    mc_adv = prover_advantages(torch.tensor(got[2], dtype=torch.float64), 1)
+    exact_adv = prover_advantages(torch.tensor(oracle, dtype=torch.float64), 1)
+    assert torch.allclose(mc_adv, exact_adv, atol=0.12)
+
+
+def test_best_of_k_of_the_rollout_policy_is_unbiased_against_exact_values():
+    task = RewriteTask()
+    rates = {"hard_product": 0.5, "product": 0.2, "split": 0.1, "sum": 0.05}
+    policy = RewritePolicy(task, rates, restate_rate=0.1)
+    problem = task.sample_problems(1, seed=5)[0]
+    trace = task.reference_steps(problem.expression, seed=1)[:2]
+    k, n = 4, 2000
+    scorer = MCStepScorer(policy, task.grader, n_rollouts=n, prover_k=k, seed=0)
+    got = scorer.score([problem.prompt], [trace], golds=[problem.gold])[0]
+    exact_pi = torch.tensor(policy.values_along(problem.prompt, trace), dtype=torch.float64)
+    exact_mu = best_of_k(exact_pi, k)
+    # The unbiased estimator's sd is at most sqrt(K / (4 n)) (a U-statistic of order K).
+    assert np.allclose(got, exact_mu.numpy(), atol=4.5 * math.sqrt(k / (4 * n)))
+    assert not np.allclose(exact_mu.numpy(), exact_pi.numpy())  # the test separates Q^mu from Q^pi
+
+
+def test_shared_prefixes_share_rollouts_and_results_do_not_depend_on_order():
+    traces = [["d", "g"], ["d", "a"], ["d", "g"]]
+    make = lambda: MCStepScorer(PlantedProverPolicy(PLANTED, 5.0), PLANTED.grader, n_rollouts=6, seed=1)  # noqa: E731
+    scorer = make()
+    out = scorer.score([PLANTED.prompt] * 3, traces, golds=[""] * 3)
+    # States: root, d, dg, da.
+    assert scorer.stats.states == 4 and scorer.stats.rollouts == 24
+    assert scorer.stats.rollout_tokens == sum(10 - h for h in (0, 1, 2, 2)) * 6  # planted traces have 10 symbols
+    assert out[0] == out[2] and out[0][:2] == out[1][:2]
+    reordered = make().score([PLANTED.prompt] * 3, traces[::-1], golds=[""] * 3)
+    assert reordered[::-1] == out
+
+
+def test_successive_calls_draw_fresh_rollouts():
+    policy = RecordingPolicy(PlantedProverPolicy(PLANTED, 5.0))
+    scorer = MCStepScorer(policy, PLANTED.grader, n_rollouts=3)
+    scorer.score([PLANTED.prompt], [["d"]], golds=[""])
+    first = {r.seed for r in policy.requests}
+    policy.requests.clear()
+    scorer.score([PLANTED.prompt], [["d"]], golds=[""])
+    assert len(first) == 6 and first.isdisjoint({r.seed for r in policy.requests})
+    assert scorer.stats.calls == 2
+
+
+def test_bad_settings_and_inputs_raise_clearly():
+    pol = PlantedProverPolicy(PLANTED, 5.0)
+    with pytest.raises(ValueError, match="prover_k=4 needs at least"):
+        MCStepScorer(pol, PLANTED.grader, n_rollouts=2, prover_k=4)
+    with pytest.raises(ValueError, match="n_rollouts"):
+        MCStepScorer(pol, PLANTED.grader, n_rollouts=0)
+    with pytest.raises(ValueError, match="'frozen'"):
+        MCStepScorer("current", PLANTED.grader)
+    scorer = MCStepScorer(pol, PLANTED.grader)
+    with pytest.raises(ValueError, match="gold answers are needed"):
+        scorer.score([PLANTED.prompt], [["d"]])
+    with pytest.raises(ValueError, match="2 prompts but 1 step lists"):
+        scorer.score([PLANTED.prompt] * 2, [["d"]], golds=["", ""])
+    with pytest.raises(RuntimeError, match="no rollout policy bound"):
+        MCStepScorer(None, PLANTED.grader).score([PLANTED.prompt], [["d"]], golds=[""])
+
+
+ARITH = ArithmeticTask()
+
+
+class ContainsGrader:
+    """Success iff the trace contains `needle`: an untrained model succeeds often enough to get gradients."""
+
+    def __init__(self, needle="1"):
+        self.needle = needle
+
+    def grade(self, completion, gold=""):
+        return float(self.needle in completion)
+
+
+@pytest.fixture(scope="module")
+def policy_dir(tmp_path_factory):
+    tok = ARITH.tokenizer()
+    path = tmp_path_factory.mktemp("policy")
+    tiny_causal_lm(tok, seed=0, hidden_size=32).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+def _trainer(policy_dir, tmp_path, scorer, **kw):
+    probs = ARITH.sample_problems(8, seed=0)
+    data = Dataset.from_dict({"prompt": [p.prompt for p in probs], "gold": [p.gold for p in probs]})
+    args = PAVGRPOConfig(
+        output_dir=str(tmp_path / "rl"),
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=16,
+        max_steps=2,
+        logging_steps=1,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+        learning_rate=1e-2,
+        seed=0,
+        step_separator="\n",
+        **kw,
+    )
+    return PAVGRPOTrainer(
+        policy_dir,
+        [grader_reward(ContainsGrader())],
+        verifier=scorer,
+        args=args,
+        train_dataset=data,
+        processing_class=ARITH.tokenizer(),
+    )
+
+
+@pytest.mark.parametrize("rollout_policy", [None, "frozen"])
+def test_grpo_trains_with_online_rollout_values(policy_dir, tmp_path, rollout_policy):
+    scorer = MCStepScorer(rollout_policy, ContainsGrader(), n_rollouts=2)
+    trainer = _trainer(policy_dir, tmp_path, scorer)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    assert trainer.pav_prover_k == 1  # the scorer's values are already Q^mu
+    assert (scorer.policy.model is model) == (rollout_policy is None)
+    before = {k: v.clone() for k, v in scorer.policy.model.state_dict().items()}
+    trainer.train()
+    assert scorer.stats.calls >= 1 and scorer.stats.rollout_tokens > 0
+    logged = [h for h in trainer.state.log_history if "pav/rollout_tokens" in h]
+    assert logged and all(h["pav/rollout_tokens"] > 0 for h in logged)
+    changed = any(not torch.equal(before[k], v) for k, v in scorer.policy.model.state_dict().items())
+    assert changed == (rollout_policy is None)  # the frozen copy keeps the initial weights
+
+
+def test_trainer_rejects_a_second_best_of_k_on_rollout_values(policy_dir, tmp_path):
+    with pytest.raises(ValueError, match="already the prover's"):
+        _trainer(policy_dir, tmp_path, MCStepScorer(None, ARITH.grader, n_rollouts=4, prover_k=4), prover_k=4)
