@@ -400,3 +400,23 @@ def test_vllm_policy_request_and_output_handling(monkeypatch):
 
 
 TASK_FMT = ArithmeticTask().step_format
+
+
+def test_planted_prover_samples_are_those_of_numpy_choice():
+    """The prover's hand-rolled sampler draws exactly what `rng.choice(p=...)` would (same seeds, same symbols)."""
+    import numpy as np
+
+    from trl_pav.generation.base import GenerationRequest
+    from trl_pav.tasks import PlantedProverPolicy, PlantedTask
+
+    task = PlantedTask()
+    for gamma in (1.0, 10.0):
+        policy = PlantedProverPolicy(task, gamma)
+        requests = [GenerationRequest(">", tuple("dga"[: i % 4]), seed=i) for i in range(300)]
+        for req, gen in zip(requests, policy.generate(requests)):
+            rng, k, symbols = np.random.default_rng(req.seed), task.match_state(task.encode(req.steps)), []
+            for _ in range(task.length - len(req.steps)):
+                a = int(rng.choice(task.vocab_size, p=task.prover_probs(gamma)[k]))
+                symbols.append(a)
+                k = int(task.transitions[k, a])
+            assert gen.steps == task.decode(symbols)

@@ -10,6 +10,7 @@ Symbols are written as letters (`a` is 0, `b` is 1, ...) separated by spaces, so
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -231,6 +232,11 @@ class PlantedProverPolicy:
         self.step_format = task.step_format
         self.name = f"planted-prover-gamma{gamma:g}"
         self._probs = task.prover_probs(gamma)
+        # `rng.choice(p=...)` draws one uniform and searches the normalised cumulative sum; doing the same by hand
+        # gives the very same samples about 5x faster (rollouts in RL call this millions of times).
+        cdf = np.cumsum(self._probs, axis=1)
+        self._cdf = (cdf / cdf[:, -1:]).tolist()
+        self._next = task.transitions.tolist()
 
     def generate(self, requests: Sequence[GenerationRequest], stop_at_step: bool = False) -> list[Generation]:
         """One continuation per request; invalid prefixes continue with uniform symbols."""
@@ -242,10 +248,10 @@ class PlantedProverPolicy:
             remaining = self.task.length - len(req.steps)
             n = min(1, remaining) if stop_at_step else max(0, remaining)
             new = []
-            for _ in range(n):
-                a = int(rng.choice(self.task.vocab_size, p=self._probs[k]))
+            for u in rng.random(n).tolist():
+                a = bisect.bisect_right(self._cdf[k], u)
                 new.append(a)
-                k = int(self.task.transitions[k, a])
+                k = self._next[k][a]
             done = len(req.steps) + len(new) >= self.task.length
             out.append(Generation(steps=self.task.decode(new), finished=done, num_tokens=len(new)))
         return out
