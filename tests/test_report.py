@@ -456,3 +456,34 @@ def test_labels_note_follows_its_numbers():
     assert "0 successes in 6 rollouts" in report._labels_note(results)
     results["config"]["pit_threshold"] = 0.25  # a pit may then have successes: no bound
     assert "0 successes" not in report._labels_note(results)
+
+
+def _mc_arm(n, tokens, ratio=None, iters=None):
+    return {
+        "mc_rollouts": n,
+        "iterations_to_90": iters or [10 if t is not None else None for t in tokens],
+        "tokens_to_90": tokens,
+        "final_accuracy": [0.9] * len(tokens),
+        "total_tokens": [1000] * len(tokens),
+        "rollout_tokens_per_step": 0.0 if n is None else 100.0 * n,
+        "curves": [],
+        **(
+            {}
+            if n is None
+            else {"tokens_to_90_over_exact": ratio, "seeds_reaching_90": sum(t is not None for t in tokens)}
+        ),
+    }
+
+
+def test_mc_section_states_what_its_ratios_say():
+    base = {"gamma": 10.0, "steps": 300, "seeds": [0, 1, 2]}
+    arms = {"outcome": _mc_arm(None, [None] * 3), "exact": _mc_arm(None, [100, 120, 110])}
+    more = report._mc_md({**base, "arms": {**arms, "mc4": _mc_arm(4, [200, 260, 220], [2.0, 1.5, 2.5])}})
+    assert "n = 4: tokens to 90% are 2.00x the exact arm's [1.50, 2.50]" in more and "more tokens than exact" in more
+    fewer = report._mc_md({**base, "arms": {**arms, "mc4": _mc_arm(4, [50, 60, 55], [0.5, 0.4, 0.6])}})
+    assert "fewer tokens than exact values" in fewer
+    tie = report._mc_md({**base, "arms": {**arms, "mc2": _mc_arm(2, [90, 130, 110], [1.0, 0.8, 1.2])}})
+    assert "no resolved difference" in tie and "| MC, n = 2 | 200 |" in tie
+    never = report._mc_md({**base, "arms": {**arms, "mc2": _mc_arm(2, [None, None, None], None)}})
+    assert "reached 90% on 0 of 3 seeds; no paired ratio" in never and "never, never, never" in never
+    assert report._mc_md(None) == ""

@@ -14,6 +14,7 @@ from .grading import Grader, grade_batch
 
 __all__ = [
     "AccuracyCurveCallback",
+    "GeneratedTokensCallback",
     "ProblemPools",
     "ProblemSource",
     "expression_key",
@@ -21,6 +22,7 @@ __all__ = [
     "prompt_key",
     "sample_traces",
     "sampled_accuracy",
+    "tokens_to_reach",
 ]
 
 
@@ -81,6 +83,72 @@ class AccuracyCurveCallback(TrainerCallback):
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if state.global_step % self.every == 0 or state.global_step == state.max_steps:
             self.points.append((state.global_step, self.evaluate(model)))
+
+
+class GeneratedTokensCallback(TrainerCallback):
+    """Cumulative generated tokens after each step of a TRL online trainer, as a user pays for them: the policy's
+    completions (`completions/mean_length` × completions per step) plus any rollouts a verifier spent
+    (`pav/rollout_tokens`, logged by `MCStepScorer` arms). Needs `logging_steps=1`.
+
+    Attributes:
+        per_step: `[(global step, policy tokens so far, rollout tokens so far), ...]`.
+
+    Example:
+        >>> cb = GeneratedTokensCallback(completions_per_step=8)
+        >>> cb.record(1, {"completions/mean_length": 10.0, "pav/rollout_tokens": 40.0})
+        >>> cb.record(2, {"completions/mean_length": 5.0})
+        >>> cb.per_step, cb.tokens_at(2)
+        ([(1, 80, 40), (2, 120, 40)], 160)
+    """
+
+    def __init__(self, completions_per_step: int | None = None):
+        self.completions_per_step = completions_per_step
+        self.per_step: list[tuple[int, int, int]] = []
+
+    def record(self, step: int, logs: Mapping[str, float]) -> None:
+        """Add one step's logged counts."""
+        if "completions/mean_length" not in logs or self.completions_per_step is None:
+            return
+        policy, rollout = (self.per_step[-1][1], self.per_step[-1][2]) if self.per_step else (0, 0)
+        policy += round(float(logs["completions/mean_length"]) * self.completions_per_step)
+        rollout += round(float(logs.get("pav/rollout_tokens", 0.0)))
+        self.per_step.append((step, policy, rollout))
+
+    def tokens_at(self, step: int) -> int:
+        """Policy + rollout tokens generated through `step` (0 before the first step)."""
+        before = [p + r for s, p, r in self.per_step if s <= step]
+        return before[-1] if before else 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.completions_per_step is None:
+            if getattr(args, "logging_steps", 1) != 1:
+                raise ValueError(f"GeneratedTokensCallback needs logging_steps=1, got {args.logging_steps}")
+            # Completions that one optimizer step trains on, across processes.
+            self.completions_per_step = (
+                args.per_device_train_batch_size * args.gradient_accumulation_steps * max(1, args.world_size)
+            )
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.record(state.global_step, logs or {})
+
+
+def tokens_to_reach(
+    curve: Sequence[tuple[int, float]], tokens: GeneratedTokensCallback | Sequence, target: float
+) -> int | None:
+    """Generated tokens spent when `curve` first reaches `target` (None if never): `iterations_to_reach` in tokens.
+
+    `tokens` is a `GeneratedTokensCallback` or its `per_step` list.
+
+    Example:
+        >>> tokens_to_reach([(0, 0.2), (2, 0.95)], [(1, 80, 40), (2, 120, 40)], 0.9)
+        160
+    """
+    step = iterations_to_reach(list(curve), target)
+    if step is None:
+        return None
+    per_step = tokens.per_step if isinstance(tokens, GeneratedTokensCallback) else tokens
+    before = [p + r for s, p, r in per_step if s <= step]
+    return before[-1] if before else 0
 
 
 def iterations_to_reach(curve: list[tuple[int, float]], target: float) -> int | None:

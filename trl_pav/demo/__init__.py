@@ -69,6 +69,8 @@ class DemoConfig:
         planted_ppo_seeds (`list[int]`): seeds of each planted PPO arm.
         planted_gamma (`float`): γ of the procedural prover (paper: 10).
         planted_alpha (`float`): α of planted PAV-RL (paper: 1).
+        planted_mc_rollouts (`list[int]`): rollouts per state of the planted Monte-Carlo-advantage arms (the γ
+            prover's values estimated online instead of its exact values; empty skips them).
         gamma_sweep (`list[float]`): γ values of the prover-strength sweep.
         gamma_sweep_steps (`int`): GRPO steps per sweep run.
         seed (`int`): base seed.
@@ -105,6 +107,7 @@ class DemoConfig:
     planted_ppo_seeds: list[int] = field(default_factory=lambda: [0])
     planted_gamma: float = 10.0
     planted_alpha: float = 1.0
+    planted_mc_rollouts: list[int] = field(default_factory=lambda: [2, 4, 8])
     gamma_sweep: list[float] = field(default_factory=lambda: [1.0, 3.0, 10.0, 30.0, 100.0])
     gamma_sweep_steps: int = 100
     seed: int = 0
@@ -133,6 +136,7 @@ class DemoConfig:
             planted_rl_steps=6,
             planted_seeds=[0, 1],
             planted_ppo_steps=4,
+            planted_mc_rollouts=[2],
             gamma_sweep=[1.0, 10.0],
             gamma_sweep_steps=4,
         )

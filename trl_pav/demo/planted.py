@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..evaluation import AccuracyCurveCallback, iterations_to_reach
+from ..evaluation import AccuracyCurveCallback, GeneratedTokensCallback, iterations_to_reach, tokens_to_reach
+from ..mc_values import MCStepScorer
 from .common import cached, cached_json, rl_args, seed_summary, t_interval
 
 __all__ = ["run"]
@@ -23,7 +24,7 @@ def run(cfg, out: Path, progress) -> dict:
 
     from ..evaluation import sampled_accuracy
     from ..generation import HFPolicy
-    from ..tasks import DEFAULT_POLICY, PlantedOracleScorer, PlantedTask, train_base_policy
+    from ..tasks import DEFAULT_POLICY, PlantedOracleScorer, PlantedProverPolicy, PlantedTask, train_base_policy
     from ..tokenization import load_tokenizer
     from ..trainers import PAVGRPOConfig, PAVGRPOTrainer, grader_reward
 
@@ -43,33 +44,51 @@ def run(cfg, out: Path, progress) -> dict:
     base_acc = evaluate(AutoModelForCausalLM.from_pretrained(policy_dir))
     progress(f"planted base policy success {base_acc:.3f}")
 
-    def run_arm(gamma: float | None, steps: int, seed: int) -> list[tuple[int, float]]:
-        key = {"gamma": gamma, "steps": steps, "seed": seed, "alpha": cfg.planted_alpha, "policy": asdict(policy_cfg)}
+    def run_arm_with_tokens(gamma: float | None, steps: int, seed: int, mc_rollouts: int | None = None) -> dict:
+        """One GRPO run: its success curve and the generated tokens (policy + rollouts) after each step. The
+        process term comes from the γ prover's exact values, or (`mc_rollouts`) from that many rollouts of the
+        prover per state, online (`MCStepScorer`)."""
+        key = {
+            "gamma": gamma,
+            "steps": steps,
+            "seed": seed,
+            "alpha": cfg.planted_alpha,
+            "policy": asdict(policy_cfg),
+            "mc_rollouts": mc_rollouts,
+            "record": "points+tokens",
+        }
 
         def train():
             curve = AccuracyCurveCallback(evaluate, max(1, steps // 10))
-            run_dir = out / "planted" / "rl" / f"{gamma}-{seed}"
+            tokens = GeneratedTokensCallback()
+            run_dir = out / "planted" / "rl" / f"{gamma}-{seed}-{mc_rollouts}"
             kw = {"max_completion_length": 24, "learning_rate": 1e-3}
-            common = {"train_dataset": train_ds, "processing_class": tok, "callbacks": [curve]}
+            common = {"train_dataset": train_ds, "processing_class": tok, "callbacks": [curve, tokens]}
             if gamma is None:
                 args = rl_args(GRPOConfig, run_dir, steps, seed, scale_rewards="none", **kw)
                 trainer = GRPOTrainer(str(policy_dir), [grader_reward(task.grader)], args=args, **common)
             else:
+                if mc_rollouts is None:
+                    verifier = PlantedOracleScorer(task, gamma)
+                else:  # the prover's values estimated by its own rollouts; seeded apart from the policy's samples
+                    verifier = MCStepScorer(
+                        PlantedProverPolicy(task, gamma), task.grader, n_rollouts=mc_rollouts, seed=1000 + seed
+                    )
                 args = rl_args(PAVGRPOConfig, run_dir, steps, seed, pav_alpha=cfg.planted_alpha, prover_k=1, **kw)
                 trainer = PAVGRPOTrainer(
-                    str(policy_dir),
-                    [grader_reward(task.grader)],
-                    verifier=PlantedOracleScorer(task, gamma),
-                    args=args,
-                    **common,
+                    str(policy_dir), [grader_reward(task.grader)], verifier=verifier, args=args, **common
                 )
             trainer.remove_callback(PrinterCallback)  # progress goes through the demo's log, not stdout
             trainer.train()
             shutil.rmtree(run_dir, ignore_errors=True)
-            return curve.points
+            return {"points": curve.points, "tokens": tokens.per_step}
 
-        name = f"{'outcome' if gamma is None else f'gamma{gamma:g}'}-{steps}-{seed}"
-        return [tuple(p) for p in cached_json(out / "planted" / "rl" / f"{name}.json", key, train)]
+        arm = "outcome" if gamma is None else f"gamma{gamma:g}" + ("" if mc_rollouts is None else f"-mc{mc_rollouts}")
+        record = cached_json(out / "planted" / "rl" / f"{arm}-{steps}-{seed}.json", key, train)
+        return {"points": [tuple(p) for p in record["points"]], "tokens": [tuple(t) for t in record["tokens"]]}
+
+    def run_arm(gamma: float | None, steps: int, seed: int) -> list[tuple[int, float]]:
+        return run_arm_with_tokens(gamma, steps, seed)["points"]
 
     progress(
         f"planted RL: effective reward with the gamma={cfg.planted_gamma:g} prover vs outcome-only, "
@@ -99,6 +118,7 @@ def run(cfg, out: Path, progress) -> dict:
                 )
                 runs[arm].append([tuple(p) for p in points])
     to_90 = {arm: [iterations_to_reach(c, 0.9) for c in curves] for arm, curves in runs.items()}
+    mc = _mc_arms(cfg, run_arm_with_tokens, progress) if cfg.planted_mc_rollouts else None
     progress(f"prover-strength sweep over gamma in {cfg.gamma_sweep}")
     sweep = [
         {"gamma": g, "final_accuracy": run_arm(g, cfg.gamma_sweep_steps, cfg.seed)[-1][1]} for g in cfg.gamma_sweep
@@ -130,6 +150,7 @@ def run(cfg, out: Path, progress) -> dict:
         "gamma_sweep": sweep,
         "gamma_sweep_outcome_accuracy": outcome_sweep,
         "gamma_window": [min(window), max(window)] if window else None,
+        "mc_advantages": mc,
     }
 
 
@@ -165,6 +186,42 @@ def _exact_search(task, cfg) -> dict:
         "curves": curves,
         "pav_vs_q": bootstrap_comparison(curves["pav_beam"], curves["q_beam"], cfg.bootstrap_samples, cfg.seed),
     }
+
+
+def _mc_arms(cfg, run_arm_with_tokens, progress) -> dict:
+    """Exact prover values against the same prover's values estimated online by n rollouts per state, and outcome
+    only, on paired seeds, counted in generated tokens (policy completions + rollouts; the exact oracle costs none).
+
+    Per arm: iterations and tokens to 90% success per seed, final success per seed, rollout tokens per step; and for
+    each n the paired ratio of its tokens to 90% over the exact arm's (seeds where both got there)."""
+    gamma, steps, seeds = cfg.planted_gamma, cfg.planted_rl_steps, cfg.planted_seeds
+    progress(
+        f"planted RL with Monte-Carlo prover advantages: n in {cfg.planted_mc_rollouts} rollouts of the "
+        f"gamma={gamma:g} prover per state, vs its exact values and outcome-only, {steps} steps, seeds {seeds}"
+    )
+    arms = {"outcome": (None, None), "exact": (gamma, None)}
+    arms.update({f"mc{n}": (gamma, n) for n in cfg.planted_mc_rollouts})
+    out: dict = {"gamma": gamma, "steps": steps, "seeds": list(seeds), "arms": {}}
+    for name, (g, n) in arms.items():
+        records = [run_arm_with_tokens(g, steps, seed, n) for seed in seeds]
+        rollout = [r["tokens"][-1][2] / max(len(r["tokens"]), 1) if r["tokens"] else 0.0 for r in records]
+        out["arms"][name] = {
+            "mc_rollouts": n,
+            "iterations_to_90": [iterations_to_reach(r["points"], 0.9) for r in records],
+            "tokens_to_90": [tokens_to_reach(r["points"], r["tokens"], 0.9) for r in records],
+            "final_accuracy": [r["points"][-1][1] for r in records],
+            "total_tokens": [r["tokens"][-1][1] + r["tokens"][-1][2] if r["tokens"] else 0 for r in records],
+            "rollout_tokens_per_step": float(np.mean(rollout)),
+            "curves": seed_summary([r["points"] for r in records]),
+        }
+    exact = out["arms"]["exact"]["tokens_to_90"]
+    for name in arms:
+        if name.startswith("mc"):
+            mine = out["arms"][name]["tokens_to_90"]
+            ratios = [m / e for m, e in zip(mine, exact) if m is not None and e is not None and e > 0]
+            out["arms"][name]["tokens_to_90_over_exact"] = list(t_interval(ratios)) if ratios else None
+            out["arms"][name]["seeds_reaching_90"] = sum(m is not None for m in mine)
+    return out
 
 
 def _median_or_none(values: list[int | None]) -> float | None:
