@@ -52,7 +52,7 @@ def test_model_card_metadata_and_plain_transformers_snippet(char_tok, tmp_path):
     )
     namespace = {}
     exec(code, namespace)
-    expected = verifier.score(["Q:2*3+1?\n"], [["2*3=6", "6+1=7"]])[0]
+    expected = verifier.score([namespace["prompt"]], [namespace["steps"]])[0]
     assert namespace["q"] == pytest.approx(expected, abs=1e-6)
     # A Hub base model and dataset are listed.
     hub_card = pav_model_card(PAVMetadata(base_model="Qwen/Qwen2.5-0.5B"), repo_id="me/pav", dataset="me/labels")

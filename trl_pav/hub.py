@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     from .modeling import PAVMetadata
 
 __all__ = [
+    "CARD_EXAMPLE",
     "SETLUR_2024_BIBTEX",
+    "card_example",
     "is_hub_id",
     "labels_dataset_card",
     "pav_model_card",
@@ -104,11 +106,34 @@ q = torch.sigmoid(out[:, -1] + least)[reads].tolist()  # [Q root, Q after step 1
 ```"""
 
 
+# The usage example of a card: a generic problem in MATH's answer format, no task's own prompt layout.
+CARD_EXAMPLE = (
+    "What is 3 * 4 + 5? Put the final answer in \\boxed{}.",
+    ["First, 3 * 4 = 12.", "Then 12 + 5 = 17, so the answer is \\boxed{17}."],
+)
+
+
+def card_example(separator: str, example: tuple[str, list[str]] = CARD_EXAMPLE) -> tuple[str, list[str]]:
+    """`example` as steps the checkpoint's step format reads back as they are: a step holding the `separator` has it
+    removed (so that joining and splitting at the separator gives the same steps).
+
+    Example:
+        >>> card_example("\\n\\n")[1][0]
+        'First, 3 * 4 = 12.'
+        >>> card_example(". ")[1]
+        ['First, 3 * 4 = 12.', 'Then 12 + 5 = 17, so the answer is \\\\boxed{17}.']
+        >>> card_example(" ")[1][0]
+        'First,3*4=12.'
+    """
+    prompt, steps = example
+    return prompt, [step.replace(separator, "") for step in steps]
+
+
 def pav_model_card(
     metadata: PAVMetadata,
     repo_id: str | None = None,
     dataset: str | None = None,
-    example: tuple[str, list[str]] = ("Q:2*3+1?\n", ["2*3=6", "6+1=7"]),
+    example: tuple[str, list[str]] | None = None,
     extra_tags: list[str] | None = None,
 ) -> ModelCard:
     """The verifier's model card.
@@ -117,7 +142,8 @@ def pav_model_card(
         metadata: the checkpoint's `PAVMetadata` (prover, target, kind, step format, metrics, base model).
         repo_id: the Hub repository (shown in the usage code; a placeholder otherwise).
         dataset: the training dataset (listed in the metadata only when it is a Hub id).
-        example: a prompt and steps for the usage code.
+        example: a prompt and steps for the usage code (e.g. a training row). `None`: a generic problem
+            (`CARD_EXAMPLE`) with steps written for the checkpoint's own step separator.
         extra_tags: more tags.
 
     Example:
@@ -160,6 +186,7 @@ def pav_model_card(
         f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in m.metrics.items()
     )
     separator = m.step_format.get("separator", "\n")
+    example = card_example(separator) if example is None else example
     snippet = _SCORING_SNIPPET.format(
         repo=repo_id or "<this repo or folder>", prompt=example[0], steps=example[1], separator=separator
     )
@@ -244,7 +271,12 @@ def labels_dataset_card(metadata: dict[str, Any], repo_id: str | None = None) ->
 Written by trl_pav's `MCLabeler` (Setlur et al. 2024, arXiv 2410.08146). One row per trace: `prompt`, `completions`
 (the steps), `labels` (the fraction of rollouts from each step's prefix that reach a correct answer: an estimate of
 `Q^π`), with provenance columns (root value, rollouts per label, seed outcome, gold answer, prover, policy).
-Train a verifier on it with `PAVRewardTrainer` or `trl-pav train-pav`.
+Train a verifier on it with `PAVRewardTrainer` or `trl-pav train-pav` (a labels id has one `train` split:
+`eval_fraction` holds prompts out of it for evaluation):
+
+```bash
+trl-pav train-pav --model_name_or_path <backbone> --dataset_name {repo_id or "<this dataset>"} --eval_fraction 0.02
+```
 
 Fingerprint: `{metadata.get("fingerprint", "not recorded")}` (same fingerprint, same labeling configuration and
 problems).

@@ -16,17 +16,22 @@ __all__ = [
     "GenerationArguments",
     "ProblemArguments",
     "StepArguments",
+    "TrackingArguments",
     "chat_prompts",
     "check_model_source",
     "check_process_count",
+    "close_trackers",
     "end_processes",
     "launched_with_deepspeed",
     "load_causal_lm",
     "load_stage_policy",
     "load_stage_problems",
+    "log_to_trackers",
     "model_init_kwargs",
     "on_cpu",
+    "open_trackers",
     "run_recipe",
+    "tracker_names",
     "write_json",
 ]
 
@@ -48,7 +53,15 @@ class ProblemArguments(ScriptArguments):
         use_chat_template (`bool`, defaults to `False`):
             Send each prompt as a user message through the model's chat template (instruct models: without it they
             continue the problem text instead of answering it). Labeling and search render the template; RL gives
-            TRL conversational prompts, which it renders itself.
+            TRL conversational prompts, which it renders itself; SFT trains on conversational prompt/completion
+            rows. Required for conversational datasets (prompts that are lists of messages).
+        dataset_prompt_column (`str` or `None`, defaults to `None`):
+            Column of the dataset holding the problem (a string, put into the instruction template unless the
+            column is `prompt`) or a conversation (TRL's list of `{"role", "content"}` messages); `None`: the first
+            of `prompt`, `problem`, `question`.
+        dataset_answer_column (`str` or `None`, defaults to `None`):
+            Column holding the reference answer (its last `\\boxed{}` or `#### n`, else its text; `gold` is used as
+            it is); `None`: the first of `gold`, `answer`, `solution`.
     """
 
     task: str | None = field(default=None, metadata={"help": "Synthetic task: arithmetic or planted."})
@@ -56,6 +69,12 @@ class ProblemArguments(ScriptArguments):
     problems_seed: int = field(default=0, metadata={"help": "Seed of the task's problem generator."})
     use_chat_template: bool = field(
         default=False, metadata={"help": "Prompts as user messages through the model's chat template."}
+    )
+    dataset_prompt_column: str | None = field(
+        default=None, metadata={"help": "Column of the problem or conversation (None: prompt/problem/question)."}
+    )
+    dataset_answer_column: str | None = field(
+        default=None, metadata={"help": "Dataset column of the reference answer (None: gold/answer/solution)."}
     )
 
 
@@ -182,16 +201,29 @@ def load_stage_problems(args: ProblemArguments, split: str, separator: str | Non
         else:
             problems = task.problems_dataset(args.num_problems)
         return problems, task.grader, task.step_format
-    from ..datasets_io import load_problems
+    from ..datasets_io import is_conversational, load_problems
 
-    problems = load_problems(args.dataset_name, split=split, limit=args.num_problems, config=args.dataset_config)
+    problems = load_problems(
+        args.dataset_name,
+        split=split,
+        limit=args.num_problems,
+        config=args.dataset_config,
+        prompt_column=args.dataset_prompt_column,
+        answer_column=args.dataset_answer_column,
+    )
+    if is_conversational(problems) and not args.use_chat_template:
+        raise ValueError(
+            f"{args.dataset_name}: the prompts are chat messages (row 0: {problems[0]['prompt']!r:.80}); set "
+            "use_chat_template to render them through the model's chat template"
+        )
     return problems, MathVerifyGrader(), StepFormat() if separator is None else StepFormat(separator)
 
 
 def chat_prompts(problems, tokenizer=None, prompt_column: str = "prompt"):
     """Problems whose prompts are user messages: rendered through `tokenizer`'s chat template when one is given
     (labeling, search: the policy continues text), else left as `[{"role": "user", "content": prompt}]` for TRL's
-    trainers, which apply the template themselves (and the verifier applies its own to score them).
+    trainers, which apply the template themselves (and the verifier applies its own to score them). Conversational
+    prompts (already messages) are kept as they are.
 
     Raises:
         ValueError: if `tokenizer` has no chat template.
@@ -207,7 +239,8 @@ def chat_prompts(problems, tokenizer=None, prompt_column: str = "prompt"):
         )
 
     def convert(row):
-        messages = [{"role": "user", "content": row[prompt_column]}]
+        prompt = row[prompt_column]  # a conversational dataset's prompt is already messages
+        messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
         if tokenizer is None:
             return {prompt_column: messages}
         return {prompt_column: tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)}
@@ -283,6 +316,8 @@ def load_stage_policy(path: str, model_args, gen: GenerationArguments, step_form
         max_new_tokens=gen.max_new_tokens,
         max_step_tokens=max_step_tokens,
         batch_size=gen.generation_batch_size,
+        # Chat-rendered prompts carry their special tokens (as TRL tokenizes them); else a second BOS is kept out.
+        rendered_prompts=True if getattr(gen, "use_chat_template", False) else None,
     )
 
 
@@ -362,3 +397,105 @@ def end_trackers(trainer) -> None:
             and callable(getattr(module, "finish", None))
         ):
             module.finish()
+
+
+@dataclass
+class TrackingArguments:
+    """Where a stage without a Trainer (labeling, search) logs its metrics: the experiment trackers TRL's trainers
+    report to, through `accelerate`'s trackers.
+
+    Args:
+        report_to (`str` or `list[str]`, defaults to `"none"`):
+            As `TrainingArguments.report_to`: `"none"` (nothing), `"all"` (every installed tracker), or tracker
+            names `accelerate` knows (`"tensorboard"`, `"wandb"`, `"trackio"`, `"mlflow"`, `"comet_ml"`, `"aim"`,
+            `"clearml"`, `"dvclive"`, `"swanlab"`, or one registered with `accelerate.tracking.register_tracker_class`),
+            one name or a comma-separated list. Local trackers write under `<output_dir>/runs`.
+        run_name (`str` or `None`, defaults to `None`):
+            The run's name (accelerate's project name: wandb's project, tensorboard's sub-folder). `None`:
+            `trl-pav-<stage>`.
+    """
+
+    # None first, as in `TrainingArguments`: HfArgumentParser then reads the flag as one string.
+    report_to: None | str | list[str] = field(  # noqa: RUF036
+        default="none", metadata={"help": "Trackers for the stage's metrics: none, all, or names (tensorboard, ...)."}
+    )
+    run_name: str | None = field(default=None, metadata={"help": "Run name (default: trl-pav-<stage>)."})
+
+    def __post_init__(self) -> None:
+        tracker_names(self.report_to)  # an unknown or missing tracker fails at parse time, not after the work
+
+
+def tracker_names(report_to: str | list[str] | None) -> list[str]:
+    """The accelerate tracker names that `report_to` asks for (`"none"`: none; `"all"`: the installed ones).
+
+    Raises:
+        ValueError: for a name accelerate does not know, or a known tracker whose package is not installed.
+
+    Example:
+        >>> tracker_names("none"), tracker_names(None), tracker_names(["none"])
+        ([], [], [])
+    """
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
+    from accelerate.utils import LoggerType
+
+    if report_to is None:
+        return []
+    names = report_to.split(",") if isinstance(report_to, str) else list(report_to)
+    names = [str(n).strip() for n in names if str(n).strip() and str(n).strip() != "none"]
+    available = [str(t) for t in get_available_trackers()]
+    if "all" in names:
+        return available
+    built_in = set(LoggerType.list())
+    out = []
+    for name in names:
+        if name not in LOGGER_TYPE_TO_CLASS:
+            raise ValueError(
+                f"report_to: unknown tracker {name!r}; choose 'none', 'all' or one of {sorted(LOGGER_TYPE_TO_CLASS)}"
+            )
+        if name in built_in and name not in available:
+            raise ValueError(f"report_to: tracker {name!r} is not installed (pip install {name})")
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def _config_values(config: dict[str, Any]) -> dict[str, Any]:
+    """A run configuration trackers accept (bool, int, float, str or None; anything else as its text)."""
+    return {k: v if v is None or isinstance(v, (bool, int, float, str)) else str(v) for k, v in config.items()}
+
+
+def open_trackers(args: TrackingArguments, stage: str, output_dir: str, config: dict[str, Any]) -> list:
+    """Start the trackers `args.report_to` names on the main process (none elsewhere, none for `"none"`), with the
+    stage's configuration stored as the run's hyperparameters.
+
+    Example:
+        >>> open_trackers(TrackingArguments(), "label", "outputs/labels", {"n_mc": 20})
+        []
+    """
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+
+    names = tracker_names(args.report_to)
+    if not names or not process_state().is_main_process:
+        return []
+    project = args.run_name or f"trl-pav-{stage}"
+    trackers = []
+    for name in names:
+        cls = LOGGER_TYPE_TO_CLASS[name]
+        tracker = cls(project, str(Path(output_dir) / "runs")) if cls.requires_logging_directory else cls(project)
+        tracker.start()
+        tracker.store_init_configuration(_config_values(config))
+        trackers.append(tracker)
+    return trackers
+
+
+def log_to_trackers(trackers: list, values: dict[str, Any], step: int | None = None) -> None:
+    """Log the numeric entries of `values` (bools and other types left out) to every tracker."""
+    numeric = {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    for tracker in trackers:
+        tracker.log(numeric, step=step)
+
+
+def close_trackers(trackers: list) -> None:
+    """Finish every tracker (flushes local logs, closes remote runs)."""
+    for tracker in trackers:
+        tracker.finish()

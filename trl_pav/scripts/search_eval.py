@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
-from .common import GenerationArguments, ProblemArguments, StepArguments
+from .common import GenerationArguments, ProblemArguments, StepArguments, TrackingArguments
 
-__all__ = ["SearchScriptArguments", "main", "make_parser"]
+__all__ = ["SearchScriptArguments", "main", "make_parser", "search_tracker_logs"]
 
 
 @dataclass
-class SearchScriptArguments(ProblemArguments, GenerationArguments, StepArguments):
+class SearchScriptArguments(ProblemArguments, GenerationArguments, StepArguments, TrackingArguments):
     """Arguments of the search recipe, besides `SearchEvalConfig` and the policy's `ModelConfig`; the step format
-    and step token limit (`separator`, `max_step_tokens`) are `StepArguments`'.
+    and step token limit (`separator`, `max_step_tokens`) are `StepArguments`', the trackers each method's accuracy
+    and compute are logged to (`report_to`, `run_name`: one log per budget, the budget as the step)
+    `TrackingArguments`'.
 
     Args:
         output_dir (`str`, defaults to `"outputs/search"`): `results.json` and `search.png` go here.
@@ -46,6 +48,7 @@ class SearchScriptArguments(ProblemArguments, GenerationArguments, StepArguments
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        TrackingArguments.__post_init__(self)  # StepArguments' does not chain on
         from ..prm_adapters import PRM_ADAPTERS
 
         if self.prm is not None and self.pav_model_name_or_path is not None:
@@ -142,6 +145,27 @@ class _RawPrompts:
         return self.scorer.score([self.raw.get(p, p) for p in prompts], steps)
 
 
+def search_tracker_logs(results: dict) -> list[tuple[int, dict[str, float]]]:
+    """What search logs to trackers: per budget N (ascending, the step), each method's accuracy and compute
+    (`search/<method>/<field>`, numeric per-budget fields only; per-problem lists are left out).
+
+    Example:
+        >>> results = {"methods": {"majority": [{"n": 4, "accuracy": 0.5, "generated_tokens": 80,
+        ...            "per_problem_correct": [1.0, 0.0]}, {"n": 1, "accuracy": 0.25, "generated_tokens": 20}]}}
+        >>> logs = search_tracker_logs(results)
+        >>> [n for n, _ in logs], logs[1][1]
+        ([1, 4], {'search/majority/accuracy': 0.5, 'search/majority/generated_tokens': 80})
+    """
+    by_n: dict[int, dict[str, float]] = {}
+    for method, records in results["methods"].items():
+        for rec in records:
+            row = by_n.setdefault(int(rec["n"]), {})
+            for k, v in rec.items():
+                if k != "n" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    row[f"search/{method}/{k}"] = v
+    return sorted(by_n.items())
+
+
 def main(script_args: SearchScriptArguments, search_config, model_args) -> dict:
     """Evaluate every method at every budget; processes split the problems and the main one writes the results."""
     from accelerate import Accelerator
@@ -153,10 +177,13 @@ def main(script_args: SearchScriptArguments, search_config, model_args) -> dict:
     from .common import (
         chat_prompts,
         check_model_source,
+        close_trackers,
         launched_with_deepspeed,
         load_stage_policy,
         load_stage_problems,
+        log_to_trackers,
         on_cpu,
+        open_trackers,
         write_json,
     )
 
@@ -172,7 +199,12 @@ def main(script_args: SearchScriptArguments, search_config, model_args) -> dict:
         script_args, script_args.dataset_train_split, script_args.separator
     )
     # Bad problems fail now, not after loading the models.
-    validate_problems(problems, needs_gold=getattr(grader, "needs_gold", True))
+    rendered = problems  # a conversational prompt is checked as the text its chat template renders
+    if script_args.use_chat_template:
+        from ..tokenization import load_tokenizer
+
+        rendered = chat_prompts(problems, load_tokenizer(model_args.model_name_or_path))
+    validate_problems(rendered, needs_gold=getattr(grader, "needs_gold", True))
     if len(problems) < state.num_processes:
         raise ValueError(f"search_eval: {len(problems)} problems for {state.num_processes} processes")
     lockstep = is_zero3(accelerator) if script_args.verifier_lockstep is None else script_args.verifier_lockstep
@@ -198,10 +230,8 @@ def main(script_args: SearchScriptArguments, search_config, model_args) -> dict:
             pav = _load_prm(script_args, model_args, step_format, accelerator.device)
             orm = orm or pav
     if script_args.use_chat_template:
-        from ..tokenization import load_tokenizer
-
         raw = problems["prompt"]
-        problems = chat_prompts(problems, load_tokenizer(model_args.model_name_or_path))
+        problems = rendered
         if script_args.prm:
             read_raw = _RawPrompts(pav, dict(zip(problems["prompt"], raw)))
             pav, orm = read_raw, read_raw if orm is pav else orm
@@ -225,6 +255,11 @@ def main(script_args: SearchScriptArguments, search_config, model_args) -> dict:
     if state.is_main_process:
         write_json(f"{script_args.output_dir}/results.json", results)
         plot_search_results(results, f"{script_args.output_dir}/search.png")
+    config = {**asdict(script_args), **search_config.__dict__, "model_name_or_path": model_args.model_name_or_path}
+    trackers = open_trackers(script_args, "search", script_args.output_dir, config)
+    for n, values in search_tracker_logs(results):
+        log_to_trackers(trackers, values, step=n)
+    close_trackers(trackers)
     state.wait_for_everyone()
     return {
         "output_dir": script_args.output_dir,

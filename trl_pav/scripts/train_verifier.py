@@ -19,8 +19,9 @@ class VerifierScriptArguments(ScriptArguments):
             Stepwise labels: a folder written by the labeling recipe, a `.json`/`.jsonl`/`.parquet` file, or a Hub
             id, with `prompt`, `completions`, `labels` (soft in [0, 1], or TRL's bool stepwise labels).
         eval_fraction (`float`, defaults to `0.0`):
-            Share of the prompts held out for evaluation when the data has no `dataset_test_split` (all traces of a
-            prompt go to the same side, so evaluation never sees a training problem).
+            Share of the prompts held out for evaluation when the data (a folder, a file, or a Hub id such as labels
+            pushed by `trl-pav label`) has no `dataset_test_split` (all traces of a prompt go to the same side, so
+            evaluation never sees a training problem).
     """
 
     eval_fraction: float = field(default=0.0, metadata={"help": "Share of prompts held out for evaluation."})
@@ -56,9 +57,13 @@ def load_stepwise(args: VerifierScriptArguments):
     else:
         loaded = load_dataset(source, args.dataset_config)
         if not isinstance(loaded, DatasetDict) or args.dataset_train_split not in loaded:
-            raise ValueError(f"{source!r} has no split {args.dataset_train_split!r}")
+            splits = sorted(loaded) if isinstance(loaded, DatasetDict) else []
+            raise ValueError(f"{source!r} has no split {args.dataset_train_split!r} (splits: {splits})")
         test = loaded.get(args.dataset_test_split)
-        return loaded[args.dataset_train_split], test
+        if test is not None:
+            return loaded[args.dataset_train_split], test
+        # Labels pushed by `trl-pav label` have only a train split: hold prompts out of it, as for a folder.
+        data = loaded[args.dataset_train_split]
     return split_by_prompt(data, args.eval_fraction)
 
 
