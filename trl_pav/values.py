@@ -21,6 +21,7 @@ __all__ = [
     "class_balanced_bce",
     "class_weights",
     "clipped_value_loss",
+    "cross_fit_terms",
     "dense_advantages",
     "distinguishability",
     "effective_reward",
@@ -30,13 +31,17 @@ __all__ = [
     "last_token_mask",
     "leave_one_out_advantages",
     "masked_moments",
+    "new_direction",
     "ppo_policy_loss",
     "ppo_reward_stream",
     "prover_advantages",
     "prover_alignment",
+    "prover_score",
+    "prover_update_angle",
     "prover_values",
     "step_advantages",
     "step_end_mask",
+    "theorem_terms",
     "whiten",
 ]
 
@@ -179,6 +184,159 @@ def prover_alignment(q_mu: Tensor, q_pi: Tensor) -> Tensor:
     if q_mu.shape != q_pi.shape:
         raise ValueError(f"q_mu and q_pi must have the same shape, got {tuple(q_mu.shape)} and {tuple(q_pi.shape)}")
     return ((q_mu - q_mu.mean(-1, keepdim=True)) * (q_pi - q_pi.mean(-1, keepdim=True))).mean(-1)
+
+
+def _centered_products(x: Tensor, y: Tensor, weights: Tensor | None) -> Tensor:
+    # Weighted (exact moments of listed steps) or unbiased sample (divisor M - 1) covariance over the last dim.
+    if weights is None:
+        m = x.shape[-1]
+        if m < 2:
+            raise ValueError(f"sampled next steps give an unbiased variance only with M >= 2, got M = {m}")
+        return ((x - x.mean(-1, keepdim=True)) * (y - y.mean(-1, keepdim=True))).sum(-1) / (m - 1)
+    w = weights / weights.sum(-1, keepdim=True)
+    return (w * (x - (w * x).sum(-1, keepdim=True)) * (y - (w * y).sum(-1, keepdim=True))).sum(-1)
+
+
+def theorem_terms(q_mu: Tensor, q_pi: Tensor, weights: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-state terms of the paper's Theorem 3.1 over the next steps `a_j` of one state `s`.
+
+    Returns `(Var_π A^μ, Cov_π(A^μ, A^π), Var_π A^π)`: the prover's distinguishability, its alignment with the base
+    policy (`E_π[A^μ A^π]`, since `E_π A^π = 0`) and the base policy's own distinguishability. Advantages differ from
+    values by a per-state constant, so these are moments of `Q^μ(s, a_j)` and `Q^π(s, a_j)`.
+
+    Args:
+        q_mu: `(..., M)` prover values of M next steps of the same state.
+        q_pi: `(..., M)` base-policy values of the same steps.
+        weights: `(..., M)` π's probabilities of the listed steps (an enumerated policy: exact moments), or `None`
+            when the M steps were sampled from π (unbiased sample moments, divisor M - 1, M >= 2).
+
+    Returns:
+        three `(...)` tensors.
+
+    Example:
+        >>> d, al, v = theorem_terms(torch.tensor([0.0, 0.75]), torch.tensor([0.0, 0.5]), torch.tensor([0.5, 0.5]))
+        >>> float(d), float(al), float(v)
+        (0.140625, 0.09375, 0.0625)
+    """
+    if q_mu.shape != q_pi.shape:
+        raise ValueError(f"q_mu and q_pi must have the same shape, got {tuple(q_mu.shape)} and {tuple(q_pi.shape)}")
+    if weights is not None and weights.shape != q_pi.shape:
+        raise ValueError(f"weights must have the shape of q_pi {tuple(q_pi.shape)}, got {tuple(weights.shape)}")
+    return (
+        _centered_products(q_mu, q_mu, weights),
+        _centered_products(q_mu, q_pi, weights),
+        _centered_products(q_pi, q_pi, weights),
+    )
+
+
+def cross_fit_terms(q_mu_a: Tensor, q_mu_b: Tensor, q_pi_a: Tensor, q_pi_b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """`theorem_terms` of sampled next steps from two independent Monte-Carlo halves of the rollouts.
+
+    With noisy value estimates, `Var_j Q̂` is `Var_j Q` plus the estimates' noise. Products of deviations of two
+    independent unbiased halves (`a` and `b`) have no noise term in expectation, so the result is unbiased for the
+    terms of the true values (and may come out slightly negative). Exact values: pass the same tensor as both halves.
+
+    Args:
+        q_mu_a, q_mu_b: `(..., M)` prover values of M sampled next steps, from halves a and b.
+        q_pi_a, q_pi_b: `(..., M)` base-policy values of the same steps, from halves a and b.
+
+    Returns:
+        `(distinguishability, alignment, base distinguishability)`, each `(...)`.
+
+    Example:
+        >>> q = torch.tensor([0.0, 0.5, 1.0])
+        >>> [float(t) for t in cross_fit_terms(q, q, q, q)]
+        [0.25, 0.25, 0.25]
+    """
+    shape = q_pi_a.shape
+    if any(t.shape != shape for t in (q_mu_a, q_mu_b, q_pi_b)):
+        raise ValueError(
+            "all four value tensors must have one shape, got "
+            f"{[tuple(t.shape) for t in (q_mu_a, q_mu_b, q_pi_a, q_pi_b)]}"
+        )
+    d = _centered_products(q_mu_a, q_mu_b, None)
+    al = 0.5 * (_centered_products(q_mu_a, q_pi_b, None) + _centered_products(q_mu_b, q_pi_a, None))
+    return d, al, _centered_products(q_pi_a, q_pi_b, None)
+
+
+def new_direction(d: Tensor, al: Tensor, v: Tensor) -> Tensor:
+    """Distinguishability of the prover beyond the base policy's own direction: `D - Al² / V`.
+
+    In the Fisher geometry of the policy (the inner product of two rewards' natural-gradient directions is
+    `E_s Cov_{a~π}`), `D = |A^μ|²`, `V = |A^π|²`, `Al = <A^μ, A^π>`. Writing `A^μ = (Al/V) A^π + R` with
+    `R ⊥ A^π`, this is `|R|²`: the part of the prover's signal that outcome-only RL (which follows `A^π`) cannot
+    give. It is 0 for `μ = π` (Best-of-1). Where `V <= 0` (no outcome direction) it is `D`.
+
+    Args:
+        d, al, v: `(...)` state-averaged `theorem_terms` (E_s of each).
+
+    Returns:
+        `(...)` the new-direction distinguishability, never negative.
+
+    Example:
+        >>> float(new_direction(torch.tensor(2.0), torch.tensor(1.0), torch.tensor(1.0)))
+        1.0
+    """
+    safe_v = torch.where(v > 0, v, torch.ones_like(v))
+    return torch.where(v > 0, d - al**2 / safe_v, d).clamp(min=0.0)
+
+
+def _update_components(d: Tensor, al: Tensor, v: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
+    if alpha <= 0:
+        raise ValueError(f"alpha (the weight of the process term) must be > 0, got {alpha}")
+    safe_v = torch.where(v > 0, v, torch.ones_like(v))
+    along = torch.where(v > 0, (v + alpha * al) / safe_v.sqrt(), torch.zeros_like(v))
+    return along, alpha * new_direction(d, al, v).sqrt()
+
+
+def prover_update_angle(d: Tensor, al: Tensor, v: Tensor, alpha: float) -> Tensor:
+    """Angle φ (degrees) between the effective reward's update and outcome-only RL's update.
+
+    The natural-gradient direction of `Q^π + α A^μ` is `A^π + α A^μ = (1 + α Al/V) A^π + α R` (see
+    `new_direction`); `tan φ = α|R| / ((1 + α Al/V) |A^π|)`. φ = 0: nothing new (μ = π); φ -> 90°: the update is
+    all new direction and gains nothing on `V^π` to first order; φ > 90°: the process term reverses the outcome
+    direction (a misaligned prover).
+
+    Args:
+        d, al, v: `(...)` state-averaged `theorem_terms`. alpha: weight of the process term (> 0).
+
+    Returns:
+        `(...)` angles in [0, 180] degrees.
+
+    Example:
+        >>> round(float(prover_update_angle(torch.tensor(2.0), torch.tensor(1.0), torch.tensor(1.0), alpha=2.0)), 2)
+        33.69
+    """
+    along, new = _update_components(d, al, v, alpha)
+    return torch.rad2deg(torch.atan2(new, along))
+
+
+def prover_score(d: Tensor, al: Tensor, v: Tensor, alpha: float) -> Tensor:
+    """Ranking score of a prover: `sin φ · cos φ` of the effective reward's update angle (`prover_update_angle`).
+
+    Per unit step (a trust region), `cos φ` is the share that improves `V^π` now (exploitation, the theorem's
+    alignment) and `sin φ` the share in a direction outcome-only RL cannot take (exploration, the theorem's
+    distinguishability beyond `A^π`). The product is 0 for `μ = π` (K = 1: only the `A^π` direction, which merely
+    rescales the step), tends to 0 for a prover whose signal is nearly all orthogonal to `A^π`, is negative for a
+    prover that reverses the outcome direction, and peaks at 1/2 at φ = 45°. It is a heuristic built from the
+    theorem's terms (docs/prover_selection.md), not a bound. 0 where `V <= 0`.
+
+    Args:
+        d, al, v: `(...)` state-averaged `theorem_terms` (E_s of each).
+        alpha: weight of the process term in the effective reward `Q^π + α A^μ` (> 0).
+
+    Returns:
+        `(...)` scores in [-1/2, 1/2].
+
+    Example:
+        >>> float(prover_score(torch.tensor(1.0), torch.tensor(1.0), torch.tensor(1.0), alpha=1.0))  # μ = π
+        0.0
+        >>> round(float(prover_score(torch.tensor(2.0), torch.tensor(1.0), torch.tensor(1.0), alpha=2.0)), 4)
+        0.4615
+    """
+    along, new = _update_components(d, al, v, alpha)
+    norm2 = along**2 + new**2
+    return torch.where(norm2 > 0, along * new / torch.where(norm2 > 0, norm2, torch.ones_like(norm2)), 0.0 * norm2)
 
 
 def leave_one_out_advantages(rewards: Tensor, group_size: int) -> Tensor:
