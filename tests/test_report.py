@@ -367,6 +367,16 @@ def test_gamma_note():
     assert "Unlike the paper, the strongest prover" in note and "As in the paper" not in note
     note = report._gamma_note({**planted, "gamma_window": None}, cfg)
     assert "No γ in the sweep gives that gain" in note
+    # Several seeds: the window is where the paired gain's interval lies above 0, whatever the means say.
+    seeded = [
+        {"gamma": 1.0, "final_accuracy": 0.3, "gain_over_outcome": [0.1, -0.05, 0.25]},
+        {"gamma": 10.0, "final_accuracy": 0.6, "gain_over_outcome": [0.4, 0.3, 0.5]},
+        {"gamma": 100.0, "final_accuracy": 0.26, "gain_over_outcome": [0.06, 0.01, 0.11]},
+    ]
+    multi = {**planted, "gamma_sweep": seeded, "gamma_window": [10.0, 100.0], "gamma_sweep_seeds": [10, 11, 12]}
+    note = report._gamma_note(multi, cfg)
+    assert "interval above 0 over 3 seeds" in note and "3 seeds each" in note
+    assert "Unlike the paper, the strongest prover" in note  # its interval [0.01, 0.11] is above 0
 
 
 def test_probe_and_likelihood_notes_follow_their_numbers():

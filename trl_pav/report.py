@@ -730,15 +730,25 @@ def _gamma_note(planted: dict, config: dict) -> str:
         return ""
     sweep = sorted(planted["gamma_sweep"], key=lambda r: r["gamma"])
     base = planted["gamma_sweep_outcome_accuracy"]
-    text = (
-        f"Planted γ sweep: the window where PAV-RL ends more than 5 points above outcome-only RL ({base:.3f}) is "
-        f"{'empty' if window is None else window}, the paper's is about [8, 15]."
+    seeds = len(planted.get("gamma_sweep_seeds", [None]))
+
+    def gains(r: dict) -> bool:  # the rule that defined the window (demo.planted)
+        if seeds > 1 and "gain_over_outcome" in r:
+            return r["gain_over_outcome"][1] > 0
+        return r["final_accuracy"] > base + 0.05
+
+    rule = (
+        f"PAV-RL's paired gain over outcome-only RL ({base:.3f}) has its interval above 0 over {seeds} seeds"
+        if seeds > 1
+        else f"PAV-RL ends more than 5 points above outcome-only RL ({base:.3f})"
     )
+    shown_window = "empty" if window is None else window
+    text = f"Planted γ sweep: the window where {rule} is {shown_window}, the paper's is about [8, 15]."
     if window is None:
         text += " No γ in the sweep gives that gain."
     elif len(sweep) > 1:
         ends = {"weakest": sweep[0], "strongest": sweep[-1]}
-        gaining = [k for k, r in ends.items() if r["final_accuracy"] > base + 0.05]
+        gaining = [k for k, r in ends.items() if gains(r)]
         shown = " and ".join(f"the {k} (γ={r['gamma']:g}: {r['final_accuracy']:.3f})" for k, r in ends.items())
         if not gaining:
             text += f" As in the paper, {shown} provers give no such gain."
@@ -746,7 +756,7 @@ def _gamma_note(planted: dict, config: dict) -> str:
             text += f" Unlike the paper, the {' and the '.join(gaining)} prover of the sweep gives it too ({shown})."
     steps = config.get("gamma_sweep_steps")
     return text + (
-        f" The sweep has {len(sweep)} points, one seed each"
+        f" The sweep has {len(sweep)} points, {'one seed' if seeds == 1 else f'{seeds} seeds'} each"
         + (f" and {steps} GRPO steps per run" if steps else "")
         + ", so its edges are coarse."
     )
@@ -968,7 +978,13 @@ def _markdown(results: dict, plots: dict, claims: list[dict]) -> str:
     table = "\n".join(f"| {c['claim']} | {_fmt_interval(c)} | {c['verdict']} | {c['paper']} |" for c in claims)
     sweep_text = ", ".join(f"K={r['k']}: {r['accuracy']:.3f}" for r in search["prover_sweep"])
     rl_text = ", ".join(f"{k}: {v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]" for k, v in rl["final_accuracy_interval"].items())
-    gamma_text = ", ".join(f"γ={r['gamma']:g}: {r['final_accuracy']:.3f}" for r in planted["gamma_sweep"])
+    gamma_text = ", ".join(
+        f"γ={r['gamma']:g}: {r['final_accuracy']:.3f}"
+        + (f" [{r['interval'][1]:.3f}, {r['interval'][2]:.3f}]" if r.get("interval") else "")
+        for r in planted["gamma_sweep"]
+    )
+    gamma_seeds = planted.get("gamma_sweep_seeds")
+    gamma_seed_text = f"seeds {gamma_seeds}, mean [95% interval]" if gamma_seeds else "one seed"
     quality_rows = "\n".join(
         f"| {k.upper()} | {q['within_problem_auc']:.3f} | {_fmt(q.get('within_parent_auc', '-'))} | "
         f"{q['outcome_auc']:.3f} | {q['step_auc']:.3f} | "
@@ -1065,7 +1081,7 @@ verifier tokens) unless said otherwise; a compute ratio is stated only for a res
 {to90["outcome"]}; final success {planted["pav_final_accuracy"]:.3f} vs {planted["outcome_final_accuracy"]:.3f}
 (per seed {planted["final_accuracy_per_seed"]}). PPO with a learned critic ({cfg["planted_ppo_steps"]} steps, the
 paper's REINFORCE-with-baseline preset, whitened): iterations to 90% {planted.get("ppo_iterations_to_90", {})}.
-γ sweep ({cfg["gamma_sweep_steps"]} steps each, one seed):
+γ sweep ({cfg["gamma_sweep_steps"]} steps each, {gamma_seed_text}):
 {gamma_text}; outcome-only {planted["gamma_sweep_outcome_accuracy"]:.3f}.
 
 {_mc_md(planted.get("mc_advantages"))}

@@ -119,12 +119,29 @@ def run(cfg, out: Path, progress) -> dict:
                 runs[arm].append([tuple(p) for p in points])
     to_90 = {arm: [iterations_to_reach(c, 0.9) for c in curves] for arm, curves in runs.items()}
     mc = _mc_arms(cfg, run_arm_with_tokens, progress) if cfg.planted_mc_rollouts else None
-    progress(f"prover-strength sweep over gamma in {cfg.gamma_sweep}")
-    sweep = [
-        {"gamma": g, "final_accuracy": run_arm(g, cfg.gamma_sweep_steps, cfg.seed)[-1][1]} for g in cfg.gamma_sweep
+    progress(f"prover-strength sweep over gamma in {cfg.gamma_sweep}, seeds {cfg.gamma_sweep_seeds}")
+    sweep_seeds = cfg.gamma_sweep_seeds
+    outcome_finals = [run_arm(None, cfg.gamma_sweep_steps, s)[-1][1] for s in sweep_seeds]
+    sweep = []
+    for g in cfg.gamma_sweep:
+        per_seed = [run_arm(g, cfg.gamma_sweep_steps, s)[-1][1] for s in sweep_seeds]
+        sweep.append(
+            {
+                "gamma": g,
+                "final_accuracy": float(np.mean(per_seed)),
+                "final_accuracy_per_seed": per_seed,
+                "interval": list(t_interval(per_seed)),
+                # Paired by seed: the same seed's outcome-only run.
+                "gain_over_outcome": list(t_interval([a - b for a, b in zip(per_seed, outcome_finals)])),
+            }
+        )
+    outcome_sweep = float(np.mean(outcome_finals))
+    # The window: provers whose paired gain over outcome-only has an interval above 0 (one seed: a 5-point gain).
+    window = [
+        r["gamma"]
+        for r in sweep
+        if (r["gain_over_outcome"][1] > 0 if len(sweep_seeds) > 1 else r["gain_over_outcome"][0] > 0.05)
     ]
-    outcome_sweep = run_arm(None, cfg.gamma_sweep_steps, cfg.seed)[-1][1]
-    window = [r["gamma"] for r in sweep if r["final_accuracy"] > outcome_sweep + 0.05]
     finals = {arm: [c[-1][1] for c in curves] for arm, curves in runs.items()}
     progress(f"planted search with exact values: PAV beam vs Q-only beam, N in {cfg.search_budgets}")
     search_key = {
@@ -149,6 +166,8 @@ def run(cfg, out: Path, progress) -> dict:
         "seeds": len(cfg.planted_seeds),
         "gamma_sweep": sweep,
         "gamma_sweep_outcome_accuracy": outcome_sweep,
+        "gamma_sweep_outcome_per_seed": outcome_finals,
+        "gamma_sweep_seeds": list(sweep_seeds),
         "gamma_window": [min(window), max(window)] if window else None,
         "mc_advantages": mc,
     }
