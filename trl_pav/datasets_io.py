@@ -8,7 +8,7 @@ from datasets import Dataset, load_dataset
 
 from .grading import extract_answer
 
-__all__ = ["check_nonempty_file", "load_problems"]
+__all__ = ["check_nonempty_file", "is_conversational", "load_problems"]
 
 _PROMPT_FIELDS = ("prompt", "problem", "question")
 _GOLD_FIELDS = ("gold", "answer", "solution")
@@ -38,45 +38,121 @@ def _read(source: str, split: str, config: str | None = None) -> Dataset:
     return load_dataset(source, config, split=split)
 
 
+def _check_messages(messages: list, idx: int, field: str) -> list[dict[str, str]]:
+    """A conversational prompt checked: a non-empty list of `{"role", "content"}` string messages with a user turn."""
+    if not messages:
+        raise ValueError(f"row {idx}: field {field!r} is an empty list of messages")
+    for k, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise ValueError(f"row {idx}: field {field!r}, message {k} is not a dict: {message!r:.80}")
+        role, content = message.get("role"), message.get("content")
+        if not isinstance(role, str) or not isinstance(content, str):
+            raise ValueError(
+                f"row {idx}: field {field!r}, message {k} needs string 'role' and 'content', got {message!r:.80}"
+            )
+    if not any(m["role"] == "user" and m["content"].strip() for m in messages):
+        raise ValueError(
+            f"row {idx}: field {field!r} has no user message with text (roles {[m['role'] for m in messages]})"
+        )
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def _column(columns: set[str], given: str | None, candidates: tuple[str, ...], what: str) -> str:
+    if given is not None:
+        if given not in columns:
+            raise ValueError(f"{what} {given!r} is not a column of the problems; found {sorted(columns)}")
+        return given
+    found = next((f for f in candidates if f in columns), None)
+    if found is None:
+        raise ValueError(f"problems need a {what} (one of {candidates}, or name it); found {sorted(columns)}")
+    return found
+
+
 def load_problems(
     source: str | Dataset,
     split: str = "train",
     limit: int | None = None,
     template: str = _INSTRUCTION,
     config: str | None = None,
+    prompt_column: str | None = None,
+    answer_column: str | None = None,
 ) -> Dataset:
-    """Problems with `prompt` (the problem in `template`) and `gold` (the reference final answer).
+    """Problems with `prompt` (the problem in `template`, or a conversation) and `gold` (the reference final answer).
 
     Field layouts recognised: MATH / MATH-500 (`problem`, `answer` or `solution` with a `\\boxed{}` answer), GSM8K
-    (`question`, `answer` ending in `#### n`), and rows that already have `prompt` / `gold`. Other columns, the
-    source answer column included, are kept.
+    (`question`, `answer` ending in `#### n`), and rows that already have `prompt` / `gold`; `prompt_column` and
+    `answer_column` name other columns. Other columns, the source answer column included, are kept.
 
-    `config` is the Hub dataset's configuration (for example `"main"` for `openai/gsm8k`).
+    Prompts: a string in a `prompt` column is used as it is, a string in any other column is put into `template`
+    (its `{problem}`). A conversational prompt (TRL's format: a list of `{"role", "content"}` messages) is kept as
+    messages, for the stages to render through the policy's chat template (`use_chat_template`); RL hands them to
+    TRL as they are.
+
+    Answers: a `gold` column is used as it is; any other column gives the last `\\boxed{}` or `#### n` it holds,
+    else its text (a `solution` column must hold one); numbers become their text.
+
+    Args:
+        source: a Hub id, a local `.json`/`.jsonl`/`.parquet`/`.csv` file, or a `Dataset`.
+        split: the split to read from a Hub dataset.
+        limit: keep the first `limit` rows.
+        template: how a problem string becomes a prompt.
+        config: the Hub dataset's configuration (for example `"main"` for `openai/gsm8k`).
+        prompt_column: the column holding the problem or conversation (default: the first of `prompt`, `problem`,
+            `question`).
+        answer_column: the column holding the reference answer (default: the first of `gold`, `answer`,
+            `solution`).
 
     Raises:
-        ValueError: naming the first row without a usable problem or answer.
+        ValueError: naming a missing column, or the first row without a usable problem or answer (row, field,
+            value).
+
+    Example:
+        >>> from datasets import Dataset
+        >>> rows = [{"query": [{"role": "user", "content": "1+1?"}], "final": 2}]
+        >>> load_problems(Dataset.from_list(rows), prompt_column="query", answer_column="final")[0]
+        {'final': 2, 'prompt': [{'role': 'user', 'content': '1+1?'}], 'gold': '2'}
     """
     data = source if isinstance(source, Dataset) else _read(source, split, config)
     if limit is not None:
         data = data.select(range(min(limit, len(data))))
     columns = set(data.column_names)
-    prompt_field = next((f for f in _PROMPT_FIELDS if f in columns), None)
-    gold_field = next((f for f in _GOLD_FIELDS if f in columns), None)
-    if prompt_field is None or gold_field is None:
-        raise ValueError(f"problems need one of {_PROMPT_FIELDS} and one of {_GOLD_FIELDS}; found {sorted(columns)}")
+    prompt_field = _column(columns, prompt_column, _PROMPT_FIELDS, "prompt column")
+    gold_field = _column(columns, answer_column, _GOLD_FIELDS, "answer column")
 
     def convert(row, idx):
         problem, answer = row[prompt_field], row[gold_field]
-        if not isinstance(problem, str) or not problem.strip():
-            raise ValueError(f"row {idx}: field {prompt_field!r} is empty or not a string")
-        gold = answer if gold_field == "gold" else extract_answer(answer) if isinstance(answer, str) else None
-        if gold_field == "answer" and isinstance(answer, str) and "####" not in answer:
-            gold = answer  # MATH-style: the answer field is the answer itself
+        if isinstance(problem, list):
+            prompt = _check_messages(problem, idx, prompt_field)
+        elif not isinstance(problem, str) or not problem.strip():
+            raise ValueError(
+                f"row {idx}: field {prompt_field!r} must be a non-empty string or a list of chat messages, "
+                f"got {problem!r:.80}"
+            )
+        else:
+            prompt = problem if prompt_field == "prompt" else template.format(problem=problem)
+        if isinstance(answer, (int, float)) and not isinstance(answer, bool):
+            answer = str(answer)
+        if not isinstance(answer, str) or gold_field == "gold":
+            gold = answer
+        elif gold_field == "solution":
+            gold = extract_answer(answer)
+        else:  # an answer column: the marked answer if it marks one (GSM8K's `#### n`), else the answer itself
+            gold = extract_answer(answer) or answer
         if not isinstance(gold, str) or not gold.strip():
             raise ValueError(f"row {idx}: no final answer found in field {gold_field!r}: {answer!r:.80}")
-        prompt = problem if prompt_field == "prompt" else template.format(problem=problem)
         return {"prompt": prompt, "gold": gold.strip()}
 
     # The source answer column stays (GSM8K's holds the reference solution that SFT trains on).
     drop = [prompt_field] if prompt_field != "prompt" else []
     return data.map(convert, with_indices=True, remove_columns=drop)
+
+
+def is_conversational(problems: Dataset, column: str = "prompt") -> bool:
+    """Whether `problems`' prompts are chat messages (a list of `{"role", "content"}`), not text.
+
+    Example:
+        >>> from datasets import Dataset
+        >>> is_conversational(Dataset.from_list([{"prompt": [{"role": "user", "content": "1+1?"}]}]))
+        True
+    """
+    return len(problems) > 0 and column in problems.column_names and isinstance(problems[0][column], list)

@@ -19,6 +19,7 @@ from transformers import AutoModelForTokenClassification, PreTrainedModel
 
 from .distributed import Lockstep
 from .steps import StepFormat, tokenize_trace
+from .tokenization import without_added_bos
 from .values import effective_reward, prover_advantages
 
 __all__ = [
@@ -288,10 +289,23 @@ def check_finite_weights(model: torch.nn.Module, where: str) -> None:
 
 
 def render_prompt(tokenizer, prompt: Prompt) -> str:
-    """Prompt text: strings pass through; chat messages go through the tokenizer's chat template."""
+    """Prompt text for `tokenize_trace` (which adds the tokenizer's special tokens): strings pass through, chat
+    messages go through the tokenizer's chat template, and a leading BOS that the tokenizer would add again is left
+    out (templates in the style of Llama, Gemma and Mistral write it; stages that rendered them already pass the
+    rendered text), so the verifier reads one BOS, as the policy does.
+
+    Example:
+        >>> from trl_pav.testing import char_tokenizer
+        >>> tok = char_tokenizer()
+        >>> tok.chat_template = "{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}"
+        >>> render_prompt(tok, [{"role": "user", "content": "1+1?"}]), render_prompt(tok, "<s>1+1?")
+        ('1+1?', '1+1?')
+    """
     if isinstance(prompt, str):
-        return prompt
-    return tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)
+        return without_added_bos(tokenizer, prompt)
+    return without_added_bos(
+        tokenizer, tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)
+    )
 
 
 def disable_dropout(model: torch.nn.Module) -> None:

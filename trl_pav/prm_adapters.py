@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 import torch
 
 from .steps import StepFormat
+from .tokenization import prompt_token_ids
 
 __all__ = [
     "MathShepherdPRM",
@@ -41,6 +42,7 @@ __all__ = [
     "convention_of",
     "load_public_prm",
     "load_step_scorer",
+    "question_text",
 ]
 
 Prompt = str | list[dict[str, str]]
@@ -207,6 +209,43 @@ def _load_prm_tokenizer(model_name_or_path: str | os.PathLike, hub: dict[str, An
     return AutoTokenizer.from_pretrained(str(model_name_or_path), **hub)
 
 
+def _check_messages(prompt: Prompt, who: str) -> list[dict[str, str]]:
+    """`prompt` as a list of `{"role", "content"}` messages (a TRL conversational prompt), checked."""
+    if isinstance(prompt, dict) or not isinstance(prompt, Sequence) or not prompt:
+        raise TypeError(f"{who}: a prompt must be a string or a non-empty list of chat messages, got {prompt!r:.80}")
+    for k, message in enumerate(prompt):
+        if not (isinstance(message, dict) and isinstance(message.get("role"), str)):
+            raise TypeError(f"{who}: prompt message {k} must be a dict with a 'role', got {message!r:.80}")
+        if not isinstance(message.get("content"), str):
+            raise TypeError(
+                f"{who}: prompt message {k} ({message['role']}) must have string 'content', got "
+                f"{message.get('content')!r:.80}"
+            )
+    return [dict(m) for m in prompt]
+
+
+def question_text(prompt: Prompt, who: str = "prompt") -> str:
+    """The question of a prompt for PRMs that read plain text: a string as is, the content of the last user message
+    of a chat prompt (what RL with a chat template and conversational datasets pass).
+
+    Raises:
+        TypeError: if `prompt` is neither a string nor a list of `{"role", "content"}` messages.
+        ValueError: if a chat prompt has no user message.
+
+    Example:
+        >>> question_text([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "1+1?"}])
+        '1+1?'
+    """
+    if isinstance(prompt, str):
+        return prompt
+    users = [m["content"] for m in _check_messages(prompt, who) if m["role"] == "user"]
+    if not users:
+        raise ValueError(
+            f"{who}: a chat prompt needs a user message (the question), got roles {[m['role'] for m in prompt]}"
+        )
+    return users[-1]
+
+
 def _token_id(tokenizer, text: str, what: str) -> int:
     ids = tokenizer.encode(text, add_special_tokens=False)
     if not ids:
@@ -221,7 +260,8 @@ class QwenMathPRM(PublicPRM):
     dtype=torch.bfloat16)`.
 
     Args:
-        system_prompt: system turn used when a prompt is a plain string (Qwen's default for math).
+        system_prompt: system turn put before a prompt that has none (Qwen's default for math): a plain string and
+            a chat prompt of one user message read the same.
         step_token: the separator token.
         (others: see `PublicPRM`)
 
@@ -254,14 +294,17 @@ class QwenMathPRM(PublicPRM):
 
     def _encode(self, prompt: Prompt, steps: Sequence[str]) -> tuple[list[int], list[int]]:
         if isinstance(prompt, str):
-            messages = [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": prompt}]
+            messages = [{"role": "user", "content": prompt}]
         else:
-            messages = list(prompt)
+            messages = _check_messages(prompt, "QwenMathPRM")
+        if messages[0]["role"] != "system":  # the PRM was trained with its system turn; a chat prompt may bring its own
+            messages = [{"role": "system", "content": self.system_prompt}, *messages]
         answer = self.step_token.join(steps) + self.step_token
         text = self.tokenizer.apply_chat_template(
             [*messages, {"role": "assistant", "content": answer}], tokenize=False, add_generation_prompt=False
         )
-        ids = self.tokenizer.encode(text)
+        # The model card encodes with special tokens (Qwen's add none); a template that writes BOS gets no second.
+        ids = prompt_token_ids(self.tokenizer, text)
         return ids, [t for t, i in enumerate(ids) if i == self.step_token_id]
 
     def _step_probs(self, read_logits: torch.Tensor) -> torch.Tensor:
@@ -313,9 +356,8 @@ class MathShepherdPRM(PublicPRM):
         ]
 
     def render(self, prompt: Prompt, steps: Sequence[str]) -> str:
-        """The PRM's input text."""
-        if not isinstance(prompt, str):
-            raise TypeError("MathShepherdPRM reads plain-text questions; render chat prompts to a string first")
+        """The PRM's input text (a chat prompt contributes its last user message, the question)."""
+        prompt = question_text(prompt, "MathShepherdPRM")
         lines = []
         for h, step in enumerate(steps):
             step = step.strip()
@@ -325,7 +367,7 @@ class MathShepherdPRM(PublicPRM):
         return f"{prompt} " + "\n".join(lines)
 
     def _encode(self, prompt: Prompt, steps: Sequence[str]) -> tuple[list[int], list[int]]:
-        ids = self.tokenizer.encode(self.render(prompt, steps))
+        ids = prompt_token_ids(self.tokenizer, self.render(prompt, steps))  # with BOS, as the model card encodes
         return ids, [t for t, i in enumerate(ids) if i == self.step_tag_id]
 
     def _step_probs(self, read_logits: torch.Tensor) -> torch.Tensor:
@@ -372,9 +414,9 @@ class RLHFlowPRM(PublicPRM):
         ]
 
     def conversation(self, prompt: Prompt, steps: Sequence[str]) -> list[dict[str, str]]:
-        """The chat the PRM reads: (question + step 1, +), (step 2, +), ..."""
-        if not isinstance(prompt, str):
-            raise TypeError("RLHFlowPRM reads plain-text questions; render chat prompts to a string first")
+        """The chat the PRM reads: (question + step 1, +), (step 2, +), ...; a chat prompt contributes its last user
+        message (the question)."""
+        prompt = question_text(prompt, "RLHFlowPRM")
         turns = []
         for h, step in enumerate(steps):
             turns.append({"role": "user", "content": f"{prompt} {step}" if h == 0 else step})

@@ -9,6 +9,7 @@ import torch
 from transformers import GenerationConfig, LogitsProcessor, PreTrainedModel, StoppingCriteria
 
 from ..steps import StepFormat
+from ..tokenization import prompt_token_ids
 from .base import Generation, GenerationRequest, continue_trace, gumbel_noise, weights_hash
 
 __all__ = ["HFPolicy"]
@@ -100,6 +101,11 @@ class HFPolicy:
             same length budget.
         max_step_tokens: token limit for a single step (within what is left of `max_new_tokens`).
         batch_size: rows per `generate` call.
+        rendered_prompts: how prompt text becomes token ids (`trl_pav.tokenization.prompt_token_ids`). `True`: the
+            prompts were rendered by a chat template, which wrote every special token, so none is added (TRL's rule:
+            the ids equal what its trainers feed the model for the same messages). `False`: plain prompts, the
+            tokenizer's special tokens are added. `None` (default): plain, except that a prompt whose text already
+            starts with BOS does not get a second one.
 
     Example:
         >>> from trl_pav.testing import char_tokenizer, tiny_causal_lm
@@ -121,6 +127,7 @@ class HFPolicy:
         max_new_tokens: int = 256,
         max_step_tokens: int = 64,
         batch_size: int = 64,
+        rendered_prompts: bool | None = None,
     ):
         if tokenizer.pad_token_id is None:
             raise ValueError("HFPolicy: the tokenizer has no pad token; set tokenizer.pad_token first")
@@ -131,6 +138,7 @@ class HFPolicy:
         self.name = name or getattr(model, "name_or_path", None) or type(model).__name__
         self.temperature, self.batch_size = temperature, batch_size
         self.max_new_tokens, self.max_step_tokens = max_new_tokens, max_step_tokens
+        self.rendered_prompts = rendered_prompts
         self.eos_token_ids = _end_tokens(model, tokenizer)
         vocab = [tokenizer.decode([i]) for i in range(len(tokenizer))]
         last_char = self.step_format.separator[-1]
@@ -154,14 +162,16 @@ class HFPolicy:
         }
         if self.eos_token_ids != [self.tokenizer.eos_token_id]:  # only then: earlier fingerprints stay valid
             out["end_tokens"] = list(self.eos_token_ids)
+        if self.rendered_prompts is not None:  # likewise: the default leaves plain prompts' ids as they were
+            out["rendered_prompts"] = self.rendered_prompts
         return out
 
     @torch.inference_mode()
     def generate(self, requests: Sequence[GenerationRequest], stop_at_step: bool = False) -> list[Generation]:
         """One continuation per request (see `Policy.generate`)."""
         texts = [continue_trace(r.prompt, r.steps, self.step_format) for r in requests]
-        encoded = [self.tokenizer(t)["input_ids"] for t in texts]
-        prompt_tokens = {p: len(self.tokenizer(p)["input_ids"]) for p in {r.prompt for r in requests if r.steps}}
+        encoded = [self._token_ids(t) for t in texts]
+        prompt_tokens = {p: len(self._token_ids(p)) for p in {r.prompt for r in requests if r.steps}}
         limits = []
         for r, ids in zip(requests, encoded):
             left = self.max_new_tokens - (len(ids) - prompt_tokens[r.prompt] if r.steps else 0)
@@ -179,6 +189,10 @@ class HFPolicy:
             for i, gen in zip(chunk, batch):
                 out[i] = gen
         return out  # type: ignore[return-value]
+
+    def _token_ids(self, text: str) -> list[int]:
+        """The ids the model sees for a prompt (and steps): a chat template's own BOS is never doubled."""
+        return prompt_token_ids(self.tokenizer, text, self.rendered_prompts)
 
     def _generate_batch(
         self, ids: list[list[int]], seeds: list[int], stop_at_step: bool, limits: list[int]

@@ -77,7 +77,11 @@ def main(script_args: RLScriptArguments, training_args, model_args) -> dict:
     check_model_source(model_args.model_name_or_path, "rl: model_name_or_path")
     check_model_source(training_args.verifier_model_name_or_path, "rl: verifier_model_name_or_path")
     problems, grader, _ = load_stage_problems(script_args, script_args.dataset_train_split)
-    validate_problems(problems, needs_gold=getattr(grader, "needs_gold", True))  # before loading any model
+    # Before loading any model; a conversational prompt is checked as the text its chat template renders.
+    rendered = problems
+    if script_args.use_chat_template:
+        rendered = chat_prompts(problems, load_tokenizer(model_args.model_name_or_path))
+    validate_problems(rendered, needs_gold=getattr(grader, "needs_gold", True))
     if script_args.use_chat_template:
         problems = chat_prompts(problems)  # conversational: TRL renders the policy's template, the verifier its own
     training_args.model_init_kwargs = {**model_init_kwargs(model_args), **(training_args.model_init_kwargs or {})}

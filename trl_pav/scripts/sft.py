@@ -7,7 +7,14 @@ from dataclasses import dataclass, field
 
 from .common import GenerationArguments, ProblemArguments, StepArguments
 
-__all__ = ["SFTScriptArguments", "main", "make_parser", "rejection_sample", "solution_completion"]
+__all__ = [
+    "SFTScriptArguments",
+    "conversational_row",
+    "main",
+    "make_parser",
+    "rejection_sample",
+    "solution_completion",
+]
 
 _GSM8K_ANSWER = re.compile(r"####\s*(.+?)\s*$", re.DOTALL)
 
@@ -16,6 +23,9 @@ _GSM8K_ANSWER = re.compile(r"####\s*(.+?)\s*$", re.DOTALL)
 class SFTScriptArguments(ProblemArguments, GenerationArguments, StepArguments):
     """Arguments of the SFT recipe, besides TRL's `SFTConfig` and `ModelConfig`; `separator` (`StepArguments`) is
     the step format of the reference solutions and of rejection samples.
+
+    With `use_chat_template`, rows are TRL conversational prompt/completion pairs (the prompt a user turn, the
+    completion the assistant's), so the prompt is tokenized as every other stage renders it.
 
     Args:
         from_scratch (`bool`, defaults to `False`):
@@ -76,6 +86,20 @@ def solution_completion(row: dict, index: int, separator: str = "\n") -> str:
         raise ValueError(f"row {index}: {err}") from err
 
 
+def conversational_row(row: dict) -> dict:
+    """A prompt/completion row in TRL's conversational form: the prompt as user message(s) (kept if it already is a
+    list of messages), the completion as the assistant's turn. `SFTTrainer` then tokenizes the prompt exactly as
+    labeling, search and RL render it (the chat template with a generation prompt, no special tokens added).
+
+    Example:
+        >>> conversational_row({"prompt": "1+1?", "completion": "1+1=2"})
+        {'prompt': [{'role': 'user', 'content': '1+1?'}], 'completion': [{'role': 'assistant', 'content': '1+1=2'}]}
+    """
+    prompt = row["prompt"]
+    messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+    return {"prompt": messages, "completion": [{"role": "assistant", "content": row["completion"]}]}
+
+
 def rejection_sample(policy, problems, grader, samples_per_problem: int, seed: int) -> list[dict]:
     """This process's share of distinct correct `(prompt, completion)` rows; processes split the problems."""
     from accelerate.utils import gather_object
@@ -104,10 +128,14 @@ def main(script_args: SFTScriptArguments, training_args, model_args) -> dict:
 
     from ..tasks import DEFAULT_POLICY, ArithmeticTask, get_task, tiny_policy_model
     from ..tokenization import load_tokenizer
-    from .common import check_model_source, end_trackers, load_stage_policy, load_stage_problems, model_init_kwargs
-
-    if script_args.use_chat_template:
-        raise ValueError("sft: use_chat_template is not supported here yet (labeling, search and RL support it)")
+    from .common import (
+        chat_prompts,
+        check_model_source,
+        end_trackers,
+        load_stage_policy,
+        load_stage_problems,
+        model_init_kwargs,
+    )
 
     if script_args.from_scratch == bool(model_args.model_name_or_path):
         raise ValueError("sft: give exactly one of model_name_or_path and from_scratch")
@@ -115,6 +143,12 @@ def main(script_args: SFTScriptArguments, training_args, model_args) -> dict:
     if script_args.from_scratch and script_args.task is None:
         raise ValueError("sft: from_scratch needs a synthetic task (its character tokenizer)")
     task = get_task(script_args.task) if script_args.task else None
+    tokenizer = task.tokenizer() if script_args.from_scratch else load_tokenizer(model_args.model_name_or_path)
+    chat = script_args.use_chat_template
+    if chat and not getattr(tokenizer, "chat_template", None):
+        raise ValueError(
+            "sft: use_chat_template, but the model's tokenizer has no chat template: drop use_chat_template"
+        )
     if script_args.rejection_sampling:
         if script_args.from_scratch:
             raise ValueError("sft: rejection_sampling samples from model_name_or_path; it cannot start from scratch")
@@ -124,7 +158,14 @@ def main(script_args: SFTScriptArguments, training_args, model_args) -> dict:
         policy = load_stage_policy(
             model_args.model_name_or_path, model_args, script_args, step_format, script_args.max_step_tokens
         )
+        messages = {}
+        if chat:  # the policy samples from the rendered prompts, as labeling and search will
+            rendered = chat_prompts(problems, tokenizer)
+            messages = dict(zip(rendered["prompt"], chat_prompts(problems)["prompt"]))
+            problems = rendered
         rows = rejection_sample(policy, problems, grader, script_args.samples_per_problem, script_args.sampling_seed)
+        if chat:
+            rows = [{**row, "prompt": messages[row["prompt"]]} for row in rows]
         del policy
         if not rows:
             raise ValueError(
@@ -155,12 +196,12 @@ def main(script_args: SFTScriptArguments, training_args, model_args) -> dict:
                 "completion": [solution_completion(r, i, sep) for i, r in enumerate(problems.to_list())],
             }
         )
+    if chat:
+        train = train.map(conversational_row, remove_columns=["prompt", "completion"])
     if script_args.from_scratch:
-        tokenizer = task.tokenizer()
         model = tiny_policy_model(tokenizer, DEFAULT_POLICY[task.name])
     else:
         model = model_args.model_name_or_path
-        tokenizer = load_tokenizer(model)
         training_args.model_init_kwargs = {**model_init_kwargs(model_args), **(training_args.model_init_kwargs or {})}
     trainer = SFTTrainer(
         model=model,
