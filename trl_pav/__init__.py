@@ -44,7 +44,7 @@ from .step_eval import (
     validate_step_errors,
 )
 from .steps import StepFormat, TokenizedTrace, token_positions, tokenize_trace
-from .tokenization import build_char_tokenizer, load_tokenizer
+from .tokenization import build_char_tokenizer, load_tokenizer, prompt_token_ids
 from .trainers import PAVRewardConfig, PAVRewardTrainer
 from .values import (
     best_of_k,
@@ -132,6 +132,7 @@ __all__ = [
     "load_tokenizer",
     "pav_model_card",
     "ppo_reward_stream",
+    "prompt_token_ids",
     "prover_advantages",
     "prover_alignment",
     "prover_values",
