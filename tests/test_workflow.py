@@ -245,3 +245,60 @@ def test_yaml_report_to_list_is_read(tmp_path):
         yaml.safe_dump({"model_name_or_path": "p", "task": "arithmetic", "report_to": ["recording_test"]})
     )
     assert tracker_names(parse(search_eval, ["--config", str(tmp_path / "s.yaml")])[0].report_to) == ["recording_test"]
+
+
+# ---- the recipes from the installed package: `accelerate launch -m trl_pav.cli`, shipped configs ---------------------
+def test_shipped_configs_are_the_recipes_configs(capsys):
+    from trl_pav.cli import shipped_configs
+
+    configs = shipped_configs()
+    in_repo = {p.stem: p for p in (ROOT / "recipes" / "accelerate_configs").glob("*.yaml")}
+    in_repo |= {f"{p.parent.name}/{p.stem}": p for p in (ROOT / "recipes" / "configs").glob("*/*.yaml")}
+    assert set(configs) == set(in_repo) and {"zero3", "cpu_2proc", "math_1.5b/train_pav"} <= set(configs)
+    assert all(Path(configs[k]).read_text() == in_repo[k].read_text() for k in configs)
+    main(["configs", "zero3"])
+    assert capsys.readouterr().out.strip() == configs["zero3"]
+    main(["configs"])
+    assert json.loads(capsys.readouterr().out) == configs
+    with pytest.raises(SystemExit, match=r"unknown config 'zero4'; shipped: .*zero3"):
+        main(["configs", "zero4"])
+
+
+def test_accelerate_launch_module_cli_runs_a_stage_on_two_processes(tmp_path, tiny_policy, capsys):
+    """`accelerate launch --config_file <shipped config> -m trl_pav.cli search --prm ...`: two CPU processes give the
+    one-process results (the same code path the recipes run), and one JSON summary comes out."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from trl_pav.cli import shipped_configs
+    from trl_pav.testing import tiny_public_prm
+
+    prm_model, prm_tok = tiny_public_prm("rlhflow", seed=2)
+    prm_model.save_pretrained(tmp_path / "RLHFlow-tiny")
+    prm_tok.save_pretrained(tmp_path / "RLHFlow-tiny")
+    argv = ["search", "--model_name_or_path", str(tiny_policy), "--prm", str(tmp_path / "RLHFlow-tiny"), "--task",
+            "arithmetic", "--num_problems", "2", "--budgets", "3", "--max_depth", "2", "--max_new_tokens", "12",
+            "--max_step_tokens", "6", "--truncated_step", "keep"]  # fmt: skip
+    argv += ["--methods", "pav_beam", "orm_bon", "majority"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", shipped_configs()["cpu_2proc"]]
+    cmd += ["--main_process_port", port, "-m", "trl_pav.cli", *argv, "--output_dir", str(tmp_path / "two")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summaries = [line for line in proc.stdout.splitlines() if line.startswith('{"')]
+    assert len(summaries) == 1  # the main process only
+    main([*argv, "--output_dir", str(tmp_path / "one")])
+    one = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert json.loads(summaries[0])["best_accuracy"] == one["best_accuracy"]
+    r2 = json.loads((tmp_path / "two" / "results.json").read_text())
+    r1 = json.loads((tmp_path / "one" / "results.json").read_text())
+    for method, records in r1["methods"].items():
+        for a, b in zip(records, r2["methods"][method]):
+            keys = ("correct", "generated_tokens", "verifier_tokens")
+            assert [a[k] for k in keys] == [b[k] for k in keys]
+    assert r2["methods"]["pav_beam"][0]["verifier_tokens"] > 0  # the PRM scored the beams

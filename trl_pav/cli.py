@@ -1,6 +1,8 @@
 """`trl-pav` command line: one subcommand per pipeline stage, each parsed TRL-style (dataclasses, `--config x.yaml`).
 
-The stage commands run the same code as `recipes/*.py` (`trl_pav.scripts`), with the same arguments.
+The stage commands run the same code as `recipes/*.py` (`trl_pav.scripts`), with the same arguments, from the
+installed package: `accelerate launch --config_file $(trl-pav configs zero3) -m trl_pav.cli rl --config ...` is the
+RL recipe on ZeRO-3 (`trl-pav configs` lists the accelerate and stage configs that ship with the package).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 
-__all__ = ["DemoArguments", "TrainPolicyArguments", "main", "one_line", "train_policy_pools"]
+__all__ = ["DemoArguments", "TrainPolicyArguments", "main", "one_line", "shipped_configs", "train_policy_pools"]
 
 
 @dataclass
@@ -130,6 +132,36 @@ def _eval_steps(argv: list[str]) -> dict:
         raise SystemExit(f"trl-pav eval-steps: {err}") from err
 
 
+def shipped_configs() -> dict[str, str]:
+    """The config files that ship with trl_pav (the recipes' own, package data), name to path: accelerate configs by
+    name (`"zero3"`, `"cpu_2proc"`, ...) and stage configs as `"<set>/<stage>"` (`"math_1.5b/label"`, ...).
+
+    Example:
+        >>> configs = shipped_configs()
+        >>> "zero3" in configs and "math_1.5b/train_pav" in configs and configs["zero3"].endswith("zero3.yaml")
+        True
+    """
+    from importlib.resources import files
+
+    root = files("trl_pav") / "recipes"
+    found = {p.name[: -len(".yaml")]: p for p in (root / "accelerate_configs").iterdir()}
+    for folder in (root / "configs").iterdir():
+        found.update({f"{folder.name}/{p.name[: -len('.yaml')]}": p for p in folder.iterdir()})
+    return {name: str(path) for name, path in sorted(found.items()) if path.name.endswith(".yaml")}
+
+
+def _configs(argv: list[str]) -> dict | None:
+    """`trl-pav configs`: every shipped config and its path (JSON); `trl-pav configs NAME`: that path alone, for
+    `accelerate launch --config_file $(trl-pav configs zero3) -m trl_pav.cli rl --config ...`."""
+    configs = shipped_configs()
+    if not argv:
+        return configs
+    if len(argv) > 1 or argv[0] not in configs:
+        raise ValueError(f"configs: unknown config {' '.join(argv)!r}; shipped: {', '.join(configs)}")
+    print(configs[argv[0]])
+    return None
+
+
 COMMANDS = {
     "train-policy": _train_policy,
     "sft": _stage("sft"),
@@ -140,6 +172,7 @@ COMMANDS = {
     "search": _stage("search_eval"),
     "demo": _demo,
     "eval-steps": _eval_steps,
+    "configs": _configs,
 }
 
 
