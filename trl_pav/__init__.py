@@ -12,7 +12,7 @@ Example:
 from .data import REQUIRED_COLUMNS, TARGETS, StepwiseDataError, from_math_shepherd, from_trl_stepwise, validate_stepwise
 from .datasets_io import load_problems
 from .distributed import Lockstep
-from .generation import Generation, GenerationRequest, HFPolicy, Policy
+from .generation import Generation, GenerationGroup, GenerationRequest, HFPolicy, Policy
 from .grading import (
     ExactMatchGrader,
     Grader,
@@ -74,6 +74,7 @@ __all__ = [
     "TARGETS",
     "ExactMatchGrader",
     "Generation",
+    "GenerationGroup",
     "GenerationRequest",
     "Grader",
     "GradingWorkerError",

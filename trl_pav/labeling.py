@@ -8,6 +8,17 @@ All work of a shard of problems is batched together: seed traces, root rollouts,
 every trace (one round for `strategy="all"`, a few for the first-pit binary search). Every rollout's seed is derived
 from (run seed, problem, prefix text, rollout index), so identical prefixes of different seed traces share their
 rollouts, and results do not depend on batching, shard order, resumption or the number of processes.
+
+The rollouts of one prefix are asked for as ONE request group (`GenerationGroup`, `n` samples under the group seed
+`mix_seed(run seed, problem, stage, prefix id)`): vLLM answers it with one `SamplingParams(n=n, seed=...)` request
+(one prefill), and every other policy gets `n` single requests seeded `member_seed(group seed, r)`, which is exactly
+the per-rollout seed `mix_seed(run seed, problem, stage, prefix id, r)` of earlier versions, so their labels are
+unchanged. A group extending a prefix's rollouts (pit confirmation) starts at `first = rollouts so far`. The seed traces
+of a problem are one group too.
+
+Grading overlaps generation: a finished chunk of rollouts (one batch of the policy's `batch_size`) is graded in a
+background thread while the next chunk generates, and root rollouts are graded while the prefix probes run. Grades are
+collected in request order, so the results are those of serial grading.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ import shutil
 import time
 import zlib
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -29,7 +41,15 @@ from datasets import Dataset, load_from_disk
 
 from .data import validate_stepwise
 from .distributed import process_state
-from .generation.base import Generation, GenerationRequest, Policy, describe, mix_seed, policy_fingerprint
+from .generation.base import (
+    Generation,
+    GenerationGroup,
+    Policy,
+    describe,
+    generate_groups,
+    mix_seed,
+    policy_fingerprint,
+)
 from .grading import Grader, grade_batch
 from .values import best_of_k, best_of_k_unbiased
 
@@ -84,6 +104,9 @@ class MCLabelConfig:
         prompt_column (`str`, defaults to `"prompt"`): column of the problems holding the rendered prompt.
         gold_column (`str`, defaults to `"gold"`): column holding the gold answer.
         show_progress (`bool`, defaults to `True`): show a progress bar with rollouts per second.
+        grade_in_background (`bool`, defaults to `True`):
+            Grade finished rollouts in a background thread while the next batch generates (results are the same
+            either way). Turn it off for a grader that must run in the main thread (one using `signal.alarm`).
     """
 
     n_cov: int = field(default=4, metadata={"help": "Seed traces sampled from the base policy per problem."})
@@ -107,6 +130,9 @@ class MCLabelConfig:
     prompt_column: str = field(default="prompt", metadata={"help": "Column holding the rendered prompt."})
     gold_column: str = field(default="gold", metadata={"help": "Column holding the gold answer."})
     show_progress: bool = field(default=True, metadata={"help": "Show a progress bar with rollouts per second."})
+    grade_in_background: bool = field(
+        default=True, metadata={"help": "Grade finished rollouts in a thread while the next batch generates."}
+    )
 
     def __post_init__(self) -> None:
         if self.n_cov < 1:
@@ -299,6 +325,50 @@ class _Trace:
         return self.hi - 1
 
 
+class _Grading:
+    """Grades batches in one background thread (or at once, when `background` is off), in submission order."""
+
+    def __init__(self, grader: Grader, background: bool = True):
+        self.grader = grader
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mc-grading") if background else None
+
+    def submit(self, completions: list[str], golds: list[str]) -> Future:
+        if self._pool is not None:
+            return self._pool.submit(grade_batch, self.grader, completions, golds)
+        future: Future = Future()
+        future.set_result(grade_batch(self.grader, completions, golds))
+        return future
+
+    def __enter__(self) -> _Grading:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            # On an error, queued batches are dropped; the one being graded finishes before the error goes on.
+            self._pool.shutdown(wait=True, cancel_futures=exc[0] is not None)
+
+
+class _Grades:
+    """The grades of one group: a slice of its chunk's grading."""
+
+    def __init__(self, future: Future, start: int, stop: int):
+        self.future, self.start, self.stop = future, start, stop
+
+    def result(self) -> list[float]:
+        return self.future.result()[self.start : self.stop]
+
+
+class _Count:
+    """`(successes, rollouts)` of one group, once graded."""
+
+    def __init__(self, grades: _Grades):
+        self.grades = grades
+
+    def result(self) -> tuple[int, int]:
+        values = self.grades.result()
+        return int(sum(values)), len(values)
+
+
 class MCLabeler:
     """Labels seed traces of a base policy with Monte-Carlo success estimates.
 
@@ -356,32 +426,23 @@ class MCLabeler:
         cfg = self.config
         return validate_problems(problems, cfg.prompt_column, cfg.gold_column, getattr(self.grader, "needs_gold", True))
 
-    def _generate(self, policy: Policy, requests: list[GenerationRequest]) -> list[Generation]:
-        if not requests:
-            return []
-        out = policy.generate(requests)
-        if out is None or len(out) != len(requests) or not all(isinstance(g, Generation) for g in out):
-            got = "nothing" if not out else f"{len(out)} results of types {sorted({type(g).__name__ for g in out})}"
-            raise RuntimeError(f"policy {policy.name!r} returned {got} for {len(requests)} requests")
-        return out
-
     # ---- one shard -------------------------------------------------------------------------------------------------
-    def _grade(self, steps: Sequence[str], gold: str) -> float:
-        return float(self.grader.grade(self.step_format.separator.join(steps), gold))
-
     def _label_shard(self, rows: list[dict], indices: list[int], progress=None) -> dict:
+        with _Grading(self.grader, self.config.grade_in_background) as grading:
+            return self._label_shard_with(rows, indices, grading, progress)
+
+    def _label_shard_with(self, rows: list[dict], indices: list[int], grading: _Grading, progress=None) -> dict:
         cfg, seed = self.config, self.config.seed
         pc, gc = cfg.prompt_column, cfg.gold_column
         stats = {"rollouts": 0, "generated_tokens": 0, "seed_traces": 0, "empty_traces": 0, "prefix_cache_hits": 0}
         start = time.perf_counter()
-        # Seed traces from the base policy and root rollouts from the rollout policy, in one batch each.
-        seed_reqs = [
-            GenerationRequest(rows[i][pc], seed=mix_seed(seed, i, _SEED_STAGE, j))
-            for i in indices
-            for j in range(cfg.n_cov)
-        ]
-        seeds = self._generate(self.policy, seed_reqs)
-        root_values = self._estimate(rows, [((i, ()), 0, cfg.n_mc) for i in indices], stats, progress)
+        # Seed traces from the base policy (one group of n_cov per problem; trace j seeded mix_seed(seed, i, 0, j)),
+        # then root rollouts from the rollout policy, graded while the prefix probes run.
+        seed_groups = [GenerationGroup(rows[i][pc], (), mix_seed(seed, i, _SEED_STAGE), cfg.n_cov) for i in indices]
+        seed_gens, seed_grades = self._sample(self.policy, seed_groups, [rows[i][gc] for i in indices], grading)
+        root_counts = self._estimate(rows, [((i, ()), 0, cfg.n_mc) for i in indices], stats, progress, grading)
+        seeds = [g for gens in seed_gens for g in gens]
+        outcomes = [v for grades in seed_grades for v in grades.result()]
         stats["generated_tokens"] += sum(g.num_tokens for g in seeds)
         stats["seed_traces"] += len(seeds)
         traces: list[_Trace] = []
@@ -392,7 +453,7 @@ class MCLabeler:
             if not steps:
                 stats["empty_traces"] += 1
                 continue
-            outcome = self._grade(gen.steps, rows[i][gc])
+            outcome = outcomes[k]
             traces.append(
                 _Trace(
                     i,
@@ -421,11 +482,14 @@ class MCLabeler:
                     todo[key] = max(todo.get(key, have), target)
             stats["prefix_cache_hits"] += len(wanted) - len(todo)
             jobs = [(key, cache.get(key, (0, 0))[1], target) for key, target in todo.items()]
-            for (key, _, _), (c, n) in zip(jobs, self._estimate(rows, jobs, stats, progress)):
+            counts = self._estimate(rows, jobs, stats, progress, grading)
+            for (key, _, _), count in zip(jobs, counts):
+                c, n = count.result()
                 old = cache.get(key, (0, 0))
                 cache[key] = (old[0] + c, old[1] + n)
             for t, h, _ in wanted:
                 t.counts[h] = cache[(t.problem, tuple(t.steps[:h]))]
+        root_values = {i: count.result() for i, count in zip(indices, root_counts)}
         out_rows = []
         for t in traces:
             labels, counts, successes = t.labels()
@@ -439,8 +503,8 @@ class MCLabeler:
                     "labels": labels,
                     "label_rollouts": counts,
                     "label_successes": successes,
-                    "root_value": root_values[indices.index(t.problem)][0] / cfg.n_mc,
-                    "root_successes": root_values[indices.index(t.problem)][0],
+                    "root_value": root_values[t.problem][0] / cfg.n_mc,
+                    "root_successes": root_values[t.problem][0],
                     "seed_outcome": t.outcome,
                     "seed_finished": t.finished,
                     "first_pit": t.first_pit(),
@@ -453,41 +517,76 @@ class MCLabeler:
         return {"shard": indices[0] // cfg.shard_size, "rows": out_rows, "stats": stats}
 
     def _estimate(
-        self, rows: list[dict], jobs: list[tuple[tuple[int, tuple[str, ...]], int, int]], stats: dict, progress
-    ) -> list[tuple[int, int]]:
-        """`(successes, rollouts)` of rollouts `start..stop-1` from each `((problem, prefix), start, stop)`.
+        self,
+        rows: list[dict],
+        jobs: list[tuple[tuple[int, tuple[str, ...]], int, int]],
+        stats: dict,
+        progress,
+        grading: _Grading,
+    ) -> list[_Count]:
+        """`(successes, rollouts)` of rollouts `start..stop-1` from each `((problem, prefix), start, stop)`, as
+        handles that wait for their grades.
 
-        Rollout r of a prefix always has the same seed, so extra rollouts (pit confirmation) extend the first ones.
+        Each job is one request group seeded by (run seed, problem, prefix); rollout r of a prefix always has the
+        same seed, so extra rollouts (pit confirmation, `start > 0`) extend the first ones.
         """
         cfg = self.config
-        reqs = []
-        for (i, prefix), first, stop in jobs:
-            prefix_id = zlib.crc32(self.step_format.separator.join(prefix).encode())
-            reqs += [
-                GenerationRequest(
-                    rows[i][cfg.prompt_column], prefix, mix_seed(cfg.seed, i, _PREFIX_STAGE, prefix_id, r)
-                )
-                for r in range(first, stop)
-            ]
-        gens = self._generate(self.rollout_policy, reqs)
-        stats["rollouts"] += len(gens)
-        stats["generated_tokens"] += sum(g.num_tokens for g in gens)
-        if progress is not None:
-            progress.update(len(gens))
-        # One batch for the grader: a bounded grader sends it to its worker in one round trip.
+        groups = [
+            GenerationGroup(
+                rows[i][cfg.prompt_column],
+                prefix,
+                mix_seed(cfg.seed, i, _PREFIX_STAGE, zlib.crc32(self.step_format.separator.join(prefix).encode())),
+                n=stop - first,
+                first=first,
+            )
+            for (i, prefix), first, stop in jobs
+        ]
+        gens, grades = self._sample(
+            self.rollout_policy, groups, [rows[i][cfg.gold_column] for (i, _), _, _ in jobs], grading, progress
+        )
+        stats["rollouts"] += sum(len(g) for g in gens)
+        stats["generated_tokens"] += sum(x.num_tokens for g in gens for x in g)
+        return [_Count(g) for g in grades]
+
+    def _sample(
+        self, policy: Policy, groups: list[GenerationGroup], golds: list[str], grading: _Grading, progress=None
+    ) -> tuple[list[list[Generation]], list[_Grades]]:
+        """Every group's generations, and a handle on each group's grades (its prefix and new steps joined, against
+        its gold answer).
+
+        Groups go to the policy in chunks of about one of its batches (`batch_size`, when it has one), the shortest
+        prefixes first; each chunk is queued for grading as soon as it is generated, so grading runs while the
+        next chunk generates. Samples have their own seeds, so the chunking changes no result.
+        """
         sep = self.step_format.separator
-        texts, golds = [], []
-        pos = 0
-        for (i, prefix), first, stop in jobs:
-            texts += [sep.join([*prefix, *g.steps]) for g in gens[pos : pos + stop - first]]
-            golds += [rows[i][cfg.gold_column]] * (stop - first)
-            pos += stop - first
-        grades = grade_batch(self.grader, texts, golds)
-        out, pos = [], 0
-        for _, first, stop in jobs:
-            out.append((int(sum(grades[pos : pos + stop - first])), stop - first))
-            pos += stop - first
-        return out
+        chunk_rows = getattr(policy, "batch_size", None)
+        if not isinstance(chunk_rows, int) or chunk_rows < 1:
+            chunk_rows = sum(g.n for g in groups)
+        order = sorted(range(len(groups)), key=lambda k: len(groups[k].prompt) + len(sep.join(groups[k].steps)))
+        gens: list[list[Generation]] = [[] for _ in groups]
+        grades: list[_Grades | None] = [None] * len(groups)
+        chunks: list[list[int]] = []
+        size = chunk_rows
+        for k in order:
+            if size >= chunk_rows:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(k)
+            size += groups[k].n
+        for chunk in chunks:
+            out = generate_groups(policy, [groups[k] for k in chunk])
+            texts, chunk_golds, spans = [], [], []
+            for k, samples in zip(chunk, out):
+                gens[k] = samples
+                spans.append((k, len(texts), len(texts) + len(samples)))
+                texts += [sep.join([*groups[k].steps, *g.steps]) for g in samples]
+                chunk_golds += [golds[k]] * len(samples)
+            future = grading.submit(texts, chunk_golds)
+            for k, a, b in spans:
+                grades[k] = _Grades(future, a, b)
+            if progress is not None:
+                progress.update(len(texts))
+        return gens, grades  # type: ignore[return-value]
 
     # ---- assembling and disk ---------------------------------------------------------------------------------------
     def _assemble(self, results: list[dict], seconds: float) -> tuple[Dataset, dict]:

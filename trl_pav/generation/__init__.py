@@ -2,11 +2,15 @@
 
 from .base import (
     Generation,
+    GenerationGroup,
     GenerationRequest,
+    GroupPolicy,
     Policy,
     continue_trace,
     describe,
+    generate_groups,
     gumbel_noise,
+    member_seed,
     mix_seed,
     policy_fingerprint,
     weights_hash,
@@ -15,12 +19,16 @@ from .hf import HFPolicy
 
 __all__ = [
     "Generation",
+    "GenerationGroup",
     "GenerationRequest",
+    "GroupPolicy",
     "HFPolicy",
     "Policy",
     "continue_trace",
     "describe",
+    "generate_groups",
     "gumbel_noise",
+    "member_seed",
     "mix_seed",
     "policy_fingerprint",
     "weights_hash",

@@ -2,6 +2,12 @@
 
 Every request carries its own seed, and backends draw each sample from that seed alone (not from a global random
 stream), so a result does not depend on how requests are batched, sharded, resumed or split across processes.
+
+A `GenerationGroup` asks for `n` samples continuing one prefix under one seed (the labeler's `n_mc` rollouts of a
+prefix). Sample r of a group depends on (group seed, r) alone. A policy with a `generate_groups` method (vLLM: one
+`SamplingParams(n=n, seed=seed)` request per group, one prefill) answers groups itself; every other policy is sent
+the group as `n` single requests seeded `member_seed(seed, r)` (`generate_groups` below), so procedural and HF
+policies need no change.
 """
 
 from __future__ import annotations
@@ -16,13 +22,17 @@ from ..steps import StepFormat
 
 __all__ = [
     "Generation",
+    "GenerationGroup",
     "GenerationRequest",
+    "GroupPolicy",
     "Policy",
     "continue_trace",
     "describe",
+    "generate_groups",
     "group_generations",
     "group_samples",
     "gumbel_noise",
+    "member_seed",
     "mix_seed",
     "policy_fingerprint",
     "sample_requests",
@@ -64,6 +74,49 @@ class Generation:
     truncated: bool = False
 
 
+@dataclass(frozen=True)
+class GenerationGroup:
+    """`n` samples continuing `prompt` + `steps`, all drawn under one seed.
+
+    Sample r (for r in `first .. first + n - 1`) depends on `(seed, r)` alone, so a later group with
+    `first = n` adds new samples to the first ones (pit confirmation) and results do not depend on how groups are
+    batched. How r is mixed into the seed is the backend's: `member_seed(seed, r)` when the group is sent as single
+    requests (`GenerationGroup.requests`), `seed + r` on vLLM (its convention for the children of
+    `SamplingParams(n, seed)`).
+
+    Attributes:
+        prompt: the rendered prompt text (a chat template already applied).
+        steps: the steps taken so far (possibly none).
+        seed: the seed of the group (an int in [0, 2**32)).
+        n: how many samples (>= 1).
+        first: index of the group's first sample.
+
+    Example:
+        >>> g = GenerationGroup("Q:1+1?\\n", seed=7, n=2)
+        >>> [r.seed for r in g.requests()] == [member_seed(7, 0), member_seed(7, 1)]
+        True
+    """
+
+    prompt: str
+    steps: tuple[str, ...] = ()
+    seed: int = 0
+    n: int = 1
+    first: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.n, int) or self.n < 1:
+            raise ValueError(f"GenerationGroup: n must be an int >= 1, got {self.n!r}")
+        if not isinstance(self.first, int) or self.first < 0:
+            raise ValueError(f"GenerationGroup: first must be an int >= 0, got {self.first!r}")
+
+    def requests(self) -> list[GenerationRequest]:
+        """The group as `n` single requests, sample r seeded `member_seed(seed, r)`."""
+        return [
+            GenerationRequest(self.prompt, tuple(self.steps), member_seed(self.seed, r))
+            for r in range(self.first, self.first + self.n)
+        ]
+
+
 @runtime_checkable
 class Policy(Protocol):
     """A policy that continues partial traces. HF models, vLLM engines and procedural task policies implement it."""
@@ -74,6 +127,58 @@ class Policy(Protocol):
     def generate(self, requests: Sequence[GenerationRequest], stop_at_step: bool = False) -> list[Generation]:
         """One continuation per request: the next step only (`stop_at_step=True`) or the rest of the trace."""
         ...
+
+
+@runtime_checkable
+class GroupPolicy(Policy, Protocol):
+    """A policy that samples a whole `GenerationGroup` as one request (shared prefill), e.g. `VLLMPolicy`."""
+
+    def generate_groups(self, groups: Sequence[GenerationGroup], stop_at_step: bool = False) -> list[list[Generation]]:
+        """`group.n` continuations per group, in sample order."""
+        ...
+
+
+def generate_groups(
+    policy: Policy, groups: Sequence[GenerationGroup], stop_at_step: bool = False
+) -> list[list[Generation]]:
+    """`group.n` continuations of every group: through `policy.generate_groups` when the policy has it, else as
+    `n` single requests per group (`GenerationGroup.requests`) in one `generate` call.
+
+    Raises:
+        RuntimeError: if the policy returns the wrong number or kind of results (naming the policy and the group).
+
+    Example:
+        >>> from trl_pav.tasks import ArithmeticTask, NoisyArithmeticPolicy
+        >>> task = ArithmeticTask()
+        >>> out = generate_groups(NoisyArithmeticPolicy(task, 0.1), [GenerationGroup("Q:2*3+4?\\n", seed=1, n=3)])
+        >>> [len(g) for g in out], out[0][0].steps
+        ([3], ['2*3=6', '6+4=10', '#### 10'])
+    """
+    if not groups:
+        return []
+    native = getattr(policy, "generate_groups", None)
+    name = getattr(policy, "name", type(policy).__name__)
+    if callable(native):
+        out = native(list(groups), stop_at_step)
+        if out is None or len(out) != len(groups):
+            raise RuntimeError(f"policy {name!r} returned {0 if out is None else len(out)} groups for {len(groups)}")
+        for k, (group, gens) in enumerate(zip(groups, out)):
+            if len(gens) != group.n or not all(isinstance(g, Generation) for g in gens):
+                raise RuntimeError(
+                    f"policy {name!r} returned {len(gens)} results for group {k} of {group.n} samples "
+                    f"(types {sorted({type(g).__name__ for g in gens})})"
+                )
+        return [list(gens) for gens in out]
+    flat = [req for group in groups for req in group.requests()]
+    gens = policy.generate(flat, stop_at_step)
+    if gens is None or len(gens) != len(flat) or not all(isinstance(g, Generation) for g in gens):
+        got = "nothing" if not gens else f"{len(gens)} results of types {sorted({type(g).__name__ for g in gens})}"
+        raise RuntimeError(f"policy {name!r} returned {got} for {len(flat)} requests")
+    out, pos = [], 0
+    for group in groups:
+        out.append(list(gens[pos : pos + group.n]))
+        pos += group.n
+    return out
 
 
 def continue_trace(prompt: str, steps: Sequence[str], step_format: StepFormat) -> str:
@@ -152,6 +257,19 @@ def mix_seed(*parts: int) -> int:
     for p in parts:
         h = _hash32_int(h ^ _hash32_int(int(p)))
     return h
+
+
+def member_seed(group_seed: int, r: int) -> int:
+    """The seed of sample r of a group seeded `group_seed` when the group is sent as single requests.
+
+    It continues `mix_seed`'s fold, so `member_seed(mix_seed(*parts), r) == mix_seed(*parts, r)`: a labeler that
+    seeded rollout r of a prefix `mix_seed(run, problem, stage, prefix, r)` draws the same samples from groups.
+
+    Example:
+        >>> member_seed(mix_seed(0, 3, 2), 5) == mix_seed(0, 3, 2, 5)
+        True
+    """
+    return _hash32_int(int(group_seed) ^ _hash32_int(int(r)))
 
 
 def gumbel_noise(seeds: torch.Tensor, step: int, vocab_size: int, device: torch.device | None = None) -> torch.Tensor:
