@@ -166,6 +166,9 @@ def main(script_args: SFTScriptArguments, training_args, model_args) -> dict:
         rows = rejection_sample(policy, problems, grader, script_args.samples_per_problem, script_args.sampling_seed)
         if chat:
             rows = [{**row, "prompt": messages[row["prompt"]]} for row in rows]
+        if callable(getattr(policy, "sleep", None)):
+            # A vLLM engine holds its GPU memory until collected, which `del` does not force; training needs it now.
+            policy.sleep(level=2)
         del policy
         if not rows:
             raise ValueError(
