@@ -135,7 +135,7 @@ def policy_dir(tmp_path_factory):
 def _trainer(policy_dir, tmp_path, scorer, **kw):
     probs = ARITH.sample_problems(8, seed=0)
     data = Dataset.from_dict({"prompt": [p.prompt for p in probs], "gold": [p.gold for p in probs]})
-    args = PAVGRPOConfig(
+    base = dict(
         output_dir=str(tmp_path / "rl"),
         per_device_train_batch_size=4,
         num_generations=4,
@@ -149,8 +149,8 @@ def _trainer(policy_dir, tmp_path, scorer, **kw):
         learning_rate=1e-2,
         seed=0,
         step_separator="\n",
-        **kw,
     )
+    args = PAVGRPOConfig(**{**base, **kw})
     return PAVGRPOTrainer(
         policy_dir,
         [grader_reward(ContainsGrader())],
@@ -180,3 +180,18 @@ def test_grpo_trains_with_online_rollout_values(policy_dir, tmp_path, rollout_po
 def test_trainer_rejects_a_second_best_of_k_on_rollout_values(policy_dir, tmp_path):
     with pytest.raises(ValueError, match="already the prover's"):
         _trainer(policy_dir, tmp_path, MCStepScorer(None, ARITH.grader, n_rollouts=4, prover_k=4), prover_k=4)
+
+
+def test_prover_refresh_copies_the_trained_weights_into_the_frozen_prover(policy_dir, tmp_path):
+    scorer = MCStepScorer("frozen", ContainsGrader(), n_rollouts=2, refresh_every=1)
+    trainer = _trainer(policy_dir, tmp_path, scorer, max_steps=3)
+    initial = {k: v.clone() for k, v in scorer.policy.model.state_dict().items()}
+    live = trainer.accelerator.unwrap_model(trainer.model)
+    assert scorer.policy.model is not live
+    trainer.train()
+    # Refreshed at steps 1 and 2 (before step 3's update): no longer the initial weights, nor the live ones.
+    frozen = scorer.policy.model.state_dict()
+    assert any(not torch.equal(initial[k], v) for k, v in frozen.items())
+    assert any(not torch.equal(live.state_dict()[k], v) for k, v in frozen.items())
+    with pytest.raises(ValueError, match="set policy='frozen'"):
+        MCStepScorer(None, ContainsGrader(), refresh_every=5)

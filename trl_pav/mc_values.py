@@ -70,6 +70,8 @@ class MCStepScorer:
         seed (`int`, defaults to `0`): base seed of every rollout.
         step_format: how steps are joined for grading (defaults to the rollout policy's).
         gold_column (`str`, defaults to `"gold"`): the dataset column an RL trainer reads gold answers from.
+        refresh_every (`int` or `None`, defaults to `None`): with `policy="frozen"`, an RL trainer copies the
+            trained policy's current weights into the frozen prover every this many optimizer steps (prover refresh).
 
     Example:
         >>> from trl_pav.tasks import PlantedProverPolicy, PlantedTask
@@ -92,6 +94,7 @@ class MCStepScorer:
         seed: int = 0,
         step_format: StepFormat | None = None,
         gold_column: str = "gold",
+        refresh_every: int | None = None,
     ):
         if isinstance(policy, str) and policy != "frozen":
             raise ValueError(f"MCStepScorer: policy must be a Policy, None (current) or 'frozen', got {policy!r}")
@@ -106,6 +109,14 @@ class MCStepScorer:
                 f"MCStepScorer: prover_k={prover_k} needs at least that many rollouts per state (the unbiased "
                 f"Best-of-K estimator is defined for K <= n), got n_rollouts={n_rollouts}"
             )
+        if refresh_every is not None and (not isinstance(refresh_every, int) or refresh_every < 1):
+            raise ValueError(f"MCStepScorer: refresh_every must be an integer >= 1 or None, got {refresh_every!r}")
+        if refresh_every is not None and policy != "frozen":
+            raise ValueError(
+                "MCStepScorer: refresh_every refreshes a frozen copy of the trained policy: set policy='frozen'"
+            )
+        self.refresh_every = refresh_every
+        self.frozen = policy == "frozen"
         self.policy, self.grader = policy, grader
         self.n_rollouts, self.prover_k, self.seed = n_rollouts, prover_k, seed
         self._step_format = step_format

@@ -411,6 +411,12 @@ class PAVRLMixin:
                 f"{type(self.verifier).__name__} grades rollouts against column {column!r}, which row {missing[0]} "
                 f"of the batch lacks (columns: {sorted(inputs[missing[0]])})"
             )
+        every = getattr(self.verifier, "refresh_every", None)
+        if every and self.state.global_step - getattr(self, "_prover_refreshed_at", 0) >= every:
+            # Prover refresh: the frozen rollout policy takes the trained policy's current weights.
+            live = self.accelerator.unwrap_model(self.model).state_dict()
+            self.verifier.policy.model.load_state_dict(live)
+            self._prover_refreshed_at = self.state.global_step
         texts = [render_prompt(self.processing_class, p) for p in prompts]
         before = self.verifier.stats.rollout_tokens if hasattr(self.verifier, "stats") else None
         values = self.verifier.score(texts, steps, golds=[inputs[i][column] for i in scored])
