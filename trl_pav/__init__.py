@@ -35,6 +35,7 @@ from .mc_values import MCScoringStats, MCStepScorer
 from .metrics import best_first_error_threshold, first_error_accuracy, step_error_metrics, verifier_metrics
 from .modeling import PAVMetadata, PAVVerifier, StepScorer, check_finite_weights
 from .prm_adapters import MathShepherdPRM, PublicPRM, QwenMathPRM, RLHFlowPRM, load_public_prm
+from .prover_selection import ProverCandidate, ProverRanking, ProverSelectionConfig, select_prover
 from .reward_funcs import scorer_reward_func
 from .step_eval import (
     arithmetic_step_errors,
@@ -62,6 +63,7 @@ from .values import (
     ppo_reward_stream,
     prover_advantages,
     prover_alignment,
+    prover_score,
     prover_values,
     step_advantages,
     whiten,
@@ -92,6 +94,9 @@ __all__ = [
     "PAVRewardTrainer",
     "PAVVerifier",
     "Policy",
+    "ProverCandidate",
+    "ProverRanking",
+    "ProverSelectionConfig",
     "PublicPRM",
     "QwenMathPRM",
     "RLHFlowPRM",
@@ -136,8 +141,10 @@ __all__ = [
     "prompt_token_ids",
     "prover_advantages",
     "prover_alignment",
+    "prover_score",
     "prover_values",
     "scorer_reward_func",
+    "select_prover",
     "step_advantages",
     "step_error_metrics",
     "token_positions",

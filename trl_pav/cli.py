@@ -162,6 +162,12 @@ def _configs(argv: list[str]) -> dict | None:
     return None
 
 
+def _select_prover(argv: list[str]) -> dict:
+    from .prover_selection import ProverSelectionConfig, SelectProverArguments, run_select_prover
+
+    return run_select_prover(*_parse((SelectProverArguments, ProverSelectionConfig), argv))
+
+
 COMMANDS = {
     "train-policy": _train_policy,
     "sft": _stage("sft"),
@@ -173,6 +179,7 @@ COMMANDS = {
     "demo": _demo,
     "eval-steps": _eval_steps,
     "configs": _configs,
+    "select-prover": _select_prover,
 }
 
 

@@ -29,7 +29,9 @@ __all__ = [
     "ProverRanking",
     "ProverSelection",
     "ProverSelectionConfig",
+    "SelectProverArguments",
     "measure_provers",
+    "run_select_prover",
     "select_prover",
 ]
 
@@ -481,3 +483,137 @@ def select_prover(
         (['gamma30', 'gamma1', 'Bo1'], 0.0)
     """
     return measure_provers(policy, prompts, grader, candidates, config, golds, scorer).ranking
+
+
+# ---- `trl-pav select-prover` ----------------------------------------------------------------------------------------
+@dataclass
+class SelectProverArguments:
+    """Arguments of `trl-pav select-prover` besides `ProverSelectionConfig`: problems (one trace of the base policy
+    per problem), the base policy and the candidates.
+
+    Args:
+        task (`str` or `None`, defaults to `None`): a built-in task (`"planted"`, `"arithmetic"`, `"rewrite"`).
+        dataset_name (`str` or `None`, defaults to `None`): or problems from a file or Hub id (MATH / GSM8K /
+            `prompt`-`gold` layouts, as `trl-pav label`); needs `policy_model_name_or_path`.
+        dataset_config (`str` or `None`, defaults to `None`): the dataset's configuration name.
+        dataset_split (`str`, defaults to `"train"`): the dataset split.
+        dataset_prompt_column (`str` or `None`, defaults to `None`): the problem column (None: prompt/problem/question).
+        dataset_answer_column (`str` or `None`, defaults to `None`): the answer column (None: gold/answer/solution).
+        num_problems (`int`, defaults to `64`): problems, one trace each (their prefixes are the states).
+        problems_seed (`int`, defaults to `0`): seed of a task's problem generator.
+        separator (`str` or `None`, defaults to `None`): a dataset's step separator (escapes read; None: newline).
+        policy_model_name_or_path (`str` or `None`, defaults to `None`):
+            The base policy: an HF model folder or Hub id (`Q^π` from Monte-Carlo rollouts). `None`: the task's
+            procedural policy with exact values (planted: the γ prover `base_gamma`; arithmetic:
+            `NoisyArithmeticPolicy(error_rate)`; rewrite: `RewritePolicy` with `error_rate` for every kind).
+        ks (`list[int]`, defaults to `[1, 2, 4, 8, 16, 32]`): Best-of-K candidates.
+        gammas (`list[float]`, defaults to `[]`): planted task only: γ procedural provers (exact DP values).
+        prover_model_name_or_path (`list[str]`, defaults to `[]`): further candidates: HF policies whose `Q^μ` is
+            estimated by their rollouts.
+        base_gamma (`float`, defaults to `5.0`): γ of the procedural planted base policy (the paper's SFT prover).
+        error_rate (`float`, defaults to `0.2`): per-step error rate of the procedural arithmetic / rewrite policy.
+        temperature (`float`, defaults to `1.0`): sampling temperature of HF policies.
+        max_new_tokens (`int`, defaults to `256`): token limit per trace or rollout of HF policies.
+        generation_batch_size (`int`, defaults to `64`): sequences per `generate` call of HF policies.
+    """
+
+    task: str | None = field(default=None, metadata={"help": "Built-in task: planted, arithmetic or rewrite."})
+    dataset_name: str | None = field(default=None, metadata={"help": "Or problems from a file or Hub id."})
+    dataset_config: str | None = field(default=None, metadata={"help": "Dataset configuration name."})
+    dataset_split: str = field(default="train", metadata={"help": "Dataset split."})
+    dataset_prompt_column: str | None = field(default=None, metadata={"help": "Problem column of the dataset."})
+    dataset_answer_column: str | None = field(default=None, metadata={"help": "Answer column of the dataset."})
+    num_problems: int = field(default=64, metadata={"help": "Problems, one base-policy trace each."})
+    problems_seed: int = field(default=0, metadata={"help": "Seed of a task's problem generator."})
+    separator: str | None = field(default=None, metadata={"help": "A dataset's step separator (escapes read)."})
+    policy_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Base policy folder or Hub id (None: the task's procedural policy)."}
+    )
+    ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32], metadata={"help": "Best-of-K candidates."})
+    gammas: list[float] = field(default_factory=list, metadata={"help": "Planted γ prover candidates (exact values)."})
+    prover_model_name_or_path: list[str] = field(
+        default_factory=list, metadata={"help": "HF prover policies (values from their rollouts)."}
+    )
+    base_gamma: float = field(default=5.0, metadata={"help": "γ of the procedural planted base policy."})
+    error_rate: float = field(default=0.2, metadata={"help": "Error rate of the procedural arithmetic/rewrite policy."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of HF policies."})
+    max_new_tokens: int = field(default=256, metadata={"help": "Token limit per trace or rollout (HF policies)."})
+    generation_batch_size: int = field(default=64, metadata={"help": "Sequences per generate call (HF policies)."})
+
+
+def run_select_prover(args: SelectProverArguments, config: ProverSelectionConfig) -> dict[str, Any]:
+    """What `trl-pav select-prover` prints: `ProverSelection.to_dict()` plus the task and the base policy's name.
+
+    Example:
+        >>> args = SelectProverArguments(task="planted", num_problems=16, ks=[1, 8], gammas=[30.0])
+        >>> out = run_select_prover(args, ProverSelectionConfig(num_bootstrap=50))
+        >>> out["best"] != "Bo1", [r["name"] for r in out["ranking"]][-1]
+        (True, 'Bo1')
+    """
+    from .scripts.common import GenerationArguments, ProblemArguments, load_stage_problems
+    from .steps import parse_separator
+    from .tasks import (
+        ArithmeticTask,
+        NoisyArithmeticPolicy,
+        PlantedOracleScorer,
+        PlantedProverPolicy,
+        PlantedTask,
+        RewritePolicy,
+        RewriteTask,
+    )
+    from .tasks.rewrite import MOVE_KINDS
+
+    if args.num_problems is None or args.num_problems < 1:
+        raise ValueError(f"select-prover: num_problems must be >= 1 (one trace per problem), got {args.num_problems}")
+    problem_args = ProblemArguments(
+        dataset_name=args.dataset_name,
+        dataset_config=args.dataset_config,
+        task=args.task,
+        num_problems=args.num_problems,
+        problems_seed=args.problems_seed,
+        dataset_prompt_column=args.dataset_prompt_column,
+        dataset_answer_column=args.dataset_answer_column,
+    )
+    separator = None if args.separator is None else parse_separator(args.separator)
+    problems, grader, step_format = load_stage_problems(problem_args, args.dataset_split, separator)
+    gen_args = GenerationArguments(
+        temperature=args.temperature,
+        max_new_tokens=args.max_new_tokens,
+        generation_batch_size=args.generation_batch_size,
+    )
+    task = None
+    if args.task is not None:
+        from .tasks import get_task
+
+        task = get_task(args.task)
+        grader = task.grader
+    if args.gammas and not isinstance(task, PlantedTask):
+        raise ValueError(f"select-prover: gammas are planted-task provers; task is {args.task!r}")
+    candidates: list[int | ProverCandidate] = list(args.ks)
+    candidates += [ProverCandidate(f"gamma{g:g}", scorer=PlantedOracleScorer(task, g)) for g in args.gammas]
+    scorer = None
+    if args.policy_model_name_or_path is not None:
+        from trl import ModelConfig
+
+        from .scripts.common import load_stage_policy
+
+        gen_model = ModelConfig()
+        policy = load_stage_policy(args.policy_model_name_or_path, gen_model, gen_args, step_format)
+        for path in args.prover_model_name_or_path:
+            prover = load_stage_policy(path, gen_model, gen_args, step_format)
+            candidates.append(ProverCandidate(path, policy=prover))
+    else:
+        if args.prover_model_name_or_path:
+            raise ValueError("select-prover: prover_model_name_or_path needs policy_model_name_or_path (an HF base)")
+        if isinstance(task, PlantedTask):
+            policy, scorer = PlantedProverPolicy(task, args.base_gamma), PlantedOracleScorer(task, args.base_gamma)
+        elif isinstance(task, ArithmeticTask):
+            policy = scorer = NoisyArithmeticPolicy(task, args.error_rate)
+        elif isinstance(task, RewriteTask):
+            policy = scorer = RewritePolicy(task, dict.fromkeys(MOVE_KINDS, args.error_rate))
+        else:
+            raise ValueError("select-prover: a dataset needs policy_model_name_or_path (no procedural policy for it)")
+    selection = measure_provers(
+        policy, problems["prompt"], grader, candidates, config, golds=problems["gold"], scorer=scorer
+    )
+    return {"task": args.task or args.dataset_name, "policy": policy.name, **selection.to_dict()}
