@@ -565,6 +565,8 @@ def run_select_prover(args: SelectProverArguments, config: ProverSelectionConfig
 
     if args.num_problems is None or args.num_problems < 1:
         raise ValueError(f"select-prover: num_problems must be >= 1 (one trace per problem), got {args.num_problems}")
+    if args.dataset_name is not None and args.policy_model_name_or_path is None:
+        raise ValueError("select-prover: a dataset needs policy_model_name_or_path (no procedural policy for it)")
     problem_args = ProblemArguments(
         dataset_name=args.dataset_name,
         dataset_config=args.dataset_config,
