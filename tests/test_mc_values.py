@@ -195,3 +195,17 @@ def test_prover_refresh_copies_the_trained_weights_into_the_frozen_prover(policy
     assert any(not torch.equal(live.state_dict()[k], v) for k, v in frozen.items())
     with pytest.raises(ValueError, match="set policy='frozen'"):
         MCStepScorer(None, ContainsGrader(), refresh_every=5)
+
+
+def test_config_route_grades_rollouts_with_the_reward_functions(policy_dir, tmp_path):
+    trainer = _trainer(policy_dir, tmp_path, None, verifier_type="mc", mc_rollouts=2, mc_rollout_policy="frozen")
+    scorer = trainer.verifier
+    assert isinstance(scorer, MCStepScorer) and scorer.n_rollouts == 2 and scorer.frozen
+    # The reward functions' weighted sum grades a rollout exactly as it grades a completion.
+    grader = scorer.grader
+    rows = [{"prompt": "Q:1+1?\n", "gold": "2"}, {"prompt": "Q:1+1?\n", "gold": "2"}]
+    assert grader.grade_batch(["#### 12", "#### 3"], rows) == [1.0, 0.0]
+    trainer.train()
+    assert scorer.stats.rollout_tokens > 0
+    with pytest.raises(ValueError, match="unset verifier_model_name_or_path"):
+        PAVGRPOConfig(output_dir=str(tmp_path), verifier_type="mc", verifier_model_name_or_path="x", use_cpu=True)

@@ -167,9 +167,11 @@ class MCStepScorer:
         call = self.stats.calls
         # Distinct states in first-seen order; the key includes the gold (one prompt text may carry two problems).
         states: dict[tuple[str, str, tuple[str, ...]], int] = {}
+        state_golds: list[Any] = []  # each state's gold as given (a grader may take a row, not a string)
         for prompt, trace, gold in zip(prompts, steps, golds):
             for h in range(len(trace) + 1):
-                states.setdefault((prompt, str(gold), tuple(trace[:h])), len(states))
+                if states.setdefault((prompt, str(gold), tuple(trace[:h])), len(states)) == len(state_golds):
+                    state_golds.append(gold)
         keys = list(states)
         requests = [
             GenerationRequest(prompt, prefix, seed=mix_seed(self.seed, call, _text_hash(prompt, gold, prefix), j))
@@ -182,7 +184,7 @@ class MCStepScorer:
                 f"MCStepScorer: the rollout policy returned {len(generations)} results for {len(requests)} requests"
             )
         texts = [fmt.join([*req.steps, *gen.steps]) for req, gen in zip(requests, generations)]
-        gold_of = [key[1] for key in keys for _ in range(self.n_rollouts)]
+        gold_of = [gold for gold in state_golds for _ in range(self.n_rollouts)]
         rewards = torch.tensor(grade_batch(self.grader, texts, gold_of), dtype=torch.float64)
         successes = (rewards.reshape(len(keys), self.n_rollouts) >= 0.5).sum(1)
         q_mu = best_of_k_unbiased(successes, self.n_rollouts, self.prover_k).tolist()

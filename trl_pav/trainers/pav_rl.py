@@ -14,7 +14,7 @@ from ..modeling import PAVVerifier, StepScorer
 from ..steps import StepFormat, parse_separator, token_positions
 from ..values import best_of_k, dense_advantages, prover_advantages
 
-__all__ = ["PAVRLFields", "PAVRLMixin", "ProcessTerms", "grader_reward", "locate_steps"]
+__all__ = ["PAVRLFields", "PAVRLMixin", "ProcessTerms", "RewardFunctionsGrader", "grader_reward", "locate_steps"]
 
 SEQUENCE_LEVEL_LOSSES = ("vespo", "luspo")
 logger = logging.get_logger(__name__)
@@ -54,7 +54,17 @@ class PAVRLFields:
             verifier sharded by DeepSpeed ZeRO-3 requires. `None`: on exactly when ZeRO-3 is enabled.
         verifier_type (`str`, *optional*, defaults to `"pav"`):
             What `verifier_model_name_or_path` holds: `"pav"` (a trl_pav verifier) or a public PRM convention
-            (`"qwen-prm"`, `"math-shepherd"`, `"rlhflow"`; `trl_pav.prm_adapters`), used as `Q` estimates.
+            (`"qwen-prm"`, `"math-shepherd"`, `"rlhflow"`; `trl_pav.prm_adapters`), used as `Q` estimates. `"mc"`:
+            no verifier model; prover values come from `mc_rollouts` rollouts per state, online, graded by the
+            trainer's reward functions (`trl_pav.MCStepScorer`; docs/mc_advantages.md).
+        mc_rollouts (`int`, *optional*, defaults to `4`):
+            With `verifier_type="mc"`: rollouts per state.
+        mc_prover_k (`int`, *optional*, defaults to `1`):
+            With `verifier_type="mc"`: K of the Best-of-K prover over the rollout policy (at most `mc_rollouts`).
+        mc_rollout_policy (`str`, *optional*, defaults to `"current"`):
+            With `verifier_type="mc"`: `"current"` (the policy being trained) or `"frozen"` (its initial weights).
+        mc_refresh_every (`int` or `None`, *optional*, defaults to `None`):
+            With `mc_rollout_policy="frozen"`: copy the trained weights into the rollout prover every this many steps.
         verifier_model_init_kwargs (`dict` or `None`, *optional*, defaults to `None`):
             Keyword arguments for loading `verifier_model_name_or_path` (`dtype`, `quantization_config` for a 4/8-bit
             verifier, `revision`, ...), as `model_init_kwargs` is for the policy.
@@ -73,16 +83,32 @@ class PAVRLFields:
         default=None, metadata={"help": "Equal verifier passes on every process (None: on under ZeRO-3)."}
     )
     verifier_type: str = field(
-        default="pav", metadata={"help": "'pav', or a public PRM: 'qwen-prm', 'math-shepherd' or 'rlhflow'."}
+        default="pav",
+        metadata={"help": "'pav', a public PRM ('qwen-prm', 'math-shepherd', 'rlhflow'), or 'mc' (online rollouts)."},
+    )
+    mc_rollouts: int = field(default=4, metadata={"help": "verifier_type='mc': rollouts per state."})
+    mc_prover_k: int = field(default=1, metadata={"help": "verifier_type='mc': K of the Best-of-K prover."})
+    mc_rollout_policy: str = field(
+        default="current", metadata={"help": "verifier_type='mc': 'current' or 'frozen' rollout policy."}
+    )
+    mc_refresh_every: int | None = field(
+        default=None, metadata={"help": "verifier_type='mc', frozen: refresh the prover every this many steps."}
     )
     verifier_model_init_kwargs: dict | None = field(
         default=None, metadata={"help": "Kwargs for loading the verifier (dtype, quantization_config, revision)."}
     )
 
     def _check_pav_fields(self) -> None:
-        if self.verifier_type not in ("pav", "qwen-prm", "math-shepherd", "rlhflow"):
+        if self.verifier_type not in ("pav", "qwen-prm", "math-shepherd", "rlhflow", "mc"):
             raise ValueError(
-                f"verifier_type must be 'pav', 'qwen-prm', 'math-shepherd' or 'rlhflow', got {self.verifier_type!r}"
+                "verifier_type must be 'pav', 'qwen-prm', 'math-shepherd', 'rlhflow' or 'mc', got "
+                f"{self.verifier_type!r}"
+            )
+        if self.mc_rollout_policy not in ("current", "frozen"):
+            raise ValueError(f"mc_rollout_policy must be 'current' or 'frozen', got {self.mc_rollout_policy!r}")
+        if self.verifier_type == "mc" and self.verifier_model_name_or_path is not None:
+            raise ValueError(
+                "verifier_type='mc' uses rollouts, not a verifier model: unset verifier_model_name_or_path"
             )
         if self.step_separator is not None:
             if not isinstance(self.step_separator, str) or not self.step_separator:
@@ -194,6 +220,40 @@ def locate_steps(
     return [text[s:e] for s, e in complete], owner
 
 
+class RewardFunctionsGrader:
+    """Grades rollouts with an online trainer's own reward functions (weighted sum, clipped to [0, 1]), so
+    `verifier_type="mc"` needs no separate grader. The "gold" of a rollout is its dataset row, whose columns are
+    passed to the reward functions as TRL does."""
+
+    needs_gold = True
+
+    def __init__(self, trainer):
+        for i, func in enumerate(trainer.reward_funcs):
+            if not callable(func) or isinstance(func, torch.nn.Module):
+                raise ValueError(
+                    f"verifier_type='mc' grades rollouts with the trainer's reward functions, but reward_funcs[{i}] "
+                    f"is a {type(func).__name__}, not a plain function: pass an MCStepScorer with its own grader"
+                )
+        self.trainer = trainer
+
+    def grade(self, completion: str, gold: dict) -> float:
+        return self.grade_batch([completion], [gold])[0]
+
+    def grade_batch(self, completions, rows) -> list[float]:
+        rows = list(rows)
+        if not rows:
+            return []
+        conversational = not isinstance(rows[0].get("prompt"), str)
+        texts = [[{"role": "assistant", "content": c}] for c in completions] if conversational else list(completions)
+        columns = {k: [r.get(k) for r in rows] for k in rows[0] if k not in ("prompt", "completion")}
+        weights = self.trainer.reward_weights.tolist()
+        total = [0.0] * len(rows)
+        for func, weight in zip(self.trainer.reward_funcs, weights):
+            values = func(prompts=[r.get("prompt") for r in rows], completions=texts, **columns)
+            total = [t + weight * (0.0 if v is None else float(v)) for t, v in zip(total, values)]
+        return [min(max(t, 0.0), 1.0) for t in total]
+
+
 @dataclass
 class ProcessTerms:
     """The verifier's view of a batch of completions (`PAVRLMixin._pav_process_terms`).
@@ -213,12 +273,69 @@ class ProcessTerms:
     owners: list[list[int]]
 
 
+class _LockstepForward(torch.nn.Module):
+    """A sharded model whose every forward pass is first agreed with the other processes (one pass per `Lockstep`
+    round), for scorers whose `score` knows nothing of lockstep (public PRM adapters); `drain` then matches the other
+    processes' remaining passes with dummy ones. The wrapped model's `forward` signature shows through (adapters read
+    it to pass `logits_to_keep`)."""
+
+    def __init__(self, model: torch.nn.Module, lockstep: Lockstep):
+        import functools
+
+        super().__init__()
+        self.model, self.lockstep = model, lockstep
+        inner = getattr(model, "module", model)  # a DeepSpeed engine wraps the model
+
+        @functools.wraps(inner.forward)
+        def forward(*args, **kwargs):
+            self.lockstep.agree(1)
+            return self.model(*args, **kwargs)
+
+        self.forward = forward
+
+    @torch.inference_mode()
+    def drain(self) -> int:
+        def dummy() -> None:
+            ids = torch.zeros(1, 1, dtype=torch.long, device=self.lockstep.device)
+            self.model(input_ids=ids, attention_mask=torch.ones_like(ids))
+
+        return self.lockstep.drain(dummy)
+
+
+def _run_in_lockstep(scorer, lockstep: Lockstep) -> None:
+    """Make `scorer` (with a sharded `.model`) run its forward passes in lockstep across processes: each pass agreed
+    with the others, and after every `score` call dummy passes until every process is done. `scorer.lockstep` is set,
+    so the trainer calls `score` on every process, even with nothing to score."""
+    model = _LockstepForward(scorer.model, lockstep)
+    inner_score = scorer.score
+
+    def score(prompts, steps):
+        try:
+            return inner_score(prompts, steps)
+        finally:
+            model.drain()
+
+    scorer.model, scorer.score, scorer.drain, scorer.lockstep = model, score, model.drain, lockstep
+
+
 class PAVRLMixin:
     """Dense PAV advantages for TRL's online trainers. Subclasses call `_init_pav` and `_pav_advantages`."""
 
     def _init_pav(self, verifier: StepScorer | str | None) -> None:
         args = self.args
         verifier = verifier if verifier is not None else args.verifier_model_name_or_path
+        if verifier is None and args.verifier_type == "mc":
+            from ..mc_values import MCStepScorer
+
+            verifier = MCStepScorer(
+                "frozen" if args.mc_rollout_policy == "frozen" else None,
+                RewardFunctionsGrader(self),
+                n_rollouts=args.mc_rollouts,
+                prover_k=args.mc_prover_k,
+                seed=args.seed,
+                refresh_every=args.mc_refresh_every,
+            )
+            verifier.gold_column = None  # the reward functions read the batch rows themselves
         if verifier is None:
             raise ValueError("a PAV trainer needs a verifier: pass verifier= or set verifier_model_name_or_path")
         if isinstance(verifier, str):
@@ -235,10 +352,20 @@ class PAVRLMixin:
             raise TypeError(f"verifier must implement score(prompts, steps), got {type(verifier).__name__}")
         from ..prm_adapters import PublicPRM
 
-        if isinstance(verifier, PublicPRM):  # frozen, on this process's device, no lockstep (not ZeRO-3 sharded)
+        if isinstance(verifier, PublicPRM):
+            # Frozen and prepared like the PAV: under ZeRO-3 transformers loaded it inside `zero.Init` (partitioned),
+            # so only DeepSpeed's engine can run it, and every process must run its forward passes together.
             verifier.batch_size = args.verifier_batch_size
             verifier.model.requires_grad_(False)
-            verifier.model = self.accelerator.prepare_model(verifier.model, evaluation_mode=True)
+            if self.is_deepspeed_enabled:
+                from trl.models.utils import prepare_deepspeed
+
+                verifier.model = prepare_deepspeed(verifier.model, self.accelerator)
+            else:
+                verifier.model = self.accelerator.prepare_model(verifier.model, evaluation_mode=True)
+            lockstep = is_zero3(self.accelerator) if args.verifier_lockstep is None else args.verifier_lockstep
+            if lockstep:
+                _run_in_lockstep(verifier, Lockstep(self.accelerator.device))
         if isinstance(verifier, PAVVerifier):
             verifier.batch_size = args.verifier_batch_size
             verifier.model.requires_grad_(False)
@@ -402,15 +529,20 @@ class PAVRLMixin:
 
     def _score_with_golds(self, inputs, scored, prompts, steps) -> list[list[float]]:
         """Score with a verifier that grades rollouts (`needs_gold`), logging the rollout tokens it spent."""
-        from ..modeling import render_prompt
-
         column = getattr(self.verifier, "gold_column", "gold")
+        if column is None:  # graded by the reward functions, which read whole rows
+            return self._score_rollouts(prompts, steps, [inputs[i] for i in scored])
         missing = [i for i in scored if column not in inputs[i]]
         if missing:
             raise ValueError(
                 f"{type(self.verifier).__name__} grades rollouts against column {column!r}, which row {missing[0]} "
                 f"of the batch lacks (columns: {sorted(inputs[missing[0]])})"
             )
+        return self._score_rollouts(prompts, steps, [inputs[i][column] for i in scored])
+
+    def _score_rollouts(self, prompts, steps, golds) -> list[list[float]]:
+        from ..modeling import render_prompt
+
         every = getattr(self.verifier, "refresh_every", None)
         if every and self.state.global_step - getattr(self, "_prover_refreshed_at", 0) >= every:
             # Prover refresh: the frozen rollout policy takes the trained policy's current weights.
@@ -419,7 +551,7 @@ class PAVRLMixin:
             self._prover_refreshed_at = self.state.global_step
         texts = [render_prompt(self.processing_class, p) for p in prompts]
         before = self.verifier.stats.rollout_tokens if hasattr(self.verifier, "stats") else None
-        values = self.verifier.score(texts, steps, golds=[inputs[i][column] for i in scored])
+        values = self.verifier.score(texts, steps, golds=golds)
         if before is not None:
             # This process's rollout tokens (no collective: a process with nothing to score does not get here).
             mode = "train" if self.model.training else "eval"
