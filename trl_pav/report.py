@@ -978,6 +978,22 @@ def _markdown(results: dict, plots: dict, claims: list[dict]) -> str:
     table = "\n".join(f"| {c['claim']} | {_fmt_interval(c)} | {c['verdict']} | {c['paper']} |" for c in claims)
     sweep_text = ", ".join(f"K={r['k']}: {r['accuracy']:.3f}" for r in search["prover_sweep"])
     rl_text = ", ".join(f"{k}: {v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]" for k, v in rl["final_accuracy_interval"].items())
+    mc_arms = [a for a in rl["final_accuracy_interval"] if a.startswith("mc")]
+    mc_rl_text = (
+        ", and from Monte-Carlo rollouts of the current policy instead of a verifier ("
+        + ", ".join(f"{a}: n = {a[2:].split('_')[0]} rollouts per state" for a in mc_arms)
+        + ")"
+        if mc_arms
+        else ""
+    )
+    spent = rl.get("generated_tokens", {})
+    rl_tokens_text = (
+        " Generated tokens per run (policy + rollouts): "
+        + ", ".join(f"{a}: {t['policy']:,.0f} + {t['rollouts']:,.0f}" for a, t in spent.items())
+        + "."
+        if spent
+        else ""
+    )
     gamma_text = ", ".join(
         f"γ={r['gamma']:g}: {r['final_accuracy']:.3f}"
         + (f" [{r['interval'][1]:.3f}, {r['interval'][2]:.3f}]" if r.get("interval") else "")
@@ -1072,7 +1088,7 @@ verifier tokens) unless said otherwise; a compute ratio is stated only for a res
 
 - Online RL: GRPO ({cfg["rl_steps"]} steps, 32 completions per step, KL β = 0.001, seeds {cfg["rl_seeds"]}),
   outcome-only vs PAV-RL with α = {cfg["rl_alpha"]} and a Bo{cfg["prover_k"]} prover, from the learned PAV and from
-  exact values. Final held-out sampled accuracy (mean [95% interval]): {rl_text}.
+  exact values{mc_rl_text}. Final held-out sampled accuracy (mean [95% interval]): {rl_text}.{rl_tokens_text}
 
 **Planted subsequence** (vocabulary 15, length 10, planted `3 6 0 3 5`): base policy by SFT on 3,200 samples of
 μ_5 (success {planted["base_policy_success"]:.3f}); RL with the effective reward from the procedural prover

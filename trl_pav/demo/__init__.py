@@ -62,6 +62,8 @@ class DemoConfig:
         rl_learning_rate (`float`): GRPO learning rate on arithmetic (1e-4 already degrades the 1M policy).
         rl_seeds (`list[int]`): seeds of each arithmetic RL arm.
         rl_eval_every (`int`): steps between held-out evaluations.
+        rl_mc_rollouts (`list[int]`): rollouts per state of the arithmetic Monte-Carlo-advantage arms (Bo-K of the
+            current policy estimated online, K = min(prover_k, n); empty skips them).
         rl_eval_problems (`int`): held-out problems per evaluation.
         planted_rl_steps (`int`): GRPO steps per planted RL run.
         planted_seeds (`list[int]`): seeds of each planted RL arm. The planted budget, learning rate and α were
@@ -103,6 +105,7 @@ class DemoConfig:
     rl_learning_rate: float = 2e-5
     rl_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     rl_eval_every: int = 20
+    rl_mc_rollouts: list[int] = field(default_factory=lambda: [4])
     rl_eval_problems: int = 128
     planted_rl_steps: int = 300
     planted_seeds: list[int] = field(default_factory=lambda: [10, 11, 12])
@@ -137,6 +140,7 @@ class DemoConfig:
             rl_seeds=[0, 1],
             rl_eval_every=3,
             rl_eval_problems=32,
+            rl_mc_rollouts=[2],
             planted_rl_steps=6,
             planted_seeds=[0, 1],
             planted_ppo_steps=4,

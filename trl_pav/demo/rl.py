@@ -6,7 +6,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ..evaluation import AccuracyCurveCallback, iterations_to_reach
+import numpy as np
+
+from ..evaluation import AccuracyCurveCallback, GeneratedTokensCallback, iterations_to_reach
+from ..mc_values import MCStepScorer
 from .arithmetic import checker_scorer
 from .common import cached_json, rl_args, seed_summary, t_interval
 
@@ -35,10 +38,16 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
     learned = f"pav_bo{cfg.prover_k}"
     arms = {
         "outcome": None,
-        learned: lambda: PAVVerifier.from_pretrained(arith["verifiers"]["pav"]),
-        f"pav_bo{cfg.prover_k}_exact": lambda: checker_scorer(task, arith["step_accuracy"]),
+        learned: lambda seed: PAVVerifier.from_pretrained(arith["verifiers"]["pav"]),
+        f"pav_bo{cfg.prover_k}_exact": lambda seed: checker_scorer(task, arith["step_accuracy"]),
     }
+    for n in cfg.rl_mc_rollouts:  # Bo-K of the current policy from n rollouts per state, online (no verifier)
+        k = min(cfg.prover_k, n)
+        arms[f"mc{n}_bo{k}"] = lambda seed, n=n, k=k: MCStepScorer(
+            None, task.grader, n_rollouts=n, prover_k=k, seed=1000 + seed
+        )
     curves: dict[str, list[list[tuple[int, float]]]] = {arm: [] for arm in arms}
+    tokens: dict[str, list[list[tuple[int, int, int]]]] = {arm: [] for arm in arms}
     for arm, build in arms.items():
         for seed in cfg.rl_seeds:
             progress(f"arithmetic RL arm {arm}, seed {seed}: {cfg.rl_steps} GRPO steps")
@@ -50,14 +59,16 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
                 "pools": pools.spec("rl_eval", "rl_train"),
                 "policy": (Path(arith["policy_dir"]) / ".done").read_text(),
                 "step_accuracy": arith["step_accuracy"],
+                "record": "points+tokens",
             }
             if arm == learned:  # only this arm depends on the learned PAV
                 key["verifier"] = (Path(arith["verifiers"]["pav"]) / ".done").read_text()
 
             def train_arm(arm=arm, build=build, seed=seed):
                 curve = AccuracyCurveCallback(evaluate, cfg.rl_eval_every)
+                spent = GeneratedTokensCallback()
                 run_dir = out / "arithmetic" / "rl" / f"{arm}-{seed}"
-                common = {"train_dataset": train_ds, "processing_class": tok, "callbacks": [curve]}
+                common = {"train_dataset": train_ds, "processing_class": tok, "callbacks": [curve, spent]}
                 if build is None:
                     args = rl_args(
                         GRPOConfig,
@@ -69,26 +80,40 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
                     )
                     trainer = GRPOTrainer(str(arith["policy_dir"]), [grader_reward(task.grader)], args=args, **common)
                 else:
+                    verifier = build(seed)
                     args = rl_args(
                         PAVGRPOConfig,
                         run_dir,
                         cfg.rl_steps,
                         seed,
                         pav_alpha=cfg.rl_alpha,
-                        prover_k=cfg.prover_k,
+                        # Rollout values are already the prover's (Bo-K applied by the scorer).
+                        prover_k=None if isinstance(verifier, MCStepScorer) else cfg.prover_k,
                         learning_rate=cfg.rl_learning_rate,
+                        step_separator=task.step_format.separator,
                     )
                     trainer = PAVGRPOTrainer(
-                        str(arith["policy_dir"]), [grader_reward(task.grader)], verifier=build(), args=args, **common
+                        str(arith["policy_dir"]), [grader_reward(task.grader)], verifier=verifier, args=args, **common
                     )
                 trainer.remove_callback(PrinterCallback)  # progress goes through the demo's log, not stdout
                 trainer.train()
                 shutil.rmtree(run_dir, ignore_errors=True)
-                return curve.points
+                return {"points": curve.points, "tokens": spent.per_step}
 
-            points = cached_json(out / "arithmetic" / "rl" / f"{arm}-{seed}.json", key, train_arm)
-            curves[arm].append([tuple(p) for p in points])
-    return summarize_arms(curves, "outcome", f"pav_bo{cfg.prover_k}")
+            record = cached_json(out / "arithmetic" / "rl" / f"{arm}-{seed}.json", key, train_arm)
+            curves[arm].append([tuple(p) for p in record["points"]])
+            tokens[arm].append([tuple(t) for t in record["tokens"]])
+    summary = summarize_arms(curves, "outcome", f"pav_bo{cfg.prover_k}")
+    # What each arm generated (policy completions + rollouts; learned and exact verifiers generate none).
+    summary["generated_tokens"] = {
+        arm: {
+            "policy": float(np.mean([t[-1][1] for t in runs if t])),
+            "rollouts": float(np.mean([t[-1][2] for t in runs if t])),
+        }
+        for arm, runs in tokens.items()
+        if any(runs)
+    }
+    return summary
 
 
 def summarize_arms(curves: dict[str, list[list[tuple[int, float]]]], baseline: str, method: str) -> dict:
