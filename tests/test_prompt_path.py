@@ -309,3 +309,12 @@ def test_math_configs_send_the_instruct_model_chat_prompts(stage):
     assert "Instruct" in sft["model_name_or_path"]
     config = yaml.safe_load((ROOT / "recipes" / "configs" / "math_1.5b" / f"{stage}.yaml").read_text())
     assert config.get("use_chat_template") is True
+
+
+def test_real_chat_tokenizer_ids_equal_trls_in_every_mode(bpe_tok):
+    """SmolLM2's real BPE tokenizer and chat template (no BOS written, none added): the policy's ids, the verifier's
+    and TRL's agree whatever `rendered_prompts` says, so the rule changes nothing where there was no double BOS."""
+    text = bpe_tok.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True)
+    expected = trl_prompt_ids(bpe_tok, MESSAGES)
+    assert [prompt_token_ids(bpe_tok, text, r) for r in (None, True, False)] == [expected] * 3
+    assert bpe_tok(without_added_bos(bpe_tok, text))["input_ids"] == expected
