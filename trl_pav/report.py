@@ -976,7 +976,11 @@ def _markdown(results: dict, plots: dict, claims: list[dict]) -> str:
     cfg = results["config"]
     quality, labels = arith["verifier_quality"], arith["label_quality"]
     table = "\n".join(f"| {c['claim']} | {_fmt_interval(c)} | {c['verdict']} | {c['paper']} |" for c in claims)
-    sweep_text = ", ".join(f"K={r['k']}: {r['accuracy']:.3f}" for r in search["prover_sweep"])
+    sweep_text = ", ".join(
+        f"K={r['k']}: {r['accuracy']:.3f}"
+        + (f" [{r['interval'][0]:.3f}, {r['interval'][1]:.3f}]" if r.get("interval") else "")
+        for r in search["prover_sweep"]
+    )
     rl_text = ", ".join(f"{k}: {v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]" for k, v in rl["final_accuracy_interval"].items())
     mc_arms = [a for a in rl["final_accuracy_interval"] if a.startswith("mc")]
     mc_rl_text = (

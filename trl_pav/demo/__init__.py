@@ -57,6 +57,8 @@ class DemoConfig:
         bootstrap_samples (`int`): bootstrap resamples over problems for search intervals.
         k_sweep (`list[int]`): prover K values swept at one beam size.
         k_sweep_budget (`int`): N of the prover sweep.
+        k_sweep_seeds (`list[int]`): search seeds of every K of the sweep (each problem's success is averaged over
+            them before the bootstrap over problems).
         rl_steps (`int`): GRPO steps per arithmetic RL run.
         rl_alpha (`float`): α of PAV-RL (paper: 3-5).
         rl_learning_rate (`float`): GRPO learning rate on arithmetic (1e-4 already degrades the 1M policy).
@@ -100,6 +102,7 @@ class DemoConfig:
     bootstrap_samples: int = 1000
     k_sweep: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])
     k_sweep_budget: int = 12
+    k_sweep_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     rl_steps: int = 60
     rl_alpha: float = 3.0
     rl_learning_rate: float = 2e-5
@@ -136,6 +139,7 @@ class DemoConfig:
             bootstrap_samples=50,
             k_sweep=[1, 4, 32],
             k_sweep_budget=6,
+            k_sweep_seeds=[0],
             rl_steps=6,
             rl_seeds=[0, 1],
             rl_eval_every=3,
@@ -149,6 +153,25 @@ class DemoConfig:
             gamma_sweep_steps=4,
             gamma_sweep_seeds=[0, 1],
         )
+
+
+def sweeps_summary(k_sweep: list[dict], gamma_sweep: list[dict]) -> dict:
+    """results.json's `sweeps`: per prover K (search accuracy) and per γ (planted final RL success), the mean and its
+    95% interval (`None` where a sweep ran without one).
+
+    Example:
+        >>> k_rows = [{"k": 4, "accuracy": 0.5, "interval": [0.4, 0.6]}]
+        >>> out = sweeps_summary(k_rows, [{"gamma": 10.0, "final_accuracy": 0.9}])
+        >>> out["k_accuracy"]["4"], out["gamma_final"]["10"]
+        ({'mean': 0.5, 'interval': [0.4, 0.6]}, {'mean': 0.9, 'interval': None})
+    """
+    gamma_interval = lambda r: r["interval"][1:] if r.get("interval") else None  # noqa: E731  (mean, low, high)
+    return {
+        "k_accuracy": {str(r["k"]): {"mean": r["accuracy"], "interval": r.get("interval")} for r in k_sweep},
+        "gamma_final": {
+            f"{r['gamma']:g}": {"mean": r["final_accuracy"], "interval": gamma_interval(r)} for r in gamma_sweep
+        },
+    }
 
 
 def run_demo(output_dir: str | os.PathLike = "outputs/demo", config: DemoConfig | None = None, log=None) -> dict:
@@ -191,6 +214,7 @@ def run_demo(output_dir: str | os.PathLike = "outputs/demo", config: DemoConfig 
     # One pipeline (policy, labels, verifiers) per run: its verdicts do not cover pipeline-seed variance.
     results["pipeline_seeds"] = [cfg.seed]
     results["labels"] = {"pit_precision": labels["pit_precision"]}
+    results["sweeps"] = sweeps_summary(results["search"]["prover_sweep"], results["planted"]["gamma_sweep"])
     results["runtime_seconds"] = round(time.time() - start, 1)
     # What a run from scratch takes: this run's wall time plus what its cache hits saved (docs of BuildLedger).
     results["fresh_runtime_seconds"] = round(results["runtime_seconds"] + ledger.saved_seconds(), 1)

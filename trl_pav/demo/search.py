@@ -23,6 +23,7 @@ METHODS = ["pav_beam", "q_beam", "orm_bon", "majority", "random_pick", "pass_at_
 
 
 def run(cfg, out: Path, progress, arith: dict) -> dict:
+    from ..metrics import bootstrap_interval
     from ..modeling import PAVVerifier
     from ..report import search_headline
     from ..search import ReusingPolicy, ReusingScorer, SearchEvalConfig, evaluate_search, summarize_curve
@@ -90,12 +91,31 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
         pav = learned_pav()  # its scores of the learned search are reused
         sweep = []
         for k in cfg.k_sweep:
-            k_cfg = replace(search_cfg, methods=["pav_beam"], budgets=[cfg.k_sweep_budget], prover_k=k)
-            rec = evaluate_search(policy, prompts, golds, task.grader, k_cfg, pav=pav, show_progress=False)
-            sweep.append({"k": k, "accuracy": rec["methods"]["pav_beam"][0]["accuracy"]})
+            per_seed = []
+            for seed in cfg.k_sweep_seeds:  # search seeds: which children are sampled
+                k_cfg = replace(search_cfg, methods=["pav_beam"], budgets=[cfg.k_sweep_budget], prover_k=k, seed=seed)
+                rec = evaluate_search(policy, prompts, golds, task.grader, k_cfg, pav=pav, show_progress=False)
+                per_seed.append(rec["methods"]["pav_beam"][0]["per_problem_correct"])
+            # Each problem's success averaged over search seeds, then a bootstrap over problems.
+            per_problem = np.mean(np.array(per_seed, dtype=float), axis=0)
+            est, lo, hi = bootstrap_interval(per_problem, cfg.bootstrap_samples, seed=cfg.seed)
+            sweep.append(
+                {
+                    "k": k,
+                    "accuracy": est,
+                    "interval": [lo, hi],
+                    "accuracy_per_seed": [float(np.mean(c)) for c in per_seed],
+                }
+            )
         return sweep
 
-    sweep_key = {**base_key, "name": "prover_sweep", "k": [cfg.k_sweep, cfg.k_sweep_budget], "pav": verifier_stamps}
+    sweep_key = {
+        **base_key,
+        "name": "prover_sweep",
+        "k": [cfg.k_sweep, cfg.k_sweep_budget],
+        "seeds": cfg.k_sweep_seeds,
+        "pav": verifier_stamps,
+    }
     sweep = cached_json(out / "arithmetic" / "search" / "prover_sweep.json", sweep_key, prover_sweep)
     learned = out_sets["learned"]
     monotone = all(s["monotone"] for m, s in learned["intervals"].items() if m in ("pav_beam", "q_beam", "orm_bon"))
