@@ -283,3 +283,27 @@ def test_vllm_sleep_and_wake(vllm_policy, caplog):
         assert "no sleep mode enabled" in caplog.text
         assert engine.sleeps == []
         off.generate([GenerationRequest("Q:1?\n", seed=1)])
+
+
+def test_sft_puts_its_rejection_sampling_engine_to_sleep(tmp_path, monkeypatch, math500_path):
+    """`sft --rejection_sampling` frees the sampling engine's memory (vLLM sleep, level 2) before training."""
+    import trl_pav.scripts.common as common
+    from trl_pav.cli import main as cli
+    from trl_pav.testing import char_tokenizer, tiny_causal_lm
+
+    tok = char_tokenizer()
+    tiny_causal_lm(tok).save_pretrained(tmp_path / "tiny")
+    tok.save_pretrained(tmp_path / "tiny")
+    slept, real = [], common.load_stage_policy
+
+    def sleepy_policy(*args, **kwargs):
+        policy = real(*args, **kwargs)
+        policy.sleep = lambda level=1: slept.append(level)  # what a VLLMPolicy offers
+        return policy
+
+    monkeypatch.setattr(common, "load_stage_policy", sleepy_policy)
+    args = ["sft", "--model_name_or_path", str(tmp_path / "tiny"), "--dataset_name", math500_path, "--num_problems"]
+    args += ["2", "--rejection_sampling", "--samples_per_problem", "1", "--max_new_tokens", "4", "--use_cpu", "true"]
+    with pytest.raises(SystemExit, match="no correct trace"):  # a random tiny model solves nothing
+        cli([*args, "--output_dir", str(tmp_path / "rft")])
+    assert slept == [2]
