@@ -178,3 +178,146 @@ def test_lockstep_prm_runs_as_many_passes_on_every_process(tmp_path):
     assert len(busy["scores"]) == 3
     for got, want in zip(busy["scores"], expected):
         assert got == pytest.approx(want)
+
+
+# ---- a running vLLM server (`trl vllm-serve`) as the policy --------------------------------------------------------
+class StandInServer:
+    """TRL's `VLLMClient` as far as the policy uses it, answering like a vLLM server: child k of a request seeded s
+    writes `script(prompt text, s + k)` token by token and stops at the first stop string (kept in the reply with
+    `include_stop_str_in_output`), at EOS (kept in the ids), or after `max_tokens`. Records every request."""
+
+    def __init__(self, tokenizer, script, model="served-policy"):
+        self.tok, self.script, self.model, self.base_url = tokenizer, script, model, "http://stand-in:8000"
+        self.calls = []
+
+    def generate(self, prompts, n=1, temperature=1.0, max_tokens=16, logprobs=0, generation_kwargs=None, **kw):
+        extra = dict(generation_kwargs or {})
+        self.calls.append({"prompts": prompts, "n": n, "max_tokens": max_tokens, "logprobs": logprobs, **extra})
+        stops = extra.get("stop") or []
+        assert not stops or extra.get("include_stop_str_in_output") is True
+        out = []
+        for ids in prompts:
+            text = self.tok.decode(ids, skip_special_tokens=True)
+            for k in range(n):
+                body, ends = self.script(text, extra["seed"] + k)
+                planned = self.tok(body, add_special_tokens=False)["input_ids"] + (
+                    [self.tok.eos_token_id] if ends else []
+                )
+                got = []
+                for t in planned:
+                    got.append(t)
+                    written = self.tok.decode(got, skip_special_tokens=True)
+                    if len(got) >= max_tokens or any(s in written for s in stops):
+                        break
+                out.append(got)
+        return {"prompt_ids": prompts, "completion_ids": out, "logprobs": None, "logprob_token_ids": None}
+
+
+def scripted(text, seed):
+    """Seed 0: a whole trace then EOS; 1: a blank line before its step; 2: never ends; else: one step then EOS."""
+    if seed == 0:
+        return "2*3=6\n6+1=7\n#### 7", True
+    if seed == 1 or text.endswith("?\n\n"):
+        return ("\n" if not text.endswith("?\n\n") else "") + "2*3=6\n#### 6", True
+    if seed == 2:
+        return "1" * 100, False
+    return "1+1=2", True
+
+
+def test_server_policy_reads_finish_reasons_from_the_reply(char_tok):
+    from trl_pav.generation import GenerationRequest
+    from trl_pav.generation.vllm_server import VLLMServerPolicy
+    from trl_pav.tokenization import prompt_token_ids
+
+    server = StandInServer(char_tok, scripted)
+    policy = VLLMServerPolicy(server, tokenizer=char_tok, max_new_tokens=40, max_step_tokens=12)
+    whole, cut = policy.generate([GenerationRequest("Q:2*3+1?\n", seed=0), GenerationRequest("Q:1?\n", seed=2)])
+    assert (whole.steps, whole.finished, whole.truncated, whole.num_tokens) == (
+        ["2*3=6", "6+1=7", "#### 7"], True, False, len("2*3=6\n6+1=7\n#### 7") + 1,
+    )  # fmt: skip
+    assert (cut.finished, cut.truncated, cut.num_tokens) == (False, True, 40)
+    # Token-id prompts with one BOS, no logprobs, the request's own seed, no stop string for whole traces.
+    assert server.calls[0]["prompts"] == [prompt_token_ids(char_tok, "Q:2*3+1?\n")]
+    assert (server.calls[0]["seed"], server.calls[0]["logprobs"], server.calls[0].get("stop")) == (0, None, None)
+    # One step at a time: the separator is a stop string, removed from the step; a step is not the end of the trace.
+    server.calls.clear()
+    step, ends, capped = policy.generate(
+        [GenerationRequest("Q:2*3+1?\n", seed=0), GenerationRequest("Q:1+1?\n", seed=5),
+         GenerationRequest("Q:1?\n", seed=2)], stop_at_step=True,
+    )  # fmt: skip
+    assert (step.steps, step.finished, step.num_tokens) == (["2*3=6"], False, 6)
+    assert (ends.steps, ends.finished, ends.truncated, ends.num_tokens) == (["1+1=2"], True, False, 6)
+    assert (capped.truncated, capped.num_tokens) == (True, 12)
+    assert all(c["stop"] == ["\n"] and c["max_tokens"] == 12 for c in server.calls)
+    # A blank line before the step: continued past it (as the local engine is), its token charged to the sample.
+    server.calls.clear()
+    (blank,) = policy.generate([GenerationRequest("Q:2*3?\n", seed=1)], stop_at_step=True)
+    assert (blank.steps, blank.finished, blank.num_tokens) == (["2*3=6"], False, 1 + 6)
+    assert len(server.calls) == 2 and server.calls[1]["max_tokens"] == 11
+    assert char_tok.decode(server.calls[1]["prompts"][0], skip_special_tokens=True) == "Q:2*3?\n\n"
+
+
+def test_server_policy_sends_one_request_per_group(char_tok):
+    from trl_pav.generation import GenerationGroup, generate_groups
+    from trl_pav.generation.vllm_server import VLLMServerPolicy
+
+    server = StandInServer(char_tok, lambda text, seed: (f"{seed}+0={seed}", True))
+    policy = VLLMServerPolicy(server, tokenizer=char_tok, max_new_tokens=20, max_concurrency=2)
+    groups = [GenerationGroup("Q:1?\n", seed=10, n=3, first=2), GenerationGroup("Q:2?\n", ("2+0=2",), seed=20, n=2)]
+    out = generate_groups(policy, groups)
+    # One request per group, n = group.n, seeded group.seed + first: child r is the server's sample seed + r.
+    assert sorted((c["n"], c["seed"]) for c in server.calls) == [(2, 20), (3, 12)]
+    assert [[g.steps for g in gens] for gens in out] == [
+        [["12+0=12"], ["13+0=13"], ["14+0=14"]],
+        [["20+0=20"], ["21+0=21"]],
+    ]
+    assert policy.fingerprint()["class"] == "VLLMServerPolicy" and policy.name == "served-policy"
+    with pytest.raises(ValueError, match="max_concurrency must be an int >= 1"):
+        VLLMServerPolicy(server, tokenizer=char_tok, max_concurrency=0)
+
+
+def exact_arithmetic(text, seed):
+    """The arithmetic task's correct continuation of whatever prefix the prompt text holds."""
+    from trl_pav.generation import GenerationRequest
+    from trl_pav.tasks import ArithmeticTask, NoisyArithmeticPolicy
+
+    prompt, _, rest = text.partition("?\n")
+    steps = tuple(s for s in rest.split("\n") if s)
+    (gen,) = NoisyArithmeticPolicy(ArithmeticTask(), 0.0).generate([GenerationRequest(prompt + "?\n", steps, seed)])
+    return "\n".join(gen.steps), True
+
+
+def test_label_stage_generates_on_a_server_with_vllm_mode_server(tmp_path, char_tok, monkeypatch, capsys):
+    from trl_pav import load_labels
+    from trl_pav.generation import vllm_server
+    from trl_pav.testing import tiny_causal_lm
+
+    policy = tmp_path / "policy"
+    tiny_causal_lm(char_tok).save_pretrained(policy)
+    char_tok.save_pretrained(policy)
+    servers = []
+
+    def connect(base_url, host, port, timeout):
+        servers.append((base_url, host, port, timeout))
+        return StandInServer(char_tok, exact_arithmetic, model=str(policy))
+
+    monkeypatch.setattr(vllm_server, "make_vllm_client", connect)
+    argv = ["label", "--model_name_or_path", str(policy), "--task", "arithmetic", "--num_problems", "3", "--n_cov",
+            "1", "--n_mc", "2", "--max_new_tokens", "40", "--output_dir", str(tmp_path / "labels"), "--show_progress",
+            "false"]  # fmt: skip
+    argv += ["--use_vllm", "--vllm_mode", "server", "--vllm_server_base_url", "http://gpu-node:8000"]
+    main(argv)
+    capsys.readouterr()
+    assert servers == [("http://gpu-node:8000", "0.0.0.0", 8000, 240.0)]
+    dataset, metadata = load_labels(tmp_path / "labels")
+    # The server's policy never errs: every trace is correct and every label 1.
+    assert len(dataset) == 3 and all(v == 1.0 for row in dataset["labels"] for v in row)
+    assert metadata["rollouts"] > 0
+    # A server that serves another model is refused, naming both.
+    monkeypatch.setattr(vllm_server, "make_vllm_client", lambda *a: StandInServer(char_tok, exact_arithmetic, "other"))
+    argv[argv.index("--output_dir") + 1] = str(tmp_path / "labels2")
+    with pytest.raises(SystemExit, match=r"serves 'other', not '.*policy': start it with trl vllm-serve --model"):
+        main(argv)
+    with pytest.raises(SystemExit):
+        main([*argv, "--vllm_mode", "remote"])
+    assert "invalid choice: 'remote'" in capsys.readouterr().err

@@ -87,14 +87,33 @@ class GenerationArguments:
         max_new_tokens (`int`, defaults to `256`): token limit per trace (per rollout when labeling).
         generation_batch_size (`int`, defaults to `64`): sequences per `generate` call (HF backend).
         use_vllm (`bool`, defaults to `False`): generate with vLLM (GPU only; `pip install "trl-pav[vllm]"`).
-        vllm_gpu_memory_utilization (`float`, defaults to `0.5`): vLLM's share of GPU memory (the verifier and,
-            in RL, the trainer need the rest).
+        vllm_mode (`str`, defaults to `"colocate"`): as TRL's GRPO: `"colocate"` starts an engine in each process;
+            `"server"` sends the requests to a running `trl vllm-serve --model PATH` (serving this stage's policy)
+            through TRL's `VLLMClient` (`trl_pav.generation.vllm_server.VLLMServerPolicy`).
+        vllm_server_base_url (`str` or `None`, defaults to `None`): the server's URL (`http://host:8000`); `None`:
+            `vllm_server_host` and `vllm_server_port`.
+        vllm_server_host (`str`, defaults to `"0.0.0.0"`): the server's host, when no base URL is given.
+        vllm_server_port (`int`, defaults to `8000`): the server's port, when no base URL is given.
+        vllm_server_timeout (`float`, defaults to `240.0`): seconds to wait for the server to answer.
+        vllm_gpu_memory_utilization (`float`, defaults to `0.5`): vLLM's share of GPU memory in colocate mode (the
+            verifier and, in RL, the trainer need the rest).
     """
 
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
     max_new_tokens: int = field(default=256, metadata={"help": "Token limit per trace."})
     generation_batch_size: int = field(default=64, metadata={"help": "Sequences per generate call (HF backend)."})
     use_vllm: bool = field(default=False, metadata={"help": "Generate with vLLM (GPU only)."})
+    vllm_mode: str = field(
+        default="colocate",
+        metadata={
+            "help": "'colocate' (an engine per process) or 'server' (trl vllm-serve).",
+            "choices": ["colocate", "server"],
+        },
+    )
+    vllm_server_base_url: str | None = field(default=None, metadata={"help": "URL of the vLLM server (server mode)."})
+    vllm_server_host: str = field(default="0.0.0.0", metadata={"help": "Host of the vLLM server (no base URL)."})
+    vllm_server_port: int = field(default=8000, metadata={"help": "Port of the vLLM server (no base URL)."})
+    vllm_server_timeout: float = field(default=240.0, metadata={"help": "Seconds to wait for the vLLM server."})
     vllm_gpu_memory_utilization: float = field(default=0.5, metadata={"help": "vLLM's share of GPU memory."})
 
 
@@ -283,9 +302,34 @@ def load_causal_lm(path: str, model_args):
 
 
 def load_stage_policy(path: str, model_args, gen: GenerationArguments, step_format, max_step_tokens: int = 64):
-    """An `HFPolicy` (or a `VLLMPolicy` with `use_vllm`) for `path` with the stage's sampling settings and step
-    token limit (`StepArguments.max_step_tokens`)."""
+    """An `HFPolicy` (or a `VLLMPolicy` with `use_vllm`, a `VLLMServerPolicy` with `vllm_mode="server"`) for `path`
+    with the stage's sampling settings and step token limit (`StepArguments.max_step_tokens`).
+
+    Raises:
+        ValueError: in server mode, when the server serves another model than `path`.
+    """
     check_model_source(path, "policy")
+    mode = getattr(gen, "vllm_mode", "colocate")
+    if gen.use_vllm and mode not in ("colocate", "server"):
+        raise ValueError(f"vllm_mode must be 'colocate' or 'server', got {mode!r}")
+    if gen.use_vllm and mode == "server":
+        from ..generation.vllm_server import VLLMServerPolicy, check_served_model, make_vllm_client
+        from ..tokenization import load_tokenizer
+
+        client = make_vllm_client(
+            gen.vllm_server_base_url, gen.vllm_server_host, gen.vllm_server_port, gen.vllm_server_timeout
+        )
+        check_served_model(client, path)
+        return VLLMServerPolicy(
+            client,
+            load_tokenizer(path),
+            step_format,
+            name=path,
+            temperature=gen.temperature,
+            max_new_tokens=gen.max_new_tokens,
+            max_step_tokens=max_step_tokens,
+            rendered_prompts=True if getattr(gen, "use_chat_template", False) else None,
+        )
     if gen.use_vllm:
         from ..generation.vllm import VLLMPolicy
 
