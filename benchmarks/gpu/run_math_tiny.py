@@ -7,9 +7,13 @@ with the sizes overridden (the derived configs are written to `<out>/configs/`, 
   1. label      `recipes/label.py`: MC labels of 16 MATH-500 problems with vLLM (first pit, Bo4 prover)
   2. train_pav  `recipes/train_pav.py --use_peft`: a LoRA PAV on those labels, a few steps
   3. rl         `recipes/rl_pav.py`: PAV-GRPO for a few steps under DeepSpeed ZeRO-3 (`zero3.yaml`), vLLM colocated
-  4. search     `recipes/search_eval.py`: PAV beam search (and best-of-N baselines) with vLLM
+  4. search     `recipes/search_eval.py`: PAV beam search (and best-of-N baselines, base-policy sampling) with vLLM
 
-Each stage's output is checked (files present, values finite and in range) and its wall time and throughput
+MATH-500 is fetched from the Hub with `datasets` (`--math500`, default `HuggingFaceH4/MATH-500`) or read from a
+jsonl file (`--math500 FILE`).
+
+Each stage's output is checked (files present, values finite and in range; search not below base-policy sampling
+beyond noise: `compare_to_base_sampling`) and its wall time and throughput
 (problems/s, rollouts/s, tokens/s, from what the recipe writes: labeling metadata, trainer logs, search results)
 recorded. The last line printed is one JSON object. The base model is `--model` (a Hub id or a local folder; the
 MATH configs expect the rejection-fine-tuned policy of `sft.yaml`, which this runbook skips).
@@ -44,7 +48,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 MATH_CONFIGS = ROOT / "recipes" / "configs" / "math_1.5b"
 ACCELERATE = ROOT / "recipes" / "accelerate_configs"
-MATH500 = ROOT.parent / "shared" / "data" / "math500_test.jsonl"
+MATH500_HUB = "HuggingFaceH4/MATH-500"  # the default source: fetched with `datasets` into <out>/data/
 DEFAULT_MODEL = "Qwen/Qwen2.5-Math-1.5B-Instruct"  # the base of recipes/configs/math_1.5b/sft.yaml
 
 
@@ -77,7 +81,17 @@ BUDGETS = {
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(ROOT / "outputs" / "gpu-runbook"), help="working folder (wiped first)")
-    p.add_argument("--math500", default=str(MATH500), help="MATH-500 jsonl (problem, answer, ...)")
+    p.add_argument(
+        "--math500",
+        default=MATH500_HUB,
+        help=f"MATH-500: a jsonl file (problem, answer, ...) or a Hub dataset id (default {MATH500_HUB}, split test)",
+    )
+    p.add_argument(
+        "--noise-z",
+        type=float,
+        default=2.0,
+        help="search may fall below base-policy sampling by at most this many paired standard errors",
+    )
     p.add_argument("--model", default=None, help=f"base policy, Hub id or folder (GPU default: {DEFAULT_MODEL})")
     p.add_argument("--cpu-dry-run", action="store_true", help="tiny local model on the CPU, HF backend")
     p.add_argument("--num-gpus", type=int, default=None, help="processes (GPUs) per stage; default: all visible")
@@ -312,6 +326,63 @@ def prepare_model(args, out: Path) -> str:
     return str(path)
 
 
+def fetch_math500(source: str, folder: Path) -> Path:
+    """MATH-500's test split from the Hub id `source`, through `datasets`, written to `folder/math500.jsonl` (the
+    stages read that file). Raises `RunbookError` saying what to do when it cannot be fetched (no Hub access)."""
+    try:
+        from datasets import load_dataset
+
+        data = load_dataset(source, split="test")
+    except Exception as e:  # offline, a wrong id, no such split: one line with the way out
+        raise RunbookError(
+            f"could not fetch MATH-500 ({source!r}, split test) with datasets: {type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}; pass --math500 FILE (a MATH-500 jsonl with problem and "
+            "answer) or allow Hub access"
+        ) from None
+    missing = [c for c in ("problem", "answer") if c not in data.column_names]
+    if missing:
+        raise RunbookError(f"{source!r} has no column(s) {missing} (found {data.column_names}): not MATH-500")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "math500.jsonl"
+    data.to_json(str(path), lines=True)
+    log(f"MATH-500: {len(data)} problems from {source} (datasets) -> {path}")
+    return path
+
+
+def compare_to_base_sampling(results: dict, methods: tuple[str, ...], z: float = 2.0) -> dict:
+    """Each search method's accuracy at each N against base-policy sampling (`random_pick` at the same N: the mean
+    accuracy of the N samples), paired over problems: `below` when `mean(method - base) + z * SE < 0`, i.e. the
+    method is below sampling by more than noise.
+
+    Example:
+        >>> r = {"methods": {"pav_beam": [{"n": 4, "accuracy": 0.0, "per_problem_correct": [0.0, 0.0, 0.0, 0.0]}],
+        ...                  "random_pick": [{"n": 4, "accuracy": 0.5, "per_problem_correct": [0.5, 0.5, 0.5, 0.5]}]}}
+        >>> compare_to_base_sampling(r, ("pav_beam",))["pav_beam"][4]["below"]
+        True
+    """
+    base = {r["n"]: r["per_problem_correct"] for r in results["methods"].get("random_pick", [])}
+    if not base:
+        raise RunbookError("search: no random_pick records (base-policy sampling) to compare with")
+    out: dict = {}
+    for method in methods:
+        for rec in results["methods"].get(method, []):
+            ref = base.get(rec["n"])
+            if ref is None:
+                raise RunbookError(f"search: random_pick has no record at N={rec['n']} to compare {method} with")
+            d = [a - b for a, b in zip(rec["per_problem_correct"], ref, strict=True)]
+            mean = sum(d) / len(d)
+            var = sum((x - mean) ** 2 for x in d) / (len(d) - 1) if len(d) > 1 else 0.0
+            se = math.sqrt(var / len(d))
+            out.setdefault(method, {})[rec["n"]] = {
+                "accuracy": rec["accuracy"],
+                "base": sum(ref) / len(ref),
+                "diff": mean,
+                "se": se,
+                "below": mean + z * se < 0,
+            }
+    return out
+
+
 def wants_chat_template(args, model: str) -> bool:
     if args.chat_template != "auto":
         return args.chat_template == "on"
@@ -332,8 +403,13 @@ def main(argv=None) -> dict:
     if args.cpu_dry_run:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if not Path(args.math500).is_file():
-        raise RunbookError(f"no MATH-500 file at {args.math500} (--math500)")
+    import re
+
+    local_data = Path(args.math500).is_file()
+    hub_id = re.fullmatch(r"[\w.-]+/[\w.-]+", args.math500) is not None
+    hub_id = hub_id and Path(args.math500).suffix not in (".json", ".jsonl", ".parquet", ".csv")
+    if not local_data and not hub_id:
+        raise RunbookError(f"no MATH-500 file at {args.math500} (--math500: a jsonl file or a Hub dataset id)")
     facts = check_environment(args)
     gpu = not args.cpu_dry_run
     use_ds = gpu or args.deepspeed == "on" or (args.deepspeed == "auto" and facts["deepspeed"] is not None)
@@ -350,6 +426,7 @@ def main(argv=None) -> dict:
         env["DS_ACCELERATOR"] = "cpu"
 
     t0 = time.perf_counter()
+    math500 = Path(args.math500).resolve() if local_data else fetch_math500(args.math500, out / "data")
     model = prepare_model(args, out)
     chat = wants_chat_template(args, model)
     log(f"{'cpu dry run' if args.cpu_dry_run else facts['device']}: model {model}, chat template {chat}")
@@ -366,7 +443,7 @@ def main(argv=None) -> dict:
     # What differs between the GPU and the dry run in every config: backend, precision, device.
     device = {"dtype": "bfloat16"} if gpu else {"dtype": "float32"}
     trainer_device = {"bf16": True} if gpu else {"bf16": False, "use_cpu": True, "gradient_checkpointing": False}
-    problems = {"dataset_name": str(Path(args.math500).resolve()), "use_chat_template": chat}
+    problems = {"dataset_name": str(math500), "use_chat_template": chat}
     stages: dict[str, dict] = {}
 
     # 1. MC labels with vLLM.
@@ -527,7 +604,7 @@ def main(argv=None) -> dict:
             "pav_model_name_or_path": str(pav),
             "orm_model_name_or_path": None,
             "output_dir": str(search),
-            "methods": ["pav_beam", "pav_bon", "majority"],
+            "methods": ["pav_beam", "pav_bon", "majority", "random_pick"],
             "budgets": args.search_budgets,
             "max_depth": args.search_depth,
             "max_new_tokens": args.search_tokens,
@@ -546,6 +623,11 @@ def main(argv=None) -> dict:
         _require(0.0 <= r["accuracy"] <= 1.0, "search", f"{m} accuracy {r['accuracy']}")
         _require(r["generated_tokens"] > 0, "search", f"{m} at N={r['n']} generated no token")
     _require((search / "search.png").is_file(), "search", "no search.png")
+    # Search must not do worse than sampling the base policy once (random_pick: the mean accuracy of the N samples).
+    versus_base = compare_to_base_sampling(results, ("pav_beam", "pav_bon"), args.noise_z)
+    below = [f"{m} at N={n}: {v['accuracy']:.3f} vs {v['base']:.3f}" for m, by_n in versus_base.items()
+             for n, v in by_n.items() if v["below"]]  # fmt: skip
+    _require(not below, "search", f"below base-policy sampling beyond {args.noise_z} paired SEs: {'; '.join(below)}")
     gen = sum(r["generated_tokens"] for _, r in records)
     ver = sum(r.get("verifier_tokens", 0) for _, r in records)
     secs = sum(r.get("seconds", 0.0) for _, r in records)
@@ -565,6 +647,8 @@ def main(argv=None) -> dict:
         "beam_problems_per_s": _rate(len(beam) * args.search_problems, beam_secs),
         "beam_tokens_per_s": _rate(sum(r["generated_tokens"] for r in beam), beam_secs),
         "beam_accuracy": {str(r["n"]): r["accuracy"] for r in beam},
+        "base_sampling_accuracy": {str(r["n"]): r["accuracy"] for m, r in records if m == "random_pick"},
+        "versus_base_sampling": versus_base,
         "peak_gpu_memory_gib": run["peak_gib"],
     }
     log(f"search: {len(records)} (method, N) points on {args.search_problems} problems, {run['seconds']:.1f} s")
