@@ -11,7 +11,8 @@ Stages (each checks its output and raises on a broken one):
                problems, rendered with the model's chat template
   3. label     `MCLabeler` + `HFPolicy` (first pit, Bo4 prover, tiny `n_cov` / `n_mc`)
   4. pav       `PAVRewardTrainer` with a `TOKEN_CLS` LoRA, saved, reloaded as a `PAVVerifier`, scores checked
-  5. search    `beam_search` with the PAV
+  5. search    `trl-pav search` (chat template, paragraph steps) with the PAV; the share of problems it answers is
+               reported (`--require_answers`: every problem must end in a finished trace with a readable answer)
   6. grpo      a few `PAVGRPOTrainer` steps (LoRA policy), `pav/*` metrics checked
 
     HF_HUB_OFFLINE=1 python benchmarks/smoke_real.py            # or: make smoke-real
@@ -61,6 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--pav_steps", type=int, default=4)
     p.add_argument("--search_problems", type=int, default=2)
     p.add_argument("--search_budget", type=int, default=2)
+    p.add_argument("--search_tokens", type=int, default=512, help="token limit of a searched trace")
+    p.add_argument("--search_depth", type=int, default=10, help="most steps of a searched trace")
+    p.add_argument("--require_answers", action="store_true", help="fail unless search answers every problem")
     p.add_argument("--grpo_steps", type=int, default=2)
     p.add_argument("--grpo_completion_tokens", type=int, default=96)
     p.add_argument("--threads", type=int, default=1, help="torch threads (see docs/scaling.md)")
@@ -109,7 +113,6 @@ def main(argv=None) -> dict:
         load_tokenizer,
         validate_stepwise,
     )
-    from trl_pav.search import BeamSearchConfig, beam_search
     from trl_pav.testing import smollm2_checkpoint
     from trl_pav.trainers import PAVGRPOConfig, PAVGRPOTrainer, grader_reward
 
@@ -215,29 +218,50 @@ def main(argv=None) -> dict:
     figures["pav_scores_first_trace"] = [round(v, 4) for v in scores[0]]
     log(f"pav: {args.pav_steps} LoRA steps, loss {train_out.training_loss:.4f}, {timings['pav_s']:.0f} s")
 
-    # 5. Beam search with the PAV.
+    # 5. Beam search with the PAV through `trl-pav search`, the path a MATH user takes: raw problems rendered by the
+    # policy's chat template (--use_chat_template), paragraph steps (--separator '\n\n'), cut steps kept. Every
+    # problem must end in a finished trace with a readable answer.
+    del policy
     t = time.perf_counter()
-    search_prompts = list(problems["prompt"][: args.search_problems])
-    found = beam_search(
-        policy,
-        verifier,
-        search_prompts,
-        BeamSearchConfig(budget=args.search_budget, expansions=min(2, args.search_budget), alpha=0.5, max_depth=6),
-    )
+    from trl_pav.cli import main as cli
+
+    rows = [{"prompt": INSTRUCTION.format(problem=r["problem"]), "gold": r["gold"]} for r in raw]
+    data = out / "search-problems.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows[: args.search_problems]))
+    cli(
+        ["search", "--model_name_or_path", str(model_dir), "--pav_model_name_or_path", str(out / "pav"),
+         "--dataset_name", str(data), "--use_chat_template", "--separator", "\\n\\n", "--max_step_tokens",
+         str(args.max_step_tokens), "--truncated_step", "keep", "--max_new_tokens", str(args.search_tokens),
+         "--max_depth", str(args.search_depth), "--methods", "pav_beam", "--budgets", str(args.search_budget),
+         "--expansions", str(min(2, args.search_budget)), "--temperature", str(args.temperature),
+         "--output_dir", str(out / "search"), "--report_to", "none"]
+    )  # fmt: skip
     timings["search_s"] = time.perf_counter() - t
-    if len(found) != len(search_prompts) or not all(r.steps for r in found):
-        raise RuntimeError(f"beam search returned no trace for some prompt: {found}")
-    golds = list(problems["gold"][: args.search_problems])
-    figures["search_answered"] = sum(r.answered for r in found)
-    figures["search_correct"] = sum(grader.grade(fmt.join(r.steps), g) for r, g in zip(found, golds))
+    search = json.loads((out / "search" / "results.json").read_text())
+    (beam,) = search["methods"]["pav_beam"]
+    if search["num_problems"] != len(rows[: args.search_problems]):
+        raise RuntimeError(f"search ran {search['num_problems']} problems of {args.search_problems}")
+    if search["step_settings"]["separator"] != "\n\n":
+        raise RuntimeError(f"search cut steps at {search['step_settings']['separator']!r}, not at blank lines")
+    figures["search_answered"] = search["num_problems"] - beam["unanswered"]
+    figures["search_correct"] = beam["correct"]
+    figures["search_truncated_kept"] = beam.get("truncated_kept")
+    figures["search_answered_share"] = figures["search_answered"] / search["num_problems"]
+    # SmolLM2-135M ends with "The answer is N = 1." rather than \\boxed{} or "#### n", which search reads as no answer
+    # (measured: 0 of 2 answered at 512 tokens; its sampled traces end at EOS without one): opt-in until it does.
+    if beam["unanswered"] and args.require_answers:
+        raise RuntimeError(
+            f"beam search left {beam['unanswered']} of {search['num_problems']} problems without a finished, answered "
+            f"trace (max_new_tokens {args.search_tokens}, max_depth {args.search_depth})"
+        )
     log(
-        f"search: {figures['search_answered']}/{len(found)} answered, {figures['search_correct']:.0f} correct, "
-        f"{timings['search_s']:.0f} s"
+        f"search: {figures['search_answered']}/{search['num_problems']} answered, {figures['search_correct']:.0f} "
+        f"correct, {timings['search_s']:.0f} s"
     )
 
     # 6. A few PAV-GRPO steps (LoRA policy, no reference model). Prompts in TRL's conversational form: TRL applies
     # the chat template for the policy, the verifier applies it again to score (`render_prompt`).
-    del model, policy
+    del model
     t = time.perf_counter()
     chat_problems = Dataset.from_list(
         [
