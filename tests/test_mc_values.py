@@ -16,7 +16,7 @@ from trl_pav.tasks import (
     RewritePolicy,
     RewriteTask,
 )
-from trl_pav.testing import tiny_causal_lm
+from trl_pav.testing import cpu_rl_args, tiny_causal_lm
 from trl_pav.trainers import PAVGRPOConfig, PAVGRPOTrainer, grader_reward
 from trl_pav.values import best_of_k, prover_advantages
 
@@ -135,22 +135,7 @@ def policy_dir(tmp_path_factory):
 def _trainer(policy_dir, tmp_path, scorer, **kw):
     probs = ARITH.sample_problems(8, seed=0)
     data = Dataset.from_dict({"prompt": [p.prompt for p in probs], "gold": [p.gold for p in probs]})
-    base = dict(
-        output_dir=str(tmp_path / "rl"),
-        per_device_train_batch_size=4,
-        num_generations=4,
-        max_completion_length=16,
-        max_steps=2,
-        logging_steps=1,
-        report_to="none",
-        use_cpu=True,
-        save_strategy="no",
-        disable_tqdm=True,
-        learning_rate=1e-2,
-        seed=0,
-        step_separator="\n",
-    )
-    args = PAVGRPOConfig(**{**base, **kw})
+    args = cpu_rl_args(PAVGRPOConfig, tmp_path / "rl", **{"max_completion_length": 16, "step_separator": "\n", **kw})
     return PAVGRPOTrainer(
         policy_dir,
         [grader_reward(ContainsGrader())],

@@ -4,7 +4,7 @@ from datasets import Dataset
 
 from trl_pav import StepFormat
 from trl_pav.tasks import ArithmeticTask, NoisyArithmeticPolicy
-from trl_pav.testing import tiny_causal_lm
+from trl_pav.testing import cpu_rl_args, tiny_causal_lm
 from trl_pav.trainers import PAVGRPOConfig, PAVGRPOTrainer, PAVRLOOConfig, PAVRLOOTrainer, grader_reward, locate_steps
 
 TASK = ArithmeticTask()
@@ -51,22 +51,7 @@ def policy_dir(tmp_path_factory):
 
 
 def rl_args(cls, tmp_path, **kw):
-    base = dict(
-        output_dir=str(tmp_path / "rl"),
-        per_device_train_batch_size=4,
-        num_generations=4,
-        max_completion_length=24,
-        max_steps=2,
-        logging_steps=1,
-        report_to="none",
-        use_cpu=True,
-        save_strategy="no",
-        disable_tqdm=True,
-        learning_rate=1e-2,
-        temperature=1.0,
-        seed=0,
-    )
-    return cls(**{**base, **kw})
+    return cpu_rl_args(cls, tmp_path / "rl", **kw)
 
 
 def dataset(n=8):

@@ -27,6 +27,7 @@ from .tokenization import build_char_tokenizer, load_tokenizer
 
 __all__ = [
     "char_tokenizer",
+    "cpu_rl_args",
     "markov_causal_lm",
     "smollm2_checkpoint",
     "smollm2_tokenizer",
@@ -39,6 +40,33 @@ __all__ = [
 
 Arch = Literal["llama", "qwen2"]
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cpu_rl_args(config_class, output_dir, **overrides):
+    """A TRL online-RL config (`GRPOConfig`, `PAVGRPOConfig`, ...) for a two-step CPU test run: 4 completions of 4
+    samples per prompt, no checkpoints, no trackers, seed 0; `overrides` replace any field.
+
+    Example:
+        >>> from trl import GRPOConfig
+        >>> cpu_rl_args(GRPOConfig, "/tmp/rl-doctest", max_steps=3).max_steps
+        3
+    """
+    base = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=24,
+        max_steps=2,
+        logging_steps=1,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+        learning_rate=1e-2,
+        temperature=1.0,
+        seed=0,
+    )
+    return config_class(**{**base, **overrides})
 
 
 def char_tokenizer() -> PreTrainedTokenizerFast:

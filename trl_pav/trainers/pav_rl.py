@@ -352,8 +352,8 @@ class PAVRLMixin:
             raise TypeError(f"verifier must implement score(prompts, steps), got {type(verifier).__name__}")
         from ..prm_adapters import PublicPRM
 
-        if isinstance(verifier, PublicPRM):
-            # Frozen and prepared like the PAV: under ZeRO-3 transformers loaded it inside `zero.Init` (partitioned),
+        if isinstance(verifier, (PublicPRM, PAVVerifier)):
+            # Frozen and prepared alike: under ZeRO-3 transformers loaded the model inside `zero.Init` (partitioned),
             # so only DeepSpeed's engine can run it, and every process must run its forward passes together.
             verifier.batch_size = args.verifier_batch_size
             verifier.model.requires_grad_(False)
@@ -364,20 +364,10 @@ class PAVRLMixin:
             else:
                 verifier.model = self.accelerator.prepare_model(verifier.model, evaluation_mode=True)
             lockstep = is_zero3(self.accelerator) if args.verifier_lockstep is None else args.verifier_lockstep
-            if lockstep:
-                _run_in_lockstep(verifier, Lockstep(self.accelerator.device))
-        if isinstance(verifier, PAVVerifier):
-            verifier.batch_size = args.verifier_batch_size
-            verifier.model.requires_grad_(False)
-            if self.is_deepspeed_enabled:
-                from trl.models.utils import prepare_deepspeed
-
-                verifier.model = prepare_deepspeed(verifier.model, self.accelerator)
-            else:
-                verifier.model = self.accelerator.prepare_model(verifier.model, evaluation_mode=True)
-            lockstep = is_zero3(self.accelerator) if args.verifier_lockstep is None else args.verifier_lockstep
-            if lockstep:
+            if lockstep and isinstance(verifier, PAVVerifier):
                 verifier.lockstep = Lockstep(self.accelerator.device)
+            elif lockstep:
+                _run_in_lockstep(verifier, Lockstep(self.accelerator.device))
         self.verifier = verifier
         stored_k = verifier.metadata.prover_k if isinstance(verifier, PAVVerifier) else 1
         if isinstance(verifier, PAVVerifier) and verifier.metadata.target == "q_mu":
