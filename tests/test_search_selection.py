@@ -354,3 +354,29 @@ def test_beam_search_without_merging_samples_the_correct_state_more():
     assert BeamSearchConfig().merge_duplicates is False  # the paper's independent expansions
     assert unmerged >= merged + 0.1, (merged, unmerged)
     assert unmerged >= 0.7 and merged <= 0.65
+
+
+def test_search_reads_answers_the_way_its_grader_does():
+    """A trace ending "The answer is 7." is answered for math-verify's grader (its answer pattern reads it), so
+    search selects it instead of counting the problem unanswered."""
+    from trl_pav import MathVerifyGrader
+    from trl_pav.generation.base import Generation
+    from trl_pav.search import SearchEvalConfig, evaluate_search
+    from trl_pav.steps import StepFormat
+
+    class Writer:
+        name, step_format = "writer", StepFormat("\n\n")
+
+        def generate(self, requests, stop_at_step=False):
+            full = ["3 + 4 = 7.", "The answer is 7."]
+            out = []
+            for r in requests:
+                rest = full[len(r.steps) :]
+                steps = rest[:1] if stop_at_step else rest
+                out.append(Generation(steps, finished=len(r.steps) + len(steps) == 2, num_tokens=4))
+            return out
+
+    cfg = SearchEvalConfig(methods=["majority"], budgets=[2], seed=0)
+    rec = evaluate_search(Writer(), ["What is 3 + 4?"], ["7"], MathVerifyGrader(timeout_seconds=None), cfg)
+    row = rec["methods"]["majority"][0]
+    assert row["unanswered"] == 0 and row["accuracy"] == 1.0

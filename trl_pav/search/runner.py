@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -155,7 +156,12 @@ def evaluate_search(
         wrapped = {id(x): x if isinstance(x, ReusingScorer) else ReusingScorer(x) for x in (pav, orm) if x is not None}
         pav, orm = (None if x is None else wrapped[id(x)] for x in (pav, orm))
     join = policy.step_format.separator.join
-    answer_fn = answer_fn or (lambda steps: extract_answer(join(steps)))
+    if answer_fn is None:
+        # The grader's own answer reader where it has one (e.g. math-verify's "The answer is N"), so a trace the
+        # grader can score is never counted as unanswered.
+        pattern = getattr(grader, "answer_pattern", None)
+        compiled = re.compile(pattern, re.MULTILINE) if isinstance(pattern, str) else None
+        answer_fn = lambda steps: extract_answer(join(steps), compiled)  # noqa: E731
 
     ids = list(range(len(prompts))) if prompt_ids is None else list(prompt_ids)
     if len(ids) != len(prompts):
