@@ -65,7 +65,8 @@ class DemoConfig:
         rl_seeds (`list[int]`): seeds of each arithmetic RL arm.
         rl_eval_every (`int`): steps between held-out evaluations.
         rl_mc_rollouts (`list[int]`): rollouts per state of the arithmetic Monte-Carlo-advantage arms (Bo-K of the
-            current policy estimated online, K = min(prover_k, n); empty skips them).
+            current policy estimated online, K = min(prover_k, n); empty, the default, skips them: HF rollouts of the
+            1M policy add several seconds per GRPO step on 2 cores, minutes per run; docs/mc_advantages.md).
         rl_eval_problems (`int`): held-out problems per evaluation.
         planted_rl_steps (`int`): GRPO steps per planted RL run.
         planted_seeds (`list[int]`): seeds of each planted RL arm. The planted budget, learning rate and α were
@@ -108,7 +109,7 @@ class DemoConfig:
     rl_learning_rate: float = 2e-5
     rl_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     rl_eval_every: int = 20
-    rl_mc_rollouts: list[int] = field(default_factory=lambda: [4])
+    rl_mc_rollouts: list[int] = field(default_factory=list)
     rl_eval_problems: int = 128
     planted_rl_steps: int = 300
     planted_seeds: list[int] = field(default_factory=lambda: [10, 11, 12])
