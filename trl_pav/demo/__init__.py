@@ -149,6 +149,7 @@ class DemoConfig:
             planted_rl_steps=6,
             planted_seeds=[0, 1],
             planted_ppo_steps=4,
+            planted_ppo_seeds=[0],
             planted_mc_rollouts=[2],
             gamma_sweep=[1.0, 10.0],
             gamma_sweep_steps=4,
