@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -169,8 +170,16 @@ def test_lockstep_prm_runs_as_many_passes_on_every_process(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    # fork: the workers need no fresh interpreter (importing torch again costs tens of seconds here)
-    mp.start_processes(_lockstep_worker, args=(port, [3, 0], str(tmp_path)), nprocs=2, start_method="fork")
+    # spawn, not fork: a fork of a process whose torch thread pool has run (the rest of the suite) deadlocks.
+    context = mp.start_processes(
+        _lockstep_worker, args=(port, [3, 0], str(tmp_path)), nprocs=2, start_method="spawn", join=False
+    )
+    deadline = time.monotonic() + 300
+    while not context.join(timeout=5):
+        if time.monotonic() > deadline:
+            for p in context.processes:
+                p.kill()
+            pytest.fail("the two lockstep processes did not finish within 300 s (a missed collective hangs)")
     busy, idle = (json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1))
     assert busy["passes"] == idle["passes"] == 3 and idle["scores"] == []
     plain = RLHFlowPRM(*tiny_public_prm("rlhflow", seed=2), batch_size=1)
