@@ -200,6 +200,7 @@ def test_model_card_snippet_scores_like_trl_pav(causal_dir, tmp_path):
     code = content.split("## Use with plain transformers")[1].split("```python")[1].split("```")[0]
     namespace = {}
     exec(code.replace("<this repo or folder>", str(tmp_path / "pav")), namespace)
-    expected = verifier.score(["Q:2*3+1?\n"], [["2*3=6", "6+1=7"]])[0]
+    # The card's own example (task-neutral), scored by trl_pav.
+    expected = verifier.score([namespace["prompt"]], [namespace["steps"]])[0]
     assert namespace["q"] == pytest.approx(expected, abs=1e-5)
     assert "LM head kept" in content
