@@ -7,7 +7,6 @@ import sys
 import threading
 import types
 import zlib
-from dataclasses import dataclass, field
 
 import pytest
 
@@ -22,33 +21,13 @@ from trl_pav.generation import (
 )
 from trl_pav.labeling import MCLabelConfig, MCLabeler
 from trl_pav.tasks import ArithmeticTask, NoisyArithmeticPolicy
+from trl_pav.testing import VLLMCompletion as Completion
+from trl_pav.testing import VLLMRequestOutput as RequestOutput
+from trl_pav.testing import VLLMSamplingParams as SamplingParams
 
 TASK = ArithmeticTask()
 SEP = TASK.step_format.separator
 TRACE = ["1+2=3", "3*1=3"]  # every completion of the stand-in engine: these two steps, then an answer
-
-
-@dataclass
-class SamplingParams:
-    n: int = 1
-    temperature: float = 1.0
-    max_tokens: int = 16
-    seed: int | None = None
-    stop: list | None = None
-    include_stop_str_in_output: bool = False
-
-
-@dataclass
-class Completion:
-    text: str
-    token_ids: list
-    finish_reason: str
-    stop_reason: object = None
-
-
-@dataclass
-class RequestOutput:
-    outputs: list = field(default_factory=list)
 
 
 def answer(seed: int) -> str:

@@ -316,27 +316,10 @@ def test_vllm_policy_request_and_output_handling(monkeypatch):
     """VLLMPolicy against a stand-in engine shaped like vLLM's API (SamplingParams in, RequestOutput out)."""
     import sys
     import types
-    from dataclasses import dataclass, field
 
-    @dataclass
-    class SamplingParams:
-        n: int = 1
-        temperature: float = 1.0
-        max_tokens: int = 16
-        seed: int | None = None
-        stop: list | None = None
-        include_stop_str_in_output: bool = False
-
-    @dataclass
-    class Completion:
-        text: str
-        token_ids: list
-        finish_reason: str
-        stop_reason: object = None
-
-    @dataclass
-    class RequestOutput:
-        outputs: list = field(default_factory=list)
+    from trl_pav.testing import VLLMCompletion as Completion
+    from trl_pav.testing import VLLMRequestOutput as RequestOutput
+    from trl_pav.testing import VLLMSamplingParams as SamplingParams
 
     class Engine:
         def __init__(self):

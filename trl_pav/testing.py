@@ -7,6 +7,7 @@ import math
 import os
 import string
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -26,6 +27,9 @@ from transformers import (
 from .tokenization import build_char_tokenizer, load_tokenizer
 
 __all__ = [
+    "VLLMCompletion",
+    "VLLMRequestOutput",
+    "VLLMSamplingParams",
     "char_tokenizer",
     "cpu_rl_args",
     "markov_causal_lm",
@@ -40,6 +44,35 @@ __all__ = [
 
 Arch = Literal["llama", "qwen2"]
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass
+class VLLMSamplingParams:
+    """Stand-in for `vllm.SamplingParams` (the fields trl_pav sets), for tests of the vLLM backends without vLLM."""
+
+    n: int = 1
+    temperature: float = 1.0
+    max_tokens: int = 16
+    seed: int | None = None
+    stop: list | None = None
+    include_stop_str_in_output: bool = False
+
+
+@dataclass
+class VLLMCompletion:
+    """Stand-in for one of vLLM's `CompletionOutput`s."""
+
+    text: str
+    token_ids: list
+    finish_reason: str
+    stop_reason: object = None
+
+
+@dataclass
+class VLLMRequestOutput:
+    """Stand-in for vLLM's `RequestOutput`: the completions of one request."""
+
+    outputs: list = field(default_factory=list)
 
 
 def cpu_rl_args(config_class, output_dir, **overrides):
