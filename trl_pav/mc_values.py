@@ -69,7 +69,8 @@ class MCStepScorer:
             own values).
         seed (`int`, defaults to `0`): base seed of every rollout.
         step_format: how steps are joined for grading (defaults to the rollout policy's).
-        gold_column (`str`, defaults to `"gold"`): the dataset column an RL trainer reads gold answers from.
+        gold_column (`str` or `None`, defaults to `"gold"`): the dataset column an RL trainer reads gold answers
+            from; `None`: the trainer passes each whole row (a grader that reads rows, e.g. its reward functions).
         refresh_every (`int` or `None`, defaults to `None`): with `policy="frozen"`, an RL trainer copies the
             trained policy's current weights into the frozen prover every this many optimizer steps (prover refresh).
 
@@ -93,7 +94,7 @@ class MCStepScorer:
         prover_k: int = 1,
         seed: int = 0,
         step_format: StepFormat | None = None,
-        gold_column: str = "gold",
+        gold_column: str | None = "gold",
         refresh_every: int | None = None,
     ):
         if isinstance(policy, str) and policy != "frozen":

@@ -334,8 +334,8 @@ class PAVRLMixin:
                 prover_k=args.mc_prover_k,
                 seed=args.seed,
                 refresh_every=args.mc_refresh_every,
+                gold_column=None,  # the reward functions read the batch rows themselves
             )
-            verifier.gold_column = None  # the reward functions read the batch rows themselves
         if verifier is None:
             raise ValueError("a PAV trainer needs a verifier: pass verifier= or set verifier_model_name_or_path")
         if isinstance(verifier, str):
