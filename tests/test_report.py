@@ -497,3 +497,54 @@ def test_mc_section_states_what_its_ratios_say():
     never = report._mc_md({**base, "arms": {**arms, "mc2": _mc_arm(2, [None, None, None], None)}})
     assert "reached 90% on 0 of 3 seeds; no paired ratio" in never and "never, never, never" in never
     assert report._mc_md(None) == ""
+
+
+def test_pipeline_summary_pools_verdicts_over_pipeline_seeds():
+    """A t-interval over pipelines: three consistent gains are reproduced, a sign flip is not resolved, one seed is
+    a single pipeline; the report's section states the per-seed values and appears only with several seeds."""
+    from trl_pav.demo import pipeline_summary
+
+    out = pipeline_summary(
+        {
+            0: {"search_pav_vs_orm_gain": 0.05, "rl_accuracy_gain": 0.02},
+            1: {"search_pav_vs_orm_gain": 0.06, "rl_accuracy_gain": -0.03},
+            2: {"search_pav_vs_orm_gain": 0.07, "rl_accuracy_gain": None},
+        }
+    )
+    gain = out["search_pav_vs_orm_gain"]
+    # mean 0.06, sd 0.01, t(2) = 4.303: half-width 4.303 * 0.01 / sqrt(3).
+    assert gain["mean"] == pytest.approx(0.06)
+    assert gain["interval"] == pytest.approx([0.06 - 4.303 * 0.01 / 3**0.5, 0.06 + 4.303 * 0.01 / 3**0.5])
+    assert gain["verdict"] == "reproduced"
+    rl = out["rl_accuracy_gain"]
+    assert rl["verdict"] == "not resolved" and set(rl["per_seed"]) == {"0", "1"}
+    assert pipeline_summary({0: {"g": -0.1}})["g"]["verdict"] == "single pipeline"
+    assert pipeline_summary({0: {"g": -0.1}, 1: {"g": -0.12}, 2: {"g": -0.11}})["g"]["verdict"] == "opposite"
+    text = report._pipelines_md({"pipelines": out, "pipeline_seeds": [0, 1, 2]})
+    assert "+0.050, +0.060, +0.070" in text and "| reproduced |" in text and "| not resolved |" in text
+    assert report._pipelines_md({"pipelines": out, "pipeline_seeds": [0]}) == ""
+    assert "single-pipeline" in report._pipeline_text({"pipeline_seeds": [0], "config": {"seed": 0}})
+    assert "3 pipeline seeds" in report._pipeline_text({"pipeline_seeds": [0, 1, 2], "config": {"seed": 0}})
+
+
+def test_demo_configs_and_the_full_budget():
+    """`--full` adds pipeline seeds and seeded sweeps; the pipeline seeds must start with the base seed."""
+    full, default = DemoConfig.full(), DemoConfig()
+    assert full.pipeline_seeds == [0, 1, 2] and default.pipeline_seeds == [0]
+    assert len(full.gamma_sweep_seeds) >= 3 and len(full.k_sweep_seeds) >= 3 and len(full.planted_ppo_seeds) >= 3
+    assert any(5 <= g <= 17 for g in full.gamma_sweep) and full.planted_mc_rollouts
+    with pytest.raises(ValueError, match="start with seed=1"):
+        DemoConfig(seed=1)
+    with pytest.raises(ValueError, match="repeats"):
+        DemoConfig(pipeline_seeds=[0, 1, 1])
+    from trl_pav.cli import main
+
+    with pytest.raises((SystemExit, ValueError), match="exclude each other"):
+        main(["demo", "--quick", "--full"])
+
+
+def test_task_text_names_the_run_task():
+    rewrite = {"task": "rewrite", "checker": {"error_rates": {"sum": 0.25}, "restate_rate": 0.1}}
+    title, line, checker = report._task_text(rewrite)
+    assert title == "Rewriting" and "Rewriting task" in line and "sum 0.25" in checker and "0.10" in checker
+    assert report._task_text({})[0] == "Arithmetic"  # runs from before the rewriting task

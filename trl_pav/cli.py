@@ -94,17 +94,24 @@ class DemoArguments:
     Args:
         output_dir (`str`, defaults to `"outputs/demo"`): working folder (cached stages) and `report/` inside it.
         quick (`bool`, defaults to `False`): the same pipeline on a tiny budget (about 3 minutes).
+        full (`bool`, defaults to `False`): `DemoConfig.full()`: three pipeline seeds, the seeded sweeps and the
+            Monte-Carlo-advantage arms (`make reproduce`).
     """
 
     output_dir: str = field(default="outputs/demo", metadata={"help": "Working folder; the report goes to report/."})
     quick: bool = field(default=False, metadata={"help": "Tiny budget (about 3 minutes)."})
+    full: bool = field(
+        default=False, metadata={"help": "Three pipeline seeds, seeded sweeps, Monte-Carlo arms (make reproduce)."}
+    )
 
 
 def _demo(argv: list[str]) -> dict:
     from .demo import DemoConfig, run_demo
 
     (args,) = _parse(DemoArguments, argv)
-    config = DemoConfig.quick() if args.quick else DemoConfig()
+    if args.quick and args.full:
+        raise ValueError("trl-pav demo: --quick and --full exclude each other; pick one budget")
+    config = DemoConfig.quick() if args.quick else DemoConfig.full() if args.full else DemoConfig()
     results = run_demo(args.output_dir, config, log=lambda m: print(m, file=sys.stderr, flush=True))
     return {"report": f"{args.output_dir}/report/report.md", "runtime_seconds": results["runtime_seconds"]}
 

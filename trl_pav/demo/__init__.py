@@ -12,14 +12,17 @@ re-run resumes):
 4. `planted`: the paper's didactic task with exact DP values: PAV-RL vs outcome-only RL (GRPO) over several seeds,
    PAV-PPO vs outcome-only PPO with a learned critic, and a sweep over the prover strength γ.
 
-Then `report.write_report` writes `report.md`, `results.json` and PNG plots.
+Then `report.write_report` writes `report.md`, `results.json` and PNG plots. `DemoConfig()` is the default
+`make demo` budget; `DemoConfig.full()` (`trl-pav demo --full`, `make reproduce`) adds the seeded sweeps, the
+Monte-Carlo-advantage arms and more pipeline seeds (the realistic pipeline trained again from scratch per seed), so
+that verdicts include the variance of training the policy, labels and verifiers.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +30,19 @@ import torch
 
 from .common import Progress, new_ledger, quiet_libraries
 
-__all__ = ["DemoConfig", "run_demo"]
+__all__ = ["DemoConfig", "pipeline_metrics", "pipeline_summary", "run_demo"]
 
 
 @dataclass
 class DemoConfig:
-    """Budgets of the demo. `DemoConfig.quick()` runs the same pipeline on a tiny budget.
+    """Budgets of the demo. `DemoConfig.quick()` runs the same pipeline on a tiny budget; `DemoConfig.full()` adds
+    the seeded sweeps and pipeline seeds that do not fit the default's 15 minutes.
 
     Args:
-        policy_steps (`int`): SFT steps of the arithmetic run; its final checkpoint is the verifiers' backbone.
+        realistic_task (`str`): task of the realistic experiment: `"rewrite"` (several evaluation orders, a hard
+            step with a safer route around it, no-progress restatements: the paper's regime; docs/tasks.md) or
+            `"arithmetic"` (one forced derivation: the documented negative result, where PAV beam equals Q-only beam).
+        policy_steps (`int`): SFT steps of the realistic task's run; its final checkpoint is the verifiers' backbone.
         policy_checkpoint_fraction (`float`): the base policy is the same SFT run's checkpoint at this share of its
             steps, so the verifiers start from a stronger model than the policy, as in the paper (1.0: one model).
         label_problems (`int`): problems labeled by Monte-Carlo rollouts.
@@ -81,9 +88,15 @@ class DemoConfig:
         gamma_sweep (`list[float]`): γ values of the prover-strength sweep.
         gamma_sweep_steps (`int`): GRPO steps per sweep run.
         gamma_sweep_seeds (`list[int]`): seeds of every sweep value (and of its outcome-only baseline, paired).
-        seed (`int`): base seed.
+        seed (`int`): base seed; the first pipeline seed.
+        pipeline_seeds (`list[int]`): seeds of the realistic pipeline (problem pools, policy, labels, verifiers). The
+            first is `seed`; every other one trains the pipeline again in `pipelines/seed-<s>/` and runs its search
+            (its RL too when `pipeline_rl`), and the report pools the verdicts over all of them (a t-interval over
+            pipelines, which covers problem, seed and training variance).
+        pipeline_rl (`bool`): also run the realistic RL arms on every extra pipeline seed (the costliest stage).
     """
 
+    realistic_task: str = "rewrite"
     policy_steps: int = 700
     policy_checkpoint_fraction: float = 0.5
     label_problems: int = 512
@@ -103,7 +116,7 @@ class DemoConfig:
     bootstrap_samples: int = 1000
     k_sweep: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])
     k_sweep_budget: int = 12
-    k_sweep_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    k_sweep_seeds: list[int] = field(default_factory=lambda: [0])
     rl_steps: int = 60
     rl_alpha: float = 3.0
     rl_learning_rate: float = 2e-5
@@ -114,14 +127,39 @@ class DemoConfig:
     planted_rl_steps: int = 300
     planted_seeds: list[int] = field(default_factory=lambda: [10, 11, 12])
     planted_ppo_steps: int = 300
-    planted_ppo_seeds: list[int] = field(default_factory=lambda: [10, 11, 12])
+    planted_ppo_seeds: list[int] = field(default_factory=lambda: [10])
     planted_gamma: float = 10.0
     planted_alpha: float = 1.0
-    planted_mc_rollouts: list[int] = field(default_factory=lambda: [2, 4, 8])
-    gamma_sweep: list[float] = field(default_factory=lambda: [1.0, 3.0, 10.0, 30.0, 100.0])
+    planted_mc_rollouts: list[int] = field(default_factory=list)
+    gamma_sweep: list[float] = field(default_factory=lambda: [1.0, 10.0, 100.0])
     gamma_sweep_steps: int = 100
-    gamma_sweep_seeds: list[int] = field(default_factory=lambda: [10, 11, 12])
+    gamma_sweep_seeds: list[int] = field(default_factory=lambda: [10])
     seed: int = 0
+    pipeline_seeds: list[int] = field(default_factory=lambda: [0])
+    pipeline_rl: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.pipeline_seeds or self.pipeline_seeds[0] != self.seed:
+            raise ValueError(f"pipeline_seeds must start with seed={self.seed}, got {self.pipeline_seeds}")
+        if len(set(self.pipeline_seeds)) != len(self.pipeline_seeds):
+            raise ValueError(f"pipeline_seeds has repeats: {self.pipeline_seeds}")
+
+    @classmethod
+    def full(cls) -> DemoConfig:
+        """`--full`: the default budget plus what needs more seeds or compute: three pipeline seeds, the
+        Monte-Carlo-advantage arms, PPO and the γ sweep (γ in 5..17 included) on three seeds, the K sweep on three
+        search seeds, and longer realistic RL evaluated on more problems."""
+        return cls(
+            k_sweep_seeds=[0, 1, 2],
+            rl_steps=200,
+            rl_eval_every=50,
+            rl_eval_problems=512,
+            planted_ppo_seeds=[10, 11, 12],
+            planted_mc_rollouts=[2, 4, 8],
+            gamma_sweep=[1.0, 3.0, 5.0, 10.0, 17.0, 30.0, 100.0],
+            gamma_sweep_seeds=[10, 11, 12],
+            pipeline_seeds=[0, 1, 2],
+        )
 
     @classmethod
     def quick(cls) -> DemoConfig:
@@ -176,6 +214,70 @@ def sweeps_summary(k_sweep: list[dict], gamma_sweep: list[dict]) -> dict:
     }
 
 
+def pipeline_metrics(results: dict) -> dict[str, float | None]:
+    """One realistic pipeline's headline estimates (`results` of `run_demo`'s realistic stages), the numbers that
+    `pipeline_summary` pools over pipeline seeds. Differences are method minus baseline (accuracy or AUC).
+
+    Example:
+        >>> vs = {"orm_bon": {"accuracy_gain": 0.05}, "q_beam": {"accuracy_gain": 0.0}}
+        >>> q = {"pav": {"within_problem_auc": 0.8}, "orm": {"within_problem_auc": 0.7}, "policy_likelihood": {}}
+        >>> m = pipeline_metrics({"search": {"learned": {"vs": vs}}, "arithmetic": {"verifier_quality": q}})
+        >>> round(m["search_pav_vs_orm_gain"], 2), round(m["pav_minus_orm_auc"], 2), m["rl_accuracy_gain"]
+        (0.05, 0.1, None)
+    """
+    vs = results["search"]["learned"]["vs"]
+    quality = results["arithmetic"]["verifier_quality"]
+    backbone = quality.get("backbone_likelihood") or quality.get("policy_likelihood") or {}
+    pav_auc = quality["pav"]["within_problem_auc"]
+    rl = results.get("rl") or {}
+    return {
+        "search_pav_vs_orm_gain": vs["orm_bon"]["accuracy_gain"],
+        "search_pav_vs_q_gain": vs["q_beam"]["accuracy_gain"],
+        "pav_minus_orm_auc": pav_auc - quality["orm"]["within_problem_auc"],
+        "pav_minus_backbone_likelihood_auc": (
+            pav_auc - backbone["within_problem_auc"] if backbone.get("within_problem_auc") is not None else None
+        ),
+        "rl_accuracy_gain": rl.get("accuracy_gain"),
+    }
+
+
+def pipeline_summary(per_seed: dict[int, dict[str, float | None]]) -> dict:
+    """Each metric of `pipeline_metrics` over pipeline seeds: the per-seed values, their mean and a two-sided 95%
+    Student-t interval over seeds, and a verdict (`"reproduced"` when the interval lies above 0, `"opposite"` when
+    below, else `"not resolved"`; `"single pipeline"` with one seed).
+
+    Example:
+        >>> out = pipeline_summary({0: {"g": 0.05}, 1: {"g": 0.07}, 2: {"g": 0.06}})
+        >>> out["g"]["verdict"], [round(x, 3) for x in out["g"]["interval"]]
+        ('reproduced', [0.035, 0.085])
+    """
+    from .common import t_interval
+
+    out = {}
+    names = sorted({k for m in per_seed.values() for k in m})
+    for name in names:
+        values = {s: m[name] for s, m in per_seed.items() if m.get(name) is not None}
+        if not values:
+            continue
+        mean, low, high = t_interval(list(values.values()))
+        verdict = (
+            "single pipeline"
+            if len(values) < 2
+            else "reproduced"
+            if low > 0
+            else "opposite"
+            if high < 0
+            else "not resolved"
+        )
+        out[name] = {
+            "per_seed": {str(s): v for s, v in values.items()},
+            "mean": mean,
+            "interval": [low, high],
+            "verdict": verdict,
+        }
+    return out
+
+
 def run_demo(output_dir: str | os.PathLike = "outputs/demo", config: DemoConfig | None = None, log=None) -> dict:
     """Run the whole reproduction and write the report into `output_dir/report`. Returns `results.json`'s content."""
     from ..report import write_report
@@ -202,6 +304,20 @@ def run_demo(output_dir: str | os.PathLike = "outputs/demo", config: DemoConfig 
     arith = timed("arithmetic", arithmetic.run, cfg, out, progress, results)
     results["search"] = timed("search", search.run, cfg, out, progress, arith)
     results["rl"] = timed("rl", rl.run, cfg, out, progress, arith)
+    per_pipeline = {cfg.seed: pipeline_metrics(results)}
+    for pipeline_seed in cfg.pipeline_seeds[1:]:
+        # The realistic pipeline trained again from scratch: other pools, policy, labels and verifiers.
+        seed_cfg = replace(cfg, seed=pipeline_seed, pipeline_seeds=[pipeline_seed])
+        seed_out, seed_results = out / "pipelines" / f"seed-{pipeline_seed}", {}
+        progress(f"pipeline seed {pipeline_seed}: the realistic pipeline again, in {seed_out}")
+        seed_arith = timed(f"pipeline-{pipeline_seed}", arithmetic.run, seed_cfg, seed_out, progress, seed_results)
+        seed_results["search"] = timed(
+            f"pipeline-{pipeline_seed}-search", search.run, seed_cfg, seed_out, progress, seed_arith
+        )
+        if cfg.pipeline_rl:
+            seed_results["rl"] = timed(f"pipeline-{pipeline_seed}-rl", rl.run, seed_cfg, seed_out, progress, seed_arith)
+        per_pipeline[pipeline_seed] = pipeline_metrics(seed_results)
+    results["pipelines"] = pipeline_summary(per_pipeline)
     results["planted"] = timed("planted", planted.run, cfg, out, progress)
     quality, labels = results["arithmetic"]["verifier_quality"], results["arithmetic"]["label_quality"]
     results["verifier"] = {
@@ -213,8 +329,8 @@ def run_demo(output_dir: str | os.PathLike = "outputs/demo", config: DemoConfig 
         "likelihood_within_problem_auc": quality["policy_likelihood"]["within_problem_auc"],
         "backbone_likelihood_within_problem_auc": quality.get("backbone_likelihood", {}).get("within_problem_auc"),
     }
-    # One pipeline (policy, labels, verifiers) per run: its verdicts do not cover pipeline-seed variance.
-    results["pipeline_seeds"] = [cfg.seed]
+    # With one pipeline seed (the default) the verdicts do not cover pipeline-seed variance; `pipelines` says so.
+    results["pipeline_seeds"] = list(cfg.pipeline_seeds)
     results["labels"] = {"pit_precision": labels["pit_precision"]}
     results["sweeps"] = sweeps_summary(results["search"]["prover_sweep"], results["planted"]["gamma_sweep"])
     results["runtime_seconds"] = round(time.time() - start, 1)

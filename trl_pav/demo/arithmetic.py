@@ -1,5 +1,9 @@
-"""Arithmetic experiment, part 1: base policy, Monte-Carlo labels, PAV and ORM, and their quality against the exact
-checker. Everything the search and RL experiments consume comes from `run`."""
+"""Realistic experiment, part 1: base policy, Monte-Carlo labels, PAV and ORM, and their quality against the exact
+checker. Everything the search and RL experiments consume comes from `run`.
+
+The task is `DemoConfig.realistic_task`: the rewriting task (the paper's regime, the default) or the forced-order
+arithmetic task (the documented negative result). Outputs live under `arithmetic/` for both: the rewriting task is
+arithmetic too, and earlier runs' caches and the experiments that read them keep their paths."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import torch
 
 from ..experiments.arithmetic_verifiers import (
     evaluation_sets,
+    generation_limits,
     pick_accuracy,
     saved_pools,
     sibling_steps,
@@ -26,7 +31,10 @@ __all__ = [
     "VALIDATION_PROBLEMS",
     "checker_scorer",
     "demo_pools",
+    "demo_task",
     "evaluation_sets",
+    "fit_checker",
+    "generation_limits",
     "run",
     "saved_pools",
     "sibling_steps",
@@ -41,6 +49,18 @@ STEP_EVAL_PROBLEMS = 200
 VALIDATION_PROBLEMS = 256  # reserved for choosing verifier settings (trl_pav.experiments.verifier_heads)
 
 
+REALISTIC_TASKS = ("rewrite", "arithmetic")
+
+
+def demo_task(cfg):
+    """The realistic experiment's task, `cfg.realistic_task` with its defaults."""
+    from ..tasks import ArithmeticTask, RewriteTask
+
+    if cfg.realistic_task not in REALISTIC_TASKS:
+        raise ValueError(f"DemoConfig.realistic_task must be one of {REALISTIC_TASKS}, got {cfg.realistic_task!r}")
+    return RewriteTask() if cfg.realistic_task == "rewrite" else ArithmeticTask()
+
+
 def demo_pools(cfg, task=None):
     """The arithmetic demo's problems, one disjoint pool per stage (`trl_pav.evaluation.ProblemPools`).
 
@@ -49,7 +69,6 @@ def demo_pools(cfg, task=None):
     few pools as it can.
     """
     from ..evaluation import ProblemPools
-    from ..tasks import ArithmeticTask
 
     policy_cfg = _policy_config(cfg)
     sizes = {
@@ -63,7 +82,7 @@ def demo_pools(cfg, task=None):
         "rl_train": cfg.rl_steps * 4 + 64,
         "sft": policy_cfg.batch_size * policy_cfg.max_steps,  # one problem per SFT sequence
     }
-    return ProblemPools(task or ArithmeticTask(), sizes, seed=cfg.seed, key=_expression, repeats={"sft"})
+    return ProblemPools(task or demo_task(cfg), sizes, seed=cfg.seed, key=_expression, repeats={"sft"})
 
 
 def _expression(problem) -> str:
@@ -84,7 +103,7 @@ def _regime_config(cfg):
         budgets=list(cfg.search_budgets),
         alpha=cfg.search_alpha,
         prover_k=cfg.prover_k,
-        max_depth=8,
+        max_depth=16 if cfg.realistic_task == "rewrite" else 8,  # a rewrite trace may split, sum and restate
         samples=max(cfg.search_budgets),
         group_size=8,  # the demo's GRPO group (common.rl_args)
         bootstrap_samples=cfg.bootstrap_samples,
@@ -92,7 +111,7 @@ def _regime_config(cfg):
     )
 
 
-def _preflight(cfg, task, policy, problems, step_accuracy: float) -> dict:
+def _preflight(cfg, task, policy, problems, checker) -> dict:
     """The regime pre-flight on the base policy with exact checker-derived values (`trl_pav.regime`)."""
     from ..regime import regime_preflight
     from ..search import ReusingPolicy
@@ -100,7 +119,7 @@ def _preflight(cfg, task, policy, problems, step_accuracy: float) -> dict:
     # PAV and Q-only beams ask for the same seeded samples: each is generated once.
     return regime_preflight(
         ReusingPolicy(policy),
-        checker_scorer(task, step_accuracy),
+        checker,
         [p.prompt for p in problems],
         [p.gold for p in problems],
         task.grader,
@@ -109,8 +128,12 @@ def _preflight(cfg, task, policy, problems, step_accuracy: float) -> dict:
 
 
 def _policy_config(cfg):
-    from ..tasks import TinyPolicyConfig
+    from dataclasses import replace
 
+    from ..tasks import DEFAULT_POLICY, TinyPolicyConfig
+
+    if cfg.realistic_task == "rewrite":  # longer, uneven traces: more positions, length-grouped batches
+        return replace(DEFAULT_POLICY["rewrite"], max_steps=cfg.policy_steps, seed=cfg.seed)
     return TinyPolicyConfig(max_steps=cfg.policy_steps, seed=cfg.seed)
 
 
@@ -126,18 +149,19 @@ def run(cfg, out: Path, progress, results: dict) -> dict:
     from ..evaluation import sampled_accuracy
     from ..generation import HFPolicy
     from ..labeling import MCLabelConfig, MCLabeler, load_labels
-    from ..tasks import ArithmeticTask, train_base_policy
+    from ..tasks import train_base_policy
     from ..tasks.arithmetic import problems_rows
     from ..tokenization import load_tokenizer
 
-    task = ArithmeticTask()
+    task = demo_task(cfg)
     pools = demo_pools(cfg, task)
     (out / "arithmetic").mkdir(parents=True, exist_ok=True)
-    (out / "arithmetic" / "pools.json").write_text(json.dumps(pools.spec()))  # for later experiments on this run
+    # For later experiments on this run: its pools and its task.
+    (out / "arithmetic" / "pools.json").write_text(json.dumps({**pools.spec(), "task": task.name}))
     policy_cfg = _policy_config(cfg)
     early = policy_snapshot_step(cfg)
     progress(
-        f"arithmetic SFT for {cfg.policy_steps} steps (cached after the first run); base policy = step {early}, "
+        f"{task.name} SFT for {cfg.policy_steps} steps (cached after the first run); base policy = step {early}, "
         f"verifier backbone = step {cfg.policy_steps}"
     )
     sft_dir = cached(
@@ -157,15 +181,22 @@ def run(cfg, out: Path, progress, results: dict) -> dict:
     policy_dir = sft_dir / "early" if early < cfg.policy_steps else sft_dir
     (policy_dir / ".done").write_text((sft_dir / ".done").read_text())  # the stamp later stages key on
     model, tok = AutoModelForCausalLM.from_pretrained(policy_dir), load_tokenizer(policy_dir)
-    policy = HFPolicy(
-        model, tok, task.step_format, name="arithmetic-base", max_new_tokens=64, max_step_tokens=16, batch_size=256
-    )
+    policy = HFPolicy(model, tok, task.step_format, name=f"{task.name}-base", batch_size=256, **generation_limits(task))
     eval_problems = pools["policy_eval"]
     base_acc = sampled_accuracy(
         policy, [p.prompt for p in eval_problems], [p.gold for p in eval_problems], task.grader, seed=cfg.seed
     )
     step_accuracy = _step_accuracy(task, policy, eval_problems, cfg.seed)
-    progress(f"base policy sampled accuracy {base_acc:.3f}; accuracy of a step on the correct path {step_accuracy:.3f}")
+    checker_spec = cached_json(
+        out / "arithmetic" / "checker.json",
+        {"policy": (policy_dir / ".done").read_text(), "pools": pools.spec("policy_eval"), "seed": cfg.seed},
+        lambda: fit_checker(task, policy, eval_problems, step_accuracy, cfg.seed),
+    )
+    checker = checker_scorer(task, checker_spec)
+    progress(
+        f"base policy sampled accuracy {base_acc:.3f}; accuracy of a step on the correct path {step_accuracy:.3f}; "
+        f"exact checker from {_describe(checker_spec)}"
+    )
     progress("regime pre-flight: Pass@N, rank disagreement and PAV vs Q-only beam with exact values, RL groups")
     regime = cached_json(
         out / "arithmetic" / "regime.json",
@@ -173,8 +204,9 @@ def run(cfg, out: Path, progress, results: dict) -> dict:
             "policy": (policy_dir / ".done").read_text(),
             "cfg": asdict(_regime_config(cfg)),
             "pools": pools.spec("preflight"),
+            "checker": checker_spec,
         },
-        lambda: _preflight(cfg, task, policy, pools["preflight"], step_accuracy),
+        lambda: _preflight(cfg, task, policy, pools["preflight"], checker),
     )
     results["regime"] = regime
     progress(
@@ -240,6 +272,8 @@ def run(cfg, out: Path, progress, results: dict) -> dict:
         )
     )
     results["arithmetic"] = {
+        "task": task.name,
+        "checker": checker_spec,
         "base_policy_sampled_accuracy": base_acc,
         "base_policy_step_accuracy": step_accuracy,
         "base_policy_train_seconds": round(policy_seconds, 1),
@@ -258,16 +292,47 @@ def run(cfg, out: Path, progress, results: dict) -> dict:
         "verifiers": verifiers,
         "base_acc": base_acc,
         "step_accuracy": step_accuracy,
+        "checker": checker,
+        "checker_spec": checker_spec,
         "pools": pools,
     }
 
 
-def checker_scorer(task, step_accuracy: float):
-    """Exact checker-derived values for the base policy: 0 once a step is wrong (the policy does not recover from a
-    wrong intermediate value), `s^r` on the correct path with r operations left and `s` the policy's measured step
-    accuracy, 1 for a correct final answer. It is `NoisyArithmeticPolicy`'s exact value with error rate `1 - s`."""
-    from ..tasks import NoisyArithmeticPolicy
+def fit_checker(task, policy, problems, step_accuracy: float, seed: int, traces_per_problem: int = 4) -> dict:
+    """What the exact checker of the base policy is built from (JSON, the cache key of every stage that uses it).
 
+    Arithmetic: the policy's measured accuracy of a step on the correct path. Rewriting: per-kind error rates and the
+    restate rate measured on `traces_per_problem` sampled traces of each of `problems` (`RewritePolicy.fit`)."""
+    if task.name != "rewrite":
+        return {"task": task.name, "step_accuracy": step_accuracy}
+    from ..evaluation import sample_traces
+    from ..tasks import RewritePolicy
+
+    traces = sample_traces(policy, [p.prompt for p in problems], traces_per_problem, seed=seed + 13)
+    fit = RewritePolicy.fit(task, [(p.expression, s) for p, ts in zip(problems, traces) for s in ts])
+    return {"task": task.name, "error_rates": fit.error_rates, "restate_rate": fit.restate_rate}
+
+
+def _describe(spec: dict) -> str:
+    if spec.get("task") != "rewrite":
+        return f"step accuracy {spec['step_accuracy']:.3f}"
+    rates = ", ".join(f"{k} {v:.2f}" for k, v in spec["error_rates"].items())
+    return f"measured error rates {rates}; restate rate {spec['restate_rate']:.2f}"
+
+
+def checker_scorer(task, spec: dict | float):
+    """Exact checker-derived values for the base policy (a `StepScorer`), from `fit_checker`'s spec.
+
+    Arithmetic: 0 once a step is wrong (the policy does not recover from a wrong intermediate value), `s^r` on the
+    correct path with r operations left and `s` the policy's measured step accuracy, 1 for a correct final answer:
+    `NoisyArithmeticPolicy`'s exact value with error rate `1 - s` (a bare float `spec` is `s`). Rewriting: the exact
+    value of `RewritePolicy` with the measured per-kind error rates, up to the order the policy chooses reductions in.
+    """
+    from ..tasks import NoisyArithmeticPolicy, RewritePolicy
+
+    if isinstance(spec, dict) and spec.get("task") == "rewrite":
+        return RewritePolicy(task, spec["error_rates"], restate_rate=spec["restate_rate"], name="checker")
+    step_accuracy = spec["step_accuracy"] if isinstance(spec, dict) else spec
     return NoisyArithmeticPolicy(task, error_rate=min(1.0, max(0.0, 1.0 - step_accuracy)), name="checker")
 
 
@@ -301,7 +366,8 @@ def _step_accuracy(task, policy, problems, seed: int) -> float:
     right = total = 0
     for p, ts in zip(problems, traces):
         for steps in ts:
-            ops = [s for s in steps if not s.strip().startswith("####")]
+            # An arithmetic answer line restates the last result; a rewrite answer is the last reduction.
+            ops = steps if task.name == "rewrite" else [s for s in steps if not s.strip().startswith("####")]
             labels = task.step_labels(p.expression, ops)
             first_wrong = next((i for i, ok in enumerate(labels) if not ok), len(labels))
             right += first_wrong

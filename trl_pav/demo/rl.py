@@ -10,7 +10,7 @@ import numpy as np
 
 from ..evaluation import AccuracyCurveCallback, GeneratedTokensCallback, iterations_to_reach
 from ..mc_values import MCStepScorer
-from .arithmetic import checker_scorer
+from .arithmetic import generation_limits
 from .common import cached_json, rl_args, seed_summary, t_interval
 
 __all__ = ["run", "summarize_arms"]
@@ -32,14 +32,15 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
     train_ds = Dataset.from_dict({"prompt": [p.prompt for p in train], "gold": [p.gold for p in train]})
 
     def evaluate(model) -> float:
-        pol = HFPolicy(model, tok, task.step_format, max_new_tokens=64, batch_size=256)
+        pol = HFPolicy(model, tok, task.step_format, batch_size=256, **generation_limits(task))
         return sampled_accuracy(pol, [p.prompt for p in held], [p.gold for p in held], task.grader, seed=7)
 
+    completion_tokens = 256 if task.name == "rewrite" else 48  # whole-expression steps vs one operation
     learned = f"pav_bo{cfg.prover_k}"
     arms = {
         "outcome": None,
         learned: lambda seed: PAVVerifier.from_pretrained(arith["verifiers"]["pav"]),
-        f"pav_bo{cfg.prover_k}_exact": lambda seed: checker_scorer(task, arith["step_accuracy"]),
+        f"pav_bo{cfg.prover_k}_exact": lambda seed: arith["checker"],
     }
     for n in cfg.rl_mc_rollouts:  # Bo-K of the current policy from n rollouts per state, online (no verifier)
         k = min(cfg.prover_k, n)
@@ -58,7 +59,7 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
                 "eval": cfg.rl_eval_problems,
                 "pools": pools.spec("rl_eval", "rl_train"),
                 "policy": (Path(arith["policy_dir"]) / ".done").read_text(),
-                "step_accuracy": arith["step_accuracy"],
+                "checker": arith["checker_spec"],
                 "record": "points+tokens",
             }
             if arm == learned:  # only this arm depends on the learned PAV
@@ -77,6 +78,7 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
                         seed,
                         scale_rewards="none",
                         learning_rate=cfg.rl_learning_rate,
+                        max_completion_length=completion_tokens,
                     )
                     trainer = GRPOTrainer(str(arith["policy_dir"]), [grader_reward(task.grader)], args=args, **common)
                 else:
@@ -90,6 +92,7 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
                         # Rollout values are already the prover's (Bo-K applied by the scorer).
                         prover_k=None if isinstance(verifier, MCStepScorer) else cfg.prover_k,
                         learning_rate=cfg.rl_learning_rate,
+                        max_completion_length=completion_tokens,
                         step_separator=task.step_format.separator,
                     )
                     trainer = PAVGRPOTrainer(

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .arithmetic import checker_scorer
 from .common import cached_json
 
 __all__ = ["best_prover", "bootstrap_comparison", "run"]
@@ -37,21 +36,21 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
         budgets=cfg.search_budgets,
         alpha=cfg.search_alpha,
         prover_k=cfg.prover_k,
-        max_depth=8,
+        max_depth=16 if task.name == "rewrite" else 8,  # a rewrite trace may split, sum and restate
         seed=cfg.seed,
         reuse_samples=True,
     )
     learned_pav = functools.cache(lambda: ReusingScorer(PAVVerifier.from_pretrained(arith["verifiers"]["pav"])))
     scorers = {
         "learned": lambda: (learned_pav(), PAVVerifier.from_pretrained(arith["verifiers"]["orm"])),
-        "exact": lambda: (checker_scorer(task, arith["step_accuracy"]),) * 2,
+        "exact": lambda: (arith["checker"],) * 2,
     }
     base_key = {
         "cfg": [cfg.search_problems, cfg.search_budgets, cfg.search_alpha, cfg.prover_k, cfg.seed],
         "pools": arith["pools"].spec("search"),
         "beam": {"merge_duplicates": search_cfg.merge_duplicates, "expansions": search_cfg.expansions},
         "reuse": search_cfg.reuse_samples and "per-trace verifier tokens",
-        "step_accuracy": arith["step_accuracy"],
+        "checker": arith["checker_spec"],
     }
     verifier_stamps = [(Path(p) / ".done").read_text() for p in arith["verifiers"].values()]
     out_sets = {}

@@ -13,8 +13,10 @@ import numpy as np
 __all__ = [
     "VerifierRecipe",
     "evaluation_sets",
+    "generation_limits",
     "pick_accuracy",
     "saved_pools",
+    "saved_task",
     "sibling_steps",
     "step_auc_against_checker",
     "train_verifier",
@@ -46,8 +48,28 @@ class VerifierRecipe:
     seed: int = 0
 
 
+def generation_limits(task) -> dict:
+    """`HFPolicy` length limits of a realistic task's traces: the rewriting task writes the whole expression per step
+    (traces up to ~260 characters at the 99th percentile, docs/tasks.md), arithmetic one short operation."""
+    if task.name == "rewrite":
+        return {"max_new_tokens": 256, "max_step_tokens": 48}
+    return {"max_new_tokens": 64, "max_step_tokens": 16}
+
+
+def saved_task(folder: Path):
+    """The realistic task a demo run used, from the `pools.json` it saved in its `arithmetic` folder (arithmetic for
+    a run from before the rewriting task, whose file names none)."""
+    import json
+
+    from ..tasks import get_task
+
+    path = Path(folder) / "pools.json"
+    return get_task(json.loads(path.read_text()).get("task", "arithmetic") if path.exists() else "arithmetic")
+
+
 def saved_pools(folder: Path, task=None):
-    """The pools a demo run used, from the `pools.json` it saved in its `arithmetic` folder.
+    """The pools a demo run used, from the `pools.json` it saved in its `arithmetic` folder (`task`: by default the
+    run's own, `saved_task`).
 
     Raises:
         FileNotFoundError: if the folder has none (a run from before disjoint problem pools).
@@ -55,12 +77,11 @@ def saved_pools(folder: Path, task=None):
     import json
 
     from ..evaluation import ProblemPools, expression_key
-    from ..tasks import ArithmeticTask
 
     path = Path(folder) / "pools.json"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no saved problem pools (a demo run from before them); re-run `make demo`")
-    return ProblemPools.from_spec(task or ArithmeticTask(), json.loads(path.read_text()), key=expression_key)
+    return ProblemPools.from_spec(task or saved_task(folder), json.loads(path.read_text()), key=expression_key)
 
 
 def train_verifier(policy_dir: Path, labels, folder: Path, kind: str, cfg) -> None:

@@ -69,16 +69,24 @@ def run_verifier_heads(
     from ..generation import HFPolicy
     from ..labeling import load_labels
     from ..modeling import PAVVerifier
-    from ..tasks import ArithmeticTask
     from ..tokenization import load_tokenizer
-    from .arithmetic_verifiers import VerifierRecipe, evaluation_sets, saved_pools, train_verifier, verifier_measures
+    from .arithmetic_verifiers import (
+        VerifierRecipe,
+        evaluation_sets,
+        generation_limits,
+        saved_pools,
+        saved_task,
+        train_verifier,
+        verifier_measures,
+    )
 
     demo, out = Path(demo_dir) / "arithmetic", Path(out_dir)
     if not (demo / "policy" / ".done").exists() or not (demo / "labels").exists():
         raise FileNotFoundError(f"{demo}: no finished demo base policy and labels; run `make demo` first")
-    task = ArithmeticTask()
+    task = saved_task(demo)  # the task that run used
     model = AutoModelForCausalLM.from_pretrained(demo / "policy").eval()
-    policy = HFPolicy(model, load_tokenizer(demo / "policy"), task.step_format, max_new_tokens=64, batch_size=256)
+    tok = load_tokenizer(demo / "policy")
+    policy = HFPolicy(model, tok, task.step_format, batch_size=256, **generation_limits(task))
     labels, _ = load_labels(demo / "labels")
     pools = saved_pools(demo, task)  # the demo run's own pools, whatever its budgets
     if problems > len(pools["verifier_validation"]):
