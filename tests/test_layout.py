@@ -70,11 +70,13 @@ def test_shared_saved_pools_rebuild_the_demo_pools(tmp_path):
     import json
 
     from trl_pav.demo import DemoConfig
-    from trl_pav.demo.arithmetic import demo_pools
+    from trl_pav.demo.arithmetic import demo_pools, demo_task, task_kwargs
     from trl_pav.experiments.arithmetic_verifiers import saved_pools
 
     pools = demo_pools(DemoConfig.quick())
-    (tmp_path / "pools.json").write_text(json.dumps({**pools.spec(), "task": "rewrite"}))
+    task = demo_task(DemoConfig.quick())
+    spec = {**pools.spec(), "task": task.name, "task_kwargs": task_kwargs(task)}
+    (tmp_path / "pools.json").write_text(json.dumps(spec))
     again = saved_pools(tmp_path)
     assert all(again[n] == pools[n] for n in pools)
     assert again.keys_of("sft") == pools.keys_of("sft")

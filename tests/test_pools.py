@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from trl_pav.demo import DemoConfig
-from trl_pav.demo.arithmetic import demo_pools, saved_pools
+from trl_pav.demo.arithmetic import demo_pools, demo_task, saved_pools, task_kwargs
 from trl_pav.evaluation import ProblemPools
 from trl_pav.tasks import ArithmeticTask, PlantedTask, train_base_policy
 
@@ -122,9 +122,9 @@ def test_the_demo_stages_draw_disjoint_pools_including_the_sft_problems(cfg):
     for a, b in itertools.combinations(keys, 2):
         assert not keys[a] & keys[b], (a, b)
     # The evaluation pools, dealt before the SFT stream, keep the task's share of its smaller problems (1/2):
-    # two operators of arithmetic's 2-3, three terms of the rewriting task's 3-4.
+    # two operators of arithmetic's 2-3, two terms of the demo rewriting task's 2-3.
     if cfg.realistic_task == "rewrite":
-        small = sum(p.expression.count("+") == 2 for p in pools["policy_eval"]) / 400
+        small = sum(p.expression.count("+") == 1 for p in pools["policy_eval"]) / 400
     else:
         small = sum(sum(c in "+-*" for c in p.expression) == 2 for p in pools["policy_eval"]) / 400
     assert 0.4 < small < 0.6
@@ -133,7 +133,9 @@ def test_the_demo_stages_draw_disjoint_pools_including_the_sft_problems(cfg):
 def test_saved_pools_rebuild_the_run_pools(tmp_path):
     cfg = DemoConfig.quick()
     pools = demo_pools(cfg)
-    (tmp_path / "pools.json").write_text(json.dumps({**pools.spec(), "task": "rewrite"}))
+    task = demo_task(DemoConfig.quick())
+    spec = {**pools.spec(), "task": task.name, "task_kwargs": task_kwargs(task)}
+    (tmp_path / "pools.json").write_text(json.dumps(spec))
     again = saved_pools(tmp_path)
     assert all(again[n] == pools[n] for n in pools)
     with pytest.raises(FileNotFoundError, match="re-run"):

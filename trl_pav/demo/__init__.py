@@ -97,7 +97,7 @@ class DemoConfig:
     """
 
     realistic_task: str = "rewrite"
-    policy_steps: int = 700
+    policy_steps: int = 600
     policy_checkpoint_fraction: float = 0.5
     label_problems: int = 512
     n_cov: int = 4

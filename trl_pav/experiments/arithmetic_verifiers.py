@@ -64,7 +64,8 @@ def saved_task(folder: Path):
     from ..tasks import get_task
 
     path = Path(folder) / "pools.json"
-    return get_task(json.loads(path.read_text()).get("task", "arithmetic") if path.exists() else "arithmetic")
+    spec = json.loads(path.read_text()) if path.exists() else {}
+    return get_task(spec.get("task", "arithmetic"), **spec.get("task_kwargs", {}))
 
 
 def saved_pools(folder: Path, task=None):
