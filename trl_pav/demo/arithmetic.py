@@ -15,12 +15,14 @@ import numpy as np
 import torch
 
 from ..experiments.arithmetic_verifiers import (
+    TRACE_LIMITS,
     evaluation_sets,
     generation_limits,
     pick_accuracy,
     saved_pools,
     sibling_steps,
     step_auc_against_checker,
+    task_kwargs,
     train_verifier,
     verifier_measures,
 )
@@ -39,6 +41,7 @@ __all__ = [
     "saved_pools",
     "sibling_steps",
     "step_auc_against_checker",
+    "task_kwargs",
     "train_verifier",
     "verifier_measures",
 ]
@@ -63,19 +66,6 @@ def demo_task(cfg):
         # task's defaults (3-4 terms up to 19) left it under 1% after 400 (docs/tasks.md).
         return RewriteTask(min_terms=2, max_terms=3, max_factor=15)
     return ArithmeticTask()
-
-
-def task_kwargs(task) -> dict:
-    """The numeric settings of a realistic task (what `trl_pav.tasks.get_task` rebuilds it from)."""
-    import dataclasses
-
-    if not dataclasses.is_dataclass(task):
-        return {}
-    return {
-        f.name: getattr(task, f.name)
-        for f in dataclasses.fields(task)
-        if isinstance(getattr(task, f.name), (int, float))
-    }
 
 
 def demo_pools(cfg, task=None):
@@ -113,14 +103,14 @@ def policy_snapshot_step(cfg) -> int:
     return max(1, round(cfg.policy_checkpoint_fraction * cfg.policy_steps))
 
 
-def _regime_config(cfg):
+def _regime_config(cfg, task):
     from ..regime import RegimeConfig
 
     return RegimeConfig(
         budgets=list(cfg.search_budgets),
         alpha=cfg.search_alpha,
         prover_k=cfg.prover_k,
-        max_depth=16 if cfg.realistic_task == "rewrite" else 8,  # a rewrite trace may split, sum and restate
+        max_depth=TRACE_LIMITS[task.name]["max_depth"],
         samples=max(cfg.search_budgets),
         group_size=8,  # the demo's GRPO group (common.rl_args)
         bootstrap_samples=cfg.bootstrap_samples,
@@ -140,7 +130,7 @@ def _preflight(cfg, task, policy, problems, checker) -> dict:
         [p.prompt for p in problems],
         [p.gold for p in problems],
         task.grader,
-        _regime_config(cfg),
+        _regime_config(cfg, task),
     )
 
 
@@ -220,7 +210,7 @@ def run(cfg, out: Path, progress, results: dict) -> dict:
         out / "arithmetic" / "regime.json",
         {
             "policy": (policy_dir / ".done").read_text(),
-            "cfg": asdict(_regime_config(cfg)),
+            "cfg": asdict(_regime_config(cfg, task)),
             "pools": pools.spec("preflight"),
             "checker": checker_spec,
         },

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..experiments.arithmetic_verifiers import TRACE_LIMITS
 from .common import cached_json
 
 __all__ = ["best_prover", "bootstrap_comparison", "run"]
@@ -36,7 +37,7 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
         budgets=cfg.search_budgets,
         alpha=cfg.search_alpha,
         prover_k=cfg.prover_k,
-        max_depth=16 if task.name == "rewrite" else 8,  # a rewrite trace may split, sum and restate
+        max_depth=TRACE_LIMITS[task.name]["max_depth"],
         seed=cfg.seed,
         reuse_samples=True,
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
+    "TRACE_LIMITS",
     "VerifierRecipe",
     "evaluation_sets",
     "generation_limits",
@@ -19,6 +20,7 @@ __all__ = [
     "saved_task",
     "sibling_steps",
     "step_auc_against_checker",
+    "task_kwargs",
     "train_verifier",
     "verifier_measures",
 ]
@@ -48,12 +50,30 @@ class VerifierRecipe:
     seed: int = 0
 
 
+# Length limits of a realistic task's traces, in one place: the rewriting task writes the whole expression per step
+# (traces up to ~260 characters at the 99th percentile, docs/tasks.md) and may split, sum and restate; arithmetic
+# writes one short operation. `max_depth`: most steps of a searched trace; `rl_completion_tokens`: GRPO's
+# `max_completion_length`.
+TRACE_LIMITS = {
+    "rewrite": {"max_new_tokens": 256, "max_step_tokens": 48, "max_depth": 16, "rl_completion_tokens": 256},
+    "arithmetic": {"max_new_tokens": 64, "max_step_tokens": 16, "max_depth": 8, "rl_completion_tokens": 48},
+}
+
+
 def generation_limits(task) -> dict:
-    """`HFPolicy` length limits of a realistic task's traces: the rewriting task writes the whole expression per step
-    (traces up to ~260 characters at the 99th percentile, docs/tasks.md), arithmetic one short operation."""
-    if task.name == "rewrite":
-        return {"max_new_tokens": 256, "max_step_tokens": 48}
-    return {"max_new_tokens": 64, "max_step_tokens": 16}
+    """`HFPolicy` length limits (`max_new_tokens`, `max_step_tokens`) of a realistic task's traces (`TRACE_LIMITS`)."""
+    limits = TRACE_LIMITS[task.name]
+    return {"max_new_tokens": limits["max_new_tokens"], "max_step_tokens": limits["max_step_tokens"]}
+
+
+def task_kwargs(task) -> dict:
+    """The numeric settings of a realistic task, saved with a run's pools so that `saved_task` rebuilds it."""
+    import dataclasses
+
+    if not dataclasses.is_dataclass(task):
+        return {}
+    values = {f.name: getattr(task, f.name) for f in dataclasses.fields(task)}
+    return {k: v for k, v in values.items() if isinstance(v, (int, float))}
 
 
 def saved_task(folder: Path):
