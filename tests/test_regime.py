@@ -115,7 +115,7 @@ def test_report_section_follows_the_numbers():
     assert "search gains **met**" in _regime_md({"regime": {**moved, "verdict": regime_verdict(moved)}})
     assert _regime_md({}) == ""
     assert "single-pipeline" in _pipeline_text({"pipeline_seeds": [0], "config": {"seed": 0}})
-    assert "pool 3 pipeline seeds" in _pipeline_text({"pipeline_seeds": [0, 1, 2], "config": {"seed": 0}})
+    assert "over 3 pipeline seeds" in _pipeline_text({"pipeline_seeds": [0, 1, 2], "config": {"seed": 0}})
 
 
 def test_preflight_runner_separates_the_tasks(capsys):
