@@ -198,3 +198,24 @@ def test_scores_along_a_trace_equal_the_value_of_each_prefix():
     assert scores[4:] == [0.0, 0.0, 0.0] and scores[3] > 0
     with pytest.raises(ValueError, match="not a rewrite-task expression"):
         pol.score(["Q:1-2?\n"], [[]])
+
+
+def test_trace_lengths_follow_the_task():
+    from trl_pav.experiments.arithmetic_verifiers import trace_limits
+
+    # Two times-table products, no restating: evaluate each, then the sum is the answer, so exactly 3 steps.
+    fixed = RewriteTask(min_terms=2, max_terms=2, product_share=1.0, max_factor=9, restate_rate=0.0)
+    lengths = fixed.trace_lengths(quantile=1.0, n=300)
+    assert lengths["steps"] == 3
+    tok = fixed.tokenizer()
+    assert lengths["prompt_tokens"] == len(tok("Q:9*9+9*9?\n")["input_ids"])  # the longest prompt there is
+    # The longest step is a three-digit answer ("#### 162": 8 characters, one token each); any sum step is shorter.
+    assert lengths["step_tokens"] == 8
+    # "81+9*9\n81+81\n#### 162" and the end token.
+    assert lengths["tokens"] <= len("81+9*9\n81+81\n#### 162") + 1
+    small = trace_limits(RewriteTask(min_terms=2, max_terms=3, max_factor=15))
+    large = trace_limits(RewriteTask())
+    assert small["max_new_tokens"] < large["max_new_tokens"] and small["max_depth"] < large["max_depth"]
+    assert small["max_new_tokens"] % 16 == 0 and large["max_new_tokens"] + large["max_step_tokens"] > 0
+    with pytest.raises(ValueError, match="quantile"):
+        fixed.trace_lengths(quantile=0.0)

@@ -98,7 +98,7 @@ class DemoConfig:
 
     realistic_task: str = "rewrite"
     policy_steps: int = 600
-    policy_checkpoint_fraction: float = 0.5
+    policy_checkpoint_fraction: float = 0.75
     label_problems: int = 512
     n_cov: int = 4
     n_mc: int = 8

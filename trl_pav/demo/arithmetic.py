@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from ..experiments.arithmetic_verifiers import (
-    TRACE_LIMITS,
     evaluation_sets,
     generation_limits,
     pick_accuracy,
@@ -23,6 +22,7 @@ from ..experiments.arithmetic_verifiers import (
     sibling_steps,
     step_auc_against_checker,
     task_kwargs,
+    trace_limits,
     train_verifier,
     verifier_measures,
 )
@@ -110,7 +110,7 @@ def _regime_config(cfg, task):
         budgets=list(cfg.search_budgets),
         alpha=cfg.search_alpha,
         prover_k=cfg.prover_k,
-        max_depth=TRACE_LIMITS[task.name]["max_depth"],
+        max_depth=trace_limits(task)["max_depth"],
         samples=max(cfg.search_budgets),
         group_size=8,  # the demo's GRPO group (common.rl_args)
         bootstrap_samples=cfg.bootstrap_samples,

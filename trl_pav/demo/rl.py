@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..evaluation import AccuracyCurveCallback, GeneratedTokensCallback, iterations_to_reach
-from ..experiments.arithmetic_verifiers import TRACE_LIMITS, generation_limits
+from ..experiments.arithmetic_verifiers import generation_limits, trace_limits
 from ..mc_values import MCStepScorer
 from .common import cached_json, rl_args, seed_summary, t_interval
 
@@ -35,7 +35,7 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
         pol = HFPolicy(model, tok, task.step_format, batch_size=256, **generation_limits(task))
         return sampled_accuracy(pol, [p.prompt for p in held], [p.gold for p in held], task.grader, seed=7)
 
-    completion_tokens = TRACE_LIMITS[task.name]["rl_completion_tokens"]
+    completion_tokens = trace_limits(task)["rl_completion_tokens"]
     learned = f"pav_bo{cfg.prover_k}"
     arms = {
         "outcome": None,

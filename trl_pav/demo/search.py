@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..experiments.arithmetic_verifiers import TRACE_LIMITS
+from ..experiments.arithmetic_verifiers import trace_limits
 from .common import cached_json
 
 __all__ = ["best_prover", "bootstrap_comparison", "run"]
@@ -37,7 +37,7 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
         budgets=cfg.search_budgets,
         alpha=cfg.search_alpha,
         prover_k=cfg.prover_k,
-        max_depth=TRACE_LIMITS[task.name]["max_depth"],
+        max_depth=trace_limits(task)["max_depth"],
         seed=cfg.seed,
         reuse_samples=True,
     )

@@ -4,6 +4,7 @@ experiments must not import the demo (the demo may import from here)."""
 
 from __future__ import annotations
 
+import functools
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
-    "TRACE_LIMITS",
+    "ARITHMETIC_TRACE_LIMITS",
     "VerifierRecipe",
     "evaluation_sets",
     "generation_limits",
@@ -21,6 +22,7 @@ __all__ = [
     "sibling_steps",
     "step_auc_against_checker",
     "task_kwargs",
+    "trace_limits",
     "train_verifier",
     "verifier_measures",
 ]
@@ -50,19 +52,61 @@ class VerifierRecipe:
     seed: int = 0
 
 
-# Length limits of a realistic task's traces, in one place: the rewriting task writes the whole expression per step
-# (traces up to ~260 characters at the 99th percentile, docs/tasks.md) and may split, sum and restate; arithmetic
-# writes one short operation. `max_depth`: most steps of a searched trace; `rl_completion_tokens`: GRPO's
-# `max_completion_length`.
-TRACE_LIMITS = {
-    "rewrite": {"max_new_tokens": 256, "max_step_tokens": 48, "max_depth": 16, "rl_completion_tokens": 256},
-    "arithmetic": {"max_new_tokens": 64, "max_step_tokens": 16, "max_depth": 8, "rl_completion_tokens": 48},
-}
+# Arithmetic writes one short operation per step: fixed limits. `max_depth`: most steps of a searched trace;
+# `rl_completion_tokens`: GRPO's `max_completion_length`.
+ARITHMETIC_TRACE_LIMITS = {"max_new_tokens": 64, "max_step_tokens": 16, "max_depth": 8, "rl_completion_tokens": 48}
+
+
+def trace_limits(task) -> dict[str, int]:
+    """Length limits of a realistic task's traces: `max_new_tokens` and `max_step_tokens` (`HFPolicy`),
+    `max_depth` (search) and `rl_completion_tokens` (GRPO).
+
+    Arithmetic: `ARITHMETIC_TRACE_LIMITS`. Rewrite: from the task's own settings, the 99.5th percentile of its
+    reference traces (`RewriteTask.trace_lengths`; tokens rounded up to a multiple of 16, within what the rewrite
+    policy's position table leaves after the longest prompt). A batch of rollouts runs
+    until its longest row stops, and a weak policy that keeps restating runs to the limit, so a limit set for the
+    largest task makes every batch of a smaller one pay for it. Every method and arm shares the limits.
+
+    Example:
+        >>> from trl_pav.tasks import ArithmeticTask, RewriteTask
+        >>> trace_limits(ArithmeticTask())["max_depth"]
+        8
+        >>> small = trace_limits(RewriteTask(min_terms=2, max_terms=3, max_factor=15))
+        >>> small["max_new_tokens"] < trace_limits(RewriteTask())["max_new_tokens"]
+        True
+    """
+    if task.name == "arithmetic":
+        return dict(ARITHMETIC_TRACE_LIMITS)
+    if task.name != "rewrite":
+        raise ValueError(f"trace_limits: no limits for task {task.name!r} (realistic tasks: arithmetic, rewrite)")
+    from ..tasks import DEFAULT_POLICY
+
+    lengths = _rewrite_trace_lengths(task)
+    room = DEFAULT_POLICY["rewrite"].max_positions - lengths["prompt_tokens"]
+    tokens = min(-(-lengths["tokens"] // 16) * 16, room)
+    return {
+        "max_new_tokens": tokens,
+        "max_step_tokens": lengths["step_tokens"] + 8,  # a wrong step may be a little longer than any right one
+        "max_depth": lengths["steps"],
+        "rl_completion_tokens": tokens,
+    }
+
+
+@functools.cache
+def _lengths_of(settings: tuple) -> dict[str, int]:
+    from ..tasks import RewriteTask
+
+    return RewriteTask(**dict(settings)).trace_lengths()
+
+
+def _rewrite_trace_lengths(task) -> dict[str, int]:
+    return _lengths_of(tuple(sorted(task_kwargs(task).items())))
 
 
 def generation_limits(task) -> dict:
-    """`HFPolicy` length limits (`max_new_tokens`, `max_step_tokens`) of a realistic task's traces (`TRACE_LIMITS`)."""
-    limits = TRACE_LIMITS[task.name]
+    """`HFPolicy` length limits (`max_new_tokens`, `max_step_tokens`) of a realistic task's traces
+    (`trace_limits`)."""
+    limits = trace_limits(task)
     return {"max_new_tokens": limits["max_new_tokens"], "max_step_tokens": limits["max_step_tokens"]}
 
 

@@ -212,6 +212,35 @@ class RewriteTask:
             }
         )
 
+    def trace_lengths(self, quantile: float = 0.995, n: int = 2000, seed: int = 0) -> dict[str, int]:
+        """The `quantile` of the SFT distribution's trace lengths over `n` seeded problems: completion tokens
+        (`"tokens"`, answer and end token included) and steps (`"steps"`); and the maxima of a step's tokens
+        (`"step_tokens"`) and a prompt's (`"prompt_tokens"`, BOS included). Generation limits follow these.
+
+        Example:
+            >>> small, large = RewriteTask(min_terms=2, max_terms=2), RewriteTask(min_terms=4, max_terms=4)
+            >>> small.trace_lengths()["tokens"] < large.trace_lengths()["tokens"]
+            True
+        """
+        import math
+
+        if not 0.0 < quantile <= 1.0 or n < 1:
+            raise ValueError(f"trace_lengths: need 0 < quantile <= 1 and n >= 1, got {quantile}, {n}")
+        tok = self.tokenizer()
+        rows = self.sft_dataset(n, seed)
+        tokens, steps, step_tokens = [], [], 0
+        prompt_tokens = max(len(tok(p)["input_ids"]) for p in rows["prompt"])
+        for completion in rows["completion"]:
+            split = self.step_format.split(completion)
+            tokens.append(len(tok(completion, add_special_tokens=False)["input_ids"]) + 1)
+            steps.append(len(split))
+            step_tokens = max(step_tokens, *(len(tok(s, add_special_tokens=False)["input_ids"]) for s in split))
+
+        def at(values: list[int]) -> int:
+            return sorted(values)[min(len(values) - 1, math.ceil(quantile * len(values)) - 1)]
+
+        return {"tokens": at(tokens), "steps": at(steps), "step_tokens": step_tokens, "prompt_tokens": prompt_tokens}
+
     def replay(self, expression: str, steps: Sequence[str]) -> list[tuple[str, State | None]]:
         """Judge `steps` in order: for each, its move (`"product"`, `"sum"`, `"restate"`, `"answer"` or `"wrong"`)
         and the state after it (None once the trace has left the correct path or answered)."""
