@@ -128,3 +128,30 @@ def test_preflight_runner_separates_the_tasks(capsys):
     assert records[0]["rank_disagreement"] == 0.0
     assert all(r["rank_disagreement"] > 0 for r in records[1:])
     assert capsys.readouterr().out.count("\n") == 3
+
+
+def test_preflight_runner_reads_a_demo_runs_checker(tmp_path, capsys):
+    """`--demo_dir`: the run's task (from its pools.json), its pre-flight pool and its checker as the policy. An
+    error-free checker is a perfect policy: every sample right, every group all-equal, nothing for search to gain."""
+    import json
+
+    from trl_pav.demo import DemoConfig
+    from trl_pav.demo.arithmetic import demo_pools
+    from trl_pav.experiments.arithmetic_verifiers import task_kwargs
+    from trl_pav.experiments.regime_preflight import main
+
+    task = RewriteTask(min_terms=2, max_terms=2, max_factor=9)
+    pools = demo_pools(DemoConfig.quick(), task)
+    folder = tmp_path / "arithmetic"
+    folder.mkdir()
+    saved = {**pools.spec(), "task": "rewrite", "task_kwargs": task_kwargs(task)}
+    (folder / "pools.json").write_text(json.dumps(saved))
+    spec = {"task": "rewrite", "error_rates": dict.fromkeys(("hard_product", "product", "split", "sum"), 0.0)}
+    (folder / "checker.json").write_text(json.dumps({"key": "k", "value": {**spec, "restate_rate": 0.0}}))
+    (record,) = main(["--demo_dir", str(tmp_path), "--only_demo"])
+    assert record["setting"].startswith("demo task")
+    assert record["sampled_accuracy"] == 1.0 and record["pass_gap"] == 0.0 and record["rl_all_equal_groups"] == 1.0
+    assert record["exact_pav_vs_q_gain"] == 0.0
+    assert capsys.readouterr().out.count("\n") == 1
+    with pytest.raises(FileNotFoundError, match=r"checker\.json"):
+        main(["--demo_dir", str(tmp_path / "missing"), "--only_demo"])
