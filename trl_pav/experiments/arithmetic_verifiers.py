@@ -4,7 +4,6 @@ experiments must not import the demo (the demo may import from here)."""
 
 from __future__ import annotations
 
-import functools
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,15 +91,14 @@ def trace_limits(task) -> dict[str, int]:
     }
 
 
-@functools.cache
-def _lengths_of(settings: tuple) -> dict[str, int]:
-    from ..tasks import RewriteTask
-
-    return RewriteTask(**dict(settings)).trace_lengths()
+_TRACE_LENGTHS: dict[str, dict[str, int]] = {}  # by the task's repr: every setting, step format included
 
 
 def _rewrite_trace_lengths(task) -> dict[str, int]:
-    return _lengths_of(tuple(sorted(task_kwargs(task).items())))
+    key = repr(task)
+    if key not in _TRACE_LENGTHS:
+        _TRACE_LENGTHS[key] = task.trace_lengths()
+    return _TRACE_LENGTHS[key]
 
 
 def generation_limits(task) -> dict:

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         else [(n, t, b, t.sample_problems(args.problems, seed=args.seed), cfg) for n, t, b in settings]
     )
     if args.demo_dir is not None:
-        runs.append(_demo_setting(Path(args.demo_dir), cfg))
+        runs.append(_demo_setting(args.demo_dir, cfg))
     records = []
     for name, task, build, probs, run_cfg in runs:
         policy = build(task)
