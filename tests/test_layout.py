@@ -89,3 +89,26 @@ def test_pick_accuracy_counts_a_problem_without_candidates_wrong():
 
     scores, correct, pid = np.array([0.2, 0.9, 0.5]), np.array([1.0, 0.0, 1.0]), np.array([0, 0, 1])
     assert pick_accuracy(scores, correct, pid, num_problems=3) == 1 / 3  # problem 0 picks the wrong one; 2 has none
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import trl_pav",
+        "import trl_pav.trainers, trl_pav.demo",  # the trainers pull in transformers' Trainer, peft, bitsandbytes
+        "import sys; from trl_pav.cli import main; sys.argv = ['trl-pav', '--help']; main()",
+    ],
+)
+def test_import_and_help_print_nothing_on_stderr(code):
+    """`import trl_pav` and `trl-pav --help` write nothing to stderr (no dependency notices), and the import
+    nothing to stdout either."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "", proc.stderr
+    if "--help" not in code:
+        assert proc.stdout == "", proc.stdout

@@ -9,6 +9,7 @@ Example:
     tensor([0.3471, 0.0625])
 """
 
+from . import _quiet  # noqa: F401  (first: filters an import-time notice of a dependency)
 from .data import REQUIRED_COLUMNS, TARGETS, StepwiseDataError, from_math_shepherd, from_trl_stepwise, validate_stepwise
 from .datasets_io import load_problems
 from .distributed import Lockstep
