@@ -113,6 +113,21 @@ def write_report(results: dict, folder: str | Path) -> Path:
             2,
         ),
         "rl": _plot_curves(folder / "rl_arithmetic.png", rl["curves"], f"{task_title}: online RL (band: seeds' range)"),
+        **(
+            {
+                "no_progress": _plot_curves(
+                    folder / "rl_no_progress.png",
+                    {
+                        arm: [{"step": p["step"], "accuracy": p["share"], "min": p["min"], "max": p["max"]} for p in c]
+                        for arm, c in rl["q_value_ablation"]["no_progress"]["curves"].items()
+                    },
+                    f"{task_title}: Q^mu vs A^mu as the dense reward (band: seeds' range)",
+                    ylabel="share of steps making no progress",
+                )
+            }
+            if rl.get("q_value_ablation")
+            else {}
+        ),
         "planted": _plot_curves(
             folder / "rl_planted.png",
             planted["curves"],
@@ -352,6 +367,23 @@ def _claims(results: dict) -> list[dict]:
                 "paper": PAPER["rl_accuracy_gain"],
             }
         )
+    ablation = rl.get("q_value_ablation")
+    if ablation:
+        d = ablation["no_progress"]["method_minus_reference"]
+        out.append(
+            {
+                "claim": (
+                    "RL ablation (App. G): the Q^μ reward ends with more no-progress steps than the A^μ reward "
+                    f"({len(d['per_seed'])} seeds, paired by seed)"
+                ),
+                "estimate": d["estimate"],
+                "low": d["low"],
+                "high": d["high"],
+                "unit": "share of steps",
+                "verdict": _verdict(d["low"], d["high"]),
+                "paper": "Q^μ rewards drift toward no-progress steps; A^μ does not",
+            }
+        )
     pav90, out90 = planted["iterations_to_90"]["pav"], planted["iterations_to_90"]["outcome"]
     reached = sum(v is not None for v in pav90)
     out.append(
@@ -469,6 +501,81 @@ def _rl_note(results: dict) -> str:
                 text += ", no less than any arm's mean moved"
         text += "."
     return text + " Runs at other learning rates and lengths: docs/deviations.md, learning rates."
+
+
+def _change_word(c: dict) -> str:
+    """`rises`, `falls` or `no resolved change` from a change's interval."""
+    return "rises" if c["low"] > 0 else "falls" if c["high"] < 0 else "no resolved change"
+
+
+def paired_efficiency_text(rl: dict) -> str:
+    """Sample efficiency paired by seed (`demo.rl.paired_sample_efficiency`): per arm, the per-seed ratios of
+    outcome-only RL's iterations to its own final accuracy over the arm's, and their geometric mean and interval
+    when every seed defines one.
+
+    Example:
+        >>> rl = {"paired_sample_efficiency": {"pav": {"per_seed": [2.0, None], "status": ["ok", "unreached"],
+        ...       "geometric_mean": None, "interval": None}}}
+        >>> paired_efficiency_text(rl).split("arm's): ")[1]
+        'pav: per seed 2.00, never reached; undefined for 1 of 2 seeds.'
+    """
+    paired = rl.get("paired_sample_efficiency")
+    if not paired:
+        return ""
+    words = {"unreached": "never reached", "baseline_flat": "outcome-only RL ended at or below its start"}
+    parts = []
+    for arm, p in paired.items():
+        seeds = ", ".join(f"{r:.2f}" if r is not None else words[st] for r, st in zip(p["per_seed"], p["status"]))
+        if p["interval"] is not None:
+            lo, hi = p["interval"]
+            parts.append(f"{arm}: per seed {seeds}; geometric mean {p['geometric_mean']:.2f} [{lo:.2f}, {hi:.2f}]")
+        else:
+            undefined = sum(r is None for r in p["per_seed"])
+            parts.append(f"{arm}: per seed {seeds}; undefined for {undefined} of {len(p['per_seed'])} seeds")
+    return (
+        "Sample efficiency paired by seed (outcome-only RL's iterations to its own final accuracy over the arm's): "
+        + "; ".join(parts)
+        + "."
+    )
+
+
+def q_value_ablation_md(rl: dict, cfg: dict) -> str:
+    """The App. G ablation's bullet: the share of no-progress steps per arm at the first and last evaluation, its
+    change (paired within seeds) and its verdict word, steps per trace, and the Q^μ arm's final share minus the A^μ
+    arm's, each sentence from the numbers it states ("" when the ablation did not run)."""
+    ablation = rl.get("q_value_ablation")
+    if not ablation:
+        return ""
+    npg = ablation["no_progress"]
+    method, reference = npg["method"], npg["reference"]
+    label = {method: "Q^μ reward", reference: "A^μ reward", "outcome": "outcome-only"}
+    rows = []
+    for arm, curve in npg["curves"].items():
+        c = npg["change"][arm]
+        rows.append(
+            f"| {label.get(arm, arm)} (`{arm}`) | {curve[0]['share']:.3f} | {curve[-1]['share']:.3f} | "
+            f"{c['estimate']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] ({_change_word(c)}) | "
+            f"{npg['final_steps_per_trace'][arm]:.2f} | {ablation['final_accuracy'][arm]:.3f} |"
+        )
+    d = npg["method_minus_reference"]
+    if d["low"] > 0:
+        verdict = "the Q^μ reward ends with more no-progress steps than the A^μ reward (interval above 0)"
+    elif d["high"] < 0:
+        verdict = "the Q^μ reward ends with fewer no-progress steps than the A^μ reward (interval below 0)"
+    else:
+        verdict = "the difference is not resolved (its interval contains 0)"
+    steps = npg["curves"][method][-1]["step"]
+    return f"""
+- Ablation (the paper's App. G): the same exact values, α = {cfg["rl_alpha"]}, with the prover's value `Q^μ` as the
+  dense reward instead of its advantage `A^μ`, {len(d["per_seed"])} seeds, {steps} GRPO steps. A step makes no
+  progress when it writes the expression before it again. Share of such steps in held-out samples:
+
+| arm | first evaluation | last evaluation | change, paired by seed [95%] | steps per trace (last) | final accuracy |
+|---|---|---|---|---|---|
+{chr(10).join(rows)}
+
+  Q^μ minus A^μ at the last evaluation: {d["estimate"]:+.3f} [{d["low"]:+.3f}, {d["high"]:+.3f}]: {verdict}.
+"""
 
 
 def _labels_note(results: dict) -> str:
@@ -1090,6 +1197,7 @@ def _markdown(results: dict, plots: dict, claims: list[dict]) -> str:
     notes_md = "\n".join(f"- {n}" for n in notes) or f"- None noted; {reproduced} of {len(claims)} claims reproduced."
     to90 = planted["iterations_to_90"]
     expansions = f"C = {search['expansions']} expansions, " if "expansions" in search else ""
+    no_progress_plot = f"![no-progress steps]({plots['no_progress']})\n" if "no_progress" in plots else ""
     return f"""# trl_pav demo: a small-scale reproduction of "Rewarding Progress" (arXiv 2410.08146)
 
 {_runtime_md(results)} Intervals: 95% bootstrap over problems for search, 95% Student-t over seeds (paired by seed)
@@ -1152,7 +1260,8 @@ verifier tokens) unless said otherwise; a compute ratio is stated only for a res
 - Online RL: GRPO ({cfg["rl_steps"]} steps, 32 completions per step, KL β = 0.001, seeds {cfg["rl_seeds"]}),
   outcome-only vs PAV-RL with α = {cfg["rl_alpha"]} and a Bo{cfg["prover_k"]} prover, from the learned PAV and from
   exact values{mc_rl_text}. Final held-out sampled accuracy (mean [95% interval]): {rl_text}.{rl_tokens_text}
-
+  {paired_efficiency_text(rl)}
+{q_value_ablation_md(rl, cfg)}
 **Planted subsequence** (vocabulary 15, length 10, planted `3 6 0 3 5`): base policy by SFT on 3,200 samples of
 μ_5 (success {planted["base_policy_success"]:.3f}); RL with the effective reward from the procedural prover
 (γ = {cfg["planted_gamma"]:g}, α = {cfg["planted_alpha"]:g}, exact DP values) vs outcome-only,
@@ -1170,7 +1279,7 @@ paper's REINFORCE-with-baseline preset, whitened): iterations to 90% {planted.ge
 ![search with exact values]({plots["search_oracle"]})
 ![prover sweep]({plots["k_sweep"]})
 ![arithmetic RL]({plots["rl"]})
-![planted RL]({plots["planted"]})
+{no_progress_plot}![planted RL]({plots["planted"]})
 ![gamma sweep]({plots["gamma"]})
 
 Deviations from the paper's setup (model sizes, n_mc, budgets) are listed in `docs/deviations.md` of the project.

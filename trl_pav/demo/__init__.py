@@ -8,7 +8,8 @@ re-run resumes):
 2. `search`: PAV beam vs Q-only beam vs ORM best-of-N vs majority vote across budgets, each run twice: with the
    learned verifiers and with exact checker-derived values (the decomposition that separates the method from the
    verifier); bootstrap intervals over problems; a prover sweep over K.
-3. `rl`: outcome-only GRPO vs PAV-GRPO with the learned PAV and with exact values, several seeds.
+3. `rl`: outcome-only GRPO vs PAV-GRPO with the learned PAV and with exact values, several seeds (and, on a task
+   with no-progress steps, the App. G ablation: `Q^μ` instead of `A^μ` as the dense reward).
 4. `planted`: the paper's didactic task with exact DP values: PAV-RL vs outcome-only RL (GRPO) over several seeds,
    PAV-PPO vs outcome-only PPO with a learned critic, and a sweep over the prover strength γ.
 
@@ -75,6 +76,9 @@ class DemoConfig:
             current policy estimated online, K = min(prover_k, n); empty, the default, skips them: HF rollouts of the
             1M policy add several seconds per GRPO step on 2 cores, minutes per run; docs/mc_advantages.md).
         rl_eval_problems (`int`): held-out problems per evaluation.
+        rl_q_value_ablation (`bool`): on a task with no-progress steps (rewrite), also run the paper's App. G
+            ablation: exact values, the prover's `Q^μ` as the dense reward instead of `A^μ`, same seeds; the report
+            shows the share of no-progress steps per evaluation of it, the `A^μ` arm and outcome-only RL.
         planted_rl_steps (`int`): GRPO steps per planted RL run.
         planted_seeds (`list[int]`): seeds of each planted RL arm. The planted budget, learning rate and α were
             chosen on seeds 0-2, so the reported seeds are others (docs/deviations.md).
@@ -124,6 +128,7 @@ class DemoConfig:
     rl_eval_every: int = 20
     rl_mc_rollouts: list[int] = field(default_factory=list)
     rl_eval_problems: int = 128
+    rl_q_value_ablation: bool = True
     planted_rl_steps: int = 300
     planted_seeds: list[int] = field(default_factory=lambda: [10, 11, 12])
     planted_ppo_steps: int = 300

@@ -1,5 +1,7 @@
 """Arithmetic experiment, part 3: online RL. Outcome-only GRPO against PAV-GRPO (dense Bo4 prover advantages,
-α = `rl_alpha`), the latter with the learned PAV and with exact checker-derived values, over several seeds."""
+α = `rl_alpha`), the latter with the learned PAV and with exact checker-derived values, over several seeds. On a task
+with no-progress steps, the paper's App. G ablation too: the prover's value `Q^μ` as the dense reward instead of its
+advantage `A^μ` (exact values), with the share of no-progress steps the policy writes at every evaluation."""
 
 from __future__ import annotations
 
@@ -13,7 +15,38 @@ from ..experiments.arithmetic_verifiers import generation_limits, trace_limits
 from ..mc_values import MCStepScorer
 from .common import cached_json, rl_args, seed_summary, t_interval
 
-__all__ = ["run", "summarize_arms"]
+__all__ = ["HeldOutEvaluation", "no_progress_summary", "paired_sample_efficiency", "run", "summarize_arms"]
+
+
+class HeldOutEvaluation:
+    """Sampled accuracy of a model on held-out problems (`__call__`, for `AccuracyCurveCallback`), recording as well
+    the steps per trace and, on a task that can tell (`no_progress_steps`), the share of steps making no progress.
+
+    Attributes:
+        records: one `{"accuracy", "steps_per_trace", "no_progress_share"}` per call (share `None` if the task cannot
+            tell).
+    """
+
+    def __init__(self, task, tokenizer, problems, seed: int = 7):
+        self.task, self.tokenizer, self.problems, self.seed = task, tokenizer, list(problems), seed
+        self.records: list[dict] = []
+
+    def __call__(self, model) -> float:
+        from ..evaluation import sample_traces
+        from ..generation import HFPolicy
+        from ..grading import grade_batch
+
+        policy = HFPolicy(model, self.tokenizer, self.task.step_format, batch_size=256, **generation_limits(self.task))
+        traces = [ts[0] for ts in sample_traces(policy, [p.prompt for p in self.problems], 1, self.seed)]
+        texts = [self.task.step_format.join(t) if t else "" for t in traces]
+        accuracy = sum(grade_batch(self.task.grader, texts, [p.gold for p in self.problems])) / len(traces)
+        steps = sum(len(t) for t in traces)
+        share = None
+        if hasattr(self.task, "no_progress_steps"):
+            flat = [f for p, t in zip(self.problems, traces) for f in self.task.no_progress_steps(p.expression, t)]
+            share = sum(flat) / max(len(flat), 1)
+        self.records.append({"accuracy": accuracy, "steps_per_trace": steps / len(traces), "no_progress_share": share})
+        return accuracy
 
 
 def run(cfg, out: Path, progress, arith: dict) -> dict:
@@ -21,8 +54,6 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
     from transformers import PrinterCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from ..evaluation import sampled_accuracy
-    from ..generation import HFPolicy
     from ..modeling import PAVVerifier
     from ..trainers import PAVGRPOConfig, PAVGRPOTrainer, grader_reward
 
@@ -31,10 +62,6 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
     train, held = pools["rl_train"], pools["rl_eval"]
     train_ds = Dataset.from_dict({"prompt": [p.prompt for p in train], "gold": [p.gold for p in train]})
 
-    def evaluate(model) -> float:
-        pol = HFPolicy(model, tok, task.step_format, batch_size=256, **generation_limits(task))
-        return sampled_accuracy(pol, [p.prompt for p in held], [p.gold for p in held], task.grader, seed=7)
-
     completion_tokens = trace_limits(task)["rl_completion_tokens"]
     learned = f"pav_bo{cfg.prover_k}"
     arms = {
@@ -42,6 +69,10 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
         learned: lambda seed: PAVVerifier.from_pretrained(arith["verifiers"]["pav"]),
         f"pav_bo{cfg.prover_k}_exact": lambda seed: arith["checker"],
     }
+    # App. G ablation: Q^μ itself as the dense reward, where a no-progress step keeps the prover's value.
+    ablation = f"pav_bo{cfg.prover_k}_exact_qvalue"
+    if cfg.rl_q_value_ablation and hasattr(task, "no_progress_steps"):
+        arms[ablation] = arms[f"pav_bo{cfg.prover_k}_exact"]
     for n in cfg.rl_mc_rollouts:  # Bo-K of the current policy from n rollouts per state, online (no verifier)
         k = min(cfg.prover_k, n)
         arms[f"mc{n}_bo{k}"] = lambda seed, n=n, k=k: MCStepScorer(
@@ -49,6 +80,7 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
         )
     curves: dict[str, list[list[tuple[int, float]]]] = {arm: [] for arm in arms}
     tokens: dict[str, list[list[tuple[int, int, int]]]] = {arm: [] for arm in arms}
+    shapes: dict[str, list[list[dict]]] = {arm: [] for arm in arms}  # per evaluation: steps, no-progress share
     for arm, build in arms.items():
         for seed in cfg.rl_seeds:
             progress(f"arithmetic RL arm {arm}, seed {seed}: {cfg.rl_steps} GRPO steps")
@@ -60,12 +92,15 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
                 "pools": pools.spec("rl_eval", "rl_train"),
                 "policy": (Path(arith["policy_dir"]) / ".done").read_text(),
                 "checker": arith["checker_spec"],
-                "record": "points+tokens",
+                "record": "points+tokens+shape",
             }
             if arm == learned:  # only this arm depends on the learned PAV
                 key["verifier"] = (Path(arith["verifiers"]["pav"]) / ".done").read_text()
+            if arm == ablation:
+                key["process_reward"] = "q_value"
 
             def train_arm(arm=arm, build=build, seed=seed):
+                evaluate = HeldOutEvaluation(task, tok, held)
                 curve = AccuracyCurveCallback(evaluate, cfg.rl_eval_every)
                 spent = GeneratedTokensCallback()
                 run_dir = out / "arithmetic" / "rl" / f"{arm}-{seed}"
@@ -89,6 +124,7 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
                         cfg.rl_steps,
                         seed,
                         pav_alpha=cfg.rl_alpha,
+                        process_reward="q_value" if arm == ablation else "advantage",
                         # Rollout values are already the prover's (Bo-K applied by the scorer).
                         prover_k=None if isinstance(verifier, MCStepScorer) else cfg.prover_k,
                         learning_rate=cfg.rl_learning_rate,
@@ -101,12 +137,25 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
                 trainer.remove_callback(PrinterCallback)  # progress goes through the demo's log, not stdout
                 trainer.train()
                 shutil.rmtree(run_dir, ignore_errors=True)
-                return {"points": curve.points, "tokens": spent.per_step}
+                shape = [{"step": s, **r} for (s, _), r in zip(curve.points, evaluate.records)]
+                return {"points": curve.points, "tokens": spent.per_step, "shape": shape}
 
             record = cached_json(out / "arithmetic" / "rl" / f"{arm}-{seed}.json", key, train_arm)
             curves[arm].append([tuple(p) for p in record["points"]])
             tokens[arm].append([tuple(t) for t in record["tokens"]])
-    summary = summarize_arms(curves, "outcome", f"pav_bo{cfg.prover_k}")
+            shapes[arm].append(record["shape"])
+    # The ablation is not one of the paper's arms: it is summarized apart, beside the arms it is compared with.
+    summary = summarize_arms({a: c for a, c in curves.items() if a != ablation}, "outcome", learned)
+    if ablation in curves:
+        exact = f"pav_bo{cfg.prover_k}_exact"
+        summary["q_value_ablation"] = {
+            "arm": ablation,
+            "advantage_arm": exact,
+            "no_progress": no_progress_summary(
+                {a: shapes[a] for a in ("outcome", exact, ablation)}, method=ablation, reference=exact
+            ),
+            **summarize_arms({a: curves[a] for a in ("outcome", exact, ablation)}, "outcome", ablation),
+        }
     # What each arm generated (policy completions + rollouts; learned and exact verifiers generate none).
     summary["generated_tokens"] = {
         arm: {
@@ -122,7 +171,8 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
 def summarize_arms(curves: dict[str, list[list[tuple[int, float]]]], baseline: str, method: str) -> dict:
     """Mean curves with their spread over seeds, final accuracies with t-intervals, the paired (same-seed) gain of
     every arm over `baseline`, and sample efficiency: the iterations the baseline's mean curve needs to first reach
-    its final accuracy, over the iterations each arm's mean curve needs to reach it."""
+    its final accuracy, over the iterations each arm's mean curve needs to reach it, and the same per seed
+    (`paired_sample_efficiency`)."""
     mean = {arm: seed_summary(runs) for arm, runs in curves.items()}
     base_final = mean[baseline][-1]["accuracy"]
     finals = {arm: [run[-1][1] for run in runs] for arm, runs in curves.items()}
@@ -133,6 +183,7 @@ def summarize_arms(curves: dict[str, list[list[tuple[int, float]]]], baseline: s
         diffs = [a - b for a, b in zip(finals[arm], finals[baseline])]
         est, lo, hi = t_interval(diffs)
         gains[arm] = {"estimate": est, "low": lo, "high": hi, "per_seed": diffs}
+    paired = {arm: paired_sample_efficiency(runs, curves[baseline]) for arm, runs in curves.items() if arm != baseline}
     reach = {arm: iterations_to_reach([(p["step"], p["accuracy"]) for p in m], base_final) for arm, m in mean.items()}
     base_steps = reach[baseline] or mean[baseline][-1]["step"]
     ratio = {arm: (base_steps / r if r else None) for arm, r in reach.items()}
@@ -146,5 +197,86 @@ def summarize_arms(curves: dict[str, list[list[tuple[int, float]]]], baseline: s
         "steps_to_outcome_final": reach,
         "sample_efficiency_ratio": ratio[method],
         "sample_efficiency_ratios": ratio,
+        "paired_sample_efficiency": paired,
         "seeds": len(next(iter(curves.values()))),
     }
+
+
+def paired_sample_efficiency(runs: list[list[tuple[int, float]]], baseline_runs: list[list[tuple[int, float]]]) -> dict:
+    """Sample efficiency paired by seed: for each seed, the iterations the baseline's run needs to first reach its
+    own final accuracy over those the arm's run (same seed) needs to reach it. A seed whose baseline ends at or below
+    its start has no target to reach (`None`, `"baseline_flat"`); one whose arm never reaches it has none either
+    (`"unreached"`). With every seed defined, the geometric mean and its t-interval (over seeds, on log ratios).
+
+    Example:
+        >>> base = [[(0, .1), (50, .2), (100, .3)], [(0, .1), (50, .3), (100, .3)]]
+        >>> arm = [[(0, .1), (50, .3), (100, .4)], [(0, .1), (50, .35), (100, .4)]]
+        >>> out = paired_sample_efficiency(arm, base)
+        >>> out["per_seed"], out["status"]
+        ([2.0, 1.0], ['ok', 'ok'])
+    """
+    if len(runs) != len(baseline_runs):
+        raise ValueError(f"paired_sample_efficiency: {len(runs)} runs but {len(baseline_runs)} baseline runs")
+    rows = []  # (ratio, status, [baseline steps, arm steps])
+    for run, base in zip(runs, baseline_runs):
+        target = base[-1][1]
+        if target <= base[0][1] + 1e-9:
+            rows.append((None, "baseline_flat", None))
+            continue
+        base_steps, arm_steps = iterations_to_reach(base, target), iterations_to_reach(run, target)
+        if not arm_steps:  # never (None); 0 would need the arm to start above a target the baseline starts below
+            rows.append((None, "unreached", [base_steps, None]))
+        else:
+            rows.append((base_steps / arm_steps, "ok", [base_steps, arm_steps]))
+    per_seed, status, steps = ([r[i] for r in rows] for i in range(3))
+    out = {"per_seed": per_seed, "status": status, "steps": steps, "geometric_mean": None, "interval": None}
+    if per_seed and all(r is not None for r in per_seed):
+        est, lo, hi = t_interval(np.log(per_seed).tolist())
+        out["geometric_mean"], out["interval"] = float(np.exp(est)), [float(np.exp(lo)), float(np.exp(hi))]
+    return out
+
+
+def no_progress_summary(shapes: dict[str, list[list[dict]]], method: str, reference: str) -> dict:
+    """How much of each arm's output makes no progress, over training: per arm, the mean share of no-progress steps
+    per evaluation (with the seeds' range), its change from the first evaluation to the last (paired within each
+    seed, t-interval over seeds), the mean steps per trace at the end; and `method`'s final share minus
+    `reference`'s (paired by seed).
+
+    Args:
+        shapes: per arm, per seed, one `{"step", "no_progress_share", "steps_per_trace"}` per evaluation (the same
+            steps for every seed and arm; `HeldOutEvaluation.records`).
+        method: the arm under test (the `Q^μ` ablation).
+        reference: the arm it is compared with (exact `A^μ`).
+
+    Example:
+        >>> run = lambda a, b: [{"step": 0, "no_progress_share": a, "steps_per_trace": 5.0},
+        ...                     {"step": 10, "no_progress_share": b, "steps_per_trace": 6.0}]
+        >>> out = no_progress_summary({"q": [run(.1, .3), run(.1, .5)], "a": [run(.1, .1), run(.1, .2)]}, "q", "a")
+        >>> round(out["change"]["q"]["estimate"], 2), round(out["method_minus_reference"]["estimate"], 2)
+        (0.3, 0.25)
+    """
+    missing = [a for a in (method, reference) if a not in shapes]
+    if missing:
+        raise ValueError(f"no_progress_summary: arms {missing} not in {sorted(shapes)}")
+    share = {a: [[r["no_progress_share"] for r in run] for run in runs] for a, runs in shapes.items()}
+    for arm, runs in share.items():
+        if any(v is None for run in runs for v in run):
+            raise ValueError(f"no_progress_summary: arm {arm!r} has evaluations without a no-progress share")
+    out: dict = {"curves": {}, "change": {}, "final": {}, "final_steps_per_trace": {}}
+    for arm, runs in shapes.items():
+        values = np.array(share[arm], dtype=float)  # (seeds, evaluations)
+        out["curves"][arm] = [
+            {"step": r["step"], "share": float(values[:, i].mean()), "min": float(values[:, i].min()),
+             "max": float(values[:, i].max())}
+            for i, r in enumerate(runs[0])
+        ]  # fmt: skip
+        diffs = (values[:, -1] - values[:, 0]).tolist()
+        est, lo, hi = t_interval(diffs)
+        out["change"][arm] = {"estimate": est, "low": lo, "high": hi, "per_seed": diffs}
+        out["final"][arm] = list(t_interval(values[:, -1].tolist()))
+        out["final_steps_per_trace"][arm] = float(np.mean([run[-1]["steps_per_trace"] for run in runs]))
+    diffs = [m[-1] - r[-1] for m, r in zip(share[method], share[reference])]
+    est, lo, hi = t_interval(diffs)
+    out["method_minus_reference"] = {"estimate": est, "low": lo, "high": hi, "per_seed": diffs}
+    out["method"], out["reference"] = method, reference
+    return out

@@ -305,6 +305,25 @@ class RewriteTask:
             state = after
         return counts
 
+    def no_progress_steps(self, expression: str, steps: Sequence[str]) -> list[bool]:
+        """For each step, whether it makes no progress: it writes the same expression as the one before it (the
+        problem's, for the first step), right or wrong. Counts restatements after a mistake too, which
+        `move_counts` does not, since a policy padding its traces pads them everywhere.
+
+        Example:
+            >>> RewriteTask().no_progress_steps("2*3+4", ["2*3+4", "6+4", "6+4", "#### 10"])
+            [True, False, True, False]
+        """
+        before = parse_expression(expression)
+        if before is None:
+            raise ValueError(f"not a rewrite-task expression: {expression!r}")
+        out = []
+        for step in steps:
+            now = parse_expression(step)
+            out.append(now is not None and now == before)
+            before = now if now is not None else before
+        return out
+
     def step_labels(self, expression: str, steps: Sequence[str]) -> list[bool]:
         """Exact correctness of each step, judged in order: a correct reduction, a restatement, or the right answer
         when one reduction is left. Every step after the first wrong one is wrong too."""

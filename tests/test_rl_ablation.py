@@ -1,0 +1,121 @@
+"""The realistic RL stage's measurements: no-progress steps of the rewrite task (exact, by hand), the App. G ablation's
+summary and report text (inputs that make each sentence true and false), and sample efficiency paired by seed."""
+
+import json
+import math
+
+import pytest
+from test_report import make_results
+
+from trl_pav.demo.rl import no_progress_summary, paired_sample_efficiency
+from trl_pav.report import paired_efficiency_text, q_value_ablation_md, write_report
+from trl_pav.tasks import RewriteTask
+
+
+def test_no_progress_steps_by_hand():
+    task = RewriteTask()
+    # 2*3+4: restate, reduce, restate, answer.
+    assert task.no_progress_steps("2*3+4", ["2*3+4", "6+4", "6+4", "#### 10"]) == [True, False, True, False]
+    # A wrong step, then a restatement of the wrong expression: still no progress (padding after a mistake).
+    assert task.no_progress_steps("2*3+4", ["7+4", "7+4", "#### 11"]) == [False, True, False]
+    # An unreadable step is not a restatement, and the next step is compared with the last readable expression.
+    assert task.no_progress_steps("2*3+4", ["???", "2*3+4", "6+4"]) == [False, True, False]
+    # A miscopied restatement changes the expression: it is a (wrong) step, not a no-progress one.
+    assert task.no_progress_steps("2*3+4", ["2*3+5"]) == [False]
+    assert task.no_progress_steps("2*3+4", []) == []
+    with pytest.raises(ValueError, match="not a rewrite-task expression"):
+        task.no_progress_steps("2*/3", ["6"])
+
+
+def run(shares, steps_per_trace=5.0, every=10):
+    return [
+        {"step": i * every, "no_progress_share": s, "steps_per_trace": steps_per_trace} for i, s in enumerate(shares)
+    ]
+
+
+def test_no_progress_summary_by_hand():
+    shapes = {
+        "outcome": [run([0.1, 0.1, 0.1]), run([0.2, 0.2, 0.2])],
+        "a": [run([0.1, 0.1, 0.1]), run([0.2, 0.2, 0.3])],
+        "q": [run([0.1, 0.3, 0.5], 7.0), run([0.2, 0.4, 0.5], 9.0)],
+    }
+    out = no_progress_summary(shapes, method="q", reference="a")
+    assert out["curves"]["q"][1] == {"step": 10, "share": pytest.approx(0.35), "min": 0.3, "max": 0.4}
+    assert out["change"]["q"]["per_seed"] == pytest.approx([0.4, 0.3])
+    assert out["change"]["q"]["estimate"] == pytest.approx(0.35)
+    # t-interval over 2 seeds: 0.35 ± 12.706 · std([0.4, 0.3]) / sqrt(2) = 0.35 ± 0.6353.
+    half = 12.706 * math.sqrt(((0.05**2) * 2) / 1) / math.sqrt(2)
+    assert out["change"]["q"]["low"] == pytest.approx(0.35 - half, abs=1e-3)
+    assert out["change"]["outcome"]["per_seed"] == pytest.approx([0.0, 0.0])
+    assert out["final_steps_per_trace"]["q"] == 8.0
+    assert out["method_minus_reference"]["per_seed"] == pytest.approx([0.4, 0.2])
+    with pytest.raises(ValueError, match=r"arms \['b'\] not in"):
+        no_progress_summary(shapes, method="q", reference="b")
+    shapes["a"][0][1]["no_progress_share"] = None
+    with pytest.raises(ValueError, match="arm 'a' has evaluations without"):
+        no_progress_summary(shapes, method="q", reference="a")
+
+
+def ablation_block(method_shares, reference_shares):
+    shapes = {
+        "outcome": [run([0.1, 0.1]), run([0.1, 0.1]), run([0.1, 0.1])],
+        "exact": [run([0.1, s]) for s in reference_shares],
+        "qv": [run([0.1, s]) for s in method_shares],
+    }
+    return {
+        "arm": "qv",
+        "advantage_arm": "exact",
+        "no_progress": no_progress_summary(shapes, method="qv", reference="exact"),
+        "final_accuracy": {"outcome": 0.3, "exact": 0.32, "qv": 0.2},
+    }
+
+
+def test_ablation_text_follows_its_numbers():
+    cfg = {"rl_alpha": 3.0}
+    more = q_value_ablation_md({"q_value_ablation": ablation_block([0.5, 0.6, 0.55], [0.1, 0.12, 0.11])}, cfg)
+    assert "ends with more no-progress steps than the A^μ reward (interval above 0)" in more
+    assert "| Q^μ reward (`qv`) | 0.100 | 0.550 | +0.450" in more and "(rises)" in more
+    assert "| outcome-only (`outcome`) | 0.100 | 0.100 | +0.000 [+0.000, +0.000] (no resolved change)" in more
+    assert "3 seeds, 10 GRPO steps" in more
+    fewer = q_value_ablation_md({"q_value_ablation": ablation_block([0.01, 0.02, 0.015], [0.3, 0.32, 0.31])}, cfg)
+    assert "fewer no-progress steps than the A^μ reward (interval below 0)" in fewer and "(falls)" in fewer
+    mixed = q_value_ablation_md({"q_value_ablation": ablation_block([0.3, 0.0, 0.2], [0.1, 0.2, 0.1])}, cfg)
+    assert "not resolved (its interval contains 0)" in mixed and "more no-progress" not in mixed
+    assert q_value_ablation_md({}, cfg) == ""
+
+
+def test_paired_sample_efficiency_cases():
+    base = [[(0, 0.1), (50, 0.2), (100, 0.3)], [(0, 0.1), (50, 0.3), (100, 0.3)], [(0, 0.2), (50, 0.3), (100, 0.2)]]
+    arm = [[(0, 0.1), (50, 0.3), (100, 0.4)], [(0, 0.1), (50, 0.2), (100, 0.25)], [(0, 0.2), (50, 0.5), (100, 0.5)]]
+    out = paired_sample_efficiency(arm, base)
+    # Seed 0: outcome reaches its 0.3 at 100, the arm at 50. Seed 1: the arm never reaches 0.3. Seed 2: outcome ends
+    # below its start, so there is no target.
+    assert out["per_seed"] == [2.0, None, None]
+    assert out["status"] == ["ok", "unreached", "baseline_flat"]
+    assert out["steps"] == [[100, 50], [50, None], None]
+    assert out["geometric_mean"] is None and out["interval"] is None
+    text = paired_efficiency_text({"paired_sample_efficiency": {"pav": out}})
+    assert "per seed 2.00, never reached, outcome-only RL ended at or below its start" in text
+    assert "undefined for 2 of 3 seeds" in text
+    both = paired_sample_efficiency(arm[:1] * 2, base[:1] * 2)
+    assert both["geometric_mean"] == pytest.approx(2.0) and both["interval"] == pytest.approx([2.0, 2.0])
+    text = paired_efficiency_text({"paired_sample_efficiency": {"pav": both}})
+    assert "geometric mean 2.00 [2.00, 2.00]" in text
+    with pytest.raises(ValueError, match="2 runs but 3 baseline runs"):
+        paired_sample_efficiency(arm[:2], base)
+
+
+def test_write_report_with_the_ablation(tmp_path):
+    results = make_results()
+    results["rl"]["q_value_ablation"] = ablation_block([0.5, 0.6, 0.55], [0.1, 0.12, 0.11])
+    write_report(results, tmp_path)
+    assert (tmp_path / "rl_no_progress.png").stat().st_size > 0
+    text = (tmp_path / "report.md").read_text()
+    assert "![no-progress steps](rl_no_progress.png)" in text and "App. G" in text
+    claims = json.loads((tmp_path / "results.json").read_text())["summary"]["claims"]
+    claim = next(c for c in claims if c["claim"].startswith("RL ablation (App. G)"))
+    assert claim["verdict"] == "reproduced" and claim["estimate"] == pytest.approx(0.44)
+    # Without the ablation there is neither the plot nor the claim.
+    write_report(make_results(), tmp_path / "plain")
+    assert not (tmp_path / "plain" / "rl_no_progress.png").exists()
+    assert "App. G" not in (tmp_path / "plain" / "report.md").read_text()
