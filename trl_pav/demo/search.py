@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..experiments.arithmetic_verifiers import trace_limits
+from ..report import ratio_text
 from .common import cached_json
 
 __all__ = ["best_prover", "bootstrap_comparison", "run"]
@@ -79,10 +80,11 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
         }
         out_sets[name] = {"curves": curves, "vs": comparison, "intervals": summaries}
         c = comparison["orm_bon"]
+        ratio = ratio_text(c)  # the report's rule: a ratio only for a resolved gain
         progress(
             f"search ({name}): PAV beam vs ORM best-of-N, running bests in total tokens: gain "
             f"{c['accuracy_gain']:+.3f} [{c['accuracy_gain_low']:+.3f}, {c['accuracy_gain_high']:+.3f}], "
-            f"compute ratio {c['compute_ratio']:.2f} [{c['compute_ratio_low']:.2f}, {c['compute_ratio_high']:.2f}]"
+            + (f"compute ratio {ratio}" if ratio else "no compute ratio (gain not resolved)")
         )
 
     progress(f"prover sweep K in {cfg.k_sweep} at N={cfg.k_sweep_budget} (learned PAV)")
