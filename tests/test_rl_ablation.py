@@ -115,6 +115,8 @@ def test_write_report_with_the_ablation(tmp_path):
     claims = json.loads((tmp_path / "results.json").read_text())["summary"]["claims"]
     claim = next(c for c in claims if c["claim"].startswith("RL ablation (App. G)"))
     assert claim["verdict"] == "reproduced" and claim["estimate"] == pytest.approx(0.44)
+    lo, hi = (round(x * 100, 1) for x in (claim["low"], claim["high"]))
+    assert f"| {claim['claim']} | +44.0 [{lo:+.1f}, {hi:+.1f}] points of the steps | reproduced |" in text
     # Without the ablation there is neither the plot nor the claim.
     write_report(make_results(), tmp_path / "plain")
     assert not (tmp_path / "plain" / "rl_no_progress.png").exists()

@@ -435,6 +435,8 @@ def _fmt_interval(c: dict) -> str:
     if c["unit"] == "accuracy":
         ratio = f"; compute ratio {c['compute_ratio_text']}" if c.get("compute_ratio_text") else ""
         return f"{c['estimate'] * 100:+.1f} [{c['low'] * 100:+.1f}, {c['high'] * 100:+.1f}] points{ratio}"
+    if c["unit"] == "share of steps":  # a paired t-interval over seeds
+        return f"{c['estimate'] * 100:+.1f} [{c['low'] * 100:+.1f}, {c['high'] * 100:+.1f}] points of the steps"
     return f"{_fmt(c['estimate'])} (seeds' range {_fmt(c['low'])}-{_fmt(c['high'])})"
 
 
