@@ -1,5 +1,6 @@
 """The realistic RL stage's measurements: no-progress steps of the rewrite task (exact, by hand), the App. G ablation's
-summary and report text (inputs that make each sentence true and false), and sample efficiency paired by seed."""
+summary and report text (inputs that make each sentence true and false), sample efficiency paired by seed, and the
+verifiers' within-problem AUC on their least step value."""
 
 import json
 import math
@@ -121,3 +122,42 @@ def test_write_report_with_the_ablation(tmp_path):
     write_report(make_results(), tmp_path / "plain")
     assert not (tmp_path / "plain" / "rl_no_progress.png").exists()
     assert "App. G" not in (tmp_path / "plain" / "report.md").read_text()
+
+
+class TableScorer:
+    """A step scorer that returns given values per (prompt, steps)."""
+
+    def __init__(self, table):
+        self.table = table
+
+    def score(self, prompts, steps):
+        return [self.table[(p, tuple(s))] for p, s in zip(prompts, steps)]
+
+
+def test_verifier_measures_least_step_value_reads_the_steps():
+    """A verifier whose final values rank a problem's wrong candidate first, but whose step values dip inside it:
+    within-problem AUC 0 on final values, 1 on the least step value."""
+    import numpy as np
+
+    from trl_pav.experiments.arithmetic_verifiers import verifier_measures
+
+    task = RewriteTask()
+    problem = task.sample_problems(1, seed=3)[0]
+    right = task.reference_steps(problem.expression, seed=0)
+    wrong = [*right[:-1], "#### 1"] if right[-1] != "#### 1" else [*right[:-1], "#### 2"]
+    table = {
+        (problem.prompt, tuple(right)): [0.5] + [0.6] * (len(right) - 1) + [0.7],
+        (problem.prompt, tuple(wrong)): [0.5] + [0.6] * (len(wrong) - 1) + [0.9],
+    }
+    table[(problem.prompt, tuple(wrong))][1] = 0.1  # a dip at the first step
+    sets = {
+        "problems": [problem],
+        "rows": [(0, right), (0, wrong)],
+        "correct": np.array([1, 0]),
+        "pid": np.array([0, 0]),
+        "traces": [(problem, right), (problem, wrong)],
+        "siblings": {"prompts": [problem.prompt] * 2, "steps": [right, wrong], "correct": [1, 0], "parent": [0, 0]},
+    }
+    out = verifier_measures(TableScorer(table), task, sets)
+    assert out["within_problem_auc"] == 0.0 and out["within_problem_auc_least_step"] == 1.0
+    assert out["best_of_n_accuracy"] == 0.0 and out["random_pick_accuracy"] == 0.5

@@ -1174,7 +1174,8 @@ def _markdown(results: dict, plots: dict, claims: list[dict]) -> str:
     gamma_seeds = planted.get("gamma_sweep_seeds")
     gamma_seed_text = f"seeds {gamma_seeds}, mean [95% interval]" if gamma_seeds else "one seed"
     quality_rows = "\n".join(
-        f"| {k.upper()} | {q['within_problem_auc']:.3f} | {_fmt(q.get('within_parent_auc', '-'))} | "
+        f"| {k.upper()} | {q['within_problem_auc']:.3f} | {_fmt(q.get('within_problem_auc_least_step', '-'))} | "
+        f"{_fmt(q.get('within_parent_auc', '-'))} | "
         f"{q['outcome_auc']:.3f} | {q['step_auc']:.3f} | "
         f"{q['best_of_n_accuracy']:.3f} | {q['random_pick_accuracy']:.3f} | {q['ece_final_value']:.3f} |"
         for k, q in quality.items()
@@ -1183,17 +1184,21 @@ def _markdown(results: dict, plots: dict, claims: list[dict]) -> str:
     if "policy_likelihood" in quality:
         q = quality["policy_likelihood"]
         quality_rows += (
-            f"\n| base policy's likelihood (no training) | {q['within_problem_auc']:.3f} | "
+            f"\n| base policy's likelihood (no training) | {q['within_problem_auc']:.3f} | - | "
             f"{_fmt(q.get('within_parent_auc', '-'))} | {q['outcome_auc']:.3f} "
             f"| - | {q['best_of_n_accuracy']:.3f} | {quality['pav']['random_pick_accuracy']:.3f} | - |"
         )
     if "backbone_likelihood" in quality:
         q = quality["backbone_likelihood"]
         quality_rows += (
-            f"\n| verifiers' backbone's likelihood (no training) | {q['within_problem_auc']:.3f} | "
+            f"\n| verifiers' backbone's likelihood (no training) | {q['within_problem_auc']:.3f} | - | "
             f"{_fmt(q.get('within_parent_auc', '-'))} | {q['outcome_auc']:.3f} "
             f"| - | {q['best_of_n_accuracy']:.3f} | {quality['pav']['random_pick_accuracy']:.3f} | - |"
         )
+    quality_header = (
+        "| verifier | within-problem AUC | same, least step value | within-parent AUC | pooled AUC "
+        "| step AUC (checker) | best-of-N pick | random | ECE |\n|---|---|---|---|---|---|---|---|---|"
+    )
     notes = _disagreements(results)
     reproduced = sum(c["verdict"] == "reproduced" for c in claims)
     notes_md = "\n".join(f"- {n}" for n in notes) or f"- None noted; {reproduced} of {len(claims)} claims reproduced."
@@ -1240,12 +1245,13 @@ verifier tokens) unless said otherwise; a compute ratio is stated only for a res
   {quality["candidates"]["per_problem"]} best-of-N candidates of each of {quality["candidates"]["problems"]} held-out
   problems (finished traces with an answer):
 
-| verifier | within-problem AUC | within-parent AUC | pooled AUC | step AUC (checker) | best-of-N pick | random | ECE |
-|---|---|---|---|---|---|---|---|
+{quality_header}
 {quality_rows}
 
-  Within-parent AUC: on next steps sampled from one correct prefix (what one beam-search expansion chooses among),
-  pairs of a correct and a wrong child of the same prefix; the likelihood row scores the child step's tokens only.
+  Least step value: each candidate scored by its lowest step value instead of its final one (a PAV is never
+  trained on a failing trace's final step: steps after the first pit are masked). Within-parent AUC: on next steps
+  sampled from one correct prefix (what one beam-search expansion chooses among), pairs of a correct and a wrong
+  child of the same prefix; the likelihood row scores the child step's tokens only.
 
 - Search on {cfg["search_problems"]} held-out problems, {expansions}α = {cfg["search_alpha"]}; accuracy (generated +
   verifier tokens) per N, with the learned verifiers:

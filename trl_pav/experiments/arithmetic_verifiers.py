@@ -234,16 +234,22 @@ def evaluation_sets(task, policy, problems, candidates: int, seed: int, candidat
 
 
 def verifier_measures(verifier, task, sets: dict) -> dict:
-    """One verifier on `evaluation_sets`: pooled and within-problem AUC of its final values, its best-of-N pick's
-    accuracy against a random pick's, calibration, step AUC against the checker and within-parent AUC."""
+    """One verifier on `evaluation_sets`: pooled and within-problem AUC of its final values (and within-problem AUC
+    of its least step value), its best-of-N pick's accuracy against a random pick's, calibration, step AUC against
+    the checker and within-parent AUC."""
     from ..metrics import auc, expected_calibration_error, within_problem_auc
 
     problems, rows, correct, pid, siblings = (sets[k] for k in ("problems", "rows", "correct", "pid", "siblings"))
-    finals = np.array([v[-1] for v in verifier.score([problems[i].prompt for i, _ in rows], [s for _, s in rows])])
+    values = verifier.score([problems[i].prompt for i, _ in rows], [s for _, s in rows])
+    finals = np.array([v[-1] for v in values])
+    # A PAV never sees a failing trace's final step in training (steps after the first pit are masked), so its
+    # final value extrapolates there; the least step value (a PRM's usual aggregate) reads the steps it was fit on.
+    least = np.array([min(v[1:]) for v in values])
     children = np.array([v[-1] for v in verifier.score(siblings["prompts"], siblings["steps"])])
     return {
         "outcome_auc": auc(finals, correct),
         "within_problem_auc": within_problem_auc(finals, correct, pid),
+        "within_problem_auc_least_step": within_problem_auc(least, correct, pid),
         "best_of_n_accuracy": pick_accuracy(finals, correct, pid, len(problems)),
         "random_pick_accuracy": float(
             np.mean([correct[pid == i].mean() if (pid == i).any() else 0.0 for i in range(len(problems))])
