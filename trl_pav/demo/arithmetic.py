@@ -362,7 +362,7 @@ def _verifier_key(cfg) -> dict:
 
 def _quality_key(cfg, pools) -> dict:
     # "v" changes with what verifier_quality measures, so a cached result is recomputed then.
-    key = {"problems": cfg.search_problems, "n": cfg.quality_candidates, "seed": cfg.seed, "v": 6}
+    key = {"problems": cfg.search_problems, "n": cfg.quality_candidates, "seed": cfg.seed, "v": 7}
     return {**key, "pools": pools.spec("search", "step_eval")}
 
 
