@@ -161,3 +161,23 @@ def test_verifier_measures_least_step_value_reads_the_steps():
     out = verifier_measures(TableScorer(table), task, sets)
     assert out["within_problem_auc"] == 0.0 and out["within_problem_auc_least_step"] == 1.0
     assert out["best_of_n_accuracy"] == 0.0 and out["random_pick_accuracy"] == 0.5
+
+
+def test_token_entropy_of_a_uniform_policy_is_log_vocabulary():
+    """A model whose LM head is zero predicts the uniform distribution: every completion token's entropy is exactly
+    log(vocabulary size), whatever it samples."""
+    import torch
+
+    from trl_pav.demo.arithmetic import token_entropy
+    from trl_pav.generation import HFPolicy
+    from trl_pav.tasks import TinyPolicyConfig
+    from trl_pav.tasks.sft import tiny_policy_model
+
+    task = RewriteTask()
+    tok = task.tokenizer()
+    model = tiny_policy_model(tok, TinyPolicyConfig(hidden_size=32, num_layers=1, num_heads=2, max_positions=128))
+    with torch.no_grad():
+        model.lm_head.weight.zero_()
+    policy = HFPolicy(model, tok, task.step_format, max_new_tokens=24, max_step_tokens=24)
+    entropy = token_entropy(policy, task.sample_problems(6, seed=1), seed=0, batch_size=4)
+    assert entropy == pytest.approx(math.log(model.config.vocab_size), rel=1e-5)

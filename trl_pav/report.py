@@ -1195,6 +1195,12 @@ def _markdown(results: dict, plots: dict, claims: list[dict]) -> str:
             f"{_fmt(q.get('within_parent_auc', '-'))} | {q['outcome_auc']:.3f} "
             f"| - | {q['best_of_n_accuracy']:.3f} | {quality['pav']['random_pick_accuracy']:.3f} | - |"
         )
+    entropy = arith.get("base_policy_token_entropy")
+    entropy_text = (
+        f"; the entropy of its next-token distribution over its own samples is {entropy:.3f} nats per token"
+        if entropy is not None
+        else ""
+    )
     quality_header = (
         "| verifier | within-problem AUC | same, least step value | within-parent AUC | pooled AUC "
         "| step AUC (checker) | best-of-N pick | random | ECE |\n|---|---|---|---|---|---|---|---|---|"
@@ -1233,7 +1239,7 @@ verifier tokens) unless said otherwise; a compute ratio is stated only for a res
 
 - Base policy: a 1M-parameter Llama trained from scratch with TRL's `SFTTrainer` for {cfg["policy_steps"]} steps
   ({arith["base_policy_train_seconds"]:.0f} s); sampled accuracy (T = 1) {arith["base_policy_sampled_accuracy"]:.3f};
-  a step on the correct path is right with probability {arith["base_policy_step_accuracy"]:.3f}.
+  a step on the correct path is right with probability {arith["base_policy_step_accuracy"]:.3f}{entropy_text}.
 - Labels: {cfg["label_problems"]} problems × {cfg["n_cov"]} seed traces, first pit (binary search, a candidate pit
   confirmed with {cfg["pit_confirm_rollouts"]} more rollouts), n_mc = {cfg["n_mc"]}, Bo{cfg["prover_k"]} prover:
   {arith["labeling"]["num_traces"]} traces, {arith["labeling"]["num_labels"]} steps, {labels["masked_steps"]} of them

@@ -42,6 +42,7 @@ __all__ = [
     "sibling_steps",
     "step_auc_against_checker",
     "task_kwargs",
+    "token_entropy",
     "train_verifier",
     "verifier_measures",
 ]
@@ -195,6 +196,7 @@ def run(cfg, out: Path, progress, results: dict) -> dict:
         policy, [p.prompt for p in eval_problems], [p.gold for p in eval_problems], task.grader, seed=cfg.seed
     )
     step_accuracy = _step_accuracy(task, policy, eval_problems, cfg.seed)
+    entropy = token_entropy(policy, eval_problems, cfg.seed)
     checker_spec = cached_json(
         out / "arithmetic" / "checker.json",
         {"policy": (policy_dir / ".done").read_text(), "pools": pools.spec("policy_eval"), "seed": cfg.seed},
@@ -203,6 +205,7 @@ def run(cfg, out: Path, progress, results: dict) -> dict:
     checker = checker_scorer(task, checker_spec)
     progress(
         f"base policy sampled accuracy {base_acc:.3f}; accuracy of a step on the correct path {step_accuracy:.3f}; "
+        f"token entropy of its samples {entropy:.3f} nats; "
         f"exact checker from {_describe(checker_spec)}"
     )
     progress("regime pre-flight: Pass@N, rank disagreement and PAV vs Q-only beam with exact values, RL groups")
@@ -284,6 +287,7 @@ def run(cfg, out: Path, progress, results: dict) -> dict:
         "checker": checker_spec,
         "base_policy_sampled_accuracy": base_acc,
         "base_policy_step_accuracy": step_accuracy,
+        "base_policy_token_entropy": entropy,
         "base_policy_train_seconds": round(policy_seconds, 1),
         "labeling": {
             k: label_meta.get(k)
@@ -512,6 +516,32 @@ def verifier_quality(
         "distinct_wrong_per_problem": float(np.mean(distinct_wrong)) if distinct_wrong else None,
     }
     return out
+
+
+def token_entropy(policy, problems, seed: int, batch_size: int = 64) -> float:
+    """Mean entropy (nats) of the policy's next-token distribution over the tokens of its own sampled completions
+    (one per problem, at its sampling temperature 1): how explorable its mistakes are for RL. Near 0, GRPO groups
+    repeat one completion and no reward can move the policy."""
+    from ..evaluation import sample_traces
+
+    model, tok, fmt = policy.model, policy.tokenizer, policy.step_format
+    traces = [ts[0] for ts in sample_traces(policy, [p.prompt for p in problems], 1, seed=seed + 13)]
+    total = count = 0.0
+    with torch.inference_mode():
+        for start in range(0, len(problems), batch_size):
+            chunk = range(start, min(start + batch_size, len(problems)))
+            full = [tok(problems[i].prompt + fmt.join(traces[i]))["input_ids"] for i in chunk]
+            n_prompt = [len(tok(problems[i].prompt)["input_ids"]) for i in chunk]
+            width = max(map(len, full))
+            pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+            ids = torch.tensor([f + [pad] * (width - len(f)) for f in full])
+            mask = torch.tensor([[1] * len(f) + [0] * (width - len(f)) for f in full])
+            logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), -1)
+            entropy = -(logp.exp() * logp).sum(-1)  # (B, T-1): the distribution that chose token t+1
+            for b, (f, n) in enumerate(zip(full, n_prompt)):
+                total += float(entropy[b, n - 1 : len(f) - 1].sum())
+                count += max(len(f) - n, 0)
+    return total / max(count, 1.0)
 
 
 def _backbone_features(policy, prompts: list[str], steps: list[list[str]], batch_size: int = 64) -> dict:
