@@ -110,6 +110,13 @@ def test_dense_advantages_hand_computed(policy_dir, tmp_path):
         [{"prompt": "p"}] * 3, {"completion_ids": completion_ids, "completion_mask": mask, "advantages": outcome}
     )
     assert outq[0, 0] == pytest.approx(1.0 + 0.75) and outq[1, 0] == pytest.approx(-0.5 + 0.0)
+    # Ablation: Q^mu summed to the end as dense rewards (step 1 of row 0: 0.75 + 1.0; its step 2: 1.0).
+    trainer.args.process_reward = "q_value_to_go"
+    outg = trainer._pav_advantages(
+        [{"prompt": "p"}] * 3, {"completion_ids": completion_ids, "completion_mask": mask, "advantages": outcome}
+    )
+    assert outg[0, 0] == pytest.approx(1.0 + 1.75) and outg[0, 5] == pytest.approx(1.0 + 1.0)
+    assert outg[1, 0] == pytest.approx(-0.5 + 0.0)
 
 
 def test_token_level_advantages_reach_grpo_loss(policy_dir, tmp_path):

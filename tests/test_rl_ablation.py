@@ -40,7 +40,7 @@ def test_no_progress_summary_by_hand():
         "a": [run([0.1, 0.1, 0.1]), run([0.2, 0.2, 0.3])],
         "q": [run([0.1, 0.3, 0.5], 7.0), run([0.2, 0.4, 0.5], 9.0)],
     }
-    out = no_progress_summary(shapes, method="q", reference="a")
+    out = no_progress_summary(shapes, reference="a")
     assert out["curves"]["q"][1] == {"step": 10, "share": pytest.approx(0.35), "min": 0.3, "max": 0.4}
     assert out["change"]["q"]["per_seed"] == pytest.approx([0.4, 0.3])
     assert out["change"]["q"]["estimate"] == pytest.approx(0.35)
@@ -49,39 +49,49 @@ def test_no_progress_summary_by_hand():
     assert out["change"]["q"]["low"] == pytest.approx(0.35 - half, abs=1e-3)
     assert out["change"]["outcome"]["per_seed"] == pytest.approx([0.0, 0.0])
     assert out["final_steps_per_trace"]["q"] == 8.0
-    assert out["method_minus_reference"]["per_seed"] == pytest.approx([0.4, 0.2])
-    with pytest.raises(ValueError, match=r"arms \['b'\] not in"):
-        no_progress_summary(shapes, method="q", reference="b")
+    assert out["minus_reference"]["q"]["per_seed"] == pytest.approx([0.4, 0.2])
+    assert set(out["minus_reference"]) == {"q"}  # neither the reference nor outcome-only is compared
+    with pytest.raises(ValueError, match="reference arm 'b' not in"):
+        no_progress_summary(shapes, reference="b")
     shapes["a"][0][1]["no_progress_share"] = None
     with pytest.raises(ValueError, match="arm 'a' has evaluations without"):
-        no_progress_summary(shapes, method="q", reference="a")
+        no_progress_summary(shapes, reference="a")
 
 
-def ablation_block(method_shares, reference_shares):
+def ablation_block(method_shares, reference_shares, to_go_shares=None):
     shapes = {
         "outcome": [run([0.1, 0.1]), run([0.1, 0.1]), run([0.1, 0.1])],
         "exact": [run([0.1, s]) for s in reference_shares],
         "qv": [run([0.1, s]) for s in method_shares],
     }
+    arms = {"qv": "q_value"}
+    if to_go_shares is not None:
+        shapes["qg"] = [run([0.1, s]) for s in to_go_shares]
+        arms["qg"] = "q_value_to_go"
     return {
-        "arm": "qv",
+        "arms": arms,
         "advantage_arm": "exact",
-        "no_progress": no_progress_summary(shapes, method="qv", reference="exact"),
-        "final_accuracy": {"outcome": 0.3, "exact": 0.32, "qv": 0.2},
+        "no_progress": no_progress_summary(shapes, reference="exact"),
+        "final_accuracy": {"outcome": 0.3, "exact": 0.32, "qv": 0.2, "qg": 0.1},
     }
 
 
 def test_ablation_text_follows_its_numbers():
     cfg = {"rl_alpha": 3.0}
-    more = q_value_ablation_md({"q_value_ablation": ablation_block([0.5, 0.6, 0.55], [0.1, 0.12, 0.11])}, cfg)
-    assert "ends with more no-progress steps than the A^μ reward (interval above 0)" in more
-    assert "| Q^μ reward (`qv`) | 0.100 | 0.550 | +0.450" in more and "(rises)" in more
-    assert "| outcome-only (`outcome`) | 0.100 | 0.100 | +0.000 [+0.000, +0.000] (no resolved change)" in more
-    assert "3 seeds, 10 GRPO steps" in more
+    block = ablation_block([0.5, 0.6, 0.55], [0.1, 0.12, 0.11], to_go_shares=[0.1, 0.13, 0.1])
+    both = q_value_ablation_md({"q_value_ablation": block}, cfg)
+    assert (
+        "The one-step Q^μ reward minus the A^μ reward at the last evaluation: +0.440 [+0.341, +0.539]: more "
+        "no-progress steps than the A^μ reward at the end (interval above 0)." in both
+    )
+    assert "The Q^μ reward summed to go minus the A^μ reward at the last evaluation: +0.000" in both
+    assert "no resolved difference from the A^μ reward at the end (the interval contains 0)" in both
+    assert "| the one-step Q^μ reward (`qv`) | 0.100 | 0.550 | +0.450" in both and "(rises)" in both
+    assert "| outcome-only (`outcome`) | 0.100 | 0.100 | +0.000 [+0.000, +0.000] (no resolved change)" in both
+    assert "| the Q^μ reward summed to go (`qg`) |" in both and "3 seeds, 10 GRPO steps" in both
     fewer = q_value_ablation_md({"q_value_ablation": ablation_block([0.01, 0.02, 0.015], [0.3, 0.32, 0.31])}, cfg)
-    assert "fewer no-progress steps than the A^μ reward (interval below 0)" in fewer and "(falls)" in fewer
-    mixed = q_value_ablation_md({"q_value_ablation": ablation_block([0.3, 0.0, 0.2], [0.1, 0.2, 0.1])}, cfg)
-    assert "not resolved (its interval contains 0)" in mixed and "more no-progress" not in mixed
+    assert "fewer no-progress steps than the A^μ reward at the end (interval below 0)" in fewer and "(falls)" in fewer
+    assert "summed to go" not in fewer.split("A^μ`:")[1]  # only the arms that ran
     assert q_value_ablation_md({}, cfg) == ""
 
 
@@ -114,7 +124,7 @@ def test_write_report_with_the_ablation(tmp_path):
     text = (tmp_path / "report.md").read_text()
     assert "![no-progress steps](rl_no_progress.png)" in text and "App. G" in text
     claims = json.loads((tmp_path / "results.json").read_text())["summary"]["claims"]
-    claim = next(c for c in claims if c["claim"].startswith("RL ablation (App. G)"))
+    claim = next(c for c in claims if c["claim"].startswith("RL ablation (App. G): the one-step Q^μ reward"))
     assert claim["verdict"] == "reproduced" and claim["estimate"] == pytest.approx(0.44)
     lo, hi = (round(x * 100, 1) for x in (claim["low"], claim["high"]))
     assert f"| {claim['claim']} | +44.0 [{lo:+.1f}, {hi:+.1f}] points of the steps | reproduced |" in text

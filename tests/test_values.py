@@ -157,3 +157,13 @@ def test_dataset_class_weights_balance_in_expectation():
     loss = class_balanced_bce(logits, labels, mask, weights=w)
     bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
     assert float(loss) == pytest.approx(float((bce * per_position).mean()))
+
+
+def test_rewards_to_go_by_hand():
+    from trl_pav.values import rewards_to_go
+
+    r = torch.tensor([[0.5, 0.25, 1.0], [0.3, 0.0, 0.0]])  # the second row padded with zeros after one step
+    assert torch.allclose(rewards_to_go(r), torch.tensor([[1.75, 1.25, 1.0], [0.3, 0.0, 0.0]]))
+    # A restated step (same prover value again) adds that value to every earlier step's return: padding pays.
+    padded = rewards_to_go(torch.tensor([0.5, 0.5, 1.0]))
+    assert padded[0] - rewards_to_go(torch.tensor([0.5, 1.0]))[0] == pytest.approx(0.5)

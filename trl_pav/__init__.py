@@ -66,6 +66,7 @@ from .values import (
     prover_alignment,
     prover_score,
     prover_values,
+    rewards_to_go,
     step_advantages,
     whiten,
 )
@@ -144,6 +145,7 @@ __all__ = [
     "prover_alignment",
     "prover_score",
     "prover_values",
+    "rewards_to_go",
     "scorer_reward_func",
     "select_prover",
     "step_advantages",

@@ -368,13 +368,12 @@ def _claims(results: dict) -> list[dict]:
             }
         )
     ablation = rl.get("q_value_ablation")
-    if ablation:
-        d = ablation["no_progress"]["method_minus_reference"]
+    for arm, d in (ablation["no_progress"]["minus_reference"] if ablation else {}).items():
         out.append(
             {
                 "claim": (
-                    "RL ablation (App. G): the Q^μ reward ends with more no-progress steps than the A^μ reward "
-                    f"({len(d['per_seed'])} seeds, paired by seed)"
+                    f"RL ablation (App. G): {_ablation_label(ablation, arm)} ends with more no-progress steps "
+                    f"than the A^μ reward ({len(d['per_seed'])} seeds, paired by seed)"
                 ),
                 "estimate": d["estimate"],
                 "low": d["low"],
@@ -541,42 +540,63 @@ def paired_efficiency_text(rl: dict) -> str:
     )
 
 
+_ABLATION_LABELS = {"q_value": "the one-step Q^μ reward", "q_value_to_go": "the Q^μ reward summed to go"}
+
+
+def _upper_first(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _ablation_label(ablation: dict, arm: str) -> str:
+    if arm == ablation["advantage_arm"]:
+        return "the A^μ reward"
+    if arm == "outcome":
+        return "outcome-only"
+    return _ABLATION_LABELS.get(ablation["arms"].get(arm), arm)
+
+
 def q_value_ablation_md(rl: dict, cfg: dict) -> str:
     """The App. G ablation's bullet: the share of no-progress steps per arm at the first and last evaluation, its
-    change (paired within seeds) and its verdict word, steps per trace, and the Q^μ arm's final share minus the A^μ
+    change (paired within seeds) and its verdict word, steps per trace, and each Q^μ arm's final share minus the A^μ
     arm's, each sentence from the numbers it states ("" when the ablation did not run)."""
     ablation = rl.get("q_value_ablation")
     if not ablation:
         return ""
     npg = ablation["no_progress"]
-    method, reference = npg["method"], npg["reference"]
-    label = {method: "Q^μ reward", reference: "A^μ reward", "outcome": "outcome-only"}
     rows = []
     for arm, curve in npg["curves"].items():
         c = npg["change"][arm]
         rows.append(
-            f"| {label.get(arm, arm)} (`{arm}`) | {curve[0]['share']:.3f} | {curve[-1]['share']:.3f} | "
+            f"| {_ablation_label(ablation, arm)} (`{arm}`) | {curve[0]['share']:.3f} | {curve[-1]['share']:.3f} | "
             f"{c['estimate']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] ({_change_word(c)}) | "
             f"{npg['final_steps_per_trace'][arm]:.2f} | {ablation['final_accuracy'][arm]:.3f} |"
         )
-    d = npg["method_minus_reference"]
-    if d["low"] > 0:
-        verdict = "the Q^μ reward ends with more no-progress steps than the A^μ reward (interval above 0)"
-    elif d["high"] < 0:
-        verdict = "the Q^μ reward ends with fewer no-progress steps than the A^μ reward (interval below 0)"
-    else:
-        verdict = "the difference is not resolved (its interval contains 0)"
-    steps = npg["curves"][method][-1]["step"]
+    sentences = []
+    for arm, d in npg["minus_reference"].items():
+        if d["low"] > 0:
+            verdict = "more no-progress steps than the A^μ reward at the end (interval above 0)"
+        elif d["high"] < 0:
+            verdict = "fewer no-progress steps than the A^μ reward at the end (interval below 0)"
+        else:
+            verdict = "no resolved difference from the A^μ reward at the end (the interval contains 0)"
+        sentences.append(
+            f"{_upper_first(_ablation_label(ablation, arm))} minus the A^μ reward at the last evaluation: "
+            f"{d['estimate']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]: {verdict}."
+        )
+    seeds = len(next(iter(npg["change"].values()))["per_seed"])
+    steps = next(iter(npg["curves"].values()))[-1]["step"]
     return f"""
 - Ablation (the paper's App. G): the same exact values, α = {cfg["rl_alpha"]}, with the prover's value `Q^μ` as the
-  dense reward instead of its advantage `A^μ`, {len(d["per_seed"])} seeds, {steps} GRPO steps. A step makes no
-  progress when it writes the expression before it again. Share of such steps in held-out samples:
+  dense reward instead of its advantage `A^μ`: one-step (each step's own `Q^μ`, which differs from `A^μ` by the
+  value of the state before it, a baseline) and summed from each step to the end, as a dense reward is summed into
+  a return (a restated step adds its value to every earlier step's return). {seeds} seeds, {steps} GRPO steps. A
+  step makes no progress when it writes the expression before it again. Share of such steps in held-out samples:
 
 | arm | first evaluation | last evaluation | change, paired by seed [95%] | steps per trace (last) | final accuracy |
 |---|---|---|---|---|---|
 {chr(10).join(rows)}
 
-  Q^μ minus A^μ at the last evaluation: {d["estimate"]:+.3f} [{d["low"]:+.3f}, {d["high"]:+.3f}]: {verdict}.
+  {" ".join(sentences)}
 """
 
 

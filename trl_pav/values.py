@@ -39,6 +39,7 @@ __all__ = [
     "prover_score",
     "prover_update_angle",
     "prover_values",
+    "rewards_to_go",
     "step_advantages",
     "step_end_mask",
     "theorem_terms",
@@ -155,6 +156,26 @@ def effective_reward(q_pi: Tensor, advantage: Tensor, alpha: float) -> Tensor:
         `(...)` effective rewards.
     """
     return q_pi + alpha * advantage
+
+
+def rewards_to_go(rewards: Tensor) -> Tensor:
+    """Each step's return: the sum of its reward and every later step's, `out[..., h] = Σ_{h' >= h} rewards[..., h']`.
+
+    The process term of PAV-RL is never a return (a summed advantage telescopes to the last value); this is for the
+    ablation where the prover's values are summed as ordinary dense rewards, under which padding a trace with
+    no-progress steps adds reward.
+
+    Args:
+        rewards: `(..., H)` per-step rewards (0 for padding steps at the end).
+
+    Returns:
+        `(..., H)` rewards to go.
+
+    Example:
+        >>> rewards_to_go(torch.tensor([0.5, 0.25, 1.0]))
+        tensor([1.7500, 1.2500, 1.0000])
+    """
+    return rewards.flip(-1).cumsum(-1).flip(-1)
 
 
 def distinguishability(q_mu: Tensor) -> Tensor:

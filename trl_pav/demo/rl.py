@@ -1,7 +1,8 @@
 """Arithmetic experiment, part 3: online RL. Outcome-only GRPO against PAV-GRPO (dense Bo4 prover advantages,
 α = `rl_alpha`), the latter with the learned PAV and with exact checker-derived values, over several seeds. On a task
-with no-progress steps, the paper's App. G ablation too: the prover's value `Q^μ` as the dense reward instead of its
-advantage `A^μ` (exact values), with the share of no-progress steps the policy writes at every evaluation."""
+with no-progress steps, the paper's App. G ablation too: the prover's value `Q^μ` instead of its advantage `A^μ`
+(exact values), one-step and summed to the end as a dense reward, with the share of no-progress steps the policy
+writes at every evaluation."""
 
 from __future__ import annotations
 
@@ -69,10 +70,13 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
         learned: lambda seed: PAVVerifier.from_pretrained(arith["verifiers"]["pav"]),
         f"pav_bo{cfg.prover_k}_exact": lambda seed: arith["checker"],
     }
-    # App. G ablation: Q^μ itself as the dense reward, where a no-progress step keeps the prover's value.
-    ablation = f"pav_bo{cfg.prover_k}_exact_qvalue"
+    # App. G ablation: Q^μ instead of A^μ (a no-progress step keeps the prover's value), one-step and summed to go.
+    exact = f"pav_bo{cfg.prover_k}_exact"
+    ablations = {f"{exact}_qvalue": "q_value", f"{exact}_qvalue_to_go": "q_value_to_go"}
     if cfg.rl_q_value_ablation and hasattr(task, "no_progress_steps"):
-        arms[ablation] = arms[f"pav_bo{cfg.prover_k}_exact"]
+        arms.update({arm: arms[exact] for arm in ablations})
+    else:
+        ablations = {}
     for n in cfg.rl_mc_rollouts:  # Bo-K of the current policy from n rollouts per state, online (no verifier)
         k = min(cfg.prover_k, n)
         arms[f"mc{n}_bo{k}"] = lambda seed, n=n, k=k: MCStepScorer(
@@ -96,8 +100,8 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
             }
             if arm == learned:  # only this arm depends on the learned PAV
                 key["verifier"] = (Path(arith["verifiers"]["pav"]) / ".done").read_text()
-            if arm == ablation:
-                key["process_reward"] = "q_value"
+            if arm in ablations:
+                key["process_reward"] = ablations[arm]
 
             def train_arm(arm=arm, build=build, seed=seed):
                 evaluate = HeldOutEvaluation(task, tok, held)
@@ -124,7 +128,7 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
                         cfg.rl_steps,
                         seed,
                         pav_alpha=cfg.rl_alpha,
-                        process_reward="q_value" if arm == ablation else "advantage",
+                        process_reward=ablations.get(arm, "advantage"),
                         # Rollout values are already the prover's (Bo-K applied by the scorer).
                         prover_k=None if isinstance(verifier, MCStepScorer) else cfg.prover_k,
                         learning_rate=cfg.rl_learning_rate,
@@ -144,17 +148,15 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
             curves[arm].append([tuple(p) for p in record["points"]])
             tokens[arm].append([tuple(t) for t in record["tokens"]])
             shapes[arm].append(record["shape"])
-    # The ablation is not one of the paper's arms: it is summarized apart, beside the arms it is compared with.
-    summary = summarize_arms({a: c for a, c in curves.items() if a != ablation}, "outcome", learned)
-    if ablation in curves:
-        exact = f"pav_bo{cfg.prover_k}_exact"
+    # The ablations are not the paper's arms: they are summarized apart, beside the arms they are compared with.
+    summary = summarize_arms({a: c for a, c in curves.items() if a not in ablations}, "outcome", learned)
+    if ablations:
+        compared = ["outcome", exact, *ablations]
         summary["q_value_ablation"] = {
-            "arm": ablation,
+            "arms": ablations,
             "advantage_arm": exact,
-            "no_progress": no_progress_summary(
-                {a: shapes[a] for a in ("outcome", exact, ablation)}, method=ablation, reference=exact
-            ),
-            **summarize_arms({a: curves[a] for a in ("outcome", exact, ablation)}, "outcome", ablation),
+            "no_progress": no_progress_summary({a: shapes[a] for a in compared}, reference=exact),
+            **summarize_arms({a: curves[a] for a in compared}, "outcome", exact),
         }
     # What each arm generated (policy completions + rollouts; learned and exact verifiers generate none).
     summary["generated_tokens"] = {
@@ -236,33 +238,32 @@ def paired_sample_efficiency(runs: list[list[tuple[int, float]]], baseline_runs:
     return out
 
 
-def no_progress_summary(shapes: dict[str, list[list[dict]]], method: str, reference: str) -> dict:
+def no_progress_summary(shapes: dict[str, list[list[dict]]], reference: str, baseline: str = "outcome") -> dict:
     """How much of each arm's output makes no progress, over training: per arm, the mean share of no-progress steps
     per evaluation (with the seeds' range), its change from the first evaluation to the last (paired within each
-    seed, t-interval over seeds), the mean steps per trace at the end; and `method`'s final share minus
-    `reference`'s (paired by seed).
+    seed, t-interval over seeds), the mean steps per trace at the end; and each arm's final share minus
+    `reference`'s (paired by seed), for every arm but `reference` and `baseline`.
 
     Args:
         shapes: per arm, per seed, one `{"step", "no_progress_share", "steps_per_trace"}` per evaluation (the same
             steps for every seed and arm; `HeldOutEvaluation.records`).
-        method: the arm under test (the `Q^μ` ablation).
-        reference: the arm it is compared with (exact `A^μ`).
+        reference: the arm the others are compared with (exact `A^μ`).
+        baseline: an arm shown but not compared (outcome-only RL).
 
     Example:
         >>> run = lambda a, b: [{"step": 0, "no_progress_share": a, "steps_per_trace": 5.0},
         ...                     {"step": 10, "no_progress_share": b, "steps_per_trace": 6.0}]
-        >>> out = no_progress_summary({"q": [run(.1, .3), run(.1, .5)], "a": [run(.1, .1), run(.1, .2)]}, "q", "a")
-        >>> round(out["change"]["q"]["estimate"], 2), round(out["method_minus_reference"]["estimate"], 2)
+        >>> out = no_progress_summary({"q": [run(.1, .3), run(.1, .5)], "a": [run(.1, .1), run(.1, .2)]}, "a")
+        >>> round(out["change"]["q"]["estimate"], 2), round(out["minus_reference"]["q"]["estimate"], 2)
         (0.3, 0.25)
     """
-    missing = [a for a in (method, reference) if a not in shapes]
-    if missing:
-        raise ValueError(f"no_progress_summary: arms {missing} not in {sorted(shapes)}")
+    if reference not in shapes:
+        raise ValueError(f"no_progress_summary: reference arm {reference!r} not in {sorted(shapes)}")
     share = {a: [[r["no_progress_share"] for r in run] for run in runs] for a, runs in shapes.items()}
     for arm, runs in share.items():
         if any(v is None for run in runs for v in run):
             raise ValueError(f"no_progress_summary: arm {arm!r} has evaluations without a no-progress share")
-    out: dict = {"curves": {}, "change": {}, "final": {}, "final_steps_per_trace": {}}
+    out: dict = {"curves": {}, "change": {}, "final": {}, "final_steps_per_trace": {}, "minus_reference": {}}
     for arm, runs in shapes.items():
         values = np.array(share[arm], dtype=float)  # (seeds, evaluations)
         out["curves"][arm] = [
@@ -275,8 +276,9 @@ def no_progress_summary(shapes: dict[str, list[list[dict]]], method: str, refere
         out["change"][arm] = {"estimate": est, "low": lo, "high": hi, "per_seed": diffs}
         out["final"][arm] = list(t_interval(values[:, -1].tolist()))
         out["final_steps_per_trace"][arm] = float(np.mean([run[-1]["steps_per_trace"] for run in runs]))
-    diffs = [m[-1] - r[-1] for m, r in zip(share[method], share[reference])]
-    est, lo, hi = t_interval(diffs)
-    out["method_minus_reference"] = {"estimate": est, "low": lo, "high": hi, "per_seed": diffs}
-    out["method"], out["reference"] = method, reference
+        if arm not in (reference, baseline):
+            diffs = [m[-1] - r[-1] for m, r in zip(share[arm], share[reference])]
+            est, lo, hi = t_interval(diffs)
+            out["minus_reference"][arm] = {"estimate": est, "low": lo, "high": hi, "per_seed": diffs}
+    out["reference"] = reference
     return out

@@ -12,11 +12,12 @@ from ..distributed import Lockstep, is_zero3
 from ..grading import Grader, grade_batch
 from ..modeling import PAVVerifier, StepScorer
 from ..steps import StepFormat, parse_separator, token_positions
-from ..values import best_of_k, dense_advantages, prover_advantages
+from ..values import best_of_k, dense_advantages, prover_advantages, rewards_to_go
 
 __all__ = ["PAVRLFields", "PAVRLMixin", "ProcessTerms", "RewardFunctionsGrader", "grader_reward", "locate_steps"]
 
 SEQUENCE_LEVEL_LOSSES = ("vespo", "luspo")
+PROCESS_REWARDS = ("advantage", "q_value", "q_value_to_go")
 logger = logging.get_logger(__name__)
 
 
@@ -33,9 +34,11 @@ class PAVRLFields:
         prover_k (`float` or `None`, *optional*, defaults to `None`):
             K of the Best-of-K prover. `None` takes the verifier's stored K (1 for scorers without one).
         process_reward (`str`, *optional*, defaults to `"advantage"`):
-            `"advantage"`: each step's one-step prover advantage `A^μ_h` (the paper's method). `"q_value"`: the
-            prover value `Q^μ_h` itself, an **ablation** the paper shows to fail (policies learn to pad with
-            no-progress steps).
+            `"advantage"`: each step's one-step prover advantage `A^μ_h` (the paper's method). Two **ablations**:
+            `"q_value"`, the prover value `Q^μ_h` itself (one-step: it differs from `A^μ_h` by the value of the
+            state before the step, a baseline, so only the gradient's variance changes); `"q_value_to_go"`, the
+            prover values summed from the step to the end as ordinary dense rewards, the form the paper shows to
+            fail (padding a trace with no-progress steps adds reward).
         process_clip (`float` or `None`, *optional*, defaults to `None`):
             Clip each step's process term to `[-process_clip, process_clip]`.
         process_normalize (`bool`, *optional*, defaults to `False`):
@@ -73,7 +76,9 @@ class PAVRLFields:
     verifier_model_name_or_path: str | None = field(default=None, metadata={"help": "Verifier folder or Hub id."})
     pav_alpha: float = field(default=3.0, metadata={"help": "Weight of the process advantage."})
     prover_k: float | None = field(default=None, metadata={"help": "Prover K (None: the verifier's)."})
-    process_reward: str = field(default="advantage", metadata={"help": "'advantage' or 'q_value' (ablation)."})
+    process_reward: str = field(
+        default="advantage", metadata={"help": "'advantage', or the ablations 'q_value' and 'q_value_to_go'."}
+    )
     process_clip: float | None = field(default=None, metadata={"help": "Clip the process term to +-this."})
     process_normalize: bool = field(default=False, metadata={"help": "Divide process terms by their std."})
     step_separator: str | None = field(default=None, metadata={"help": "Step separator (None: the verifier's)."})
@@ -117,8 +122,8 @@ class PAVRLFields:
             self.step_separator = parse_separator(self.step_separator)
         if self.terminal_value not in ("outcome", "verifier"):
             raise ValueError(f"terminal_value must be 'outcome' or 'verifier', got {self.terminal_value!r}")
-        if self.process_reward not in ("advantage", "q_value"):
-            raise ValueError(f"process_reward must be 'advantage' or 'q_value', got {self.process_reward!r}")
+        if self.process_reward not in PROCESS_REWARDS:
+            raise ValueError(f"process_reward must be one of {PROCESS_REWARDS}, got {self.process_reward!r}")
         if self.prover_k is not None and self.prover_k < 1:
             raise ValueError(f"prover_k must be >= 1, got {self.prover_k}")
         if self.process_clip is not None and self.process_clip <= 0:
@@ -481,8 +486,10 @@ class PAVRLMixin:
                     q = torch.cat([q, q.new_tensor([outcomes[i]])])
                 if self.args.process_reward == "advantage":
                     term = prover_advantages(q, k)
-                else:  # ablation: the prover's value itself
+                elif self.args.process_reward == "q_value":  # ablation: the prover's value itself
                     term = best_of_k(q[1:], k)
+                else:  # ablation: the prover's values summed as dense rewards (each step's return)
+                    term = rewards_to_go(best_of_k(q[1:], k))
                 process[i, : len(term)] = term.to(torch.float32)
                 step_mask[i, : len(term)] = True
         if self.args.process_clip is not None:
