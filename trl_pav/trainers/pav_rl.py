@@ -37,9 +37,9 @@ class PAVRLFields:
             `"advantage"`: each step's one-step prover advantage `A^μ_h` (the paper's method). Two **ablations**:
             `"q_value"`, the prover value `Q^μ_h` itself (one-step: it differs from `A^μ_h` by the value of the
             state before the step, a baseline: in expectation it changes the gradient's variance only, up to the
-            loss's length normalization); `"q_value_to_go"`, the
-            prover values summed from the step to the end as ordinary dense rewards, the form the paper shows to
-            fail (padding a trace with no-progress steps adds reward).
+            loss's length normalization); `"q_value_to_go"`, the prover values summed from the step to the end as
+            ordinary dense rewards, under which padding a trace with no-progress steps adds reward (the failure
+            the paper reports for `Q^μ` rewards).
         process_clip (`float` or `None`, *optional*, defaults to `None`):
             Clip each step's process term to `[-process_clip, process_clip]`.
         process_normalize (`bool`, *optional*, defaults to `False`):
