@@ -152,7 +152,14 @@ def write_report(results: dict, folder: str | Path) -> Path:
             "best_prover_k": search["best_prover_k"],
             "best_prover_k_ties": search.get("best_prover_k_ties"),
         },
-        "rl": {k: rl[k] for k in ("sample_efficiency_ratio", "accuracy_gain", "final_accuracy", "seeds")},
+        "rl": {
+            **{k: rl[k] for k in ("sample_efficiency_ratio", "accuracy_gain", "final_accuracy", "seeds")},
+            "paired_sample_efficiency": rl.get("paired_sample_efficiency"),
+            # Final share of no-progress steps, each Q^μ ablation minus the A^μ arm (paired by seed).
+            "no_progress_minus_advantage": (rl.get("q_value_ablation") or {})
+            .get("no_progress", {})
+            .get("minus_reference"),
+        },
         "planted": {
             k: planted[k]
             for k in (
