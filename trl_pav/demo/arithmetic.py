@@ -24,6 +24,7 @@ from ..experiments.arithmetic_verifiers import (
     task_kwargs,
     trace_limits,
     train_verifier,
+    verifier_max_length,
     verifier_measures,
 )
 from . import common
@@ -264,7 +265,7 @@ def run(cfg, out: Path, progress, results: dict) -> dict:
         progress(f"training the {kind.upper()} (<= {cfg.verifier_steps} steps, early stopping on held-out loss)")
         key = {
             "kind": kind,
-            "cfg": _verifier_key(cfg),
+            "cfg": _verifier_key(cfg, verifier_max_length(sft_dir)),
             "labels": label_meta.get("fingerprint"),
             "policy": _policy_key(policy_cfg, pools),
         }
@@ -353,7 +354,7 @@ def _done(folder: Path) -> str:
     return marker.read_text() if marker.exists() else ""
 
 
-def _verifier_key(cfg) -> dict:
+def _verifier_key(cfg, max_length: int = 128) -> dict:
     key = {"steps": cfg.verifier_steps, "holdout": cfg.verifier_holdout, "k": cfg.prover_k, "seed": cfg.seed}
     if cfg.verifier_learning_rate != 1e-3:  # keys of the earlier default stay valid
         key["lr"] = cfg.verifier_learning_rate
@@ -361,6 +362,8 @@ def _verifier_key(cfg) -> dict:
         key["contrast"] = cfg.verifier_contrast_weight
     if cfg.verifier_likelihood_head:
         key["likelihood_head"] = True
+    if max_length != 128:  # arithmetic's keys (128 positions) stay valid
+        key["max_length"] = max_length
     return key
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "task_kwargs",
     "trace_limits",
     "train_verifier",
+    "verifier_max_length",
     "verifier_measures",
 ]
 
@@ -147,6 +148,15 @@ def saved_pools(folder: Path, task=None):
     return ProblemPools.from_spec(task or saved_task(folder), json.loads(path.read_text()), key=expression_key)
 
 
+def verifier_max_length(policy_dir: Path) -> int:
+    """Tokens a verifier reads per trace: its backbone's whole position table, so that no labeled step of a trace the
+    policy can write is cut (a fixed 128 dropped the final steps of long rewrite traces, and every long trace from
+    the ORM's data)."""
+    from transformers import AutoConfig
+
+    return int(AutoConfig.from_pretrained(policy_dir).max_position_embeddings)
+
+
 def train_verifier(policy_dir: Path, labels, folder: Path, kind: str, cfg) -> None:
     """Train on most labeled problems; stop early on the held-out problems' loss and keep the best checkpoint.
     `cfg` is a `VerifierRecipe` or anything with its fields (a `DemoConfig`)."""
@@ -175,7 +185,7 @@ def train_verifier(policy_dir: Path, labels, folder: Path, kind: str, cfg) -> No
         likelihood_head=cfg.verifier_likelihood_head,
         lr_scheduler_type="cosine",
         warmup_steps=max(1, cfg.verifier_steps // 10),
-        max_length=128,
+        max_length=verifier_max_length(policy_dir),
         eval_strategy="steps",
         eval_steps=every,
         save_strategy="steps",
