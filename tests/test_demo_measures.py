@@ -1,6 +1,7 @@
-"""The realistic RL stage's measurements: no-progress steps of the rewrite task (exact, by hand), the App. G ablation's
-summary and report text (inputs that make each sentence true and false), sample efficiency paired by seed, and the
-verifiers' within-problem AUC on their least step value."""
+"""Measurements of the demo's realistic stages: no-progress steps of the rewrite task (exact, by hand), the App. G
+ablation's summary and report text (inputs that make each sentence true and false), sample efficiency paired by
+seed, the verifiers' within-problem AUC on their least step value and their token budget, and the base policy's
+token entropy."""
 
 import json
 import math
@@ -191,3 +192,18 @@ def test_token_entropy_of_a_uniform_policy_is_log_vocabulary():
     policy = HFPolicy(model, tok, task.step_format, max_new_tokens=24, max_step_tokens=24)
     entropy = token_entropy(policy, task.sample_problems(6, seed=1), seed=0, batch_size=4)
     assert entropy == pytest.approx(math.log(model.config.vocab_size), rel=1e-5)
+
+
+def test_verifier_max_length_is_the_backbone_position_table(tmp_path):
+    """Verifiers read as many tokens as their backbone has positions: the demo's rewrite policy (256) keeps every
+    step of its longest traces (the task's trace limit plus its longest prompt)."""
+    from trl_pav.experiments.arithmetic_verifiers import trace_limits, verifier_max_length
+    from trl_pav.tasks import DEFAULT_POLICY
+    from trl_pav.tasks.sft import tiny_policy_model
+
+    task = RewriteTask(min_terms=2, max_terms=3, max_factor=15)  # the demo's
+    tok = task.tokenizer()
+    tiny_policy_model(tok, DEFAULT_POLICY["rewrite"]).save_pretrained(tmp_path)
+    assert verifier_max_length(tmp_path) == DEFAULT_POLICY["rewrite"].max_positions == 256
+    longest_prompt = max(len(tok(p.prompt)["input_ids"]) for p in task.sample_problems(2000, seed=0))
+    assert trace_limits(task)["max_new_tokens"] + longest_prompt <= verifier_max_length(tmp_path)
