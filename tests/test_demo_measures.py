@@ -113,6 +113,10 @@ def test_paired_sample_efficiency_cases():
     assert both["geometric_mean"] == pytest.approx(2.0) and both["interval"] == pytest.approx([2.0, 2.0])
     text = paired_efficiency_text({"paired_sample_efficiency": {"pav": both}})
     assert "geometric mean 2.00 [2.00, 2.00]" in text
+    flat = paired_sample_efficiency([base[2]], [base[2]])
+    assert "undefined on every seed, since outcome-only RL ended at or below" in paired_efficiency_text(
+        {"paired_sample_efficiency": {"pav": flat, "exact": flat}}
+    )
     with pytest.raises(ValueError, match="2 runs but 3 baseline runs"):
         paired_sample_efficiency(arm[:2], base)
 
@@ -207,3 +211,21 @@ def test_verifier_max_length_is_the_backbone_position_table(tmp_path):
     assert verifier_max_length(tmp_path) == DEFAULT_POLICY["rewrite"].max_positions == 256
     longest_prompt = max(len(tok(p.prompt)["input_ids"]) for p in task.sample_problems(2000, seed=0))
     assert trace_limits(task)["max_new_tokens"] + longest_prompt <= verifier_max_length(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("pav", "outcome", "verdict"),
+    [
+        ([None], [None], "not resolved"),  # neither reaches 90%: nothing says which is better
+        ([None], [200], "opposite"),
+        ([120], [None], "reproduced"),
+        ([120, None], [None, None], "not resolved"),
+    ],
+)
+def test_planted_ppo_claim_verdict(pav, outcome, verdict):
+    from trl_pav.report import _claims
+
+    results = make_results()
+    results["planted"]["ppo_iterations_to_90"] = {"pav_ppo": pav, "outcome_ppo": outcome}
+    claim = next(c for c in _claims(results) if c["claim"].startswith("Planted, PPO"))
+    assert claim["verdict"] == verdict

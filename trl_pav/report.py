@@ -430,7 +430,8 @@ def _claims(results: dict) -> list[dict]:
                 "unit": "iterations",
                 "verdict": "reproduced"
                 if len(reached) == len(ppo["pav_ppo"]) and all(v is None for v in ppo["outcome_ppo"])
-                else ("opposite" if not reached else "not resolved"),
+                # Opposite only when outcome-only PPO gets there and PAV-PPO does not (the GRPO claim's rule).
+                else ("opposite" if not reached and any(v is not None for v in ppo["outcome_ppo"]) else "not resolved"),
                 "paper": "dense PAV rewards learn where outcome reward does not",
             }
         )
@@ -531,6 +532,11 @@ def paired_efficiency_text(rl: dict) -> str:
     if not paired:
         return ""
     words = {"unreached": "never reached", "baseline_flat": "outcome-only RL ended at or below its start"}
+    if all(st == "baseline_flat" for p in paired.values() for st in p["status"]):
+        return (
+            "Sample efficiency paired by seed: undefined on every seed, since outcome-only RL ended at or below its "
+            "start (no accuracy of its own to reach)."
+        )
     parts = []
     for arm, p in paired.items():
         seeds = ", ".join(f"{r:.2f}" if r is not None else words[st] for r, st in zip(p["per_seed"], p["status"]))
