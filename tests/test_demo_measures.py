@@ -50,6 +50,7 @@ def test_no_progress_summary_by_hand():
     assert out["change"]["q"]["low"] == pytest.approx(0.35 - half, abs=1e-3)
     assert out["change"]["outcome"]["per_seed"] == pytest.approx([0.0, 0.0])
     assert out["final_steps_per_trace"]["q"] == 8.0
+    assert out["steps_change"]["q"]["per_seed"] == [0.0, 0.0]  # 7 -> 7 and 9 -> 9 steps
     assert out["minus_reference"]["q"]["per_seed"] == pytest.approx([0.4, 0.2])
     assert set(out["minus_reference"]) == {"q"}  # neither the reference nor outcome-only is compared
     with pytest.raises(ValueError, match="reference arm 'b' not in"):
@@ -90,6 +91,7 @@ def test_ablation_text_follows_its_numbers():
     assert "| the one-step Q^μ reward (`qv`) | 0.100 | 0.550 | +0.450" in both and "(rises)" in both
     assert "| outcome-only (`outcome`) | 0.100 | 0.100 | +0.000 [+0.000, +0.000] (no resolved change)" in both
     assert "| the Q^μ reward summed to go (`qg`) |" in both and "3 seeds, 10 GRPO steps" in both
+    assert "| 5.00; change +0.00 [+0.00, +0.00] (no resolved change) | 0.100 |" in both  # qg: 5 steps throughout
     fewer = q_value_ablation_md({"q_value_ablation": ablation_block([0.01, 0.02, 0.015], [0.3, 0.32, 0.31])}, cfg)
     assert "fewer no-progress steps than the A^μ reward at the end (interval below 0)" in fewer and "(falls)" in fewer
     assert "summed to go" not in fewer.split("A^μ`:")[1]  # only the arms that ran

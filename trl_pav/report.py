@@ -576,13 +576,18 @@ def q_value_ablation_md(rl: dict, cfg: dict) -> str:
     if not ablation:
         return ""
     npg = ablation["no_progress"]
+
+    def steps_change(arm: str) -> str:
+        d = npg.get("steps_change", {}).get(arm)
+        return f"; change {d['estimate']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] ({_change_word(d)})" if d else ""
+
     rows = []
     for arm, curve in npg["curves"].items():
         c = npg["change"][arm]
         rows.append(
             f"| {_ablation_label(ablation, arm)} (`{arm}`) | {curve[0]['share']:.3f} | {curve[-1]['share']:.3f} | "
             f"{c['estimate']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] ({_change_word(c)}) | "
-            f"{npg['final_steps_per_trace'][arm]:.2f} | {ablation['final_accuracy'][arm]:.3f} |"
+            f"{npg['final_steps_per_trace'][arm]:.2f}{steps_change(arm)} | {ablation['final_accuracy'][arm]:.3f} |"
         )
     sentences = []
     for arm, d in npg["minus_reference"].items():
@@ -605,7 +610,7 @@ def q_value_ablation_md(rl: dict, cfg: dict) -> str:
   a return (a restated step adds its value to every earlier step's return). {seeds} seeds, {steps} GRPO steps. A
   step makes no progress when it writes the expression before it again. Share of such steps in held-out samples:
 
-| arm | first evaluation | last evaluation | change, paired by seed [95%] | steps per trace (last) | final accuracy |
+| arm | first evaluation | last evaluation | change, paired [95%] | steps per trace (last; change) | final accuracy |
 |---|---|---|---|---|---|
 {chr(10).join(rows)}
 

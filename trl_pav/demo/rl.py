@@ -241,7 +241,8 @@ def paired_sample_efficiency(runs: list[list[tuple[int, float]]], baseline_runs:
 def no_progress_summary(shapes: dict[str, list[list[dict]]], reference: str, baseline: str = "outcome") -> dict:
     """How much of each arm's output makes no progress, over training: per arm, the mean share of no-progress steps
     per evaluation (with the seeds' range), its change from the first evaluation to the last (paired within each
-    seed, t-interval over seeds), the mean steps per trace at the end; and each arm's final share minus
+    seed, t-interval over seeds), the mean steps per trace at the end and their change (likewise); and each arm's
+    final share minus
     `reference`'s (paired by seed), for every arm but `reference` and `baseline`.
 
     Args:
@@ -263,7 +264,14 @@ def no_progress_summary(shapes: dict[str, list[list[dict]]], reference: str, bas
     for arm, runs in share.items():
         if any(v is None for run in runs for v in run):
             raise ValueError(f"no_progress_summary: arm {arm!r} has evaluations without a no-progress share")
-    out: dict = {"curves": {}, "change": {}, "final": {}, "final_steps_per_trace": {}, "minus_reference": {}}
+    out: dict = {
+        "curves": {},
+        "change": {},
+        "final": {},
+        "final_steps_per_trace": {},
+        "steps_change": {},
+        "minus_reference": {},
+    }
     for arm, runs in shapes.items():
         values = np.array(share[arm], dtype=float)  # (seeds, evaluations)
         out["curves"][arm] = [
@@ -276,6 +284,9 @@ def no_progress_summary(shapes: dict[str, list[list[dict]]], reference: str, bas
         out["change"][arm] = {"estimate": est, "low": lo, "high": hi, "per_seed": diffs}
         out["final"][arm] = list(t_interval(values[:, -1].tolist()))
         out["final_steps_per_trace"][arm] = float(np.mean([run[-1]["steps_per_trace"] for run in runs]))
+        steps = [run[-1]["steps_per_trace"] - run[0]["steps_per_trace"] for run in runs]  # padding shows here too
+        est, lo, hi = t_interval(steps)
+        out["steps_change"][arm] = {"estimate": est, "low": lo, "high": hi, "per_seed": steps}
         if arm not in (reference, baseline):
             diffs = [m[-1] - r[-1] for m, r in zip(share[arm], share[reference])]
             est, lo, hi = t_interval(diffs)
