@@ -94,7 +94,8 @@ def test_ablation_text_follows_its_numbers():
     assert "| 5.00; change +0.00 [+0.00, +0.00] (no resolved change) | 0.100 |" in both  # qg: 5 steps throughout
     fewer = q_value_ablation_md({"q_value_ablation": ablation_block([0.01, 0.02, 0.015], [0.3, 0.32, 0.31])}, cfg)
     assert "fewer no-progress steps than the A^μ reward at the end (interval below 0)" in fewer and "(falls)" in fewer
-    assert "summed to go" not in fewer.split("A^μ`:")[1]  # only the arms that ran
+    assert "summed from each step" not in fewer and "one-step (each step's own" in fewer  # only the arms that ran
+    assert "summed from each step" in both
     assert q_value_ablation_md({}, cfg) == ""
 
 
@@ -125,13 +126,15 @@ def test_paired_sample_efficiency_cases():
 
 def test_write_report_with_the_ablation(tmp_path):
     results = make_results()
-    results["rl"]["q_value_ablation"] = ablation_block([0.5, 0.6, 0.55], [0.1, 0.12, 0.11])
+    results["rl"]["q_value_ablation"] = ablation_block([0.5, 0.6, 0.55], [0.1, 0.12, 0.11], [0.5, 0.6, 0.55])
     write_report(results, tmp_path)
     assert (tmp_path / "rl_no_progress.png").stat().st_size > 0
     text = (tmp_path / "report.md").read_text()
     assert "![no-progress steps](rl_no_progress.png)" in text and "App. G" in text
     claims = json.loads((tmp_path / "results.json").read_text())["summary"]["claims"]
-    claim = next(c for c in claims if c["claim"].startswith("RL ablation (App. G): the one-step Q^μ reward"))
+    claim = next(c for c in claims if c["claim"].startswith("RL ablation (App. G): the Q^μ reward summed to go"))
+    # The one-step form is a control (a baseline away from A^μ), not the paper's claim.
+    assert not any(c["claim"].startswith("RL ablation (App. G): the one-step") for c in claims)
     assert claim["verdict"] == "reproduced" and claim["estimate"] == pytest.approx(0.44)
     lo, hi = (round(x * 100, 1) for x in (claim["low"], claim["high"]))
     assert f"| {claim['claim']} | +44.0 [{lo:+.1f}, {hi:+.1f}] points of the steps | reproduced |" in text
@@ -200,9 +203,39 @@ def test_token_entropy_of_a_uniform_policy_is_log_vocabulary():
     assert entropy == pytest.approx(math.log(model.config.vocab_size), rel=1e-5)
 
 
+def test_token_entropy_against_a_token_by_token_reference():
+    """On a random model the entropy of each completion token's distribution differs; recomputed one prefix at a
+    time (no batching, no slicing), the mean over the same sampled completions is the same."""
+    import torch
+
+    from trl_pav.demo.arithmetic import token_entropy
+    from trl_pav.evaluation import sample_traces
+    from trl_pav.generation import HFPolicy
+    from trl_pav.tasks import TinyPolicyConfig
+    from trl_pav.tasks.sft import tiny_policy_model
+
+    task = RewriteTask()
+    tok = task.tokenizer()
+    model = tiny_policy_model(tok, TinyPolicyConfig(hidden_size=32, num_layers=1, num_heads=2, max_positions=128))
+    policy = HFPolicy(model, tok, task.step_format, max_new_tokens=20, max_step_tokens=20)
+    problems = task.sample_problems(3, seed=2)
+    got = token_entropy(policy, problems, seed=5, batch_size=2)
+    traces = [ts[0] for ts in sample_traces(policy, [p.prompt for p in problems], 1, seed=5 + 13)]
+    per_token = []
+    with torch.no_grad():
+        for p, steps in zip(problems, traces):
+            full = tok(p.prompt + task.step_format.join(steps))["input_ids"]
+            n = len(tok(p.prompt)["input_ids"])
+            for t in range(n, len(full)):  # the distribution that chose token t, from the prefix before it
+                logp = torch.log_softmax(model(input_ids=torch.tensor([full[:t]])).logits[0, -1].float(), -1)
+                per_token.append(float(-(logp.exp() * logp).sum()))
+    assert len(per_token) > 0 and max(per_token) - min(per_token) > 1e-3  # not a uniform model
+    assert got == pytest.approx(sum(per_token) / len(per_token), rel=1e-4)
+
+
 def test_verifier_max_length_is_the_backbone_position_table(tmp_path):
-    """Verifiers read as many tokens as their backbone has positions: the demo's rewrite policy (256) keeps every
-    step of its longest traces (the task's trace limit plus its longest prompt)."""
+    """Verifiers read as many tokens as their backbone has positions: the demo's rewrite policy (256) holds whole
+    reference traces (prompt included) up to their 99.5th percentile, the length the policy's generation stops at."""
     from trl_pav.experiments.arithmetic_verifiers import trace_limits, verifier_max_length
     from trl_pav.tasks import DEFAULT_POLICY
     from trl_pav.tasks.sft import tiny_policy_model
@@ -211,8 +244,14 @@ def test_verifier_max_length_is_the_backbone_position_table(tmp_path):
     tok = task.tokenizer()
     tiny_policy_model(tok, DEFAULT_POLICY["rewrite"]).save_pretrained(tmp_path)
     assert verifier_max_length(tmp_path) == DEFAULT_POLICY["rewrite"].max_positions == 256
-    longest_prompt = max(len(tok(p.prompt)["input_ids"]) for p in task.sample_problems(2000, seed=0))
-    assert trace_limits(task)["max_new_tokens"] + longest_prompt <= verifier_max_length(tmp_path)
+    lengths = [
+        len(tok(p.prompt + task.step_format.join(task.reference_steps(p.expression, seed=i)))["input_ids"])
+        for i, p in enumerate(task.sample_problems(2000, seed=0))
+    ]
+    budget = verifier_max_length(tmp_path)
+    # The old fixed 128 cut many whole reference traces; the position table holds all but the policy's own tail.
+    assert sum(n > 128 for n in lengths) > 20 and sum(n <= budget for n in lengths) >= 0.995 * len(lengths)
+    assert trace_limits(task)["max_new_tokens"] <= budget
 
 
 @pytest.mark.parametrize(

@@ -117,6 +117,13 @@ def test_dense_advantages_hand_computed(policy_dir, tmp_path):
     )
     assert outg[0, 0] == pytest.approx(1.0 + 1.75) and outg[0, 5] == pytest.approx(1.0 + 1.0)
     assert outg[1, 0] == pytest.approx(-0.5 + 0.0)
+    # With the outcome known, a finished row's terminal step (its EOS) joins every return: row 0 ended wrong (0).
+    trainer._last_rewards = torch.tensor([[0.0], [0.0], [0.0]])
+    outt = trainer._pav_advantages(
+        [{"prompt": "p"}] * 3, {"completion_ids": completion_ids, "completion_mask": mask, "advantages": outcome}
+    )
+    assert outt[0, 0] == pytest.approx(1.0 + 1.75 + 0.0) and outt[0, 12] == pytest.approx(1.0 + 0.0)
+    trainer._last_rewards = None
 
 
 def test_token_level_advantages_reach_grpo_loss(policy_dir, tmp_path):

@@ -376,6 +376,8 @@ def _claims(results: dict) -> list[dict]:
         )
     ablation = rl.get("q_value_ablation")
     for arm, d in (ablation["no_progress"]["minus_reference"] if ablation else {}).items():
+        if ablation["arms"].get(arm) != "q_value_to_go":
+            continue  # the one-step form differs from A^μ by a baseline: a control, not the paper's claim
         out.append(
             {
                 "claim": (
@@ -513,8 +515,9 @@ def _rl_note(results: dict) -> str:
 
 
 def _change_word(c: dict) -> str:
-    """`rises`, `falls` or `no resolved change` from a change's interval."""
-    return "rises" if c["low"] > 0 else "falls" if c["high"] < 0 else "no resolved change"
+    """`rises`, `falls` or `no resolved change` from a change's interval, as printed (3 decimals)."""
+    low, high = round(c["low"], 3), round(c["high"], 3)
+    return "rises" if low > 0 else "falls" if high < 0 else "no resolved change"
 
 
 def paired_efficiency_text(rl: dict) -> str:
@@ -603,12 +606,17 @@ def q_value_ablation_md(rl: dict, cfg: dict) -> str:
         )
     seeds = len(next(iter(npg["change"].values()))["per_seed"])
     steps = next(iter(npg["curves"].values()))[-1]["step"]
+    forms = {
+        "q_value": "one-step (each step's own `Q^μ`, which differs from `A^μ` by the value of the state before it, a "
+        "baseline: a control that should not pad in expectation)",
+        "q_value_to_go": "summed from each step to the end, as a dense reward is summed into a return (a restated "
+        "step adds its value to every earlier step's return: the form the paper's claim is about)",
+    }
+    ran = " and ".join(forms[f] for f in forms if f in ablation["arms"].values())
     return f"""
 - Ablation (the paper's App. G): the same exact values, α = {cfg["rl_alpha"]}, with the prover's value `Q^μ` as the
-  dense reward instead of its advantage `A^μ`: one-step (each step's own `Q^μ`, which differs from `A^μ` by the
-  value of the state before it, a baseline) and summed from each step to the end, as a dense reward is summed into
-  a return (a restated step adds its value to every earlier step's return). {seeds} seeds, {steps} GRPO steps. A
-  step makes no progress when it writes the expression before it again. Share of such steps in held-out samples:
+  dense reward instead of its advantage `A^μ`: {ran}. {seeds} seeds, {steps} GRPO steps. A step makes no progress
+  when it writes the expression before it again. Share of such steps in held-out samples:
 
 | arm | first evaluation | last evaluation | change, paired [95%] | steps per trace (last; change) | final accuracy |
 |---|---|---|---|---|---|
@@ -1292,8 +1300,9 @@ verifier tokens) unless said otherwise; a compute ratio is stated only for a res
 {quality_header}
 {quality_rows}
 
-  Least step value: each candidate scored by its lowest step value instead of its final one (a PAV is never
-  trained on a failing trace's final step: steps after the first pit are masked). Within-parent AUC: on next steps
+  Least step value: each candidate scored by its lowest step value instead of its final one (a PRM's usual
+  aggregate; a PAV's labels past a failing trace's first pit are only the search's probes and the final grade).
+  Within-parent AUC: on next steps
   sampled from one correct prefix (what one beam-search expansion chooses among), pairs of a correct and a wrong
   child of the same prefix; the likelihood row scores the child step's tokens only.
 

@@ -416,7 +416,8 @@ def dense_advantages(
     """Per-token advantages for RL: `outcome_advantage_b + α · process_advantage_{b, h(t)}`.
 
     Token t of completion b belongs to step `h(t) = token_step[b, t]`; tokens in no scored step (-1) get the outcome
-    part only. The process term is each step's one-step advantage, never a return.
+    part only. PAV-RL's process term is each step's one-step advantage, never a return (only the ablation
+    `rewards_to_go` passes returns here).
 
     Args:
         outcome_advantage: `(B,)` per-sequence outcome advantage (e.g. `leave_one_out_advantages`), or `(B, T)`

@@ -354,7 +354,7 @@ def _done(folder: Path) -> str:
     return marker.read_text() if marker.exists() else ""
 
 
-def _verifier_key(cfg, max_length: int = 128) -> dict:
+def _verifier_key(cfg, max_length: int) -> dict:
     key = {"steps": cfg.verifier_steps, "holdout": cfg.verifier_holdout, "k": cfg.prover_k, "seed": cfg.seed}
     if cfg.verifier_learning_rate != 1e-3:  # keys of the earlier default stay valid
         key["lr"] = cfg.verifier_learning_rate
@@ -522,9 +522,10 @@ def verifier_quality(
 
 
 def token_entropy(policy, problems, seed: int, batch_size: int = 64) -> float:
-    """Mean entropy (nats) of the policy's next-token distribution over the tokens of its own sampled completions
-    (one per problem, at its sampling temperature 1): how explorable its mistakes are for RL. Near 0, GRPO groups
-    repeat one completion and no reward can move the policy."""
+    """Mean entropy (nats) of the policy's next-token distribution (its logits at temperature 1, what the demo
+    samples at) over the tokens of its own sampled completions, one per problem, the end-of-sequence choice left
+    out: how explorable its mistakes are for RL. Near 0, GRPO groups repeat one completion and no reward can move
+    the policy."""
     from ..evaluation import sample_traces
 
     model, tok, fmt = policy.model, policy.tokenizer, policy.step_format

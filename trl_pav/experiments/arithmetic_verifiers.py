@@ -252,8 +252,8 @@ def verifier_measures(verifier, task, sets: dict) -> dict:
     problems, rows, correct, pid, siblings = (sets[k] for k in ("problems", "rows", "correct", "pid", "siblings"))
     values = verifier.score([problems[i].prompt for i, _ in rows], [s for _, s in rows])
     finals = np.array([v[-1] for v in values])
-    # A PAV never sees a failing trace's final step in training (steps after the first pit are masked), so its
-    # final value extrapolates there; the least step value (a PRM's usual aggregate) reads the steps it was fit on.
+    # The least step value, a PRM's usual aggregate, beside the final one: a PAV is trained on few positions past
+    # a failing trace's first pit (the search's probes, and the final step's grade), most of its labels lie before.
     least = np.array([min(v[1:]) for v in values])
     children = np.array([v[-1] for v in verifier.score(siblings["prompts"], siblings["steps"])])
     return {

@@ -37,7 +37,8 @@ class PAVRLFields:
             `"advantage"`: each step's one-step prover advantage `A^μ_h` (the paper's method). Two **ablations**:
             `"q_value"`, the prover value `Q^μ_h` itself (one-step: it differs from `A^μ_h` by the value of the
             state before the step, a baseline: in expectation it changes the gradient's variance only, up to the
-            loss's length normalization); `"q_value_to_go"`, the prover values summed from the step to the end as
+            loss's length normalization and for tokens of located steps: a truncated tail gets no term in either
+            form); `"q_value_to_go"`, the prover values summed from the step to the end as
             ordinary dense rewards, under which padding a trace with no-progress steps adds reward (the failure
             the paper reports for `Q^μ` rewards).
         process_clip (`float` or `None`, *optional*, defaults to `None`):
@@ -420,8 +421,8 @@ class PAVRLMixin:
         Args:
             outcome_advantages: `(B,)` the parent trainer's advantages (leave-one-out for RLOO; group-centred,
                 optionally scaled, for GRPO).
-            process_terms: `(B, H)` per-step process terms (prover advantages, or `Q^μ` in the ablation), already
-                clipped/normalised per the config; 0 for padding steps.
+            process_terms: `(B, H)` per-step process terms (prover advantages, or `Q^μ` / its rewards to go in
+                the ablations), already clipped/normalised per the config; 0 for padding steps.
             token_step: `(B, T)` step index of each completion token, -1 outside scored steps.
             completion_mask: `(B, T)`.
 
@@ -440,7 +441,7 @@ class PAVRLMixin:
 
     def _pav_process_terms(self, inputs: list[dict], output: dict) -> ProcessTerms:
         """Locate the steps of the batch's completions, score them with the verifier, and return the per-step
-        process terms (prover advantages, or `Q^μ` in the ablation) with each token's step index.
+        process terms (prover advantages, or `Q^μ` / its rewards to go in the ablations) with each token's step index.
 
         Reads `output["completion_ids"]` and `output["completion_mask"]` (`(B, T)`, right-padded).
         """
