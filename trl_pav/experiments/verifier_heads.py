@@ -77,6 +77,7 @@ def run_verifier_heads(
         saved_pools,
         saved_task,
         train_verifier,
+        verifier_max_length,
         verifier_measures,
     )
 
@@ -105,7 +106,9 @@ def run_verifier_heads(
             verifier_learning_rate=lr,
             verifier_likelihood_head=likelihood_head,
         )
-        folder = out / f"{kind}-{'likelihood' if likelihood_head else 'scalar'}-{lr:g}"
+        # The token budget is in the name: folders trained before it followed the backbone are not reused.
+        budget = verifier_max_length(demo / "policy")
+        folder = out / f"{kind}-{'likelihood' if likelihood_head else 'scalar'}-{lr:g}-len{budget}"
         if not (folder / "config.json").exists():
             folder.mkdir(parents=True, exist_ok=True)
             train_verifier(demo / "policy", labels, folder, kind, cfg)
