@@ -257,3 +257,38 @@ def test_pav_metrics_run_the_same_collectives_with_or_without_steps():
     without_steps, empty_metrics = collectives(0)
     assert with_steps == without_steps  # same gathers, same shapes
     assert metrics["pav/process_term_per_step"] == [0.5] and "pav/process_term_per_step" not in empty_metrics
+
+
+def test_truncated_terminal_charges_a_cut_completion_its_outcome(policy_dir, tmp_path):
+    """A completion cut at max_completion_length: off (the default), its tail has no process term; with
+    `truncated_terminal`, the tokens after its last whole step carry the drop from the last value to the outcome."""
+    tok = TASK.tokenizer()
+    scorer = TableScorer({("2*3=6",): [0.4, 0.6]})
+    row = "2*3=6\n#"  # one whole step, then the start of the next: cut
+    ids = tok(row, add_special_tokens=False)["input_ids"]
+    completion_ids, mask = torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long)
+    outcome = torch.tensor([-0.5])
+    for flag, tail in ((False, -0.5), (True, -0.5 + 2 * (0.0 - 0.6))):
+        trainer = PAVGRPOTrainer(
+            policy_dir,
+            [grader_reward(TASK.grader)],
+            verifier=scorer,
+            args=rl_args(
+                PAVGRPOConfig, tmp_path, pav_alpha=2.0, prover_k=1, max_completion_length=len(ids),
+                truncated_terminal=flag,
+            ),
+            train_dataset=dataset(),
+            processing_class=tok,
+        )  # fmt: skip
+        trainer._last_rewards = torch.tensor([[0.0]])  # graded wrong as cut
+        out = trainer._pav_advantages(
+            [{"prompt": "Q:2*3?\n"}], {"completion_ids": completion_ids, "completion_mask": mask, "advantages": outcome}
+        )
+        assert torch.allclose(out[0, :5], torch.full((5,), -0.5 + 2 * 0.2))  # the step: 0.4 -> 0.6
+        assert torch.allclose(out[0, 5:], torch.full((len(ids) - 5,), tail)), (flag, out)
+    # A completion shorter than the limit is not cut: the flag changes nothing there.
+    trainer.args.max_completion_length = len(ids) + 5
+    out = trainer._pav_advantages(
+        [{"prompt": "Q:2*3?\n"}], {"completion_ids": completion_ids, "completion_mask": mask, "advantages": outcome}
+    )
+    assert torch.allclose(out[0, 5:], torch.full((len(ids) - 5,), -0.5))

@@ -54,6 +54,11 @@ class PAVRLFields:
             Value after the last step of a completion that ended (EOS). `"outcome"`: its outcome reward (weighted
             sum of the reward functions, clipped to [0, 1]): the success of a complete trace is known, and a value
             that assumes the trace goes on would reward stopping early. `"verifier"`: the verifier's estimate.
+        truncated_terminal (`bool`, *optional*, defaults to `False`):
+            With `terminal_value="outcome"`, a completion cut at `max_completion_length` (no EOS) ends at its outcome
+            reward as well: the tokens after its last whole step carry the drop (or, with none, its last step's
+            value is the outcome). Off, a cut completion's last value is the verifier's, which never charges a
+            policy that stalls to the limit with valid no-progress steps (docs/tasks.md).
         verifier_lockstep (`bool` or `None`, *optional*, defaults to `None`):
             Run the same number of verifier forward passes on every process (dummy passes pad the short ones), as a
             verifier sharded by DeepSpeed ZeRO-3 requires. `None`: on exactly when ZeRO-3 is enabled.
@@ -86,6 +91,9 @@ class PAVRLFields:
     step_separator: str | None = field(default=None, metadata={"help": "Step separator (None: the verifier's)."})
     verifier_batch_size: int = field(default=32, metadata={"help": "Traces per verifier forward pass."})
     terminal_value: str = field(default="outcome", metadata={"help": "'outcome' or 'verifier' for ended traces."})
+    truncated_terminal: bool = field(
+        default=False, metadata={"help": "With terminal_value='outcome': a cut completion ends at its outcome too."}
+    )
     verifier_lockstep: bool | None = field(
         default=None, metadata={"help": "Equal verifier passes on every process (None: on under ZeRO-3)."}
     )
@@ -460,14 +468,30 @@ class PAVRLMixin:
         outcomes = self._local_outcomes(len(steps_list))
         # A finished completion ends with a terminal step (its EOS): value moves from the last step's estimate to
         # the known outcome, so stopping early is credited to the token that stops.
-        terminal = [
-            self.args.terminal_value == "outcome" and outcomes is not None and finished_rows[i] and bool(steps_list[i])
+        # With `truncated_terminal`, a completion cut at the length limit ends at its outcome too (it is graded as is).
+        limit = getattr(self.args, "max_completion_length", None)
+        cut = [
+            bool(getattr(self.args, "truncated_terminal", False))
+            and not finished_rows[i]
+            and limit is not None
+            and int(mask[i].sum()) >= limit
             for i in range(len(steps_list))
         ]
+        ends = [
+            self.args.terminal_value == "outcome"
+            and outcomes is not None
+            and (finished_rows[i] or cut[i])
+            and bool(steps_list[i])
+            for i in range(len(steps_list))
+        ]
+        terminal, last_is_outcome = list(ends), [False] * len(steps_list)
         for i, row in enumerate(owners):
-            if terminal[i]:
+            if ends[i]:
                 last = max(t for t, h in enumerate(row) if h >= 0)
                 n = int(mask[i].sum())
+                if cut[i] and last + 1 >= n:  # cut right after a whole step: that step's value is the outcome
+                    terminal[i], last_is_outcome[i] = False, True
+                    continue
                 row[last + 1 : n] = [len(steps_list[i])] * (n - last - 1)
         token_step = torch.tensor(owners, dtype=torch.long, device=device)
         width = max((len(s) + int(t) for s, t in zip(steps_list, terminal)), default=0)
@@ -486,6 +510,8 @@ class PAVRLMixin:
                 q = torch.tensor(v, dtype=torch.float64)
                 if terminal[i]:
                     q = torch.cat([q, q.new_tensor([outcomes[i]])])
+                elif last_is_outcome[i]:
+                    q = torch.cat([q[:-1], q.new_tensor([outcomes[i]])])
                 if self.args.process_reward == "advantage":
                     term = prover_advantages(q, k)
                 elif self.args.process_reward == "q_value":  # ablation: the prover's value itself
