@@ -121,7 +121,7 @@ def write_report(results: dict, folder: str | Path) -> Path:
                         arm: [{"step": p["step"], "accuracy": p["share"], "min": p["min"], "max": p["max"]} for p in c]
                         for arm, c in rl["q_value_ablation"]["no_progress"]["curves"].items()
                     },
-                    f"{task_title}: Q^mu vs A^mu as the dense reward (band: seeds' range)",
+                    f"{task_title}: Q^μ vs A^μ rewards (band: seeds' range)",
                     ylabel="share of steps making no progress",
                 )
             }
