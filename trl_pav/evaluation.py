@@ -20,6 +20,7 @@ __all__ = [
     "expression_key",
     "iterations_to_reach",
     "prompt_key",
+    "sample_and_grade",
     "sample_traces",
     "sampled_accuracy",
     "tokens_to_reach",
@@ -32,6 +33,39 @@ def sample_traces(
     """`samples_per_prompt` complete traces (as step lists) per prompt, seeded per (prompt, sample)."""
     gens = policy.generate(sample_requests(prompts, samples_per_prompt, seed))
     return group_samples(gens, samples_per_prompt)
+
+
+def sample_and_grade(
+    policy: Policy,
+    prompts: Sequence[str],
+    golds: Sequence[str],
+    grader: Grader,
+    samples_per_prompt: int = 1,
+    seed: int = 0,
+) -> tuple[list[list[list[str]]], list[list[float]]]:
+    """`samples_per_prompt` sampled complete traces per prompt (as step lists, seeded per (prompt, sample)) and the
+    grade of each against its prompt's gold answer.
+
+    Example:
+        >>> from trl_pav.tasks import PlantedProverPolicy, PlantedTask
+        >>> task = PlantedTask()
+        >>> traces, grades = sample_and_grade(PlantedProverPolicy(task, 10.0), [">"] * 4, [""] * 4, task.grader)
+        >>> len(traces), len(grades[0]), all(g in (0.0, 1.0) for gs in grades for g in gs)
+        (4, 1, True)
+    """
+    if len(prompts) != len(golds):
+        raise ValueError(f"sampling: {len(prompts)} prompts but {len(golds)} gold answers")
+    if not prompts:
+        raise ValueError("sampling: no prompts")
+    traces = sample_traces(policy, prompts, samples_per_prompt, seed)
+    fmt = policy.step_format
+    texts = [fmt.join(t) if t else "" for ts in traces for t in ts]
+    flat = grade_batch(grader, texts, [g for ts, g in zip(traces, golds) for _ in ts])
+    grades, start = [], 0
+    for ts in traces:
+        grades.append([float(g) for g in flat[start : start + len(ts)]])
+        start += len(ts)
+    return traces, grades
 
 
 def sampled_accuracy(
@@ -51,14 +85,7 @@ def sampled_accuracy(
         >>> 0.0 <= acc <= 1.0
         True
     """
-    if len(prompts) != len(golds):
-        raise ValueError(f"sampled_accuracy: {len(prompts)} prompts but {len(golds)} gold answers")
-    if not prompts:
-        raise ValueError("sampled_accuracy: no prompts")
-    traces = sample_traces(policy, prompts, samples_per_prompt, seed)
-    fmt = policy.step_format
-    texts = [fmt.join(t) if t else "" for ts in traces for t in ts]
-    grades = grade_batch(grader, texts, [g for ts, g in zip(traces, golds) for _ in ts])
+    grades = [g for gs in sample_and_grade(policy, prompts, golds, grader, samples_per_prompt, seed)[1] for g in gs]
     return sum(grades) / len(grades)
 
 

@@ -30,13 +30,15 @@ def _plt():
     return plt
 
 
-def _plot_curves(path: Path, curves: dict[str, list[dict]], title: str, ylabel: str = "held-out accuracy") -> str:
-    """Mean curve per arm with the band between its seeds' lowest and highest value."""
+def _plot_curves(
+    path: Path, curves: dict[str, list[dict]], title: str, ylabel: str = "held-out accuracy", key: str = "accuracy"
+) -> str:
+    """Mean curve per arm (each point's `key`) with the band between its seeds' lowest and highest value."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.2, 4))
     for name, points in curves.items():
         xs = [p["step"] for p in points]
-        ys = [p["accuracy"] for p in points]
+        ys = [p[key] for p in points]
         ax.plot(xs, ys, marker="o", ms=3, label=name)
         if points and "min" in points[0]:
             ax.fill_between(xs, [p["min"] for p in points], [p["max"] for p in points], alpha=0.15)
@@ -117,12 +119,10 @@ def write_report(results: dict, folder: str | Path) -> Path:
             {
                 "no_progress": _plot_curves(
                     folder / "rl_no_progress.png",
-                    {
-                        arm: [{"step": p["step"], "accuracy": p["share"], "min": p["min"], "max": p["max"]} for p in c]
-                        for arm, c in rl["q_value_ablation"]["no_progress"]["curves"].items()
-                    },
+                    rl["q_value_ablation"]["no_progress"]["curves"],
                     f"{task_title}: Q^μ vs A^μ rewards (band: seeds' range)",
                     ylabel="share of steps making no progress",
+                    key="share",
                 )
             }
             if rl.get("q_value_ablation")
@@ -593,13 +593,13 @@ def q_value_ablation_md(rl: dict, cfg: dict) -> str:
             f"{npg['final_steps_per_trace'][arm]:.2f}{steps_change(arm)} | {ablation['final_accuracy'][arm]:.3f} |"
         )
     sentences = []
+    verdicts = {  # by `_change_word` of the difference, so the words follow the printed interval
+        "rises": "more no-progress steps than the A^μ reward at the end (interval above 0)",
+        "falls": "fewer no-progress steps than the A^μ reward at the end (interval below 0)",
+        "no resolved change": "no resolved difference from the A^μ reward at the end (the interval contains 0)",
+    }
     for arm, d in npg["minus_reference"].items():
-        if d["low"] > 0:
-            verdict = "more no-progress steps than the A^μ reward at the end (interval above 0)"
-        elif d["high"] < 0:
-            verdict = "fewer no-progress steps than the A^μ reward at the end (interval below 0)"
-        else:
-            verdict = "no resolved difference from the A^μ reward at the end (the interval contains 0)"
+        verdict = verdicts[_change_word(d)]
         sentences.append(
             f"{_upper_first(_ablation_label(ablation, arm))} minus the A^μ reward at the last evaluation: "
             f"{d['estimate']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]: {verdict}."
@@ -1302,9 +1302,8 @@ verifier tokens) unless said otherwise; a compute ratio is stated only for a res
 
   Least step value: each candidate scored by its lowest step value instead of its final one (a PRM's usual
   aggregate; a PAV's labels past a failing trace's first pit are only the search's probes and the final grade).
-  Within-parent AUC: on next steps
-  sampled from one correct prefix (what one beam-search expansion chooses among), pairs of a correct and a wrong
-  child of the same prefix; the likelihood row scores the child step's tokens only.
+  Within-parent AUC: on next steps sampled from one correct prefix (what one beam-search expansion chooses among),
+  pairs of a correct and a wrong child of the same prefix; the likelihood row scores the child step's tokens only.
 
 - Search on {cfg["search_problems"]} held-out problems, {expansions}α = {cfg["search_alpha"]}; accuracy (generated +
   verifier tokens) per N, with the learned verifiers:

@@ -528,24 +528,31 @@ def token_entropy(policy, problems, seed: int, batch_size: int = 64) -> float:
     the policy."""
     from ..evaluation import sample_traces
 
-    model, tok, fmt = policy.model, policy.tokenizer, policy.step_format
     traces = [ts[0] for ts in sample_traces(policy, [p.prompt for p in problems], 1, seed=seed + 13)]
     total = count = 0.0
+    for full, n_prompt, _, output in _completion_forwards(policy, [p.prompt for p in problems], traces, batch_size):
+        logp = torch.log_softmax(output.logits[:, :-1].float(), -1)
+        entropy = -(logp.exp() * logp).sum(-1)  # (B, T-1): the distribution that chose token t+1
+        for b, (f, n) in enumerate(zip(full, n_prompt)):
+            total += float(entropy[b, n - 1 : len(f) - 1].sum())
+            count += max(len(f) - n, 0)
+    return total / max(count, 1.0)
+
+
+def _completion_forwards(policy, prompts: list[str], steps: list[list[str]], batch_size: int, **model_kwargs):
+    """The policy's forward pass over each prompt + completion, in right-padded batches: yields `(token ids per
+    row, prompt tokens per row, padded (B, T) ids, model output)`."""
+    model, tok, fmt = policy.model, policy.tokenizer, policy.step_format
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     with torch.inference_mode():
-        for start in range(0, len(problems), batch_size):
-            chunk = range(start, min(start + batch_size, len(problems)))
-            full = [tok(problems[i].prompt + fmt.join(traces[i]))["input_ids"] for i in chunk]
-            n_prompt = [len(tok(problems[i].prompt)["input_ids"]) for i in chunk]
+        for start in range(0, len(prompts), batch_size):
+            chunk = range(start, min(start + batch_size, len(prompts)))
+            full = [tok(prompts[i] + fmt.join(steps[i]))["input_ids"] for i in chunk]
+            n_prompt = [len(tok(prompts[i])["input_ids"]) for i in chunk]
             width = max(map(len, full))
-            pad = tok.pad_token_id if tok.pad_token_id is not None else 0
             ids = torch.tensor([f + [pad] * (width - len(f)) for f in full])
             mask = torch.tensor([[1] * len(f) + [0] * (width - len(f)) for f in full])
-            logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), -1)
-            entropy = -(logp.exp() * logp).sum(-1)  # (B, T-1): the distribution that chose token t+1
-            for b, (f, n) in enumerate(zip(full, n_prompt)):
-                total += float(entropy[b, n - 1 : len(f) - 1].sum())
-                count += max(len(f) - n, 0)
-    return total / max(count, 1.0)
+            yield full, n_prompt, ids, model(input_ids=ids, attention_mask=mask, **model_kwargs)
 
 
 def _backbone_features(policy, prompts: list[str], steps: list[list[str]], batch_size: int = 64) -> dict:
@@ -556,27 +563,18 @@ def _backbone_features(policy, prompts: list[str], steps: list[list[str]], batch
         mean and summed token log-probability of the completion and the mean of its three lowest`}`. A wrong digit
         is usually a low-probability token.
     """
-    model, tok, fmt = policy.model, policy.tokenizer, policy.step_format
     hidden, token_feats = [], []
-    with torch.inference_mode():
-        for start in range(0, len(prompts), batch_size):
-            chunk = range(start, min(start + batch_size, len(prompts)))
-            full = [tok(prompts[i] + fmt.join(steps[i]))["input_ids"] for i in chunk]
-            n_prompt = [len(tok(prompts[i])["input_ids"]) for i in chunk]
-            width = max(map(len, full))
-            pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-            ids = torch.tensor([f + [pad] * (width - len(f)) for f in full])
-            mask = torch.tensor([[1] * len(f) + [0] * (width - len(f)) for f in full])
-            output = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
-            logp = torch.log_softmax(output.logits[:, :-1].float(), -1)
-            token_logp = logp.gather(2, ids[:, 1:, None])[..., 0]
-            last = torch.tensor([len(f) - 1 for f in full])
-            rows = torch.arange(len(full))
-            hidden.append(torch.stack([h[rows, last].float() for h in output.hidden_states[1:]]))
-            for b, (f, n) in enumerate(zip(full, n_prompt)):
-                lp = token_logp[b, n - 1 : len(f) - 1] if len(f) > n else torch.zeros(1)
-                lowest = lp.sort().values[:3]
-                token_feats.append([float(lp.min()), float(lp.mean()), float(lp.sum()), float(lowest.mean())])
+    batches = _completion_forwards(policy, prompts, steps, batch_size, output_hidden_states=True)
+    for full, n_prompt, ids, output in batches:
+        logp = torch.log_softmax(output.logits[:, :-1].float(), -1)
+        token_logp = logp.gather(2, ids[:, 1:, None])[..., 0]
+        last = torch.tensor([len(f) - 1 for f in full])
+        rows = torch.arange(len(full))
+        hidden.append(torch.stack([h[rows, last].float() for h in output.hidden_states[1:]]))
+        for b, (f, n) in enumerate(zip(full, n_prompt)):
+            lp = token_logp[b, n - 1 : len(f) - 1] if len(f) > n else torch.zeros(1)
+            lowest = lp.sort().values[:3]
+            token_feats.append([float(lp.min()), float(lp.mean()), float(lp.sum()), float(lowest.mean())])
     return {"hidden": torch.cat(hidden, 1).numpy(), "token_logprob": np.array(token_feats)}
 
 

@@ -33,14 +33,14 @@ class HeldOutEvaluation:
         self.records: list[dict] = []
 
     def __call__(self, model) -> float:
-        from ..evaluation import sample_traces
+        from ..evaluation import sample_and_grade
         from ..generation import HFPolicy
-        from ..grading import grade_batch
 
         policy = HFPolicy(model, self.tokenizer, self.task.step_format, batch_size=256, **generation_limits(self.task))
-        traces = [ts[0] for ts in sample_traces(policy, [p.prompt for p in self.problems], 1, self.seed)]
-        texts = [self.task.step_format.join(t) if t else "" for t in traces]
-        accuracy = sum(grade_batch(self.task.grader, texts, [p.gold for p in self.problems])) / len(traces)
+        prompts, golds = [p.prompt for p in self.problems], [p.gold for p in self.problems]
+        sampled, grades = sample_and_grade(policy, prompts, golds, self.task.grader, seed=self.seed)
+        traces = [ts[0] for ts in sampled]
+        accuracy = sum(g[0] for g in grades) / len(traces)
         steps = sum(len(t) for t in traces)
         share = None
         if hasattr(self.task, "no_progress_steps"):
@@ -84,7 +84,7 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
         )
     curves: dict[str, list[list[tuple[int, float]]]] = {arm: [] for arm in arms}
     tokens: dict[str, list[list[tuple[int, int, int]]]] = {arm: [] for arm in arms}
-    shapes: dict[str, list[list[dict]]] = {arm: [] for arm in arms}  # per evaluation: steps, no-progress share
+    trace_stats: dict[str, list[list[dict]]] = {arm: [] for arm in arms}  # per evaluation: steps, no-progress
     for arm, build in arms.items():
         for seed in cfg.rl_seeds:
             progress(f"arithmetic RL arm {arm}, seed {seed}: {cfg.rl_steps} GRPO steps")
@@ -147,7 +147,7 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
             record = cached_json(out / "arithmetic" / "rl" / f"{arm}-{seed}.json", key, train_arm)
             curves[arm].append([tuple(p) for p in record["points"]])
             tokens[arm].append([tuple(t) for t in record["tokens"]])
-            shapes[arm].append(record["shape"])
+            trace_stats[arm].append(record["shape"])
     # The ablations are not the paper's arms: they are summarized apart, beside the arms they are compared with.
     summary = summarize_arms({a: c for a, c in curves.items() if a not in ablations}, "outcome", learned)
     if ablations:
@@ -155,7 +155,7 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
         summary["q_value_ablation"] = {
             "arms": ablations,
             "advantage_arm": exact,
-            "no_progress": no_progress_summary({a: shapes[a] for a in compared}, reference=exact),
+            "no_progress": no_progress_summary({a: trace_stats[a] for a in compared}, reference=exact),
             **summarize_arms({a: curves[a] for a in compared}, "outcome", exact),
         }
     # What each arm generated (policy completions + rollouts; learned and exact verifiers generate none).
@@ -182,9 +182,7 @@ def summarize_arms(curves: dict[str, list[list[tuple[int, float]]]], baseline: s
     for arm in curves:
         if arm == baseline:
             continue
-        diffs = [a - b for a, b in zip(finals[arm], finals[baseline])]
-        est, lo, hi = t_interval(diffs)
-        gains[arm] = {"estimate": est, "low": lo, "high": hi, "per_seed": diffs}
+        gains[arm] = _interval_record([a - b for a, b in zip(finals[arm], finals[baseline])])
     paired = {arm: paired_sample_efficiency(runs, curves[baseline]) for arm, runs in curves.items() if arm != baseline}
     reach = {arm: iterations_to_reach([(p["step"], p["accuracy"]) for p in m], base_final) for arm, m in mean.items()}
     base_steps = reach[baseline] or mean[baseline][-1]["step"]
@@ -202,6 +200,12 @@ def summarize_arms(curves: dict[str, list[list[tuple[int, float]]]], baseline: s
         "paired_sample_efficiency": paired,
         "seeds": len(next(iter(curves.values()))),
     }
+
+
+def _interval_record(per_seed: list[float]) -> dict:
+    """Per-seed values with their mean and two-sided 95% t-interval, as the report reads them."""
+    est, lo, hi = t_interval(per_seed)
+    return {"estimate": est, "low": lo, "high": hi, "per_seed": per_seed}
 
 
 def paired_sample_efficiency(runs: list[list[tuple[int, float]]], baseline_runs: list[list[tuple[int, float]]]) -> dict:
@@ -238,15 +242,14 @@ def paired_sample_efficiency(runs: list[list[tuple[int, float]]], baseline_runs:
     return out
 
 
-def no_progress_summary(shapes: dict[str, list[list[dict]]], reference: str, baseline: str = "outcome") -> dict:
+def no_progress_summary(trace_stats: dict[str, list[list[dict]]], reference: str, baseline: str = "outcome") -> dict:
     """How much of each arm's output makes no progress, over training: per arm, the mean share of no-progress steps
     per evaluation (with the seeds' range), its change from the first evaluation to the last (paired within each
     seed, t-interval over seeds), the mean steps per trace at the end and their change (likewise); and each arm's
-    final share minus
-    `reference`'s (paired by seed), for every arm but `reference` and `baseline`.
+    final share minus `reference`'s (paired by seed), for every arm but `reference` and `baseline`.
 
     Args:
-        shapes: per arm, per seed, one `{"step", "no_progress_share", "steps_per_trace"}` per evaluation (the same
+        trace_stats: per arm, per seed, one `{"step", "no_progress_share", "steps_per_trace"}` per evaluation (the same
             steps for every seed and arm; `HeldOutEvaluation.records`).
         reference: the arm the others are compared with (exact `A^μ`).
         baseline: an arm shown but not compared (outcome-only RL).
@@ -258,38 +261,26 @@ def no_progress_summary(shapes: dict[str, list[list[dict]]], reference: str, bas
         >>> round(out["change"]["q"]["estimate"], 2), round(out["minus_reference"]["q"]["estimate"], 2)
         (0.3, 0.25)
     """
-    if reference not in shapes:
-        raise ValueError(f"no_progress_summary: reference arm {reference!r} not in {sorted(shapes)}")
-    share = {a: [[r["no_progress_share"] for r in run] for run in runs] for a, runs in shapes.items()}
+    if reference not in trace_stats:
+        raise ValueError(f"no_progress_summary: reference arm {reference!r} not in {sorted(trace_stats)}")
+    share = {a: [[r["no_progress_share"] for r in run] for run in runs] for a, runs in trace_stats.items()}
     for arm, runs in share.items():
         if any(v is None for run in runs for v in run):
             raise ValueError(f"no_progress_summary: arm {arm!r} has evaluations without a no-progress share")
-    out: dict = {
-        "curves": {},
-        "change": {},
-        "final": {},
-        "final_steps_per_trace": {},
-        "steps_change": {},
-        "minus_reference": {},
-    }
-    for arm, runs in shapes.items():
+    out: dict = {"curves": {}, "change": {}, "final_steps_per_trace": {}, "steps_change": {}, "minus_reference": {}}
+    for arm, runs in trace_stats.items():
         values = np.array(share[arm], dtype=float)  # (seeds, evaluations)
         out["curves"][arm] = [
             {"step": r["step"], "share": float(values[:, i].mean()), "min": float(values[:, i].min()),
              "max": float(values[:, i].max())}
             for i, r in enumerate(runs[0])
         ]  # fmt: skip
-        diffs = (values[:, -1] - values[:, 0]).tolist()
-        est, lo, hi = t_interval(diffs)
-        out["change"][arm] = {"estimate": est, "low": lo, "high": hi, "per_seed": diffs}
-        out["final"][arm] = list(t_interval(values[:, -1].tolist()))
+        out["change"][arm] = _interval_record((values[:, -1] - values[:, 0]).tolist())
         out["final_steps_per_trace"][arm] = float(np.mean([run[-1]["steps_per_trace"] for run in runs]))
-        steps = [run[-1]["steps_per_trace"] - run[0]["steps_per_trace"] for run in runs]  # padding shows here too
-        est, lo, hi = t_interval(steps)
-        out["steps_change"][arm] = {"estimate": est, "low": lo, "high": hi, "per_seed": steps}
+        # Padding shows in the steps per trace too.
+        out["steps_change"][arm] = _interval_record([r[-1]["steps_per_trace"] - r[0]["steps_per_trace"] for r in runs])
         if arm not in (reference, baseline):
-            diffs = [m[-1] - r[-1] for m, r in zip(share[arm], share[reference])]
-            est, lo, hi = t_interval(diffs)
-            out["minus_reference"][arm] = {"estimate": est, "low": lo, "high": hi, "per_seed": diffs}
+            finals = [m[-1] - r[-1] for m, r in zip(share[arm], share[reference])]
+            out["minus_reference"][arm] = _interval_record(finals)
     out["reference"] = reference
     return out

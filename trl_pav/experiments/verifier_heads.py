@@ -99,6 +99,8 @@ def run_verifier_heads(
     sets = evaluation_sets(
         task, policy, probs, candidates, seed, candidate_seed=seed + 77, step_problems=pools["step_eval"]
     )
+    # The token budget is in the folder names: folders trained before it followed the backbone are not reused.
+    budget = verifier_max_length(demo / "policy")
     results = []
     for kind, likelihood_head, lr in settings:
         cfg = replace(
@@ -106,8 +108,6 @@ def run_verifier_heads(
             verifier_learning_rate=lr,
             verifier_likelihood_head=likelihood_head,
         )
-        # The token budget is in the name: folders trained before it followed the backbone are not reused.
-        budget = verifier_max_length(demo / "policy")
         folder = out / f"{kind}-{'likelihood' if likelihood_head else 'scalar'}-{lr:g}-len{budget}"
         if not (folder / "config.json").exists():
             folder.mkdir(parents=True, exist_ok=True)

@@ -56,8 +56,8 @@ class PAVRLFields:
             that assumes the trace goes on would reward stopping early. `"verifier"`: the verifier's estimate.
         truncated_terminal (`bool`, *optional*, defaults to `False`):
             With `terminal_value="outcome"`, a completion cut at `max_completion_length` (no EOS) ends at its outcome
-            reward as well: the tokens after its last whole step carry the drop (or, with none, its last step's
-            value is the outcome). Off, a cut completion's last value is the verifier's, which never charges a
+            reward as well: the tokens after its last whole step carry the drop (a cut that leaves none charges
+            nothing). Off, a cut completion's last value is the verifier's, which never charges a
             policy that stalls to the limit with valid no-progress steps (docs/tasks.md).
         verifier_lockstep (`bool` or `None`, *optional*, defaults to `None`):
             Run the same number of verifier forward passes on every process (dummy passes pad the short ones), as a
@@ -477,21 +477,17 @@ class PAVRLMixin:
             and int(mask[i].sum()) >= limit
             for i in range(len(steps_list))
         ]
-        ends = [
+        terminal = [
             self.args.terminal_value == "outcome"
             and outcomes is not None
             and (finished_rows[i] or cut[i])
             and bool(steps_list[i])
             for i in range(len(steps_list))
         ]
-        terminal, last_is_outcome = list(ends), [False] * len(steps_list)
         for i, row in enumerate(owners):
-            if ends[i]:
+            if terminal[i]:  # the terminal step is the tokens after the last whole step (none: it carries nothing)
                 last = max(t for t, h in enumerate(row) if h >= 0)
                 n = int(mask[i].sum())
-                if cut[i] and last + 1 >= n:  # cut right after a whole step: that step's value is the outcome
-                    terminal[i], last_is_outcome[i] = False, True
-                    continue
                 row[last + 1 : n] = [len(steps_list[i])] * (n - last - 1)
         token_step = torch.tensor(owners, dtype=torch.long, device=device)
         width = max((len(s) + int(t) for s, t in zip(steps_list, terminal)), default=0)
@@ -510,8 +506,6 @@ class PAVRLMixin:
                 q = torch.tensor(v, dtype=torch.float64)
                 if terminal[i]:
                     q = torch.cat([q, q.new_tensor([outcomes[i]])])
-                elif last_is_outcome[i]:
-                    q = torch.cat([q[:-1], q.new_tensor([outcomes[i]])])
                 if self.args.process_reward == "advantage":
                     term = prover_advantages(q, k)
                 elif self.args.process_reward == "q_value":  # ablation: the prover's value itself
