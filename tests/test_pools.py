@@ -114,7 +114,7 @@ def test_the_demo_stages_draw_disjoint_pools_including_the_sft_problems(cfg):
         "search": cfg.search_problems,
         "label": cfg.label_problems,
         "rl_eval": cfg.rl_eval_problems,
-        "rl_train": cfg.rl_steps * 4 + 64,
+        "rl_train": cfg.rl_train_problems,
         "sft": 64 * cfg.policy_steps,  # one problem per SFT sequence (batch 64)
     }
     assert {n: len(pools[n]) for n in pools} == expected

@@ -9,6 +9,9 @@ Measured before any verifier is trained, from the base policy and exact values a
   interval over problems.
 - **RL signal**: the share of GRPO groups whose outcome rewards are all equal (no outcome gradient), and the variance
   of the prover advantage `A^μ` over the steps the policy takes (no process signal when it is 0).
+- **stall incentive**: the mean `A^μ` of the policy's own steps. With a Best-of-K prover (K > 1) it is negative
+  (`expected_prover_advantage`), while a step that changes no value scores 0; where the task allows such steps, a
+  process term pays stalling over the policy's average step.
 
 Example:
     >>> from trl_pav.tasks import RewritePolicy, RewriteTask
@@ -33,12 +36,13 @@ from .evaluation import sample_traces
 from .generation.base import Policy
 from .grading import Grader, grade_batch
 from .modeling import StepScorer
-from .values import prover_advantages
+from .values import expected_prover_advantage, prover_advantages
 
 __all__ = [
     "RegimeConfig",
     "advantage_variance",
     "all_equal_group_share",
+    "mean_step_advantage",
     "pass_gap",
     "regime_preflight",
     "regime_verdict",
@@ -87,6 +91,23 @@ def advantage_variance(values: Sequence[Sequence[float]], prover_k: float) -> fl
     if not steps:
         raise ValueError("advantage_variance: no trace has a step")
     return float(torch.cat(steps).var(unbiased=False))
+
+
+def mean_step_advantage(values: Sequence[Sequence[float]], prover_k: float) -> float:
+    """Mean prover advantage `A^μ_h = f(Q_h) - f(Q_{h-1})` over every step of every trace (each step weighs the same).
+
+    Args:
+        values: per trace, `Q^π` of the root then after each step (H+1 values for H steps).
+        prover_k: K of the Best-of-K prover.
+
+    Example:
+        >>> round(mean_step_advantage([[0.5, 1.0], [0.5, 0.5, 0.0]], prover_k=2), 4)
+        -0.1667
+    """
+    steps = [prover_advantages(torch.tensor(v, dtype=torch.float64), prover_k) for v in values if len(v) > 1]
+    if not steps:
+        raise ValueError("mean_step_advantage: no trace has a step")
+    return float(torch.cat(steps).mean())
 
 
 @dataclass
@@ -164,6 +185,21 @@ def regime_preflight(
     rng = np.random.default_rng(cfg.seed)
     boots = [diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(cfg.bootstrap_samples)]
     lo, hi = (float(x) for x in np.quantile(boots, [0.025, 0.975]))
+    # The stall incentive, resampled by problem (a problem's traces share its values): per problem, the sum of its
+    # steps' advantages and their count, so a resample's mean is a ratio of sums.
+    per_problem = [values[i * cfg.samples : (i + 1) * cfg.samples] for i in range(len(prompts))]
+    sums, counts = np.zeros(len(prompts)), np.zeros(len(prompts))
+    for i, vs in enumerate(per_problem):
+        for v in vs:
+            if len(v) > 1:
+                adv = prover_advantages(torch.tensor(v, dtype=torch.float64), cfg.prover_k)
+                sums[i] += float(adv.sum())
+                counts[i] += len(adv)
+    picks = rng.integers(0, len(prompts), (cfg.bootstrap_samples, len(prompts)))
+    drawn = counts[picks].sum(axis=1)
+    stall_boots = sums[picks].sum(axis=1)[drawn > 0] / drawn[drawn > 0]
+    stall_lo, stall_hi = (float(x) for x in np.quantile(stall_boots, [0.025, 0.975]))
+    roots = torch.tensor([vs[0][0] for vs in per_problem], dtype=torch.float64)
     out = {
         "budgets": list(cfg.budgets),
         "sampled_accuracy": float(correct.mean()),
@@ -177,6 +213,10 @@ def regime_preflight(
         "exact_pav_vs_q_identical": bool(np.array_equal(top["pav_beam"], top["q_beam"])),
         "rl_all_equal_groups": all_equal_group_share(group_grades, cfg.group_size),
         "advantage_variance": advantage_variance(values, cfg.prover_k),
+        "prover_k": cfg.prover_k,
+        "mean_step_advantage": mean_step_advantage(values, cfg.prover_k),
+        "mean_step_advantage_interval": [stall_lo, stall_hi],
+        "expected_trace_advantage": float(expected_prover_advantage(roots, cfg.prover_k).mean()),
     }
     out["verdict"] = regime_verdict(out)
     return out
@@ -216,6 +256,15 @@ def regime_verdict(pre: dict, min_pass_gap: float = 0.05, min_disagreement: floa
     share, var = pre["rl_all_equal_groups"], pre["advantage_variance"]
     rl_reasons.append(f"{share:.1%} of GRPO groups have all-equal outcome rewards (in (0, 80%): {0.0 < share < 0.8})")
     rl_reasons.append(f"the prover advantage's variance over taken steps is {var:.4f} (> 0: {var > 0})")
+    if "mean_step_advantage" in pre:  # a warning, not a condition: it matters only where a step can stall
+        m = pre["mean_step_advantage"]
+        m_lo, m_hi = pre["mean_step_advantage_interval"]
+        side = "below" if m_hi < 0 else "above" if m_lo > 0 else "not resolved from"
+        rl_reasons.append(
+            f"the policy's own steps average a prover advantage of {m:+.4f} [{m_lo:+.4f}, {m_hi:+.4f}], {side} the 0 "
+            "of a step that changes no value"
+            + ("; a process term pays such a step over the average one" if m_hi < 0 else "")
+        )
     return {
         "search": gap >= min_pass_gap and dis >= min_disagreement,
         "rl": 0.0 < share < 0.8 and var > 0,

@@ -25,6 +25,7 @@ __all__ = [
     "dense_advantages",
     "distinguishability",
     "effective_reward",
+    "expected_prover_advantage",
     "gae",
     "grouped_pairwise_loss",
     "kl_penalty",
@@ -142,6 +143,29 @@ def prover_advantages(q_pi: Tensor, k: float, step_mask: Tensor | None = None) -
     if step_mask is not None:
         adv = adv.masked_fill(~step_mask.bool(), 0.0)
     return adv
+
+
+def expected_prover_advantage(value: Tensor, k: float) -> Tensor:
+    """Expected sum of the prover advantages along the base policy's own trace: `V - f(V)`, `f(q) = 1 - (1 - q)^K`.
+
+    Along a trace of π from a state of value `V = Q^π` that ends at its outcome, the one-step advantages
+    `f(Q_h) - f(Q_{h-1})` telescope to `f(outcome) - f(V)`, and `E[f(outcome)] = E[outcome] = V` since an outcome is
+    0 or 1. For K > 1 and `0 < V < 1` this is negative (`f` is concave: Jensen), so π's own steps lose prover value on
+    average while a step that leaves the value unchanged (a no-progress step) scores exactly 0: with α > 0 the
+    process term pays stalling over the policy's average step (docs/tasks.md). K = 1 gives 0.
+
+    Args:
+        value: `(...)` `Q^π` of the state the traces start from, in [0, 1].
+        k: prover K >= 1.
+
+    Returns:
+        `(...)` the expected advantage sum per trace.
+
+    Example:
+        >>> expected_prover_advantage(torch.tensor([0.0, 0.5, 1.0]), 2)
+        tensor([ 0.0000, -0.2500,  0.0000])
+    """
+    return value - best_of_k(value, k)
 
 
 def effective_reward(q_pi: Tensor, advantage: Tensor, alpha: float) -> Tensor:

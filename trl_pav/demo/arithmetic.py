@@ -88,7 +88,7 @@ def demo_pools(cfg, task=None):
         "search": cfg.search_problems,
         "label": cfg.label_problems,
         "rl_eval": cfg.rl_eval_problems,
-        "rl_train": cfg.rl_steps * 4 + 64,
+        "rl_train": cfg.rl_train_problems,
         "sft": policy_cfg.batch_size * policy_cfg.max_steps,  # one problem per SFT sequence
     }
     return ProblemPools(task or demo_task(cfg), sizes, seed=cfg.seed, key=_expression, repeats={"sft"})
@@ -217,6 +217,7 @@ def run(cfg, out: Path, progress, results: dict) -> dict:
             "cfg": asdict(_regime_config(cfg, task)),
             "pools": pools.spec("preflight"),
             "checker": checker_spec,
+            "v": 2,  # v2: the stall incentive (mean prover advantage of the policy's steps)
         },
         lambda: _preflight(cfg, task, policy, pools["preflight"], checker),
     )
