@@ -155,3 +155,67 @@ def test_preflight_runner_reads_a_demo_runs_checker(tmp_path, capsys):
     assert capsys.readouterr().out.count("\n") == 1
     with pytest.raises(FileNotFoundError, match=r"checker\.json"):
         main(["--demo_dir", str(tmp_path / "missing"), "--only_demo"])
+
+
+def _tree_value(node) -> float:
+    """Success probability of a tree policy: a node is an outcome (0/1) or a list of (probability, child)."""
+    return float(node) if not isinstance(node, list) else sum(p * _tree_value(c) for p, c in node)
+
+
+def _paths(node, prob=1.0, values=None):
+    """Every complete trace of a tree policy with its probability and its values (root, then after each step)."""
+    values = [_tree_value(node)] if values is None else values
+    if not isinstance(node, list):
+        yield prob, values
+        return
+    for p, child in node:
+        yield from _paths(child, prob * p, [*values, _tree_value(child)])
+
+
+@pytest.mark.parametrize("k", [1, 2, 4, 16])
+def test_expected_prover_advantage_equals_the_enumerated_sum_over_traces(k):
+    """An exactly enumerable policy with a no-progress branch (same value, one step later), a safe route of two
+    easy steps and a gamble on one hard step: E over traces of Σ_h A^μ_h equals V - f(V), below 0 for K > 1."""
+    import torch
+
+    from trl_pav.values import expected_prover_advantage, prover_advantages
+
+    easy = [(0.9, [(0.9, 1), (0.1, 0)]), (0.1, 0)]  # two steps of 0.9
+    hard = [(0.3, 1), (0.7, 0)]  # one step of 0.3
+    stall = [(0.5, easy), (0.5, hard)]  # restated state: the same choice again, one step later
+    root = [(0.2, stall), (0.4, easy), (0.4, hard)]
+    expected = sum(p * float(prover_advantages(torch.tensor(v, dtype=torch.float64), k).sum()) for p, v in _paths(root))
+    v0 = _tree_value(root)
+    assert sum(p for p, _ in _paths(root)) == pytest.approx(1.0)
+    got = float(expected_prover_advantage(torch.tensor(v0, dtype=torch.float64), k))
+    assert got == pytest.approx(expected, abs=1e-12)
+    assert got == pytest.approx(v0 - (1 - (1 - v0) ** k))
+    assert (got < 0) == (k > 1)
+
+
+def test_the_stall_incentive_is_measured_and_worded_from_its_numbers():
+    """Every step of a Bo4 prover's exact values: the mean over a hand-made pair of traces, then the pre-flight on
+    the rewrite policy (negative, interval below 0, expected per-trace sum V - f(V) averaged over problems)."""
+    from trl_pav.regime import mean_step_advantage
+
+    # K = 2: 0.5 -> 1 is +0.25; 0.5 -> 0.5 is 0 and 0.5 -> 0 is -0.75: mean over 3 steps
+    assert mean_step_advantage([[0.5, 1.0], [0.5, 0.5, 0.0]], prover_k=2) == pytest.approx((0.25 - 0.75) / 3)
+    with pytest.raises(ValueError, match="no trace has a step"):
+        mean_step_advantage([[0.3]], prover_k=4)
+    task = RewriteTask()
+    pol = RewritePolicy(task, RATES, restate_rate=0.2)
+    probs = task.sample_problems(40, seed=5)
+    cfg = RegimeConfig(budgets=[3], samples=16, group_size=4, bootstrap_samples=200)
+    pre = regime_preflight(pol, pol, [p.prompt for p in probs], [p.gold for p in probs], task.grader, cfg)
+    lo, hi = pre["mean_step_advantage_interval"]
+    assert lo <= pre["mean_step_advantage"] <= hi < 0
+    roots = [pol.exact_value(p.prompt, []) for p in probs]
+    assert pre["expected_trace_advantage"] == pytest.approx(np.mean([v - (1 - (1 - v) ** 4) for v in roots]))
+    reason = regime_verdict(pre)["rl_reasons"][-1]
+    assert f"{pre['mean_step_advantage']:+.4f}" in reason and "below the 0" in reason and "pays" in reason
+    # an interval across 0 is not resolved, one above it says so, and neither claims the stall is paid
+    for interval, word in (([-0.01, 0.01], "not resolved from"), ([0.01, 0.02], "above")):
+        r = regime_verdict({**pre, "mean_step_advantage_interval": interval})["rl_reasons"][-1]
+        assert word in r and "pays" not in r
+    # conditions, not warnings, decide the verdict
+    assert regime_verdict(pre)["rl"] == regime_verdict({**pre, "mean_step_advantage_interval": [0.01, 0.02]})["rl"]

@@ -571,10 +571,11 @@ def _ablation_label(ablation: dict, arm: str) -> str:
     return _ABLATION_LABELS.get(ablation["arms"].get(arm), arm)
 
 
-def q_value_ablation_md(rl: dict, cfg: dict) -> str:
+def q_value_ablation_md(rl: dict, cfg: dict, regime: dict | None = None) -> str:
     """The App. G ablation's bullet: the share of no-progress steps per arm at the first and last evaluation, its
-    change (paired within seeds) and its verdict word, steps per trace, and each Q^μ arm's final share minus the A^μ
-    arm's, each sentence from the numbers it states ("" when the ablation did not run)."""
+    change (paired within seeds) and its verdict word, steps per trace, each Q^μ arm's final share minus the A^μ
+    arm's, and (from the regime pre-flight) the stall incentive that predicts whether `A^μ` drifts too, each sentence
+    from the numbers it states ("" when the ablation did not run)."""
     ablation = rl.get("q_value_ablation")
     if not ablation:
         return ""
@@ -613,6 +614,16 @@ def q_value_ablation_md(rl: dict, cfg: dict) -> str:
         "step adds its value to every earlier step's return: the form the paper's claim is about)",
     }
     ran = " and ".join(forms[f] for f in forms if f in ablation["arms"].values())
+    if regime and "mean_step_advantage" in regime:
+        m, (lo, hi) = regime["mean_step_advantage"], regime["mean_step_advantage_interval"]
+        side = "below" if hi < 0 else "above" if lo > 0 else "not resolved from"
+        stall = (
+            f"Before RL, the pre-flight measured the base policy's own steps at a mean A^μ of {m:+.4f} [{lo:+.4f}, "
+            f"{hi:+.4f}] with exact values, {side} the 0 of a no-progress step"
+        )
+        if hi < 0:  # Jensen on the Best-of-K transform (docs/tasks.md): the A^μ reward pays stalling too
+            stall += ", so on this task the A^μ reward also pays a no-progress step over the policy's average step"
+        sentences.append(stall + ".")
     return f"""
 - Ablation (the paper's App. G): the same exact values, α = {cfg["rl_alpha"]}, with the prover's value `Q^μ` as the
   dense reward instead of its advantage `A^μ`: {ran}. {seeds} seeds, {steps} GRPO steps. A step makes no progress
@@ -1321,7 +1332,7 @@ verifier tokens) unless said otherwise; a compute ratio is stated only for a res
   outcome-only vs PAV-RL with α = {cfg["rl_alpha"]} and a Bo{cfg["prover_k"]} prover, from the learned PAV and from
   exact values{mc_rl_text}. Final held-out sampled accuracy (mean [95% interval]): {rl_text}.{rl_tokens_text}
   {paired_efficiency_text(rl)}
-{q_value_ablation_md(rl, cfg)}
+{q_value_ablation_md(rl, cfg, results.get("regime"))}
 **Planted subsequence** (vocabulary 15, length 10, planted `3 6 0 3 5`): base policy by SFT on 3,200 samples of
 μ_5 (success {planted["base_policy_success"]:.3f}); RL with the effective reward from the procedural prover
 (γ = {cfg["planted_gamma"]:g}, α = {cfg["planted_alpha"]:g}, exact DP values) vs outcome-only,
