@@ -97,15 +97,26 @@ def test_ablation_text_follows_its_numbers():
     assert "summed from each step" not in fewer and "one-step (each step's own" in fewer  # only the arms that ran
     assert "summed from each step" in both
     assert q_value_ablation_md({}, cfg) == ""
-    # The pre-flight's stall incentive: worded by its interval, the consequence only when it is below 0.
-    below = q_value_ablation_md(
-        {"q_value_ablation": block}, cfg, {"mean_step_advantage": -0.05, "mean_step_advantage_interval": [-0.07, -0.03]}
-    )
-    assert "mean A^μ of -0.0500 [-0.0700, -0.0300] with exact values, below the 0 of a no-progress step, so" in below
-    across = q_value_ablation_md(
-        {"q_value_ablation": block}, cfg, {"mean_step_advantage": -0.01, "mean_step_advantage_interval": [-0.03, 0.01]}
-    )
-    assert "not resolved from the 0 of a no-progress step." in across and "also pays" not in across
+    # The pre-flight's stall incentive: worded by its interval; the consequence only when it is below 0 and the RL
+    # arms use a process term with the pre-flight's prover.
+    cfg = {"rl_alpha": 3.0, "prover_k": 4}
+
+    def stall(interval, **kw):
+        regime = {"mean_step_advantage": sum(interval) / 2, "mean_step_advantage_interval": interval, "prover_k": 4}
+        return q_value_ablation_md({"q_value_ablation": block}, {**cfg, **kw}, regime)
+
+    below = stall([-0.07, -0.03])
+    assert "mean A^μ of -0.0500 [-0.0700, -0.0300] with exact values (Bo4), below the 0 of a no-progress step" in below
+    assert "also pays a no-progress step" in below
+    assert "not resolved from the 0 of a no-progress step." in stall([-0.03, 0.01])
+    assert "above the 0 of a no-progress step." in stall([0.01, 0.03])
+    for text in (
+        stall([-0.03, 0.01]),
+        stall([0.01, 0.03]),
+        stall([-0.07, -0.03], rl_alpha=0.0),
+        stall([-0.07, -0.03], prover_k=1),
+    ):
+        assert "also pays" not in text
     assert "pre-flight" not in both  # no regime, no sentence
 
 

@@ -114,6 +114,10 @@ def test_report_section_follows_the_numbers():
     moved = {**pre, "rank_disagreement": 0.25}
     assert "search gains **met**" in _regime_md({"regime": {**moved, "verdict": regime_verdict(moved)}})
     assert _regime_md({}) == ""
+    assert "Warning" not in text  # no stall incentive measured, no warning
+    stalled = {**pre, "mean_step_advantage": -0.03, "mean_step_advantage_interval": [-0.04, -0.02]}
+    warned = " ".join(_regime_md({"regime": {**stalled, "verdict": regime_verdict(stalled)}}).split())
+    assert "- Warning (not a condition): the policy's own steps average a prover advantage of -0.0300" in warned
     assert "single-pipeline" in _pipeline_text({"pipeline_seeds": [0], "config": {"seed": 0}})
     assert "over 3 pipeline seeds" in _pipeline_text({"pipeline_seeds": [0, 1, 2], "config": {"seed": 0}})
 
@@ -195,13 +199,20 @@ def test_expected_prover_advantage_equals_the_enumerated_sum_over_traces(k):
 
 def test_the_stall_incentive_is_measured_and_worded_from_its_numbers():
     """Every step of a Bo4 prover's exact values: the mean over a hand-made pair of traces, then the pre-flight on
-    the rewrite policy (negative, interval below 0, expected per-trace sum V - f(V) averaged over problems)."""
-    from trl_pav.regime import mean_step_advantage
+    the rewrite policy scored by its own exact values: mean step advantage below 0, and the mean per-trace sum
+    within sampling error of V - f(V) averaged over problems (the identity `expected_prover_advantage` states)."""
+    from trl_pav.regime import mean_step_advantage, problem_advantage_sums
 
     # K = 2: 0.5 -> 1 is +0.25; 0.5 -> 0.5 is 0 and 0.5 -> 0 is -0.75: mean over 3 steps
     assert mean_step_advantage([[0.5, 1.0], [0.5, 0.5, 0.0]], prover_k=2) == pytest.approx((0.25 - 0.75) / 3)
     with pytest.raises(ValueError, match="no trace has a step"):
         mean_step_advantage([[0.3]], prover_k=4)
+    # two problems of two traces: (+0.25, -0.75) and (0 from 0.5 -> 0.5, one trace without a step)
+    sums, steps, traces = problem_advantage_sums([[0.5, 1.0], [0.5, 0.0], [0.5, 0.5], [0.5]], 2, prover_k=2)
+    assert sums.tolist() == pytest.approx([-0.5, 0.0]) and steps.tolist() == [2, 1] and traces.tolist() == [2, 1]
+    with pytest.raises(ValueError, match="groups of 2"):
+        problem_advantage_sums([[0.5, 1.0]] * 3, 2, prover_k=2)
+
     task = RewriteTask()
     pol = RewritePolicy(task, RATES, restate_rate=0.2)
     probs = task.sample_problems(40, seed=5)
@@ -211,11 +222,16 @@ def test_the_stall_incentive_is_measured_and_worded_from_its_numbers():
     assert lo <= pre["mean_step_advantage"] <= hi < 0
     roots = [pol.exact_value(p.prompt, []) for p in probs]
     assert pre["expected_trace_advantage"] == pytest.approx(np.mean([v - (1 - (1 - v) ** 4) for v in roots]))
-    reason = regime_verdict(pre)["rl_reasons"][-1]
-    assert f"{pre['mean_step_advantage']:+.4f}" in reason and "below the 0" in reason and "pays" in reason
-    # an interval across 0 is not resolved, one above it says so, and neither claims the stall is paid
-    for interval, word in (([-0.01, 0.01], "not resolved from"), ([0.01, 0.02], "above")):
-        r = regime_verdict({**pre, "mean_step_advantage_interval": interval})["rl_reasons"][-1]
+    # Each trace's sum is f(outcome) - f(V) in [-1, 1]: its standard error over 640 traces is below 1/sqrt(640).
+    assert abs(pre["trace_advantage_sum"] - pre["expected_trace_advantage"]) < 4 / np.sqrt(40 * 16)
+    verdict = regime_verdict(pre)
+    stall, sums_line = verdict["rl_warnings"]
+    assert f"{pre['mean_step_advantage']:+.4f}" in stall and "below the 0" in stall and "pays" in stall
+    assert f"{pre['trace_advantage_sum']:+.3f}" in sums_line and f"{pre['expected_trace_advantage']:+.3f}" in sums_line
+    assert not any("prover advantage of" in r for r in verdict["rl_reasons"])  # a warning, not a condition
+    # an interval across 0 (as printed) is not resolved, one above it says so, and neither claims the stall is paid
+    for interval, word in (([-0.01, 0.01], "not resolved from"), ([0.01, 0.02], "above"), ([-0.3, -1e-5], "not")):
+        r = regime_verdict({**pre, "mean_step_advantage_interval": interval})["rl_warnings"][0]
         assert word in r and "pays" not in r
-    # conditions, not warnings, decide the verdict
-    assert regime_verdict(pre)["rl"] == regime_verdict({**pre, "mean_step_advantage_interval": [0.01, 0.02]})["rl"]
+    # warnings decide nothing
+    assert verdict["rl"] == regime_verdict({**pre, "mean_step_advantage_interval": [0.01, 0.02]})["rl"]

@@ -9,7 +9,8 @@ Measured before any verifier is trained, from the base policy and exact values a
   interval over problems.
 - **RL signal**: the share of GRPO groups whose outcome rewards are all equal (no outcome gradient), and the variance
   of the prover advantage `A^μ` over the steps the policy takes (no process signal when it is 0).
-- **stall incentive**: the mean `A^μ` of the policy's own steps. With a Best-of-K prover (K > 1) it is negative
+- **stall incentive** (a warning, not a condition): the mean `A^μ` of the policy's own steps. With a Best-of-K
+  prover (K > 1) and the exact values of the sampling policy it is negative in expectation
   (`expected_prover_advantage`), while a step that changes no value scores 0; where the task allows such steps, a
   process term pays stalling over the policy's average step.
 
@@ -42,6 +43,7 @@ __all__ = [
     "RegimeConfig",
     "advantage_variance",
     "all_equal_group_share",
+    "interval_side",
     "mean_step_advantage",
     "pass_gap",
     "regime_preflight",
@@ -100,6 +102,9 @@ def mean_step_advantage(values: Sequence[Sequence[float]], prover_k: float) -> f
         values: per trace, `Q^π` of the root then after each step (H+1 values for H steps).
         prover_k: K of the Best-of-K prover.
 
+    Returns:
+        The mean over all steps (a no-progress step, which leaves the value unchanged, counts as 0).
+
     Example:
         >>> round(mean_step_advantage([[0.5, 1.0], [0.5, 0.5, 0.0]], prover_k=2), 4)
         -0.1667
@@ -108,6 +113,49 @@ def mean_step_advantage(values: Sequence[Sequence[float]], prover_k: float) -> f
     if not steps:
         raise ValueError("mean_step_advantage: no trace has a step")
     return float(torch.cat(steps).mean())
+
+
+def interval_side(low: float, high: float, digits: int) -> str:
+    """`"above"`, `"below"` or `"not resolved from"` 0 for an interval, judged on its ends as printed (`digits`
+    decimals), so the word never contradicts the numbers beside it.
+
+    Example:
+        >>> interval_side(-0.00001, -0.00002, 4), interval_side(-0.03, -0.01, 4), interval_side(0.01, 0.02, 3)
+        ('not resolved from', 'below', 'above')
+    """
+    low, high = round(low, digits), round(high, digits)
+    return "above" if low > 0 else "below" if high < 0 else "not resolved from"
+
+
+def problem_advantage_sums(
+    values: Sequence[Sequence[float]], samples: int, prover_k: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per problem, the sum of its traces' prover advantages, its number of steps and its number of traces.
+
+    Args:
+        values: per trace, `Q^π` of the root then after each step; problem-major, `samples` traces per problem.
+        samples: traces per problem.
+        prover_k: K of the Best-of-K prover.
+
+    Returns:
+        `(P,)` advantage sums, `(P,)` step counts, `(P,)` trace counts (traces with at least one step).
+
+    Example:
+        >>> sums, steps, traces = problem_advantage_sums([[0.5, 1.0], [0.5, 0.0], [0.2], [0.2, 0.2]], 2, prover_k=1)
+        >>> sums.tolist(), steps.tolist(), traces.tolist()
+        ([0.0, 0.0], [2.0, 1.0], [2.0, 1.0])
+    """
+    if samples < 1 or len(values) % samples:
+        raise ValueError(f"problem_advantage_sums: {len(values)} traces do not split into groups of {samples}")
+    n = len(values) // samples
+    sums, steps, traces = np.zeros(n), np.zeros(n), np.zeros(n)
+    for j, v in enumerate(values):
+        if len(v) > 1:
+            adv = prover_advantages(torch.tensor(v, dtype=torch.float64), prover_k)
+            sums[j // samples] += float(adv.sum())
+            steps[j // samples] += len(adv)
+            traces[j // samples] += 1
+    return sums, steps, traces
 
 
 @dataclass
@@ -120,9 +168,11 @@ class RegimeConfig:
         alpha (`float`, defaults to `0.5`): α of the effective reward (the demo's search α).
         prover_k (`float`, defaults to `4`): K of the Best-of-K prover (the paper's Bo4).
         max_depth (`int`, defaults to `24`): most steps per searched trace.
-        samples (`int`, defaults to `24`): sampled traces per problem for Pass@N and the advantage variance.
+        samples (`int`, defaults to `24`): sampled traces per problem for Pass@N, the advantage variance and the stall
+            incentive.
         group_size (`int`, defaults to `8`): GRPO group size for the all-equal share.
-        bootstrap_samples (`int`, defaults to `1000`): resamples over problems for the exact gain's interval.
+        bootstrap_samples (`int`, defaults to `1000`): resamples over problems for the intervals of the exact gain
+            and of the stall incentive.
         seed (`int`, defaults to `0`): sampling and bootstrap seed.
     """
 
@@ -148,7 +198,11 @@ def regime_preflight(
 
     Returns a dict with `pass_gap`, `sampled_accuracy`, `pass_at_n`, `rank_disagreement`, `exact_pav_vs_q_gain`
     and `exact_pav_vs_q_interval` (at the largest N), `exact_curves` (per N: PAV and Q-only accuracy),
-    `rl_all_equal_groups`, `advantage_variance`, and `verdict` (`regime_verdict`).
+    `rl_all_equal_groups`, `advantage_variance`, `prover_k`, the stall incentive (`mean_step_advantage` with
+    `mean_step_advantage_interval`, a bootstrap over problems), `trace_advantage_sum` (the mean per-trace sum of
+    advantages) beside `expected_trace_advantage` (what that sum averages to if the scorer's values are the
+    sampling policy's own and traces end at their outcome: `expected_prover_advantage` of the root values, averaged
+    over problems; a gap means the scorer is not the policy's exact value), and `verdict` (`regime_verdict`).
     """
     from .search import BeamSearchConfig, beam_search
 
@@ -185,21 +239,15 @@ def regime_preflight(
     rng = np.random.default_rng(cfg.seed)
     boots = [diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(cfg.bootstrap_samples)]
     lo, hi = (float(x) for x in np.quantile(boots, [0.025, 0.975]))
-    # The stall incentive, resampled by problem (a problem's traces share its values): per problem, the sum of its
-    # steps' advantages and their count, so a resample's mean is a ratio of sums.
-    per_problem = [values[i * cfg.samples : (i + 1) * cfg.samples] for i in range(len(prompts))]
-    sums, counts = np.zeros(len(prompts)), np.zeros(len(prompts))
-    for i, vs in enumerate(per_problem):
-        for v in vs:
-            if len(v) > 1:
-                adv = prover_advantages(torch.tensor(v, dtype=torch.float64), cfg.prover_k)
-                sums[i] += float(adv.sum())
-                counts[i] += len(adv)
+    # The stall incentive, resampled by problem (a problem's traces share its values): a resample's mean is a ratio
+    # of sums.
+    stall = mean_step_advantage(values, cfg.prover_k)  # raises first if no trace has a step
+    sums, steps, n_traces = problem_advantage_sums(values, cfg.samples, cfg.prover_k)
     picks = rng.integers(0, len(prompts), (cfg.bootstrap_samples, len(prompts)))
-    drawn = counts[picks].sum(axis=1)
+    drawn = steps[picks].sum(axis=1)
     stall_boots = sums[picks].sum(axis=1)[drawn > 0] / drawn[drawn > 0]
     stall_lo, stall_hi = (float(x) for x in np.quantile(stall_boots, [0.025, 0.975]))
-    roots = torch.tensor([vs[0][0] for vs in per_problem], dtype=torch.float64)
+    roots = torch.tensor([values[i * cfg.samples][0] for i in range(len(prompts))], dtype=torch.float64)
     out = {
         "budgets": list(cfg.budgets),
         "sampled_accuracy": float(correct.mean()),
@@ -214,8 +262,9 @@ def regime_preflight(
         "rl_all_equal_groups": all_equal_group_share(group_grades, cfg.group_size),
         "advantage_variance": advantage_variance(values, cfg.prover_k),
         "prover_k": cfg.prover_k,
-        "mean_step_advantage": mean_step_advantage(values, cfg.prover_k),
+        "mean_step_advantage": stall,
         "mean_step_advantage_interval": [stall_lo, stall_hi],
+        "trace_advantage_sum": float(sums.sum() / n_traces.sum()),
         "expected_trace_advantage": float(expected_prover_advantage(roots, cfg.prover_k).mean()),
     }
     out["verdict"] = regime_verdict(out)
@@ -229,7 +278,8 @@ def regime_verdict(pre: dict, min_pass_gap: float = 0.05, min_disagreement: floa
 
     Search needs a pass gap (something for a verifier to find) and rank disagreement (PAV beam is another search
     than Q-only beam). RL needs outcome groups that are neither always informative nor almost never (0 < share of
-    all-equal groups < 0.8) and a prover advantage that varies across steps.
+    all-equal groups < 0.8) and a prover advantage that varies across steps. Warnings (`rl_warnings`) decide
+    nothing: the stall incentive, when the pre-flight measured it.
 
     Example:
         >>> v = regime_verdict({"pass_gap": 0.4, "rank_disagreement": 0.0, "rl_all_equal_groups": 0.5,
@@ -238,7 +288,7 @@ def regime_verdict(pre: dict, min_pass_gap: float = 0.05, min_disagreement: floa
         >>> v["search"], v["rl"]
         (False, True)
     """
-    search_reasons, rl_reasons = [], []
+    search_reasons, rl_reasons, rl_warnings = [], [], []
     gap, dis = pre["pass_gap"], pre["rank_disagreement"]
     search_reasons.append(
         f"Pass@N exceeds sampled accuracy by {gap:.3f} ({'≥' if gap >= min_pass_gap else '<'} {min_pass_gap})"
@@ -248,7 +298,7 @@ def regime_verdict(pre: dict, min_pass_gap: float = 0.05, min_disagreement: floa
         f"({'≥' if dis >= min_disagreement else '<'} {min_disagreement:.0%})"
     )
     lo, hi = pre["exact_pav_vs_q_interval"]
-    side = "above 0" if lo > 0 else "below 0" if hi < 0 else "includes 0"
+    side = {"above": "above 0", "below": "below 0"}.get(interval_side(lo, hi, 3), "includes 0")
     search_reasons.append(
         f"with exact values PAV beam minus Q-only beam is {pre['exact_pav_vs_q_gain']:+.3f} [{lo:+.3f}, {hi:+.3f}] "
         f"(interval {side})"
@@ -256,18 +306,25 @@ def regime_verdict(pre: dict, min_pass_gap: float = 0.05, min_disagreement: floa
     share, var = pre["rl_all_equal_groups"], pre["advantage_variance"]
     rl_reasons.append(f"{share:.1%} of GRPO groups have all-equal outcome rewards (in (0, 80%): {0.0 < share < 0.8})")
     rl_reasons.append(f"the prover advantage's variance over taken steps is {var:.4f} (> 0: {var > 0})")
-    if "mean_step_advantage" in pre:  # a warning, not a condition: it matters only where a step can stall
+    if "mean_step_advantage" in pre:  # it matters only where a step can stall
         m = pre["mean_step_advantage"]
         m_lo, m_hi = pre["mean_step_advantage_interval"]
-        side = "below" if m_hi < 0 else "above" if m_lo > 0 else "not resolved from"
-        rl_reasons.append(
+        side = interval_side(m_lo, m_hi, 4)
+        rl_warnings.append(
             f"the policy's own steps average a prover advantage of {m:+.4f} [{m_lo:+.4f}, {m_hi:+.4f}], {side} the 0 "
             "of a step that changes no value"
-            + ("; a process term pays such a step over the average one" if m_hi < 0 else "")
+            + ("; a process term pays such a step over the average one" if side == "below" else "")
+        )
+    if "trace_advantage_sum" in pre and "expected_trace_advantage" in pre:
+        rl_warnings.append(
+            f"per trace the prover advantages sum to {pre['trace_advantage_sum']:+.3f} on average, against "
+            f"{pre['expected_trace_advantage']:+.3f} if these values were the sampling policy's own and every trace "
+            "ended at its outcome"
         )
     return {
         "search": gap >= min_pass_gap and dis >= min_disagreement,
         "rl": 0.0 < share < 0.8 and var > 0,
         "search_reasons": search_reasons,
         "rl_reasons": rl_reasons,
+        "rl_warnings": rl_warnings,
     }

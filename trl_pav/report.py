@@ -615,13 +615,17 @@ def q_value_ablation_md(rl: dict, cfg: dict, regime: dict | None = None) -> str:
     }
     ran = " and ".join(forms[f] for f in forms if f in ablation["arms"].values())
     if regime and "mean_step_advantage" in regime:
+        from .regime import interval_side
+
         m, (lo, hi) = regime["mean_step_advantage"], regime["mean_step_advantage_interval"]
-        side = "below" if hi < 0 else "above" if lo > 0 else "not resolved from"
+        side = interval_side(lo, hi, 4)
         stall = (
             f"Before RL, the pre-flight measured the base policy's own steps at a mean A^μ of {m:+.4f} [{lo:+.4f}, "
-            f"{hi:+.4f}] with exact values, {side} the 0 of a no-progress step"
+            f"{hi:+.4f}] with exact values (Bo{regime['prover_k']:g}), {side} the 0 of a no-progress step"
         )
-        if hi < 0:  # Jensen on the Best-of-K transform (docs/tasks.md): the A^μ reward pays stalling too
+        # Jensen on the Best-of-K transform (docs/tasks.md): the A^μ reward pays stalling too, if the RL arm uses
+        # the pre-flight's prover and a process term at all.
+        if side == "below" and cfg["rl_alpha"] > 0 and regime["prover_k"] == cfg["prover_k"]:
             stall += ", so on this task the A^μ reward also pays a no-progress step over the policy's average step"
         sentences.append(stall + ".")
     return f"""
@@ -1126,6 +1130,7 @@ def _regime_md(results: dict) -> str:
     rl_word = "met" if verdict["rl"] else "not met"
     reasons = "\n".join(f"  - {r}" for r in verdict["search_reasons"])
     rl_reasons = "\n".join(f"  - {r}" for r in verdict["rl_reasons"])
+    warnings = "".join(f"\n- Warning (not a condition): {w}." for w in verdict.get("rl_warnings", []))
     return f"""## Regime pre-flight (base policy and exact values, before any verifier is trained)
 
 Sampled accuracy {pre["sampled_accuracy"]:.3f}, Pass@{max(pre["budgets"])} {pre["pass_at_n"]:.3f} (pass gap
@@ -1141,7 +1146,7 @@ all-equal outcome rewards; the variance of A^μ over taken steps is {pre["advant
 - Necessary conditions for search gains **{search_word}**:
 {reasons}
 - Necessary conditions for RL gains **{rl_word}**:
-{rl_reasons}
+{rl_reasons}{warnings}
 
 """
 

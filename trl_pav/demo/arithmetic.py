@@ -158,6 +158,7 @@ def run(cfg, out: Path, progress, results: dict) -> dict:
     from ..evaluation import sampled_accuracy
     from ..generation import HFPolicy
     from ..labeling import MCLabelConfig, MCLabeler, load_labels
+    from ..regime import regime_verdict
     from ..tasks import train_base_policy
     from ..tasks.arithmetic import problems_rows
     from ..tokenization import load_tokenizer
@@ -221,6 +222,8 @@ def run(cfg, out: Path, progress, results: dict) -> dict:
         },
         lambda: _preflight(cfg, task, policy, pools["preflight"], checker),
     )
+    # The verdict is a pure function of the numbers: recomputed, so a cached pre-flight gets the current wording.
+    regime["verdict"] = regime_verdict(regime)
     results["regime"] = regime
     progress(
         "pre-flight: pass gap {:.3f}, rank disagreement {:.1%}, exact PAV - Q beam {:+.3f}, all-equal GRPO groups "

@@ -87,7 +87,7 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
     trace_stats: dict[str, list[list[dict]]] = {arm: [] for arm in arms}  # per evaluation: steps, no-progress
     for arm, build in arms.items():
         for seed in cfg.rl_seeds:
-            progress(f"arithmetic RL arm {arm}, seed {seed}: {cfg.rl_steps} GRPO steps")
+            progress(f"realistic RL arm {arm}, seed {seed}: {cfg.rl_steps} GRPO steps")
             key = {
                 "arm": arm,
                 "seed": seed,
