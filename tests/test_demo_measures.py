@@ -96,6 +96,9 @@ def test_ablation_text_follows_its_numbers():
     assert "fewer no-progress steps than the A^μ reward at the end (interval below 0)" in fewer and "(falls)" in fewer
     assert "summed from each step" not in fewer and "one-step (each step's own" in fewer  # only the arms that ran
     assert "summed from each step" in both
+    # A^μ minus outcome-only, paired by seed: +0.01 [-0.015, +0.035] in `both`, +0.21 in `fewer`
+    assert "The A^μ reward minus outcome-only RL at the last evaluation: +0.010 [-0.015, +0.035]: no resolved" in both
+    assert "outcome-only RL at the last evaluation: +0.210 [+0.185, +0.235]: more no-progress steps" in fewer
     assert q_value_ablation_md({}, cfg) == ""
     # The pre-flight's stall incentive: worded by its interval; the consequence only when it is below 0 and the RL
     # arms use a process term with the pre-flight's prover.

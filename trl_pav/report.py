@@ -605,6 +605,15 @@ def q_value_ablation_md(rl: dict, cfg: dict, regime: dict | None = None) -> str:
             f"{_upper_first(_ablation_label(ablation, arm))} minus the A^μ reward at the last evaluation: "
             f"{d['estimate']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]: {verdict}."
         )
+    drift = npg.get("reference_minus_baseline")
+    if drift:
+        word = {"rises": "more no-progress steps (interval above 0)", "falls": "fewer (interval below 0)"}.get(
+            _change_word(drift), "no resolved difference (the interval contains 0)"
+        )
+        sentences.append(
+            f"The A^μ reward minus outcome-only RL at the last evaluation: {drift['estimate']:+.3f} "
+            f"[{drift['low']:+.3f}, {drift['high']:+.3f}]: {word}."
+        )
     seeds = len(next(iter(npg["change"].values()))["per_seed"])
     steps = next(iter(npg["curves"].values()))[-1]["step"]
     forms = {

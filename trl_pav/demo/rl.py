@@ -246,7 +246,9 @@ def no_progress_summary(trace_stats: dict[str, list[list[dict]]], reference: str
     """How much of each arm's output makes no progress, over training: per arm, the mean share of no-progress steps
     per evaluation (with the seeds' range), its change from the first evaluation to the last (paired within each
     seed, t-interval over seeds), the mean steps per trace at the end and their change (likewise); and each arm's
-    final share minus `reference`'s (paired by seed), for every arm but `reference` and `baseline`.
+    final share minus `reference`'s (paired by seed), for every arm but `reference` and `baseline`; and
+    `reference`'s final share minus `baseline`'s (paired by seed; `None` without a baseline arm): the paper's claim
+    that the `A^μ` reward does not drift is a claim about this one.
 
     Args:
         trace_stats: per arm, per seed, one `{"step", "no_progress_share", "steps_per_trace"}` per evaluation (the same
@@ -260,6 +262,8 @@ def no_progress_summary(trace_stats: dict[str, list[list[dict]]], reference: str
         >>> out = no_progress_summary({"q": [run(.1, .3), run(.1, .5)], "a": [run(.1, .1), run(.1, .2)]}, "a")
         >>> round(out["change"]["q"]["estimate"], 2), round(out["minus_reference"]["q"]["estimate"], 2)
         (0.3, 0.25)
+        >>> out["reference_minus_baseline"] is None  # no outcome-only arm here
+        True
     """
     if reference not in trace_stats:
         raise ValueError(f"no_progress_summary: reference arm {reference!r} not in {sorted(trace_stats)}")
@@ -283,4 +287,9 @@ def no_progress_summary(trace_stats: dict[str, list[list[dict]]], reference: str
             finals = [m[-1] - r[-1] for m, r in zip(share[arm], share[reference])]
             out["minus_reference"][arm] = _interval_record(finals)
     out["reference"] = reference
+    out["reference_minus_baseline"] = (
+        _interval_record([r[-1] - b[-1] for r, b in zip(share[reference], share[baseline])])
+        if baseline in share
+        else None
+    )
     return out
