@@ -162,6 +162,16 @@ def test_write_report_with_the_ablation(tmp_path):
     assert claim["verdict"] == "reproduced" and claim["estimate"] == pytest.approx(0.44)
     lo, hi = (round(x * 100, 1) for x in (claim["low"], claim["high"]))
     assert f"| {claim['claim']} | +44.0 [{lo:+.1f}, {hi:+.1f}] points of the steps | reproduced |" in text
+    # "A^μ does not drift": A^μ minus outcome-only is +0.01 [-0.015, +0.035] here, so not resolved; a block where
+    # A^μ drifts above outcome-only (+0.21, interval above 0) is the opposite, and one below it reproduces it.
+    drift = next(c for c in claims if c["claim"].startswith("RL ablation (App. G): the A^μ reward ends with no more"))
+    assert drift["verdict"] == "not resolved" and drift["estimate"] == pytest.approx(0.01)
+    for reference, verdict in (([0.3, 0.32, 0.31], "opposite"), ([0.05, 0.06, 0.055], "reproduced")):
+        results = make_results()
+        results["rl"]["q_value_ablation"] = ablation_block([0.5, 0.6, 0.55], reference, [0.5, 0.6, 0.55])
+        write_report(results, tmp_path / verdict)
+        claims = json.loads((tmp_path / verdict / "results.json").read_text())["summary"]["claims"]
+        assert next(c for c in claims if "ends with no more no-progress" in c["claim"])["verdict"] == verdict
     # Without the ablation there is neither the plot nor the claim.
     write_report(make_results(), tmp_path / "plain")
     assert not (tmp_path / "plain" / "rl_no_progress.png").exists()

@@ -218,7 +218,7 @@ def run(cfg, out: Path, progress, results: dict) -> dict:
             "cfg": asdict(_regime_config(cfg, task)),
             "pools": pools.spec("preflight"),
             "checker": checker_spec,
-            "v": 2,  # v2: the stall incentive (mean prover advantage of the policy's steps)
+            "v": 3,  # v3: the stall incentive and the per-trace advantage sums
         },
         lambda: _preflight(cfg, task, policy, pools["preflight"], checker),
     )
