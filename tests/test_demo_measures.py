@@ -304,3 +304,18 @@ def test_planted_ppo_claim_verdict(pav, outcome, verdict):
     results["planted"]["ppo_iterations_to_90"] = {"pav_ppo": pav, "outcome_ppo": outcome}
     claim = next(c for c in _claims(results) if c["claim"].startswith("Planted, PPO"))
     assert claim["verdict"] == verdict
+
+
+def test_padding_note_follows_its_numbers():
+    """The exact arm's padding sentence: only when its no-progress share rises (interval above 0), with the
+    pre-flight's stall incentive only when that lies below 0."""
+    from trl_pav.report import _padding_note
+
+    rising = {"q_value_ablation": ablation_block([0.5, 0.6, 0.55], [0.5, 0.6, 0.55])}  # exact: 0.1 -> 0.55
+    below = {"mean_step_advantage": -0.03, "mean_step_advantage_interval": [-0.04, -0.02]}
+    text = _padding_note(rising, below)
+    assert "goes 0.100 → 0.550 (+0.450 [+0.326, +0.574]) and its traces end at 5.00 steps" in text
+    assert "averaged an A^μ of -0.0300 [-0.0400, -0.0200], below the 0" in text
+    assert "averaged" not in _padding_note(rising, {**below, "mean_step_advantage_interval": [-0.04, 0.01]})
+    assert _padding_note({"q_value_ablation": ablation_block([0.5, 0.6, 0.55], [0.1, 0.12, 0.11])}, below) == ""
+    assert _padding_note({}, below) == ""

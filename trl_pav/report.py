@@ -528,7 +528,36 @@ def _rl_note(results: dict) -> str:
             if max(abs(m) for m in moves.values()) <= widest:
                 text += ", no less than any arm's mean moved"
         text += "."
+    text += _padding_note(rl, results.get("regime"))
     return text + " Runs at other learning rates and lengths: docs/deviations.md, learning rates."
+
+
+def _padding_note(rl: dict, regime: dict | None) -> str:
+    """When the exact `A^μ` arm's share of no-progress steps rises (interval above 0): by how much, its steps per
+    trace at the end, and the pre-flight's stall incentive beside it ("" otherwise)."""
+    ablation = rl.get("q_value_ablation")
+    if not ablation:
+        return ""
+    npg, arm = ablation["no_progress"], ablation["advantage_arm"]
+    c = npg["change"][arm]
+    if _change_word(c) != "rises":
+        return ""
+    curve = npg["curves"][arm]
+    text = (
+        f" The exact-value arm pads: its share of no-progress steps goes {curve[0]['share']:.3f} → "
+        f"{curve[-1]['share']:.3f} ({c['estimate']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]) and its traces end at "
+        f"{npg['final_steps_per_trace'][arm]:.2f} steps"
+    )
+    if regime and "mean_step_advantage" in regime:
+        from .regime import interval_side
+
+        m, (lo, hi) = regime["mean_step_advantage"], regime["mean_step_advantage_interval"]
+        if interval_side(lo, hi, 4) == "below":
+            text += (
+                f"; before RL the base policy's own steps averaged an A^μ of {m:+.4f} [{lo:+.4f}, {hi:+.4f}], below "
+                "the 0 of a no-progress step (a Best-of-K prover's Jensen gap; docs/tasks.md)"
+            )
+    return text + "."
 
 
 def _change_word(c: dict) -> str:
