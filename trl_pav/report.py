@@ -664,7 +664,8 @@ def q_value_ablation_md(rl: dict, cfg: dict, regime: dict | None = None) -> str:
     steps = next(iter(npg["curves"].values()))[-1]["step"]
     forms = {
         "q_value": "one-step (each step's own `Q^μ`, which differs from `A^μ` by the value of the state before it, a "
-        "baseline: a control that should not pad in expectation)",
+        "baseline: a control whose expected gradient is A^μ's, up to the loss's length normalization and the "
+        "unscored tail of a cut completion)",
         "q_value_to_go": "summed from each step to the end, as a dense reward is summed into a return (a restated "
         "step adds its value to every earlier step's return: the form the paper's claim is about)",
     }

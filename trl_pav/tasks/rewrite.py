@@ -8,7 +8,8 @@ derivation lacks (docs/tasks.md):
 
 - several valid evaluation orders, hence distinct correct states at one depth;
 - uneven step difficulty: products of a two-digit and a one-digit number are hard, sums of small numbers routine;
-- valid steps that make no progress (restating), which a `Q^μ` reward pays for and an advantage does not.
+- valid steps that make no progress (restating), which a `Q^μ` reward pays for, and a Best-of-K prover's advantage
+  too, since the policy's own steps average below its 0 (`trl_pav.expected_prover_advantage`; docs/tasks.md).
 
 Ground truth is exact. `RewritePolicy` is a procedural policy with a per-kind error rate (`"product"`, `"sum"`), a
 restate probability and a uniform choice of reduction; its success probability from any state, `exact_value`, is a
