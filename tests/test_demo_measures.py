@@ -319,3 +319,14 @@ def test_padding_note_follows_its_numbers():
     assert "averaged" not in _padding_note(rising, {**below, "mean_step_advantage_interval": [-0.04, 0.01]})
     assert _padding_note({"q_value_ablation": ablation_block([0.5, 0.6, 0.55], [0.1, 0.12, 0.11])}, below) == ""
     assert _padding_note({}, below) == ""
+
+
+def test_an_iterations_claim_says_how_many_seeds_reached():
+    """A seed that never reaches 90% has no iteration count: the range printed is over the others, and says so."""
+    from trl_pav.report import _claims, _fmt_interval
+
+    results = make_results()
+    results["planted"]["iterations_to_90"] = {"pav": [None, 120, 140], "outcome": [None, None, None]}
+    claim = next(c for c in _claims(results) if c["claim"].startswith("Planted: PAV-RL reaches 90%"))
+    assert claim["reached"] == [2, 3, 0] and claim["verdict"] == "not resolved"
+    assert _fmt_interval(claim).endswith("(seeds' range 120-140); reached on 2 of 3 seeds, the baseline on 0")

@@ -422,6 +422,7 @@ def _claims(results: dict) -> list[dict]:
             if reached == len(pav90) and all(v is None for v in out90)
             else ("opposite" if reached == 0 and any(v is not None for v in out90) else "not resolved"),
             "paper": "tens to hundreds of iterations; outcome-only stays low",
+            "reached": [reached, len(pav90), sum(v is not None for v in out90)],
         }
     )
     if planted.get("final_gain_interval"):
@@ -452,6 +453,7 @@ def _claims(results: dict) -> list[dict]:
                 # Opposite only when outcome-only PPO gets there and PAV-PPO does not (the GRPO claim's rule).
                 else ("opposite" if not reached and any(v is not None for v in ppo["outcome_ppo"]) else "not resolved"),
                 "paper": "dense PAV rewards learn where outcome reward does not",
+                "reached": [len(reached), len(ppo["pav_ppo"]), sum(v is not None for v in ppo["outcome_ppo"])],
             }
         )
     return out
@@ -463,7 +465,11 @@ def _fmt_interval(c: dict) -> str:
         return f"{c['estimate'] * 100:+.1f} [{c['low'] * 100:+.1f}, {c['high'] * 100:+.1f}] points{ratio}"
     if c["unit"] == "share of steps":  # a paired t-interval over seeds
         return f"{c['estimate'] * 100:+.1f} [{c['low'] * 100:+.1f}, {c['high'] * 100:+.1f}] points of the steps"
-    return f"{_fmt(c['estimate'])} (seeds' range {_fmt(c['low'])}-{_fmt(c['high'])})"
+    text = f"{_fmt(c['estimate'])} (seeds' range {_fmt(c['low'])}-{_fmt(c['high'])})"
+    if c.get("reached"):  # how many seeds the range is over: a seed that never reached has no iteration count
+        method, seeds, baseline = c["reached"]
+        text += f"; reached on {method} of {seeds} seeds, the baseline on {baseline}"
+    return text
 
 
 def _disagreements(results: dict) -> list[str]:
