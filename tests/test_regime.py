@@ -235,3 +235,15 @@ def test_the_stall_incentive_is_measured_and_worded_from_its_numbers():
         assert word in r and "pays" not in r
     # warnings decide nothing
     assert verdict["rl"] == regime_verdict({**pre, "mean_step_advantage_interval": [0.01, 0.02]})["rl"]
+
+
+def test_with_the_policy_as_its_own_prover_there_is_no_stall_incentive():
+    """K = 1 (μ = π) with the policy's own exact values: V - f(V) = 0, and the sampled per-trace sums average 0
+    within sampling error."""
+    task = RewriteTask()
+    pol = RewritePolicy(task, RATES, restate_rate=0.2)
+    probs = task.sample_problems(40, seed=6)
+    cfg = RegimeConfig(budgets=[3], samples=16, group_size=4, bootstrap_samples=200, prover_k=1)
+    pre = regime_preflight(pol, pol, [p.prompt for p in probs], [p.gold for p in probs], task.grader, cfg)
+    assert pre["expected_trace_advantage"] == 0.0
+    assert abs(pre["trace_advantage_sum"]) < 4 / np.sqrt(40 * 16)
