@@ -109,10 +109,10 @@ def mean_step_advantage(values: Sequence[Sequence[float]], prover_k: float) -> f
         >>> round(mean_step_advantage([[0.5, 1.0], [0.5, 0.5, 0.0]], prover_k=2), 4)
         -0.1667
     """
-    steps = [prover_advantages(torch.tensor(v, dtype=torch.float64), prover_k) for v in values if len(v) > 1]
-    if not steps:
+    sums, steps, _ = problem_advantage_sums(values, 1, prover_k)  # one "problem" per trace
+    if not steps.sum():
         raise ValueError("mean_step_advantage: no trace has a step")
-    return float(torch.cat(steps).mean())
+    return float(sums.sum() / steps.sum())
 
 
 def interval_side(low: float, high: float, digits: int) -> str:
@@ -240,9 +240,11 @@ def regime_preflight(
     boots = [diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(cfg.bootstrap_samples)]
     lo, hi = (float(x) for x in np.quantile(boots, [0.025, 0.975]))
     # The stall incentive, resampled by problem (a problem's traces share its values): a resample's mean is a ratio
-    # of sums.
-    stall = mean_step_advantage(values, cfg.prover_k)  # raises first if no trace has a step
+    # of sums, and so is the estimate.
     sums, steps, n_traces = problem_advantage_sums(values, cfg.samples, cfg.prover_k)
+    if not steps.sum():
+        raise ValueError("regime_preflight: no sampled trace has a step")
+    stall = float(sums.sum() / steps.sum())
     picks = rng.integers(0, len(prompts), (cfg.bootstrap_samples, len(prompts)))
     drawn = steps[picks].sum(axis=1)
     stall_boots = sums[picks].sum(axis=1)[drawn > 0] / drawn[drawn > 0]

@@ -554,22 +554,31 @@ def _padding_note(rl: dict, regime: dict | None) -> str:
         f"{curve[-1]['share']:.3f} ({c['estimate']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]) and its traces end at "
         f"{npg['final_steps_per_trace'][arm]:.2f} steps"
     )
-    if regime and "mean_step_advantage" in regime:
-        from .regime import interval_side
-
-        m, (lo, hi) = regime["mean_step_advantage"], regime["mean_step_advantage_interval"]
-        if interval_side(lo, hi, 4) == "below":
-            text += (
-                f"; before RL the base policy's own steps averaged an A^μ of {m:+.4f} [{lo:+.4f}, {hi:+.4f}], below "
-                "the 0 of a no-progress step (a Best-of-K prover's Jensen gap; docs/tasks.md)"
-            )
+    stall = _stall_incentive(regime)
+    if stall and stall[1] == "below":
+        text += (
+            f"; before RL the base policy's own steps averaged an A^μ of {stall[0]}, below the 0 of a no-progress "
+            "step (a Best-of-K prover's Jensen gap; docs/tasks.md)"
+        )
     return text + "."
 
 
 def _change_word(c: dict) -> str:
     """`rises`, `falls` or `no resolved change` from a change's interval, as printed (3 decimals)."""
-    low, high = round(c["low"], 3), round(c["high"], 3)
-    return "rises" if low > 0 else "falls" if high < 0 else "no resolved change"
+    from .regime import interval_side
+
+    return {"above": "rises", "below": "falls"}.get(interval_side(c["low"], c["high"], 3), "no resolved change")
+
+
+def _stall_incentive(regime: dict | None) -> tuple[str, str] | None:
+    """The pre-flight's stall incentive as printed (`"m [lo, hi]"`) and its side of 0 (`regime.interval_side`), or
+    None when the pre-flight did not measure it."""
+    if not regime or "mean_step_advantage" not in regime:
+        return None
+    from .regime import interval_side
+
+    m, (lo, hi) = regime["mean_step_advantage"], regime["mean_step_advantage_interval"]
+    return f"{m:+.4f} [{lo:+.4f}, {hi:+.4f}]", interval_side(lo, hi, 4)
 
 
 def paired_efficiency_text(rl: dict) -> str:
@@ -676,20 +685,18 @@ def q_value_ablation_md(rl: dict, cfg: dict, regime: dict | None = None) -> str:
         "step adds its value to every earlier step's return: the form the paper's claim is about)",
     }
     ran = " and ".join(forms[f] for f in forms if f in ablation["arms"].values())
-    if regime and "mean_step_advantage" in regime:
-        from .regime import interval_side
-
-        m, (lo, hi) = regime["mean_step_advantage"], regime["mean_step_advantage_interval"]
-        side = interval_side(lo, hi, 4)
-        stall = (
-            f"Before RL, the pre-flight measured the base policy's own steps at a mean A^μ of {m:+.4f} [{lo:+.4f}, "
-            f"{hi:+.4f}] with exact values (Bo{regime['prover_k']:g}), {side} the 0 of a no-progress step"
+    stall = _stall_incentive(regime)
+    if stall:
+        numbers, side = stall
+        text = (
+            f"Before RL, the pre-flight measured the base policy's own steps at a mean A^μ of {numbers} with exact "
+            f"values (Bo{regime['prover_k']:g}), {side} the 0 of a no-progress step"
         )
         # Jensen on the Best-of-K transform (docs/tasks.md): the A^μ reward pays stalling too, if the RL arm uses
         # the pre-flight's prover and a process term at all.
         if side == "below" and cfg["rl_alpha"] > 0 and regime["prover_k"] == cfg["prover_k"]:
-            stall += ", so on this task the A^μ reward also pays a no-progress step over the policy's average step"
-        sentences.append(stall + ".")
+            text += ", so on this task the A^μ reward also pays a no-progress step over the policy's average step"
+        sentences.append(text + ".")
     return f"""
 - Ablation (the paper's App. G): the same exact values, α = {cfg["rl_alpha"]}, with the prover's value `Q^μ` as the
   dense reward instead of its advantage `A^μ`: {ran}. {seeds} seeds, {steps} GRPO steps. A step makes no progress

@@ -469,18 +469,11 @@ class PAVRLMixin:
         # A finished completion ends with a terminal step (its EOS): value moves from the last step's estimate to
         # the known outcome, so stopping early is credited to the token that stops.
         # With `truncated_terminal`, a completion cut at the length limit ends at its outcome too (it is graded as is).
-        limit = getattr(self.args, "max_completion_length", None)
-        cut = [
-            bool(getattr(self.args, "truncated_terminal", False))
-            and not finished_rows[i]
-            and limit is not None
-            and int(mask[i].sum()) >= limit
-            for i in range(len(steps_list))
-        ]
+        cut_at = self.args.max_completion_length if self.args.truncated_terminal else None
         terminal = [
             self.args.terminal_value == "outcome"
             and outcomes is not None
-            and (finished_rows[i] or cut[i])
+            and (finished_rows[i] or (cut_at is not None and int(mask[i].sum()) >= cut_at))
             and bool(steps_list[i])
             for i in range(len(steps_list))
         ]
