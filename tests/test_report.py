@@ -354,20 +354,24 @@ def test_monotone_note_names_the_falling_curves():
 def test_gamma_note():
     planted, cfg = make_results()["planted"], {"gamma_sweep_steps": 4}
     assert report._gamma_note(planted, cfg) == ""  # window [10, 10] inside the paper's
-    sweep = [
-        {"gamma": 1.0, "final_accuracy": 0.2},
-        {"gamma": 3.0, "final_accuracy": 0.6},
-        {"gamma": 100.0, "final_accuracy": 0.21},
-    ]
-    note = report._gamma_note({**planted, "gamma_sweep": sweep, "gamma_window": [3.0, 3.0]}, cfg)
-    assert "As in the paper, the weakest (γ=1: 0.200) and the strongest (γ=100: 0.210)" in note
+
+    def row(gamma, final, mean, gain):  # one seed: the interval is the estimate itself
+        return {"gamma": gamma, "final_accuracy": final, "mean_success": mean,
+                "mean_success_gain_over_outcome": [gain, gain, gain]}  # fmt: skip
+
+    one_seed = {**planted, "gamma_sweep_outcome_mean_success": 0.1}
+    sweep = [row(1.0, 0.2, 0.11, 0.01), row(3.0, 0.6, 0.4, 0.3), row(100.0, 0.21, 0.12, 0.02)]
+    note = report._gamma_note({**one_seed, "gamma_sweep": sweep, "gamma_window": [3.0, 3.0]}, cfg)
+    assert "success averaged over training is more than 5 points above outcome-only RL's (0.100)" in note
+    assert "As in the paper, the weakest (γ=1: 0.110) and the strongest (γ=100: 0.120)" in note
     assert "3 points, one seed each and 4 GRPO steps per run" in note
-    sweep[-1]["final_accuracy"] = 0.9
-    note = report._gamma_note({**planted, "gamma_sweep": sweep, "gamma_window": [3.0, 100.0]}, cfg)
+    sweep[-1] = row(100.0, 0.9, 0.5, 0.4)
+    note = report._gamma_note({**one_seed, "gamma_sweep": sweep, "gamma_window": [3.0, 100.0]}, cfg)
     assert "Unlike the paper, the strongest prover" in note and "As in the paper" not in note
     note = report._gamma_note({**planted, "gamma_window": None}, cfg)
     assert "No γ in the sweep gives that gain" in note
-    # Several seeds: the window is where the paired gain's interval lies above 0, whatever the means say.
+    # Several seeds: the window is where the paired gain's interval lies above 0, whatever the means say. Rows
+    # without the mean success (recorded before it existed) fall back to the final gain.
     seeded = [
         {"gamma": 1.0, "final_accuracy": 0.3, "gain_over_outcome": [0.1, -0.05, 0.25]},
         {"gamma": 10.0, "final_accuracy": 0.6, "gain_over_outcome": [0.4, 0.3, 0.5]},
@@ -375,8 +379,31 @@ def test_gamma_note():
     ]
     multi = {**planted, "gamma_sweep": seeded, "gamma_window": [10.0, 100.0], "gamma_sweep_seeds": [10, 11, 12]}
     note = report._gamma_note(multi, cfg)
-    assert "interval above 0 over 3 seeds" in note and "3 seeds each" in note
+    assert "gain in final success" in note and "interval above 0 over 3 seeds" in note and "3 seeds each" in note
     assert "Unlike the paper, the strongest prover" in note  # its interval [0.01, 0.11] is above 0
+
+
+def test_sweep_window_rule_reads_learning_speed_not_final_success():
+    from trl_pav.demo.planted import sweep_gains
+
+    # Both arms saturate: no final gain, but PAV-RL got there sooner on every seed.
+    saturated = {"gain_over_outcome": [0.0, -0.01, 0.01], "mean_success_gain_over_outcome": [0.3, 0.2, 0.4]}
+    assert sweep_gains(saturated, seeds=3)
+    assert not sweep_gains({**saturated, "mean_success_gain_over_outcome": [0.3, -0.1, 0.7]}, seeds=3)
+    assert sweep_gains({"mean_success_gain_over_outcome": [0.06] * 3}, seeds=1)
+    assert not sweep_gains({"mean_success_gain_over_outcome": [0.04] * 3}, seeds=1)
+    assert not sweep_gains({"gamma": 1.0}, seeds=3)
+
+
+def test_mean_success_over_training_is_the_trapezoid_area_over_the_span():
+    from trl_pav.evaluation import mean_success_over_training
+
+    # A step from 0 to 1 halfway: area 0.5 * 10 (ramp) + 1 * 10, over 20 iterations.
+    assert mean_success_over_training([(0, 0.0), (10, 1.0), (20, 1.0)]) == pytest.approx(0.75)
+    assert mean_success_over_training([(20, 1.0), (0, 0.0), (10, 1.0)]) == pytest.approx(0.75)  # order-free
+    assert mean_success_over_training([(0, 0.4), (30, 0.4)]) == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="two or more distinct iterations"):
+        mean_success_over_training([(5, 0.3)])
 
 
 def test_probe_and_likelihood_notes_follow_their_numbers():

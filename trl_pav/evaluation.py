@@ -4,6 +4,7 @@ of problems for the stages that train and evaluate on them."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Callable, Collection, Hashable, Iterator, Mapping, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -19,6 +20,7 @@ __all__ = [
     "ProblemSource",
     "expression_key",
     "iterations_to_reach",
+    "mean_success_over_training",
     "prompt_key",
     "sample_and_grade",
     "sample_traces",
@@ -186,6 +188,22 @@ def iterations_to_reach(curve: list[tuple[int, float]], target: float) -> int | 
         20
     """
     return next((step for step, acc in curve if acc >= target - 1e-9), None)
+
+
+def mean_success_over_training(curve: Sequence[tuple[int, float]]) -> float:
+    """The area under a success curve divided by its span of iterations (trapezoid rule over the evaluated points):
+    the success an arm averaged over its training, which rewards learning sooner. Final success cannot tell two arms
+    apart once both saturate; this can.
+
+    Example:
+        >>> mean_success_over_training([(0, 0.0), (10, 1.0), (30, 1.0)])
+        0.8333333333333334
+    """
+    points = sorted(curve)
+    if len(points) < 2 or points[-1][0] == points[0][0]:
+        raise ValueError(f"a success curve needs two or more distinct iterations, got {list(curve)}")
+    area = sum((s1 - s0) * (a0 + a1) / 2 for (s0, a0), (s1, a1) in itertools.pairwise(points))
+    return area / (points[-1][0] - points[0][0])
 
 
 P = TypeVar("P")

@@ -973,15 +973,18 @@ def _gamma_note(planted: dict, config: dict) -> str:
     base = planted["gamma_sweep_outcome_accuracy"]
     seeds = len(planted.get("gamma_sweep_seeds", [None]))
 
-    def gains(r: dict) -> bool:  # the rule that defined the window (demo.planted)
-        if seeds > 1 and "gain_over_outcome" in r:
-            return r["gain_over_outcome"][1] > 0
-        return r["final_accuracy"] > base + 0.05
+    from .demo.planted import sweep_gains
 
+    gains = lambda r: sweep_gains(r, seeds)  # noqa: E731  (the rule that defined the window)
+    speed = all("mean_success_gain_over_outcome" in r for r in sweep)
+    measure = "success averaged over training" if speed else "final success"
+    base_measure = planted.get("gamma_sweep_outcome_mean_success", base) if speed else base
+    value = lambda r: r["mean_success"] if speed else r["final_accuracy"]  # noqa: E731
     rule = (
-        f"PAV-RL's paired gain over outcome-only RL ({base:.3f}) has its interval above 0 over {seeds} seeds"
+        f"PAV-RL's paired gain in {measure} over outcome-only RL ({base_measure:.3f}) has its interval above 0 over "
+        f"{seeds} seeds"
         if seeds > 1
-        else f"PAV-RL ends more than 5 points above outcome-only RL ({base:.3f})"
+        else f"PAV-RL's {measure} is more than 5 points above outcome-only RL's ({base_measure:.3f})"
     )
     shown_window = "empty" if window is None else window
     text = f"Planted γ sweep: the window where {rule} is {shown_window}, the paper's is about [8, 15]."
@@ -990,7 +993,7 @@ def _gamma_note(planted: dict, config: dict) -> str:
     elif len(sweep) > 1:
         ends = {"weakest": sweep[0], "strongest": sweep[-1]}
         gaining = [k for k, r in ends.items() if gains(r)]
-        shown = " and ".join(f"the {k} (γ={r['gamma']:g}: {r['final_accuracy']:.3f})" for k, r in ends.items())
+        shown = " and ".join(f"the {k} (γ={r['gamma']:g}: {value(r):.3f})" for k, r in ends.items())
         if not gaining:
             text += f" As in the paper, {shown} provers give no such gain."
         else:
@@ -1300,7 +1303,12 @@ def _markdown(results: dict, plots: dict, claims: list[dict]) -> str:
     gamma_text = ", ".join(
         f"γ={r['gamma']:g}: {r['final_accuracy']:.3f}"
         + (f" [{r['interval'][1]:.3f}, {r['interval'][2]:.3f}]" if r.get("interval") else "")
+        + (f" (averaged over training {r['mean_success']:.3f})" if "mean_success" in r else "")
         for r in planted["gamma_sweep"]
+    )
+    outcome_mean = planted.get("gamma_sweep_outcome_mean_success")
+    gamma_outcome_text = f"{planted['gamma_sweep_outcome_accuracy']:.3f}" + (
+        f" (averaged over training {outcome_mean:.3f})" if outcome_mean is not None else ""
     )
     gamma_seeds = planted.get("gamma_sweep_seeds")
     gamma_seed_text = f"seeds {gamma_seeds}, mean [95% interval]" if gamma_seeds else "one seed"
@@ -1415,7 +1423,7 @@ verifier tokens) unless said otherwise; a compute ratio is stated only for a res
 (per seed {planted["final_accuracy_per_seed"]}). PPO with a learned critic ({cfg["planted_ppo_steps"]} steps, the
 paper's REINFORCE-with-baseline preset, whitened): iterations to 90% {planted.get("ppo_iterations_to_90", {})}.
 γ sweep ({cfg["gamma_sweep_steps"]} steps each, {gamma_seed_text}):
-{gamma_text}; outcome-only {planted["gamma_sweep_outcome_accuracy"]:.3f}.
+final success {gamma_text}; outcome-only {gamma_outcome_text}.
 
 {_mc_md(planted.get("mc_advantages"))}
 ## Plots

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from .common import Progress, new_ledger, quiet_libraries
+from .common import Progress, new_ledger, quiet_libraries, t_interval
 
 __all__ = ["DemoConfig", "pipeline_metrics", "pipeline_summary", "run_demo"]
 
@@ -211,8 +211,9 @@ class DemoConfig:
 
 
 def sweeps_summary(k_sweep: list[dict], gamma_sweep: list[dict]) -> dict:
-    """results.json's `sweeps`: per prover K (search accuracy) and per γ (planted final RL success), the mean and its
-    95% interval (`None` where a sweep ran without one).
+    """results.json's `sweeps`: per prover K (search accuracy) and per γ (planted final RL success, and the success
+    averaged over training that defines the γ window), the mean and its 95% interval (`None` where a sweep ran
+    without one).
 
     Example:
         >>> k_rows = [{"k": 4, "accuracy": 0.5, "interval": [0.4, 0.6]}]
@@ -225,6 +226,15 @@ def sweeps_summary(k_sweep: list[dict], gamma_sweep: list[dict]) -> dict:
         "k_accuracy": {str(r["k"]): {"mean": r["accuracy"], "interval": r.get("interval")} for r in k_sweep},
         "gamma_final": {
             f"{r['gamma']:g}": {"mean": r["final_accuracy"], "interval": gamma_interval(r)} for r in gamma_sweep
+        },
+        "gamma_mean_success": {
+            f"{r['gamma']:g}": {
+                "mean": r["mean_success"],
+                "interval": list(t_interval(r["mean_success_per_seed"])[1:]) if "mean_success_per_seed" in r else None,
+                "paired_gain_over_outcome": r.get("mean_success_gain_over_outcome"),
+            }
+            for r in gamma_sweep
+            if "mean_success" in r
         },
     }
 

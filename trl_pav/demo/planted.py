@@ -10,11 +10,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..evaluation import AccuracyCurveCallback, GeneratedTokensCallback, iterations_to_reach, tokens_to_reach
+from ..evaluation import (
+    AccuracyCurveCallback,
+    GeneratedTokensCallback,
+    iterations_to_reach,
+    mean_success_over_training,
+    tokens_to_reach,
+)
 from ..mc_values import MCStepScorer
 from .common import cached, cached_json, rl_args, seed_summary, t_interval
 
-__all__ = ["run"]
+__all__ = ["run", "sweep_gains"]
 
 
 def run(cfg, out: Path, progress) -> dict:
@@ -121,10 +127,14 @@ def run(cfg, out: Path, progress) -> dict:
     mc = _mc_arms(cfg, run_arm_with_tokens, progress) if cfg.planted_mc_rollouts else None
     progress(f"prover-strength sweep over gamma in {cfg.gamma_sweep}, seeds {cfg.gamma_sweep_seeds}")
     sweep_seeds = cfg.gamma_sweep_seeds
-    outcome_finals = [run_arm(None, cfg.gamma_sweep_steps, s)[-1][1] for s in sweep_seeds]
+    outcome_curves = [run_arm(None, cfg.gamma_sweep_steps, s) for s in sweep_seeds]
+    outcome_finals = [c[-1][1] for c in outcome_curves]
+    outcome_means = [mean_success_over_training(c) for c in outcome_curves]
     sweep = []
     for g in cfg.gamma_sweep:
-        per_seed = [run_arm(g, cfg.gamma_sweep_steps, s)[-1][1] for s in sweep_seeds]
+        curves = [run_arm(g, cfg.gamma_sweep_steps, s) for s in sweep_seeds]
+        per_seed = [c[-1][1] for c in curves]
+        means = [mean_success_over_training(c) for c in curves]
         sweep.append(
             {
                 "gamma": g,
@@ -133,15 +143,14 @@ def run(cfg, out: Path, progress) -> dict:
                 "interval": list(t_interval(per_seed)),
                 # Paired by seed: the same seed's outcome-only run.
                 "gain_over_outcome": list(t_interval([a - b for a, b in zip(per_seed, outcome_finals)])),
+                # Success averaged over training (area under the curve): how much sooner it learns.
+                "mean_success": float(np.mean(means)),
+                "mean_success_per_seed": means,
+                "mean_success_gain_over_outcome": list(t_interval([a - b for a, b in zip(means, outcome_means)])),
             }
         )
     outcome_sweep = float(np.mean(outcome_finals))
-    # The window: provers whose paired gain over outcome-only has an interval above 0 (one seed: a 5-point gain).
-    window = [
-        r["gamma"]
-        for r in sweep
-        if (r["gain_over_outcome"][1] > 0 if len(sweep_seeds) > 1 else r["gain_over_outcome"][0] > 0.05)
-    ]
+    window = [r["gamma"] for r in sweep if sweep_gains(r, len(sweep_seeds))]
     finals = {arm: [c[-1][1] for c in curves] for arm, curves in runs.items()}
     progress(f"planted search with exact values: PAV beam vs Q-only beam, N in {cfg.search_budgets}")
     search_key = {
@@ -167,10 +176,27 @@ def run(cfg, out: Path, progress) -> dict:
         "gamma_sweep": sweep,
         "gamma_sweep_outcome_accuracy": outcome_sweep,
         "gamma_sweep_outcome_per_seed": outcome_finals,
+        "gamma_sweep_outcome_mean_success": float(np.mean(outcome_means)),
         "gamma_sweep_seeds": list(sweep_seeds),
         "gamma_window": [min(window), max(window)] if window else None,
         "mc_advantages": mc,
     }
+
+
+def sweep_gains(row: dict, seeds: int) -> bool:
+    """Whether one γ of the sweep is in the window: PAV-RL learns faster than outcome-only RL, i.e. its success
+    averaged over training beats the same seed's outcome-only run with a paired interval above 0 (one seed: by more
+    than 5 points). Final success is reported beside it but does not define the window: at a budget where both arms
+    saturate it cannot tell them apart. Rows recorded before the mean success existed use their final gain.
+
+    Example:
+        >>> sweep_gains({"mean_success_gain_over_outcome": [0.3, 0.1, 0.5]}, seeds=3)
+        True
+    """
+    gain = row.get("mean_success_gain_over_outcome", row.get("gain_over_outcome"))
+    if gain is None:
+        return False
+    return gain[1] > 0 if seeds > 1 else gain[0] > 0.05
 
 
 PLANTED_SEARCH_GAMMA = 5.0  # the procedural prover whose samples the planted base policy is trained on
