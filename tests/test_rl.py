@@ -41,6 +41,25 @@ def test_locate_steps(char_tok, bpe_tok):
     assert owner == sorted(owner) and -1 not in owner
 
 
+@pytest.mark.parametrize("canonical", [True, False])
+def test_locate_steps_keeps_a_split_character_in_its_step(bpe_tok, canonical):
+    """A byte-level BPE splits a multi-byte character (emoji, CJK) over several tokens; every one of them belongs to
+    the step the character ends, so the tokens a step owns decode to exactly its text (after the separator)."""
+    fmt = StepFormat()
+    steps = ["héllo 😀", "世界 ≤ 3", "ok 界"]
+    enc = lambda s: bpe_tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    if canonical:
+        ids = enc("\n".join(steps))
+    else:  # a sampled tokenization: every piece tokenized on its own (the emoji's bytes split differently)
+        ids = [i for piece in ["hé", "llo ", "😀", "\n世", "界 ≤ 3", "\nok ", "界"] for i in enc(piece)]
+    ids = [*ids, bpe_tok.eos_token_id]
+    found, owner = locate_steps(bpe_tok, ids, fmt, finished=True)
+    assert found == steps
+    owned = [bpe_tok.decode([i for i, o in zip(ids, owner) if o == h]) for h in range(len(steps))]
+    assert owned == [steps[0], *("\n" + s for s in steps[1:])]
+    assert owner[-1] == -1  # the EOS token carries the outcome term only
+
+
 @pytest.fixture(scope="module")
 def policy_dir(tmp_path_factory):
     tok = TASK.tokenizer()

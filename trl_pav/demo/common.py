@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._compat import activation_checkpointing_off
+
 __all__ = [
     "BuildLedger",
     "Progress",
@@ -139,7 +141,7 @@ def rl_args(cls, output_dir: Path, steps: int, seed: int, **kw):
         bf16=False,
         seed=seed,
         disable_tqdm=True,
-        gradient_checkpointing=False,  # TRL turns it on; for a tiny model it only adds a second forward pass
+        **activation_checkpointing_off(cls),
         **kw,
     )
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from .._compat import activation_checkpointing_off
 from ..evaluation import AccuracyCurveCallback, iterations_to_reach
 
 __all__ = ["AccuracyCurveCallback", "iterations_to_reach", "run_planted_ppo"]
@@ -103,7 +104,7 @@ def run_planted_ppo(
             "report_to": "none",
             "use_cpu": not torch.cuda.is_available(),
             "bf16": False,
-            "gradient_checkpointing": False,
+            **activation_checkpointing_off(PAVPPOConfig),
             "seed": seed,
             "disable_tqdm": True,
             **config_overrides,

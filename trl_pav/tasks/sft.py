@@ -9,6 +9,8 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, LlamaConfig, TrainerCallback
 
+from .._compat import activation_checkpointing_off
+
 __all__ = ["TinyPolicyConfig", "tiny_policy_model", "train_sft_policy"]
 
 
@@ -124,7 +126,7 @@ def train_sft_policy(
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
-        gradient_checkpointing=False,  # TRL turns it on; for a tiny model it only adds a second forward pass
+        **activation_checkpointing_off(SFTConfig),
     )
     bad = [k for k in (snapshots or {}) if not 1 <= int(k) <= config.max_steps]
     if bad:

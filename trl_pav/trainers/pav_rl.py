@@ -224,8 +224,19 @@ def locate_steps(
     owner = [-1] * len(completion_ids)
     if not complete:
         return [], owner
-    starts = [0, *ends[:-1]]
-    offsets = [(a, b) for a, b in zip(starts, ends)]
+    # Spans from consecutive ends. A zero-width token that is not special continues the previous token's character
+    # (a byte-level BPE splits one multi-byte character over several tokens): it takes that token's span, so the
+    # step whose last character it completes also owns it.
+    special = set(tokenizer.all_special_ids)
+    offsets, prev = [], 0
+    for t, end in zip(completion_ids, ends):
+        if end > prev:
+            offsets.append((prev, end))
+        elif t not in special and offsets and offsets[-1][1] > offsets[-1][0]:
+            offsets.append(offsets[-1])
+        else:
+            offsets.append((end, end))
+        prev = max(prev, end)
     last_tokens = token_positions(offsets, [e for _, e in complete])
     first = 0
     for h, last in enumerate(last_tokens):
