@@ -18,6 +18,7 @@ __all__ = ["PAVRLFields", "PAVRLMixin", "ProcessTerms", "RewardFunctionsGrader",
 
 SEQUENCE_LEVEL_LOSSES = ("vespo", "luspo")
 PROCESS_REWARDS = ("advantage", "q_value", "q_value_to_go")
+PROCESS_NORMALIZE_MIN_STD = 1e-3  # below it, `process_normalize` leaves the terms as they are
 logger = logging.get_logger(__name__)
 
 
@@ -44,7 +45,9 @@ class PAVRLFields:
         process_clip (`float` or `None`, *optional*, defaults to `None`):
             Clip each step's process term to `[-process_clip, process_clip]`.
         process_normalize (`bool`, *optional*, defaults to `False`):
-            Divide the batch's process terms by their standard deviation (over scored steps).
+            Divide the batch's process terms by their standard deviation (over scored steps). Skipped when that
+            standard deviation is below `PROCESS_NORMALIZE_MIN_STD` (1e-3): near-equal terms have no scale to
+            normalize by, and dividing would multiply them by up to 10^6.
         step_separator (`str` or `None`, *optional*, defaults to `None`):
             Step separator used to find steps in completions (escapes read: `'\\n\\n'` is a blank line). `None`
             takes the verifier's, else a newline.
@@ -169,6 +172,29 @@ def grader_reward(grader: Grader, gold_column: str = "gold") -> Callable[..., li
 
     outcome_reward.__name__ = f"outcome_{type(grader).__name__}"
     return outcome_reward
+
+
+def normalize_process_terms(process: torch.Tensor, step_mask: torch.Tensor) -> torch.Tensor:
+    """`process_normalize`: the batch's process terms divided by their standard deviation over scored steps, or
+    unchanged where fewer than two steps are scored or the deviation is below `PROCESS_NORMALIZE_MIN_STD` (near-equal
+    terms have no scale to normalize by).
+
+    Args:
+        process: `(B, H)` process term per completion and step.
+        step_mask: `(B, H)` bool, True where a step was scored.
+
+    Example:
+        >>> mask = torch.tensor([[True, True], [True, False]])
+        >>> terms = lambda rows: torch.tensor(rows, dtype=torch.float64)
+        >>> normalize_process_terms(terms([[0.1, 0.1], [0.1, 0.0]]), mask).tolist()  # equal terms: unchanged
+        [[0.1, 0.1], [0.1, 0.0]]
+        >>> normalize_process_terms(terms([[1.0, -1.0], [1.0, 0.0]]), mask).round(decimals=3).tolist()
+        [[0.866, -0.866], [0.866, 0.0]]
+    """
+    if step_mask.sum() < 2:
+        return process
+    std = process[step_mask].std()
+    return process / std if std >= PROCESS_NORMALIZE_MIN_STD else process
 
 
 def token_char_ends(tokenizer, ids: Sequence[int]) -> list[int]:
@@ -520,8 +546,8 @@ class PAVRLMixin:
                 step_mask[i, : len(term)] = True
         if self.args.process_clip is not None:
             process = process.clamp(-self.args.process_clip, self.args.process_clip)
-        if self.args.process_normalize and step_mask.sum() > 1:
-            process = process / (process[step_mask].std() + 1e-6)
+        if self.args.process_normalize:
+            process = normalize_process_terms(process, step_mask)
         process = process * step_mask
         return ProcessTerms(process, step_mask, token_step, steps_list, owners)
 
