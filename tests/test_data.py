@@ -74,6 +74,30 @@ def test_missing_column_and_empty():
         validate_stepwise([])
 
 
+def test_columns_only_later_rows_have_are_kept():
+    ds = validate_stepwise([GOOD, {**GOOD, "gold": "7", "root_value": 0.5}])
+    assert ds.column_names == ["prompt", "completions", "labels", "gold", "root_value"]
+    assert ds["gold"] == [None, "7"] and ds["root_value"] == [None, 0.5]
+
+
+def test_numpy_numbers_and_huge_ints():
+    np = pytest.importorskip("numpy")
+    ds = validate_stepwise(
+        [{**GOOD, "labels": [np.float32(0.5), np.int64(1), np.bool_(False)], "root_value": np.float64(0.25)}]
+    )
+    assert ds[0]["labels"] == [0.5, 1.0, 0.0] and ds[0]["root_value"] == 0.25
+    with pytest.raises(StepwiseDataError, match=r"row 0: labels\[1\] = 1000.* is not finite"):
+        validate_stepwise([{**GOOD, "labels": [0.5, 10**400, 1.0]}])
+    with pytest.raises(StepwiseDataError, match=r"root_value = .* is not finite"):
+        validate_stepwise([{**GOOD, "root_value": -(10**400)}])
+
+
+def test_a_column_of_mixed_types_is_named():
+    kinds = r"str \(first in row 0\), int \(first in row 1\)"
+    with pytest.raises(StepwiseDataError, match=rf"column 'source' mixes value types .*: {kinds}"):
+        validate_stepwise([{**GOOD, "source": "gsm8k"}, {**GOOD, "source": 3}])
+
+
 def test_trl_stepwise_rows_load_unchanged():
     old = {
         "prompt": "Which number is larger, 9.8 or 9.11?",

@@ -16,10 +16,12 @@ Other columns (provenance written by the labeler, ids, gold answers) pass throug
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from datasets import Dataset
 
 if TYPE_CHECKING:
@@ -94,10 +96,10 @@ def _row_problems(row: Mapping[str, Any]) -> tuple[list[str], list[float | None]
         for j, lab in enumerate(labels):
             if lab is None:  # a step that was never measured: masked, no loss
                 floats.append(None)
-            elif isinstance(lab, bool):
+            elif _is_bool(lab):
                 floats.append(float(lab))
-            elif isinstance(lab, (int, float)) and not isinstance(lab, bool):
-                val = float(lab)
+            elif isinstance(lab, numbers.Real):  # Python and NumPy ints and floats
+                val = _as_float(lab)
                 if not math.isfinite(val):
                     problems.append(f"labels[{j}] = {lab!r} is not finite")
                 elif not 0.0 <= val <= 1.0:
@@ -113,10 +115,23 @@ def _row_problems(row: Mapping[str, Any]) -> tuple[list[str], list[float | None]
     return problems, (floats if not problems else None)
 
 
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, (bool, np.bool_))  # NumPy's bool is no Python bool
+
+
+def _as_float(value: numbers.Real) -> float:
+    """`float(value)`, with integers too large for a float read as infinite (reported as not finite)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
 def _probability_problem(field: str, value: Any) -> str | None:
     """Why `value` is not a probability (a finite number in [0, 1]), or None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if _is_bool(value) or not isinstance(value, numbers.Real):
         return f"{field} = {value!r:.40} must be a number in [0, 1], got {type(value).__name__}"
+    value = _as_float(value)
     if not math.isfinite(value):
         return f"{field} = {value!r} is not finite"
     if not 0.0 <= value <= 1.0:
@@ -197,7 +212,32 @@ def validate_stepwise(data: Dataset | Iterable[Mapping[str, Any]], step_format: 
             clean.append(clean_row)
     if problems:
         raise StepwiseDataError(problems, len(rows))
-    return Dataset.from_list(clean)
+    return _rows_to_dataset(clean)
+
+
+def _rows_to_dataset(rows: list[dict[str, Any]]) -> Dataset:
+    """`Dataset.from_list` over the union of the rows' columns (a column only later rows have is kept, `None`
+    elsewhere; `from_list` takes its columns from the first row), naming the column whose values do not share one
+    type."""
+    import pyarrow as pa
+
+    order = list(dict.fromkeys(k for row in rows for k in row))
+    full = [{k: row.get(k) for k in order} for row in rows]
+    try:
+        return Dataset.from_list(full)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+        for column in order:
+            try:
+                Dataset.from_list([{column: row[column]} for row in full])
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                kinds: dict[str, int] = {}
+                for i, row in enumerate(full):
+                    if row[column] is not None:
+                        kinds.setdefault(type(row[column]).__name__, i)
+                shown = ", ".join(f"{kind} (first in row {i})" for kind, i in kinds.items())
+                problem = (None, f"column {column!r} mixes value types that one column cannot hold: {shown}")
+                raise StepwiseDataError([problem], len(rows)) from err
+        raise
 
 
 def from_trl_stepwise(data: Dataset | Iterable[Mapping[str, Any]]) -> Dataset:
