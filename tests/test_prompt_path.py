@@ -210,6 +210,25 @@ def test_load_problems_bad_columns_and_messages_name_row_and_field():
         load_problems(Dataset.from_list([{"question": "  ", "answer": "1"}]))
 
 
+def test_load_problems_gold_is_text_and_bad_settings_are_named():
+    from trl_pav import MathVerifyGrader
+
+    # A numeric gold column becomes a text column (graders compare text); a grader then credits the right answer.
+    problems = load_problems(Dataset.from_list([{"prompt": "2+3?", "gold": 5}, {"prompt": "6*2?", "gold": 12}]))
+    assert problems.features["gold"].dtype == "string" and problems["gold"] == ["5", "12"]
+    assert MathVerifyGrader().grade("So \\boxed{5}", problems[0]["gold"]) == 1.0
+    with pytest.raises(ValueError, match="row 1: field 'gold' is nan, not a usable answer"):
+        load_problems(Dataset.from_list([{"prompt": "a?", "gold": 1.0}, {"prompt": "b?", "gold": float("nan")}]))
+    data = Dataset.from_list([{"problem": "1+1?", "answer": "2"}])
+    with pytest.raises(ValueError, match="limit must be >= 0"):
+        load_problems(data, limit=-1)
+    with pytest.raises(ValueError, match="write literal braces twice"):
+        load_problems(data, template="Put it in \\boxed{}.\n{problem}")
+    with pytest.raises(ValueError, match=r"template must contain '\{problem\}'"):
+        load_problems(data, template="Solve it.")
+    assert load_problems(data, template="In \\boxed{{}}: {problem}")["prompt"] == ["In \\boxed{}: 1+1?"]
+
+
 def _write_jsonl(path: Path, rows: list[dict]) -> str:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return str(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 from datasets import Dataset, load_dataset
@@ -12,6 +13,7 @@ __all__ = ["check_nonempty_file", "is_conversational", "load_problems"]
 
 _PROMPT_FIELDS = ("prompt", "problem", "question")
 _GOLD_FIELDS = ("gold", "answer", "solution")
+_SOURCE_GOLD = "__trl_pav_source_gold"
 _INSTRUCTION = "Solve the problem step by step, one step per line. Put the final answer in \\boxed{{}}.\n\n{problem}\n"
 
 
@@ -112,12 +114,30 @@ def load_problems(
         >>> load_problems(Dataset.from_list(rows), prompt_column="query", answer_column="final")[0]
         {'final': 2, 'prompt': [{'role': 'user', 'content': '1+1?'}], 'gold': '2'}
     """
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0 (or None for every row), got {limit}")
+    if "{problem}" not in template:
+        raise ValueError(f"template must contain '{{problem}}' where the problem goes, got {template!r:.80}")
+    try:
+        template.format(problem="")
+    except (IndexError, KeyError, ValueError) as err:
+        raise ValueError(
+            f"template {template!r:.80} has braces other than '{{problem}}' ({err!r}); write literal braces twice, "
+            "e.g. '\\boxed{{}}'"
+        ) from err
     data = source if isinstance(source, Dataset) else _read(source, split, config)
     if limit is not None:
         data = data.select(range(min(limit, len(data))))
     columns = set(data.column_names)
     prompt_field = _column(columns, prompt_column, _PROMPT_FIELDS, "prompt column")
     gold_field = _column(columns, answer_column, _GOLD_FIELDS, "answer column")
+    verbatim = gold_field == "gold"  # a `gold` column holds the final answer itself
+    # The source answer column stays (GSM8K's holds the reference solution that SFT trains on).
+    drop = [prompt_field] if prompt_field != "prompt" else []
+    if verbatim:  # rewritten as text: `map` would keep a numeric column's type, so it goes out first
+        data = data.rename_column("gold", _SOURCE_GOLD)
+        gold_field, drop = _SOURCE_GOLD, [*drop, _SOURCE_GOLD]
+    shown_gold = "gold" if verbatim else gold_field
 
     def convert(row, idx):
         problem, answer = row[prompt_field], row[gold_field]
@@ -131,19 +151,19 @@ def load_problems(
         else:
             prompt = problem if prompt_field == "prompt" else template.format(problem=problem)
         if isinstance(answer, (int, float)) and not isinstance(answer, bool):
+            if not math.isfinite(answer):
+                raise ValueError(f"row {idx}: field {shown_gold!r} is {answer!r}, not a usable answer")
             answer = str(answer)
-        if not isinstance(answer, str) or gold_field == "gold":
+        if not isinstance(answer, str) or verbatim:
             gold = answer
         elif gold_field == "solution":
             gold = extract_answer(answer)
         else:  # an answer column: the marked answer if it marks one (GSM8K's `#### n`), else the answer itself
             gold = extract_answer(answer) or answer
         if not isinstance(gold, str) or not gold.strip():
-            raise ValueError(f"row {idx}: no final answer found in field {gold_field!r}: {answer!r:.80}")
+            raise ValueError(f"row {idx}: no final answer found in field {shown_gold!r}: {answer!r:.80}")
         return {"prompt": prompt, "gold": gold.strip()}
 
-    # The source answer column stays (GSM8K's holds the reference solution that SFT trains on).
-    drop = [prompt_field] if prompt_field != "prompt" else []
     return data.map(convert, with_indices=True, remove_columns=drop)
 
 
