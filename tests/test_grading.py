@@ -158,3 +158,12 @@ def test_grade_batch_matches_grade():
     golds = ["0.5", "8", "3", "1", "x^2"]
     expected = [MathVerifyGrader(timeout_seconds=None).grade(c, g) for c, g in zip(completions, golds)]
     assert grade_batch(grader, completions, golds) == expected == [1.0, 0.0, 1.0, 0.0, 1.0]
+
+
+def test_a_gold_answer_that_is_not_text_is_an_error_not_a_zero():
+    for grader in (MathVerifyGrader(), MathVerifyGrader(timeout_seconds=None), ExactMatchGrader()):
+        with pytest.raises(TypeError, match=r"gold answer 0 is 5 \(int\): gold answers are text"):
+            grader.grade("\\boxed{5}\nA:5", 5)
+        assert grader.grade(None, "5") == 0.0  # a malformed model output still scores 0
+    with pytest.raises(TypeError, match=r"gold answer 1 is None \(NoneType\)"):
+        MathVerifyGrader().grade_batch(["\\boxed{1}", "\\boxed{2}"], ["1", None])

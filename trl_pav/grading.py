@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ._mathgrade import DEFAULT_ANSWER_PATTERN, extract_answer, extract_boxed, math_verify_grade
 
@@ -33,6 +33,7 @@ __all__ = [
     "Grader",
     "GradingWorkerError",
     "MathVerifyGrader",
+    "check_golds",
     "extract_answer",
     "extract_boxed",
     "grade_batch",
@@ -217,12 +218,13 @@ class MathVerifyGrader:
         """`grade(completions[i], golds[i])` for every i, in one round trip to the worker (each pair timed alone)."""
         if len(completions) != len(golds):
             raise ValueError(f"grade_batch: {len(completions)} completions but {len(golds)} gold answers")
+        check_golds(golds)
         if self.timeout_seconds is None:
             return [math_verify_grade(c, g, *self._settings) for c, g in zip(completions, golds)]
         out: list[float | None] = [None] * len(completions)
         todo = []
         for i, (c, g) in enumerate(zip(completions, golds)):
-            if not isinstance(c, str) or not isinstance(g, str):
+            if not isinstance(c, str):  # a malformed model output scores 0
                 out[i] = 0.0
             elif (c, g) in self._cache:  # grading is deterministic: repeated answers (common in rollouts) are free
                 out[i] = self._cache[(c, g)]
@@ -319,10 +321,29 @@ class ExactMatchGrader:
 
     def grade(self, completion: str, gold: str) -> float:
         """1.0 if the last match of `answer_pattern` equals `gold` (whitespace-stripped), else 0.0."""
-        if not isinstance(completion, str) or not isinstance(gold, str):
+        check_golds([gold])
+        if not isinstance(completion, str):
             return 0.0
         found = re.findall(self.answer_pattern, completion, flags=re.MULTILINE)
         return 1.0 if found and str(found[-1]).strip() == gold.strip() else 0.0
+
+
+def check_golds(golds: Sequence[Any]) -> None:
+    """Gold answers are user input, so a non-text one is an error (a model output that is not text scores 0).
+
+    Example:
+        >>> check_golds(["12", "x"])
+        >>> check_golds(["12", 5])
+        Traceback (most recent call last):
+        ...
+        TypeError: gold answer 1 is 5 (int): gold answers are text; pass str(answer) (load_problems converts numbers)
+    """
+    for i, gold in enumerate(golds):
+        if not isinstance(gold, str):
+            raise TypeError(
+                f"gold answer {i} is {gold!r:.40} ({type(gold).__name__}): gold answers are text; pass str(answer) "
+                "(load_problems converts numbers)"
+            )
 
 
 def grade_batch(grader: Grader, completions: Sequence[str], golds: Sequence[str]) -> list[float]:
