@@ -167,3 +167,25 @@ def test_a_gold_answer_that_is_not_text_is_an_error_not_a_zero():
         assert grader.grade(None, "5") == 0.0  # a malformed model output still scores 0
     with pytest.raises(TypeError, match=r"gold answer 1 is None \(NoneType\)"):
         MathVerifyGrader().grade_batch(["\\boxed{1}", "\\boxed{2}"], ["1", None])
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold"),
+    [
+        (r"So $\boxed 5$ since $f(x) = x^{2}$.", "5"),  # a later brace is not the box's argument
+        ("The sum is \\boxed{5}.\nPut the final answer in \\boxed{}.", "5"),  # an echoed empty box
+        (r"\boxed {7}", "7"),  # whitespace before the brace
+        ("\\boxed{3} then \\boxed{4", "3"),  # a box whose braces never close gives way to the one before
+        ("The answer is 5.\n#### Verification\nok", "5"),  # a markdown heading is not a #### answer
+        ("2+2=4\n#### 4", "4"),
+    ],
+)
+def test_answer_extraction_of_odd_but_clear_outputs(completion, gold):
+    assert MathVerifyGrader(timeout_seconds=None).grade(completion, gold) == 1.0
+    wrong = str(int(gold) + 1)
+    assert MathVerifyGrader(timeout_seconds=None).grade(completion, wrong) == 0.0
+
+
+@pytest.mark.timeout(60)  # scanning each unclosed box to the end is quadratic: minutes on this text
+def test_many_unclosed_boxes_give_way_to_the_last_closed_one():
+    assert extract_boxed("\\boxed{5} " + "\\boxed{x" * 50_000) == "5"

@@ -20,26 +20,23 @@ logging.getLogger("math_verify").setLevel(logging.ERROR)
 # after "answer" costs linear time (the former `\s*(?:is)?\s*[:=]?\s*` backtracked cubically: 34 s on 2,000 newlines).
 DEFAULT_ANSWER_PATTERN = r"(?i)answer\s*+(?:is\s*+)?[:=]?\s*+\$?([^\n$]+)"
 _HASH = re.compile(r"####\s*+([^\n]+)")
-_BOXED_SPACE = re.compile(r"\\boxed\s+([^\s$]+)")
+_BOXED_SPACE = re.compile(r"\s+([^\s$]+)")
+_BOXED = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+# A `####` line gives the answer when it reads like one; a markdown heading (`#### Verification`) does not.
+_MATHY = re.compile(r"[\d\\=+\-*/^(){}]")
 
 
-def extract_boxed(text: str) -> str | None:
-    r"""Content of the last `\boxed{...}` (or `\fbox{...}`) in `text`, with nested braces balanced; `None` if absent.
-
-    Example:
-        >>> extract_boxed(r"so $x = \boxed{\frac{1}{2}}$.")
-        '\\frac{1}{2}'
-    """
-    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
-    if start < 0:
-        return None
-    i = text.find("{", start)
-    if i < 0:
-        # `\boxed 5` form.
-        m = _BOXED_SPACE.match(text, start)
+def _boxed_content(text: str, end: int, stop: int) -> str | None:
+    """The argument of the box command ending at `end`: `{...}` with nested braces balanced (whitespace before the
+    brace allowed), or the `\boxed 5` form; `None` if neither, or if the braces do not close before `stop`."""
+    i = end
+    while i < len(text) and text[i].isspace():
+        i += 1
+    if i >= len(text) or text[i] != "{":
+        m = _BOXED_SPACE.match(text, end)
         return m.group(1) if m else None
     depth = 0
-    for j in range(i, len(text)):
+    for j in range(i, stop):
         if text[j] == "{":
             depth += 1
         elif text[j] == "}":
@@ -49,25 +46,52 @@ def extract_boxed(text: str) -> str | None:
     return None
 
 
+def extract_boxed(text: str) -> str | None:
+    r"""Content of the last non-empty `\boxed{...}` (or `\fbox{...}`) in `text`, with nested braces balanced;
+    `None` if absent. An empty box (an echoed instruction: "put the answer in \boxed{}") or one whose braces never
+    close gives way to the box before it.
+
+    Example:
+        >>> extract_boxed(r"so $x = \boxed{\frac{1}{2}}$.")
+        '\\frac{1}{2}'
+        >>> extract_boxed(r"\boxed{5}. Put the final answer in \boxed{}.")
+        '5'
+    """
+    stop = len(text)
+    for m in reversed(list(_BOXED.finditer(text))):
+        content = _boxed_content(text, m.end(), stop)
+        if content is not None and content.strip():
+            return content
+        if content is None:
+            # Its braces never close, so an earlier box still open when it starts cannot close either: every scan
+            # stops here (linear time on a text of many unclosed boxes).
+            stop = m.start()
+    return None
+
+
 def extract_answer(text: str, answer_pattern: re.Pattern[str] | None = None) -> str | None:
-    r"""The final answer of a completion: the last `\boxed{}`, else the last `#### n`, else `answer_pattern`'s group 1.
+    r"""The final answer of a completion: the last `\boxed{}`, else the last `#### n` that reads like an answer (a
+    digit or a math symbol), else `answer_pattern`'s group 1, else the last `####` line whatever it says.
 
     Example:
         >>> extract_answer("2+2=4\n#### 4")
         '4'
+        >>> extract_answer("The answer is 5.\n#### Verification\nok", re.compile(DEFAULT_ANSWER_PATTERN))
+        '5.'
     """
     boxed = extract_boxed(text)
     if boxed is not None:
         return boxed
-    hashes = _HASH.findall(text)
-    if hashes:
-        return hashes[-1].strip()
+    hashes = [h.strip() for h in _HASH.findall(text)]
+    mathy = [h for h in hashes if _MATHY.search(h)]
+    if mathy:
+        return mathy[-1]
     if answer_pattern is not None:
         found = answer_pattern.findall(text)
         if found:
             last = found[-1]
             return (last[0] if isinstance(last, tuple) else last).strip()
-    return None
+    return hashes[-1] if hashes else None
 
 
 def _parse(text: str) -> list:
