@@ -145,6 +145,38 @@ def test_dense_advantages_hand_computed(policy_dir, tmp_path):
     trainer._last_rewards = None
 
 
+def test_steps_beyond_the_verifiers_length_get_the_outcome_term_only(policy_dir, tmp_path):
+    """A sampled completion longer than the verifier reads does not stop training: its leading steps that fit are
+    scored, the others (and its EOS, which no longer follows a scored step) carry the outcome advantage alone."""
+
+    class ShortScorer(TableScorer):
+        def steps_that_fit(self, prompt, steps):  # as PAVVerifier.steps_that_fit: here one step fits
+            return min(len(steps), 1)
+
+    tok = TASK.tokenizer()
+    scorer = ShortScorer({("1+1=2",): [0.5, 0.75]})
+    trainer = PAVGRPOTrainer(
+        policy_dir,
+        [grader_reward(TASK.grader)],
+        verifier=scorer,
+        args=rl_args(PAVGRPOConfig, tmp_path, pav_alpha=2.0, prover_k=1),
+        train_dataset=dataset(),
+        processing_class=tok,
+    )
+    ids = tok("1+1=2\n#### 2", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    completion_ids, mask = torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long)
+    trainer._last_rewards = torch.tensor([[1.0]])
+    out = trainer._pav_advantages(
+        [{"prompt": "Q:1+1?\n"}], {"completion_ids": completion_ids, "completion_mask": mask,
+                                   "advantages": torch.tensor([1.0])},
+    )  # fmt: skip
+    assert scorer.calls[-1] == [["1+1=2"]]
+    assert torch.allclose(out[0, :5], torch.full((5,), 1.0 + 2 * 0.25))  # the step that fits: 0.5 -> 0.75
+    assert torch.allclose(out[0, 5:], torch.ones(len(ids) - 5))  # the rest and the EOS: outcome only
+    mode = "train" if trainer.model.training else "eval"
+    assert trainer._metrics[mode]["pav/steps_beyond_verifier"][-1] == 1.0
+
+
 def test_token_level_advantages_reach_grpo_loss(policy_dir, tmp_path):
     """Regression: GRPO's loss must use (B, T) advantages per token (TRL may change this; we must notice)."""
     tok = TASK.tokenizer()

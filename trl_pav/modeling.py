@@ -488,6 +488,21 @@ class PAVVerifier:
             )
         return enc
 
+    def steps_that_fit(self, prompt: Prompt, steps: Sequence[str]) -> int:
+        """How many leading steps of a trace fit in `max_length` (all of them unless it is too long; 0 when not
+        even the first does). RL scores only those: a sampled completion may be longer than the verifier reads.
+
+        Example:
+            >>> from trl_pav import PAVMetadata
+            >>> from trl_pav.testing import char_tokenizer, tiny_token_classifier
+            >>> tok = char_tokenizer()
+            >>> v = PAVVerifier(tiny_token_classifier(tok), tok, PAVMetadata(), max_length=14)
+            >>> v.steps_that_fit("Q:", ["1+1=2", "2+2=4", "4+4=8"])
+            2
+        """
+        enc = tokenize_trace(self.tokenizer, render_prompt(self.tokenizer, prompt), list(steps), self.step_format)
+        return max((h for h in range(len(steps) + 1) if enc.positions[h] < self.max_length), default=0)
+
     def trace_tokens(self, prompt: Prompt, steps: Sequence[str]) -> int:
         """Tokens that scoring this trace reads (what `verifier_tokens` counts for it, whatever the batch)."""
         return len(self.encode(prompt, steps).input_ids)
@@ -556,18 +571,19 @@ class PAVVerifier:
     def advantages(
         self, prompts: Sequence[Prompt], steps: Sequence[Sequence[str]], k: float | None = None
     ) -> list[list[float]]:
-        """Prover advantages `A^μ_h` of every step (BoK transform with `k`, default the checkpoint's prover K)."""
+        """Prover advantages `A^μ_h` of every step (BoK transform with `k`, default the checkpoint's prover K); `[]`
+        for a trace with no steps."""
         return verifier_advantages(self.score(prompts, steps), self._prover_k(k))
 
     def effective_rewards(
         self, prompts: Sequence[Prompt], steps: Sequence[Sequence[str]], alpha: float, k: float | None = None
     ) -> list[list[float]]:
-        """`Q̂^π + α·Â^μ` of every step."""
+        """`Q̂^π + α·Â^μ` of every step (`[]` for a trace with no steps)."""
         k = self._prover_k(k)
         out = []
         for q in self.score(prompts, steps):
             t = torch.tensor(q, dtype=torch.float64)
-            out.append(effective_reward(t[1:], prover_advantages(t, k), alpha).tolist())
+            out.append(effective_reward(t[1:], prover_advantages(t, k), alpha).tolist() if len(q) > 1 else [])
         return out
 
     def as_reward_func(self, mode: str = "final", alpha: float = 0.5, k: float | None = None):
@@ -591,8 +607,14 @@ class PAVVerifier:
 
 
 def verifier_advantages(values: Sequence[Sequence[float]], k: float) -> list[list[float]]:
-    """Prover advantages from per-trace value lists `[root, step 1, ...]` (as `StepScorer.score` returns them)."""
-    return [prover_advantages(torch.tensor(q, dtype=torch.float64), k).tolist() for q in values]
+    """Prover advantages from per-trace value lists `[root, step 1, ...]` (as `StepScorer.score` returns them); a
+    trace with no steps (its root value alone) has none.
+
+    Example:
+        >>> verifier_advantages([[0.5, 0.5], [0.5]], k=1)
+        [[0.0], []]
+    """
+    return [prover_advantages(torch.tensor(q, dtype=torch.float64), k).tolist() if len(q) > 1 else [] for q in values]
 
 
 def load_adapter_verifier(

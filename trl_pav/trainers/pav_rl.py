@@ -503,6 +503,16 @@ class PAVRLMixin:
             finished_rows.append(finished)
             owners.append(owner + [-1] * (len(ids_row) - n))
         outcomes = self._local_outcomes(len(steps_list))
+        # A completion longer than the verifier reads is scored on the leading steps that fit; the rest get the
+        # outcome term only (logged as pav/steps_beyond_verifier), and its outcome is no terminal step.
+        fits = getattr(self.verifier, "steps_that_fit", None)
+        scored_steps = [
+            s[: fits(inputs[i]["prompt"], s)] if callable(fits) and s else s for i, s in enumerate(steps_list)
+        ]
+        beyond = sum(len(s) - len(k) for s, k in zip(steps_list, scored_steps))
+        if callable(fits):
+            mode = "train" if self.model.training else "eval"
+            self._metrics[mode]["pav/steps_beyond_verifier"].append(float(beyond))
         # A finished completion ends with a terminal step (its EOS): value moves from the last step's estimate to
         # the known outcome, so stopping early is credited to the token that stops.
         # With `truncated_terminal`, a completion cut at the length limit ends at its outcome too (it is graded as is).
@@ -512,6 +522,7 @@ class PAVRLMixin:
             and outcomes is not None
             and (finished_rows[i] or (cut_at is not None and int(mask[i].sum()) >= cut_at))
             and bool(steps_list[i])
+            and len(scored_steps[i]) == len(steps_list[i])
             for i in range(len(steps_list))
         ]
         for i, row in enumerate(owners):
@@ -523,14 +534,14 @@ class PAVRLMixin:
         width = max((len(s) + int(t) for s, t in zip(steps_list, terminal)), default=0)
         process = torch.zeros(len(steps_list), width, dtype=torch.float32, device=device)
         step_mask = torch.zeros_like(process, dtype=torch.bool)
-        scored = [i for i, s in enumerate(steps_list) if s]
+        scored = [i for i, s in enumerate(scored_steps) if s]
         # Under lockstep every process must call the verifier, even with nothing to score.
         if scored or getattr(self.verifier, "lockstep", None) is not None:
             prompts = [inputs[i]["prompt"] for i in scored]
             if getattr(self.verifier, "needs_gold", False):  # rollout scorers grade against the gold answer
-                values = self._score_with_golds(inputs, scored, prompts, [steps_list[i] for i in scored])
+                values = self._score_with_golds(inputs, scored, prompts, [scored_steps[i] for i in scored])
             else:
-                values = self.verifier.score(prompts, [steps_list[i] for i in scored])
+                values = self.verifier.score(prompts, [scored_steps[i] for i in scored])
             k = self.pav_prover_k
             for i, v in zip(scored, values):
                 q = torch.tensor(v, dtype=torch.float64)
