@@ -304,3 +304,34 @@ def test_two_processes_under_accelerate_equal_one(tmp_path):
     assert two_meta["num_processes"] == 2 and one_meta["num_processes"] == 1
     assert two.to_list() == one.to_list()
     assert two_meta["rollouts"] == one_meta["rollouts"]
+
+
+class _ConstantGrader:
+    def __init__(self, value):
+        self.value = value
+
+    def grade(self, completion, gold):
+        return self.value
+
+
+@pytest.mark.parametrize(("grade", "success"), [(0.9, 1.0), (0.5, 1.0), (0.4, 0.0)])
+def test_soft_grades_count_as_successes_by_one_threshold(grade, success):
+    """Labels, the root value, the seed outcome and the online scorer all read a grade >= 0.5 as a success."""
+    from trl_pav import MCStepScorer
+
+    task = ArithmeticTask()
+    policy, problems = NoisyArithmeticPolicy(task, 0.3), task.problems_dataset(2)
+    config = MCLabelConfig(n_cov=1, n_mc=4, strategy="all", show_progress=False)
+    row = MCLabeler(policy, _ConstantGrader(grade), config).label(problems)[0]
+    assert row["labels"] == [success] * len(row["labels"])
+    assert row["root_value"] == success and row["seed_outcome"] == success
+    scorer = MCStepScorer(policy, _ConstantGrader(grade), n_rollouts=4)
+    assert scorer.score([problems[0]["prompt"]], [["x"]], golds=[problems[0]["gold"]]) == [[success, success]]
+
+
+@pytest.mark.parametrize("grade", [float("nan"), 1.5, -0.1])
+def test_a_grade_outside_0_1_stops_labeling_when_it_comes_back(grade):
+    task = ArithmeticTask()
+    config = MCLabelConfig(n_cov=1, n_mc=4, strategy="all", show_progress=False)
+    with pytest.raises(ValueError, match=r"the grader returned .* for completion 0 \('.*'\): grades must be finite"):
+        MCLabeler(NoisyArithmeticPolicy(task, 0.3), _ConstantGrader(grade), config).label(task.problems_dataset(2))

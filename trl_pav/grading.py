@@ -29,11 +29,13 @@ from typing import Any, Protocol, runtime_checkable
 from ._mathgrade import DEFAULT_ANSWER_PATTERN, extract_answer, extract_boxed, math_verify_grade
 
 __all__ = [
+    "SUCCESS_THRESHOLD",
     "ExactMatchGrader",
     "Grader",
     "GradingWorkerError",
     "MathVerifyGrader",
     "check_golds",
+    "checked_grades",
     "extract_answer",
     "extract_boxed",
     "grade_batch",
@@ -326,6 +328,34 @@ class ExactMatchGrader:
             return 0.0
         found = re.findall(self.answer_pattern, completion, flags=re.MULTILINE)
         return 1.0 if found and str(found[-1]).strip() == gold.strip() else 0.0
+
+
+SUCCESS_THRESHOLD = 0.5  # a grade at or above it counts as a success wherever grades become success counts
+
+
+def checked_grades(grades: Sequence[Any], completions: Sequence[str] | None = None) -> list[float]:
+    """Grades as floats, each checked to be a finite number in [0, 1] (a grader that returns anything else is
+    broken; caught when it returns, before rollouts are spent on more). Success counts take a grade of at least
+    `SUCCESS_THRESHOLD` as a success.
+
+    Example:
+        >>> checked_grades([1, 0.0, True])
+        [1.0, 0.0, 1.0]
+        >>> checked_grades([1.0, float("nan")], ["A:1", "A:?"])
+        Traceback (most recent call last):
+        ...
+        ValueError: the grader returned nan for completion 1 ('A:?'): grades must be finite numbers in [0, 1]
+    """
+    out = []
+    for i, grade in enumerate(grades):
+        value = float(grade) if isinstance(grade, (int, float)) else None
+        if value is None or not 0.0 <= value <= 1.0:  # NaN fails both comparisons
+            shown = f" ({completions[i]!r:.60})" if completions is not None and i < len(completions) else ""
+            raise ValueError(
+                f"the grader returned {grade!r:.40} for completion {i}{shown}: grades must be finite numbers in [0, 1]"
+            )
+        out.append(value)
+    return out
 
 
 def check_golds(golds: Sequence[Any]) -> None:

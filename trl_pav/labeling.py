@@ -50,7 +50,7 @@ from .generation.base import (
     mix_seed,
     policy_fingerprint,
 )
-from .grading import Grader, grade_batch
+from .grading import SUCCESS_THRESHOLD, Grader, checked_grades, grade_batch
 from .values import best_of_k, best_of_k_unbiased
 
 __all__ = [
@@ -334,10 +334,13 @@ class _Grading:
 
     def submit(self, completions: list[str], golds: list[str]) -> Future:
         if self._pool is not None:
-            return self._pool.submit(grade_batch, self.grader, completions, golds)
+            return self._pool.submit(self._grade, completions, golds)
         future: Future = Future()
-        future.set_result(grade_batch(self.grader, completions, golds))
+        future.set_result(self._grade(completions, golds))
         return future
+
+    def _grade(self, completions: list[str], golds: list[str]) -> list[float]:
+        return checked_grades(grade_batch(self.grader, completions, golds), completions)
 
     def __enter__(self) -> _Grading:
         return self
@@ -366,7 +369,7 @@ class _Count:
 
     def result(self) -> tuple[int, int]:
         values = self.grades.result()
-        return int(sum(values)), len(values)
+        return sum(v >= SUCCESS_THRESHOLD for v in values), len(values)
 
 
 class MCLabeler:
@@ -442,7 +445,7 @@ class MCLabeler:
         seed_gens, seed_grades = self._sample(self.policy, seed_groups, [rows[i][gc] for i in indices], grading)
         root_counts = self._estimate(rows, [((i, ()), 0, cfg.n_mc) for i in indices], stats, progress, grading)
         seeds = [g for gens in seed_gens for g in gens]
-        outcomes = [v for grades in seed_grades for v in grades.result()]
+        outcomes = [float(v >= SUCCESS_THRESHOLD) for grades in seed_grades for v in grades.result()]
         stats["generated_tokens"] += sum(g.num_tokens for g in seeds)
         stats["seed_traces"] += len(seeds)
         traces: list[_Trace] = []

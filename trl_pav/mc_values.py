@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from .generation.base import GenerationRequest, Policy, mix_seed
-from .grading import Grader, grade_batch
+from .grading import SUCCESS_THRESHOLD, Grader, checked_grades, grade_batch
 from .steps import StepFormat
 from .values import best_of_k_unbiased
 
@@ -186,8 +186,8 @@ class MCStepScorer:
             )
         texts = [fmt.join([*req.steps, *gen.steps]) for req, gen in zip(requests, generations)]
         gold_of = [gold for gold in state_golds for _ in range(self.n_rollouts)]
-        rewards = torch.tensor(grade_batch(self.grader, texts, gold_of), dtype=torch.float64)
-        successes = (rewards.reshape(len(keys), self.n_rollouts) >= 0.5).sum(1)
+        rewards = torch.tensor(checked_grades(grade_batch(self.grader, texts, gold_of), texts), dtype=torch.float64)
+        successes = (rewards.reshape(len(keys), self.n_rollouts) >= SUCCESS_THRESHOLD).sum(1)
         q_mu = best_of_k_unbiased(successes, self.n_rollouts, self.prover_k).tolist()
         tokens = sum(g.num_tokens for g in generations)
         self.stats.calls += 1
