@@ -575,3 +575,15 @@ def test_task_text_names_the_run_task():
     title, line, checker = report._task_text(rewrite)
     assert title == "Rewriting" and "Rewriting task" in line and "sum 0.25" in checker and "0.10" in checker
     assert report._task_text({})[0] == "Arithmetic"  # runs from before the rewriting task
+
+
+def test_selector_note_follows_the_window():
+    ranking = [{"gamma": 30.0, "score": 0.46, "score_interval": [0.43, 0.49]}, {"gamma": 10.0, "score": 0.2}]
+    sel = {"stand_in_gamma": 5.0, "alpha": 1.0, "best_gamma": 30.0, "ranking": ranking}
+    note = report._selector_note({"prover_selection": {**sel, "window": [10.0, 30.0], "in_window": True}})
+    assert "ranks γ=30 first (score 0.460 [0.430, 0.490])" in note and "lies inside it" in note
+    note = report._selector_note({"prover_selection": {**sel, "window": [3.0, 17.0], "in_window": False}})
+    assert "the measured window is [3, 17], so its choice lies outside it" in note
+    note = report._selector_note({"prover_selection": {**sel, "window": None, "in_window": None}})
+    assert "resolves no window" in note and "inside" not in note and "outside" not in note
+    assert report._selector_note({}) == ""

@@ -485,6 +485,7 @@ def _disagreements(results: dict) -> list[str]:
         _rl_note(results),
         _labels_note(results),
         _gamma_note(planted, results["config"]),
+        _selector_note(planted),
     ]
     return [n for n in notes if n]
 
@@ -1004,6 +1005,26 @@ def _gamma_note(planted: dict, config: dict) -> str:
         + (f" and {steps} GRPO steps per run" if steps else "")
         + ", so its edges are coarse."
     )
+
+
+def _selector_note(planted: dict) -> str:
+    """`select_prover`'s choice among the sweep's γ (Theorem 3.1's terms, measured before any RL) against the window
+    the sweep measured."""
+    sel = planted.get("prover_selection")
+    if not sel:
+        return ""
+    top = sel["ranking"][0]
+    low, high = top["score_interval"]
+    text = (
+        "Prover selection: select_prover (Theorem 3.1's terms with exact values on states of the "
+        f"γ={sel['stand_in_gamma']:g} stand-in for the base policy, α={sel['alpha']:g}) ranks "
+        f"γ={top['gamma']:g} first (score {top['score']:.3f} [{low:.3f}, {high:.3f}])"
+    )
+    window = sel.get("window")
+    if window is None:
+        return text + "; the sweep resolves no window, so the choice is not checked against RL."
+    where = "inside" if sel["in_window"] else "outside"
+    return text + f"; the measured window is [{window[0]:g}, {window[1]:g}], so its choice lies {where} it."
 
 
 def _likelihood_note(quality: dict, likelihood_head: bool = False) -> str:

@@ -20,7 +20,7 @@ from ..evaluation import (
 from ..mc_values import MCStepScorer
 from .common import cached, cached_json, rl_args, seed_summary, t_interval
 
-__all__ = ["run", "sweep_gains"]
+__all__ = ["prover_selection", "run", "sweep_gains"]
 
 
 def run(cfg, out: Path, progress) -> dict:
@@ -151,6 +151,11 @@ def run(cfg, out: Path, progress) -> dict:
         )
     outcome_sweep = float(np.mean(outcome_finals))
     window = [r["gamma"] for r in sweep if sweep_gains(r, len(sweep_seeds))]
+    progress(f"prover selection (Theorem 3.1's terms) over gamma in {cfg.gamma_sweep}, alpha={cfg.planted_alpha:g}")
+    selection = prover_selection(task, cfg.gamma_sweep, cfg.planted_alpha, cfg.seed)
+    selection["window"] = [min(window), max(window)] if window else None
+    best = selection["best_gamma"]
+    selection["in_window"] = None if not window else bool(min(window) <= best <= max(window))
     finals = {arm: [c[-1][1] for c in curves] for arm, curves in runs.items()}
     progress(f"planted search with exact values: PAV beam vs Q-only beam, N in {cfg.search_budgets}")
     search_key = {
@@ -180,6 +185,47 @@ def run(cfg, out: Path, progress) -> dict:
         "gamma_sweep_seeds": list(sweep_seeds),
         "gamma_window": [min(window), max(window)] if window else None,
         "mc_advantages": mc,
+        "prover_selection": selection,
+    }
+
+
+def prover_selection(task, gammas: list[float], alpha: float, seed: int, traces: int = 128) -> dict:
+    """`select_prover` over the sweep's γ provers, before any RL: Theorem 3.1's terms with exact values, on states
+    of the γ = 5 procedural policy (the policy the planted base policy imitates; its own `Q^π` has no exact form),
+    for the planted RL's α. The planted stage compares its choice with the window the sweep measures.
+
+    Returns:
+        `{"stand_in_gamma", "alpha", "best_gamma", "ranking": [{"gamma", "rank", "score", "score_interval",
+        "distinguishability", "alignment"}, ...]}`, best first.
+    """
+    from ..prover_selection import ProverCandidate, ProverSelectionConfig, select_prover
+    from ..tasks import PlantedOracleScorer, PlantedProverPolicy
+
+    by_name = {f"gamma{g:g}": g for g in gammas}
+    rows = select_prover(
+        PlantedProverPolicy(task, PLANTED_SEARCH_GAMMA),
+        [task.prompt] * traces,
+        task.grader,
+        [ProverCandidate(name, scorer=PlantedOracleScorer(task, g)) for name, g in by_name.items()],
+        ProverSelectionConfig(alpha=alpha, num_bootstrap=300, seed=seed),
+        scorer=PlantedOracleScorer(task, PLANTED_SEARCH_GAMMA),
+    )
+    ranking = [
+        {
+            "gamma": by_name[r.name],
+            "rank": r.rank,
+            "score": r.score,
+            "score_interval": list(r.score_interval),
+            "distinguishability": r.distinguishability,
+            "alignment": r.alignment,
+        }
+        for r in rows
+    ]
+    return {
+        "stand_in_gamma": PLANTED_SEARCH_GAMMA,
+        "alpha": alpha,
+        "best_gamma": ranking[0]["gamma"],
+        "ranking": ranking,
     }
 
 
