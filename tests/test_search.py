@@ -5,6 +5,7 @@ import pytest
 
 from trl_pav import PAVMetadata, PAVVerifier
 from trl_pav.generation import HFPolicy
+from trl_pav.modeling import checked_step_values
 from trl_pav.search import (
     BeamSearchConfig,
     ComputeLedger,
@@ -144,3 +145,23 @@ def test_compare_curves():
     assert out["accuracy_gain"] == pytest.approx(0.7 - 0.3) and out["gain_compute"] == 200
     never = compare_curves([{"generated_tokens": 100, "accuracy": 0.9}], orm)
     assert never["ratio_is_lower_bound"] and never["compute_ratio"] == pytest.approx(16.0)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), 1.5, -0.2])
+def test_a_scorer_value_outside_0_1_is_named_before_it_is_ranked(bad):
+    """A NaN would win a beam's max (and 1.5 would win outright): search refuses it, naming the trace and step."""
+
+    class Broken(PlantedOracleScorer):
+        def score(self, prompts, steps):
+            out = super().score(prompts, steps)
+            for row, s in zip(out, steps):
+                if len(s) == 2:
+                    row[2] = bad
+            return out
+
+    task = PlantedTask()
+    cfg = BeamSearchConfig(budget=6, expansions=3, alpha=0.5, prover_k=1)
+    with pytest.raises(ValueError, match=r"Broken.score: trace \d+, value 2 \(after step 2\) is .*finite numbers in"):
+        beam_search(PlantedProverPolicy(task, gamma=5.0), Broken(task, 5.0), [task.prompt] * 2, cfg)
+    with pytest.raises(ValueError, match=r"Broken.score: trace 0 has 1 steps but 1 values"):
+        checked_step_values([[0.5]], [["a"]], Broken(task, 5.0))

@@ -7,6 +7,7 @@ config (`config.pav`), so `PAVVerifier.from_pretrained` of a folder or Hub id re
 
 from __future__ import annotations
 
+import numbers
 import os
 import warnings
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ __all__ = [
     "StepScorer",
     "check_finite_weights",
     "check_verifier_head",
+    "checked_step_values",
     "checkpoint_read_rule",
     "likelihood_head_model",
     "load_adapter_verifier",
@@ -59,6 +61,44 @@ class StepScorer(Protocol):
     """
 
     def score(self, prompts: Sequence[Prompt], steps: Sequence[Sequence[str]]) -> list[list[float]]: ...
+
+
+def checked_step_values(
+    values: Sequence[Sequence[float]], steps: Sequence[Sequence[str]], scorer: object = None
+) -> list[list[float]]:
+    """A `StepScorer`'s output checked against its contract before search or RL acts on it: one list per trace,
+    each `[root, after step 1, ...]` (one more value than steps), every value a finite number in [0, 1]. A NaN would
+    otherwise win a beam's `max` or flow into the advantages.
+
+    Raises:
+        ValueError: naming the scorer, the trace, the position and the value.
+
+    Example:
+        >>> checked_step_values([[0.5, 1.0]], [["1+1=2"]])
+        [[0.5, 1.0]]
+        >>> checked_step_values([[0.5, float("nan")]], [["1+1=2"]])
+        Traceback (most recent call last):
+        ...
+        ValueError: scorer: trace 0, value 1 (after step 1) is nan; step values must be finite numbers in [0, 1]
+    """
+    who = "scorer" if scorer is None else f"{type(scorer).__name__}.score"
+    if len(values) != len(steps):
+        raise ValueError(f"{who}: returned {len(values)} value lists for {len(steps)} traces")
+    out = []
+    for i, (row, trace) in enumerate(zip(values, steps)):
+        if len(row) != len(trace) + 1:
+            raise ValueError(
+                f"{who}: trace {i} has {len(trace)} steps but {len(row)} values (expected the root value and one per "
+                "step)"
+            )
+        for h, v in enumerate(row):
+            if not isinstance(v, numbers.Real) or not 0.0 <= v <= 1.0:  # NaN fails both comparisons
+                where = "the root" if h == 0 else f"after step {h}"
+                raise ValueError(
+                    f"{who}: trace {i}, value {h} ({where}) is {v!r:.40}; step values must be finite numbers in [0, 1]"
+                )
+        out.append([float(v) for v in row])
+    return out
 
 
 @dataclass

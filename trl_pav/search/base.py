@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..generation.base import Generation, GenerationRequest, Policy
-from ..modeling import StepScorer
+from ..modeling import StepScorer, checked_step_values
 
 __all__ = [
     "AnswerFn",
@@ -160,7 +160,8 @@ def counted_score(
     """`scorer.score` with the verifier tokens it read (if it counts them) and its time recorded in `ledger`."""
     start = time.perf_counter()
     before = getattr(scorer, "verifier_tokens", 0)
-    out = scorer.score(list(prompts), [list(s) for s in steps]) if prompts else []
+    steps = [list(s) for s in steps]
+    out = checked_step_values(scorer.score(list(prompts), steps), steps, scorer) if prompts else []
     ledger.add(
         "score", verifier_tokens=getattr(scorer, "verifier_tokens", 0) - before, seconds=time.perf_counter() - start
     )

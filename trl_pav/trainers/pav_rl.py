@@ -10,7 +10,7 @@ from transformers.utils import logging
 
 from ..distributed import Lockstep, is_zero3
 from ..grading import Grader, grade_batch
-from ..modeling import PAVVerifier, StepScorer
+from ..modeling import PAVVerifier, StepScorer, checked_step_values
 from ..steps import StepFormat, parse_separator, token_positions
 from ..values import best_of_k, dense_advantages, prover_advantages, rewards_to_go
 
@@ -542,6 +542,7 @@ class PAVRLMixin:
                 values = self._score_with_golds(inputs, scored, prompts, [scored_steps[i] for i in scored])
             else:
                 values = self.verifier.score(prompts, [scored_steps[i] for i in scored])
+            values = checked_step_values(values, [scored_steps[i] for i in scored], self.verifier)
             k = self.pav_prover_k
             for i, v in zip(scored, values):
                 q = torch.tensor(v, dtype=torch.float64)
