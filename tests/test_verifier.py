@@ -106,6 +106,22 @@ def test_trainer_rejects_bad_rows(char_tok, tmp_path):
         args(tmp_path, kind="prm")
 
 
+def test_trainer_takes_rows_as_a_list_and_reads_a_none_target_as_absent(char_tok, tmp_path):
+    row = {"prompt": "Q", "completions": ["a"], "labels": [1.0]}
+    trainer = PAVRewardTrainer(
+        tiny_token_classifier(char_tok), args(tmp_path), [row, {**row, "target": None}], processing_class=char_tok
+    )
+    assert len(trainer.train_dataset) == 2 and trainer.pav_metadata.target == "q_pi"
+    trainer = PAVRewardTrainer(
+        tiny_token_classifier(char_tok), args(tmp_path), [{**row, "target": "q_mu"}] * 2, processing_class=char_tok
+    )
+    assert trainer.pav_metadata.target == "q_mu"
+    with pytest.raises(ValueError, match="mixes label targets"):  # an undeclared row is q_pi, beside a q_mu row
+        PAVRewardTrainer(
+            tiny_token_classifier(char_tok), args(tmp_path), [row, {**row, "target": "q_mu"}], processing_class=char_tok
+        )
+
+
 @pytest.fixture(scope="module")
 def easy_arithmetic_labels():
     # A small fact table (sums of operands <= 5): a tiny verifier trained from scratch must learn to check the

@@ -212,7 +212,7 @@ class PAVRewardTrainer(Trainer):
         model: a path/Hub id of a causal LM (or of a verifier to keep training), or a token-classification model.
         args: a `PAVRewardConfig`.
         train_dataset: a stepwise dataset (`prompt`, `completions`, `labels`; optional `root_value`,
-            `seed_outcome`, `target`).
+            `seed_outcome`, `target`), as a `Dataset` or a list of rows.
         eval_dataset: the same, for evaluation (Brier score, AUC, calibration error).
         processing_class: the tokenizer (default: loaded from `model`'s path).
         peft_config: a PEFT config; use `task_type="TOKEN_CLS"` so the head is trained and saved.
@@ -236,8 +236,8 @@ class PAVRewardTrainer(Trainer):
         self,
         model: str | PreTrainedModel,
         args: PAVRewardConfig | None = None,
-        train_dataset: Dataset | None = None,
-        eval_dataset: Dataset | dict[str, Dataset] | None = None,
+        train_dataset: Dataset | list[dict] | None = None,
+        eval_dataset: Dataset | list[dict] | dict[str, Dataset] | None = None,
         processing_class=None,
         data_collator=None,
         compute_metrics=None,
@@ -246,6 +246,13 @@ class PAVRewardTrainer(Trainer):
         peft_config=None,
     ):
         args = args or PAVRewardConfig(output_dir="pav-verifier")
+        # Rows as a list (what `validate_stepwise` and the labeler's JSONL give) become a Dataset here.
+        if train_dataset is not None and not isinstance(train_dataset, Dataset):
+            train_dataset = validate_stepwise(train_dataset)
+        if isinstance(eval_dataset, dict):
+            eval_dataset = {k: v if isinstance(v, Dataset) else validate_stepwise(v) for k, v in eval_dataset.items()}
+        elif eval_dataset is not None and not isinstance(eval_dataset, Dataset):
+            eval_dataset = validate_stepwise(eval_dataset)
         model_id = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "")
         if isinstance(model, str):
             # The scalar head is freshly initialised: seed it, so the same seed gives the same verifier.
@@ -503,15 +510,20 @@ class PAVRewardTrainer(Trainer):
 
 
 def _dataset_target(dataset: Dataset | None) -> str | None:
+    """The label target the rows declare (`None` where none does: as in `validate_stepwise`, `None` is absent)."""
     if dataset is None or "target" not in dataset.column_names:
         return None
     targets = dataset["target"]
-    unknown = [(i, t) for i, t in enumerate(targets) if t not in TARGETS]
+    unknown = [(i, t) for i, t in enumerate(targets) if t is not None and t not in TARGETS]
     if unknown:
         raise StepwiseDataError(
             [(i, f"target = {t!r:.40} is not one of {list(TARGETS)}") for i, t in unknown], len(targets)
         )
-    values = set(targets)
+    values = {t for t in targets if t is not None}
+    if not values:
+        return None
+    if None in targets and values != {"q_pi"}:  # an undeclared row trains as the default, q_pi
+        values.add("q_pi")
     if len(values) != 1:
         raise ValueError(f"the dataset mixes label targets {sorted(values)}; train one verifier per target")
     return values.pop()
