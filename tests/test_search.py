@@ -165,3 +165,13 @@ def test_a_scorer_value_outside_0_1_is_named_before_it_is_ranked(bad):
         beam_search(PlantedProverPolicy(task, gamma=5.0), Broken(task, 5.0), [task.prompt] * 2, cfg)
     with pytest.raises(ValueError, match=r"Broken.score: trace 0 has 1 steps but 1 values"):
         checked_step_values([[0.5]], [["a"]], Broken(task, 5.0))
+
+
+def test_majority_vote_counts_one_number_written_differently_as_one_answer():
+    from trl_pav import extract_answer
+    from trl_pav.generation import Generation
+
+    answers = ["\\boxed{1000}", "\\boxed{1,000}", "\\boxed{1000.0}", "\\boxed{7}", "\\boxed{7}"]
+    pool = [Generation([f"so {a}"], finished=True) for a in answers]
+    result = majority_vote([pool], lambda steps: extract_answer(steps[-1]))[0]
+    assert result.steps == ["so \\boxed{1000}"] and result.score == 3

@@ -7,6 +7,8 @@ to the best of its other non-empty candidates, and the result says so (`SearchRe
 
 from __future__ import annotations
 
+import math
+import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
@@ -112,8 +114,31 @@ def best_of_n(
     return out
 
 
+_THOUSANDS = re.compile(r"(?<=\d)(?:,|\\,|\{,\})(?=\d{3}(?!\d))")
+
+
+def vote_key(answer: str) -> str:
+    r"""The key under which majority votes count an answer: equal numbers written differently (`1,000`, `1000.0`,
+    `$1000$`, `-0`) count as one, and spacing does not matter. Other answers are compared as written.
+
+    Example:
+        >>> [vote_key(a) for a in ["1,000", "1000.0", " $1000$ ", "1000.", "-0", "x + 1", "\\frac{1}{2}"]]
+        ['1000', '1000', '1000', '1000', '0', 'x+1', '\\frac{1}{2}']
+    """
+    text = "".join(str(answer).split()).strip("$").rstrip(".")
+    number = _THOUSANDS.sub("", text)
+    try:
+        value = float(number)
+    except ValueError:
+        return text
+    if not math.isfinite(value):
+        return text
+    return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+
+
 def majority_vote(candidates: Sequence[Sequence[Candidate]], answer_fn: AnswerFn) -> list[SearchResult]:
-    """Pick the most frequent final answer (ties to the answer seen first) among finished candidates with an answer.
+    """Pick the most frequent final answer (ties to the answer seen first) among finished candidates with an answer;
+    answers count as one when `vote_key` makes them equal (the same number written differently).
 
     With no such candidate it falls back to the first non-empty one (`answered=False`).
     """
@@ -125,7 +150,7 @@ def majority_vote(candidates: Sequence[Sequence[Candidate]], answer_fn: AnswerFn
         votes: dict[str, float] = defaultdict(float)
         first: dict[str, list[str]] = {}
         for g in pool:
-            a = answer_fn(list(g.steps))
+            a = vote_key(answer_fn(list(g.steps)))
             votes[a] += 1
             first.setdefault(a, list(g.steps))
         top = max(votes, key=lambda a: votes[a])  # dicts keep insertion order: ties go to the first seen
@@ -140,7 +165,8 @@ def weighted_majority(
     answer_fn: AnswerFn,
     ledger: ComputeLedger | None = None,
 ) -> list[SearchResult]:
-    """Pick the final answer with the largest sum of final verifier values over the finished traces that reach it.
+    """Pick the final answer (by `vote_key`) with the largest sum of final verifier values over the finished traces
+    that reach it.
 
     Only finished candidates with an answer are scored and vote; with none, the best-scored other candidate is
     returned (`answered=False`), as in `best_of_n`.
@@ -160,7 +186,7 @@ def weighted_majority(
         votes: dict[str, float] = defaultdict(float)
         first: dict[str, list[str]] = {}
         for g, v in zip(pool, values):
-            a = answer_fn(list(g.steps))
+            a = vote_key(answer_fn(list(g.steps)))
             votes[a] += v
             first.setdefault(a, list(g.steps))
         top = max(votes, key=lambda a: votes[a])
