@@ -2,7 +2,15 @@
 
 from .base import ComputeLedger, SearchResult, is_answered
 from .beam_search import BeamSearchConfig, beam_search
-from .best_of_n import best_of_n, majority_vote, pass_at_n, sample_candidates, selection_pools, weighted_majority
+from .best_of_n import (
+    best_of_n,
+    majority_vote,
+    pass_at_n,
+    sample_candidates,
+    selection_pools,
+    vote_key,
+    weighted_majority,
+)
 from .reuse import ReusingPolicy, ReusingScorer
 from .runner import (
     METHODS,
@@ -36,5 +44,6 @@ __all__ = [
     "sample_candidates",
     "selection_pools",
     "summarize_curve",
+    "vote_key",
     "weighted_majority",
 ]
