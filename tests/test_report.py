@@ -580,10 +580,12 @@ def test_task_text_names_the_run_task():
 def test_selector_note_follows_the_window():
     ranking = [{"gamma": 30.0, "score": 0.46, "score_interval": [0.43, 0.49]}, {"gamma": 10.0, "score": 0.2}]
     sel = {"stand_in_gamma": 5.0, "alpha": 1.0, "best_gamma": 30.0, "ranking": ranking}
-    note = report._selector_note({"prover_selection": {**sel, "window": [10.0, 30.0], "in_window": True}})
-    assert "ranks γ=30 first (score 0.460 [0.430, 0.490])" in note and "lies inside it" in note
-    note = report._selector_note({"prover_selection": {**sel, "window": [3.0, 17.0], "in_window": False}})
-    assert "the measured window is [3, 17], so its choice lies outside it" in note
+    inside = {"window": [10.0, 30.0], "gaining_gammas": [10.0, 30.0], "in_window": True}
+    note = report._selector_note({"prover_selection": {**sel, **inside}})
+    assert "ranks γ=30 first (score 0.460 [0.430, 0.490])" in note and "so its choice is one of them" in note
+    outside = {"window": [3.0, 17.0], "gaining_gammas": [3.0, 17.0], "in_window": False}
+    note = report._selector_note({"prover_selection": {**sel, **outside}})
+    assert "the sweep's γ with a resolved gain are 3, 17, so its choice is not one of them" in note
     note = report._selector_note({"prover_selection": {**sel, "window": None, "in_window": None}})
-    assert "resolves no window" in note and "inside" not in note and "outside" not in note
+    assert "resolves no window" in note and "one of them" not in note
     assert report._selector_note({}) == ""

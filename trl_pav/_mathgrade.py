@@ -22,13 +22,16 @@ DEFAULT_ANSWER_PATTERN = r"(?i)answer\s*+(?:is\s*+)?[:=]?\s*+\$?([^\n$]+)"
 _HASH = re.compile(r"####\s*+([^\n]+)")
 _BOXED_SPACE = re.compile(r"\s+([^\s$]+)")
 _BOXED = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
-# A `####` line gives the answer when it reads like one; a markdown heading (`#### Verification`) does not.
-_MATHY = re.compile(r"[\d\\=+\-*/^(){}]")
+# A `####` line is GSM8K's answer line, unless it is a markdown heading: words, then more text below it.
+_LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
+_WORD = re.compile(r"[A-Za-z]{3,}")
+_UNCLOSED = object()  # `_boxed_content`: a brace that never closes (before `stop`)
 
 
-def _boxed_content(text: str, end: int, stop: int) -> str | None:
+def _boxed_content(text: str, end: int, stop: int):
     """The argument of the box command ending at `end`: `{...}` with nested braces balanced (whitespace before the
-    brace allowed), or the `\boxed 5` form; `None` if neither, or if the braces do not close before `stop`."""
+    brace allowed), or the `\boxed 5` form; `None` if neither, `_UNCLOSED` if the brace does not close before
+    `stop`."""
     i = end
     while i < len(text) and text[i].isspace():
         i += 1
@@ -43,7 +46,7 @@ def _boxed_content(text: str, end: int, stop: int) -> str | None:
             depth -= 1
             if depth == 0:
                 return text[i + 1 : j]
-    return None
+    return _UNCLOSED
 
 
 def extract_boxed(text: str) -> str | None:
@@ -60,38 +63,49 @@ def extract_boxed(text: str) -> str | None:
     stop = len(text)
     for m in reversed(list(_BOXED.finditer(text))):
         content = _boxed_content(text, m.end(), stop)
-        if content is not None and content.strip():
-            return content
-        if content is None:
-            # Its braces never close, so an earlier box still open when it starts cannot close either: every scan
+        if content is _UNCLOSED:
+            # Its brace never closes, so an earlier box still open when it starts cannot close either: every scan
             # stops here (linear time on a text of many unclosed boxes).
             stop = m.start()
+        elif content is not None and content.strip():
+            return content
     return None
 
 
+def _is_heading(content: str, rest: str) -> bool:
+    """Whether a `####` line is a markdown heading, not an answer line: more text follows it, and it reads as words
+    (a word of three or more letters outside LaTeX commands, and no digit)."""
+    if not rest.strip():
+        return False
+    return bool(_WORD.search(_LATEX_COMMAND.sub("", content))) and not any(c.isdigit() for c in content)
+
+
 def extract_answer(text: str, answer_pattern: re.Pattern[str] | None = None) -> str | None:
-    r"""The final answer of a completion: the last `\boxed{}`, else the last `#### n` that reads like an answer (a
-    digit or a math symbol), else `answer_pattern`'s group 1, else the last `####` line whatever it says.
+    r"""The final answer of a completion: the last `\boxed{}`, else the last `#### n` line that is not a markdown
+    heading (`#### Verification` with more text below it), else `answer_pattern`'s group 1, else the last `####`
+    line whatever it says.
 
     Example:
         >>> extract_answer("2+2=4\n#### 4")
         '4'
         >>> extract_answer("The answer is 5.\n#### Verification\nok", re.compile(DEFAULT_ANSWER_PATTERN))
         '5.'
+        >>> extract_answer("So the answer is yes.\n#### no", re.compile(DEFAULT_ANSWER_PATTERN))
+        'no'
     """
     boxed = extract_boxed(text)
     if boxed is not None:
         return boxed
-    hashes = [h.strip() for h in _HASH.findall(text)]
-    mathy = [h for h in hashes if _MATHY.search(h)]
-    if mathy:
-        return mathy[-1]
+    hashes = list(_HASH.finditer(text))
+    for m in reversed(hashes):
+        if not _is_heading(m.group(1), text[m.end() :]):
+            return m.group(1).strip()
     if answer_pattern is not None:
         found = answer_pattern.findall(text)
         if found:
             last = found[-1]
             return (last[0] if isinstance(last, tuple) else last).strip()
-    return hashes[-1] if hashes else None
+    return hashes[-1].group(1).strip() if hashes else None
 
 
 def _parse(text: str) -> list:

@@ -148,7 +148,7 @@ def _optional_field_problems(row: Mapping[str, Any]) -> list[str]:
         if msg:
             problems.append(msg)
     outcome = row.get("seed_outcome")
-    if outcome is not None and not (isinstance(outcome, (bool, int, float)) and outcome in (0, 1)):
+    if outcome is not None and not ((_is_bool(outcome) or isinstance(outcome, numbers.Real)) and outcome in (0, 1)):
         problems.append(f"seed_outcome = {outcome!r:.40} must be 0, 1 or a bool (the graded outcome of the trace)")
     target = row.get("target")
     if target is not None and target not in TARGETS:
@@ -234,8 +234,16 @@ def _rows_to_dataset(rows: list[dict[str, Any]]) -> Dataset:
                 for i, row in enumerate(full):
                     if row[column] is not None:
                         kinds.setdefault(type(row[column]).__name__, i)
-                shown = ", ".join(f"{kind} (first in row {i})" for kind, i in kinds.items())
-                problem = (None, f"column {column!r} mixes value types that one column cannot hold: {shown}")
+                if len(kinds) > 1:
+                    shown = ", ".join(f"{kind} (first in row {i})" for kind, i in kinds.items())
+                    problem = (None, f"column {column!r} mixes value types that one column cannot hold: {shown}")
+                else:  # one Python type whose nested fields differ (dicts or lists holding other types)
+                    first = next(i for i, row in enumerate(full) if row[column] is not None)
+                    problem = (
+                        first,
+                        f"column {column!r}: its {next(iter(kinds))} values do not share one structure (nested "
+                        f"fields of differing types; this row's is {full[first][column]!r:.60})",
+                    )
                 raise StepwiseDataError([problem], len(rows)) from err
         raise
 

@@ -134,9 +134,9 @@ def load_problems(
     verbatim = gold_field == "gold"  # a `gold` column holds the final answer itself
     # The source answer column stays (GSM8K's holds the reference solution that SFT trains on).
     drop = [prompt_field] if prompt_field != "prompt" else []
-    if verbatim:  # rewritten as text: `map` would keep a numeric column's type, so it goes out first
-        data = data.rename_column("gold", _SOURCE_GOLD)
-        gold_field, drop = _SOURCE_GOLD, [*drop, _SOURCE_GOLD]
+    if "gold" in columns:  # rewritten as text: `map` would keep a numeric column's type, so it goes out first
+        data, drop = data.rename_column("gold", _SOURCE_GOLD), [*drop, _SOURCE_GOLD]
+        gold_field = _SOURCE_GOLD if verbatim else gold_field
     shown_gold = "gold" if verbatim else gold_field
 
     def convert(row, idx):

@@ -14,6 +14,7 @@ by the same function: the round trip would cost more than the grading.
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 import re
 import subprocess
@@ -34,6 +35,7 @@ __all__ = [
     "Grader",
     "GradingWorkerError",
     "MathVerifyGrader",
+    "as_real",
     "check_golds",
     "checked_grades",
     "extract_answer",
@@ -159,8 +161,9 @@ _PLAIN_TEXT_CHARS = 100_000  # longer completions go to the worker: even linear 
 class MathVerifyGrader:
     r"""Grades a completion's final answer against a gold answer with math-verify, within a time limit per call.
 
-    The answer is taken from the last `\boxed{...}`, else a GSM8K-style `#### n`, else the last match of
-    `answer_pattern` (group 1). Equivalence is math-verify's (`\frac{1}{2}` equals `0.5`; sets, intervals, tuples).
+    The answer is taken from the last non-empty `\boxed{...}`, else the last GSM8K-style `#### n` line that is not a
+    markdown heading, else the last match of `answer_pattern` (group 1) (`extract_answer`). Equivalence is
+    math-verify's (`\frac{1}{2}` equals `0.5`; sets, intervals, tuples).
 
     Args:
         answer_pattern (`str`, defaults to `r"(?i)answer\s*+(?:is\s*+)?[:=]?\s*+\$?([^\n$]+)"`):
@@ -321,6 +324,13 @@ class ExactMatchGrader:
 
     answer_pattern: str = r"A:\s*(\S+)\s*$"
 
+    def grade_batch(self, completions: Sequence[str], golds: Sequence[str]) -> list[float]:
+        """`grade(completions[i], golds[i])` for every i (a non-text gold is named by its index)."""
+        if len(completions) != len(golds):
+            raise ValueError(f"grade_batch: {len(completions)} completions but {len(golds)} gold answers")
+        check_golds(golds)
+        return [self.grade(c, g) for c, g in zip(completions, golds)]
+
     def grade(self, completion: str, gold: str) -> float:
         """1.0 if the last match of `answer_pattern` equals `gold` (whitespace-stripped), else 0.0."""
         check_golds([gold])
@@ -328,6 +338,21 @@ class ExactMatchGrader:
             return 0.0
         found = re.findall(self.answer_pattern, completion, flags=re.MULTILINE)
         return 1.0 if found and str(found[-1]).strip() == gold.strip() else 0.0
+
+
+def as_real(value: Any) -> float | None:
+    """`value` as a float when it is a real number (Python, NumPy, a 0-d tensor), else None (strings never).
+
+    Example:
+        >>> as_real(1), as_real(True), as_real("1"), as_real(None)
+        (1.0, 1.0, None, None)
+    """
+    if isinstance(value, (str, bytes)) or not (isinstance(value, numbers.Real) or hasattr(value, "__float__")):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 SUCCESS_THRESHOLD = 0.5  # a grade at or above it counts as a success wherever grades become success counts
@@ -344,15 +369,16 @@ def checked_grades(grades: Sequence[Any], completions: Sequence[str] | None = No
         >>> checked_grades([1.0, float("nan")], ["A:1", "A:?"])
         Traceback (most recent call last):
         ...
-        ValueError: the grader returned nan for completion 1 ('A:?'): grades must be finite numbers in [0, 1]
+        ValueError: the grader returned nan (float) for completion 1 ('A:?'): grades must be finite numbers in [0, 1]
     """
     out = []
     for i, grade in enumerate(grades):
-        value = float(grade) if isinstance(grade, (int, float)) else None
+        value = as_real(grade)
         if value is None or not 0.0 <= value <= 1.0:  # NaN fails both comparisons
             shown = f" ({completions[i]!r:.60})" if completions is not None and i < len(completions) else ""
             raise ValueError(
-                f"the grader returned {grade!r:.40} for completion {i}{shown}: grades must be finite numbers in [0, 1]"
+                f"the grader returned {grade!r:.40} ({type(grade).__name__}) for completion {i}{shown}: grades must "
+                "be finite numbers in [0, 1]"
             )
         out.append(value)
     return out

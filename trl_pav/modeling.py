@@ -7,7 +7,6 @@ config (`config.pav`), so `PAVVerifier.from_pretrained` of a folder or Hub id re
 
 from __future__ import annotations
 
-import numbers
 import os
 import warnings
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ import torch
 from transformers import AutoModelForTokenClassification, PreTrainedModel
 
 from .distributed import Lockstep
+from .grading import as_real
 from .steps import StepFormat, tokenize_trace
 from .tokenization import without_added_bos
 from .values import effective_reward, prover_advantages
@@ -79,7 +79,7 @@ def checked_step_values(
         >>> checked_step_values([[0.5, float("nan")]], [["1+1=2"]])
         Traceback (most recent call last):
         ...
-        ValueError: scorer: trace 0, value 1 (after step 1) is nan; step values must be finite numbers in [0, 1]
+        ValueError: scorer: trace 0, value 1 (after step 1) is nan (float); step values must be finite numbers in [0, 1]
     """
     who = "scorer" if scorer is None else f"{type(scorer).__name__}.score"
     if len(values) != len(steps):
@@ -91,13 +91,17 @@ def checked_step_values(
                 f"{who}: trace {i} has {len(trace)} steps but {len(row)} values (expected the root value and one per "
                 "step)"
             )
+        checked = []
         for h, v in enumerate(row):
-            if not isinstance(v, numbers.Real) or not 0.0 <= v <= 1.0:  # NaN fails both comparisons
+            value = as_real(v)
+            if value is None or not 0.0 <= value <= 1.0:  # NaN fails both comparisons
                 where = "the root" if h == 0 else f"after step {h}"
                 raise ValueError(
-                    f"{who}: trace {i}, value {h} ({where}) is {v!r:.40}; step values must be finite numbers in [0, 1]"
+                    f"{who}: trace {i}, value {h} ({where}) is {v!r:.40} ({type(v).__name__}); step values must be "
+                    "finite numbers in [0, 1]"
                 )
-        out.append([float(v) for v in row])
+            checked.append(value)
+        out.append(checked)
     return out
 
 
@@ -540,8 +544,22 @@ class PAVVerifier:
             >>> v.steps_that_fit("Q:", ["1+1=2", "2+2=4", "4+4=8"])
             2
         """
-        enc = tokenize_trace(self.tokenizer, render_prompt(self.tokenizer, prompt), list(steps), self.step_format)
-        return max((h for h in range(len(steps) + 1) if enc.positions[h] < self.max_length), default=0)
+        text = render_prompt(self.tokenizer, prompt)
+
+        def fits(h: int) -> bool:  # the trace of the first h steps, tokenized as scoring tokenizes it
+            return len(tokenize_trace(self.tokenizer, text, list(steps[:h]), self.step_format).input_ids) <= (
+                self.max_length
+            )
+
+        if fits(len(steps)):  # the usual case: one tokenization
+            return len(steps)
+        low, high = 0, len(steps) - 1  # a longer prefix never fits when a shorter one does not: bisect
+        if not fits(0):
+            return 0
+        while low < high:
+            mid = (low + high + 1) // 2
+            low, high = (mid, high) if fits(mid) else (low, mid - 1)
+        return low
 
     def trace_tokens(self, prompt: Prompt, steps: Sequence[str]) -> int:
         """Tokens that scoring this trace reads (what `verifier_tokens` counts for it, whatever the batch)."""

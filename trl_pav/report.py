@@ -1023,8 +1023,10 @@ def _selector_note(planted: dict) -> str:
     window = sel.get("window")
     if window is None:
         return text + "; the sweep resolves no window, so the choice is not checked against RL."
-    where = "inside" if sel["in_window"] else "outside"
-    return text + f"; the measured window is [{window[0]:g}, {window[1]:g}], so its choice lies {where} it."
+    gaining = sel.get("gaining_gammas") or window
+    shown = ", ".join(f"{g:g}" for g in gaining)
+    verdict = "one of them" if sel["in_window"] else "not one of them"
+    return text + f"; the sweep's γ with a resolved gain are {shown}, so its choice is {verdict}."
 
 
 def _likelihood_note(quality: dict, likelihood_head: bool = False) -> str:

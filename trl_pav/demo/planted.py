@@ -154,8 +154,8 @@ def run(cfg, out: Path, progress) -> dict:
     progress(f"prover selection (Theorem 3.1's terms) over gamma in {cfg.gamma_sweep}, alpha={cfg.planted_alpha:g}")
     selection = prover_selection(task, cfg.gamma_sweep, cfg.planted_alpha, cfg.seed)
     selection["window"] = [min(window), max(window)] if window else None
-    best = selection["best_gamma"]
-    selection["in_window"] = None if not window else bool(min(window) <= best <= max(window))
+    selection["gaining_gammas"] = window  # the window's span may hold γ values that did not gain
+    selection["in_window"] = None if not window else selection["best_gamma"] in window
     finals = {arm: [c[-1][1] for c in curves] for arm, curves in runs.items()}
     progress(f"planted search with exact values: PAV beam vs Q-only beam, N in {cfg.search_budgets}")
     search_key = {

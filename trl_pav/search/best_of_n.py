@@ -7,10 +7,10 @@ to the best of its other non-empty candidates, and the result says so (`SearchRe
 
 from __future__ import annotations
 
-import math
 import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from decimal import Decimal, InvalidOperation
 
 from ..generation.base import Generation, Policy, group_generations, sample_requests
 from ..grading import Grader
@@ -119,21 +119,25 @@ _THOUSANDS = re.compile(r"(?<=\d)(?:,|\\,|\{,\})(?=\d{3}(?!\d))")
 
 def vote_key(answer: str) -> str:
     r"""The key under which majority votes count an answer: equal numbers written differently (`1,000`, `1000.0`,
-    `$1000$`, `-0`) count as one, and spacing does not matter. Other answers are compared as written.
+    `$1000$`, `-0`) count as one, and spacing does not matter. Other answers are compared as written. Numbers are
+    compared exactly (as decimals), so distinct long numbers never merge.
 
     Example:
-        >>> [vote_key(a) for a in ["1,000", "1000.0", " $1000$ ", "1000.", "-0", "x + 1", "\\frac{1}{2}"]]
-        ['1000', '1000', '1000', '1000', '0', 'x+1', '\\frac{1}{2}']
+        >>> [vote_key(a) for a in ["1,000", "1000.0", " $1000$ ", "1000.", "-0", "x + 1", "\\frac{1}{2}", "1.50"]]
+        ['1000', '1000', '1000', '1000', '0', 'x+1', '\\frac{1}{2}', '1.5']
     """
     text = "".join(str(answer).split()).strip("$").rstrip(".")
-    number = _THOUSANDS.sub("", text)
+    whole, dot, fraction = text.partition(".")
+    number = _THOUSANDS.sub("", whole) + dot + fraction  # thousands separators only in the integer part
     try:
-        value = float(number)
-    except ValueError:
+        value = Decimal(number)
+    except InvalidOperation:
         return text
-    if not math.isfinite(value):
+    if not value.is_finite():
         return text
-    return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+    if value == 0:
+        return "0"
+    return format(value.normalize(), "f")
 
 
 def majority_vote(candidates: Sequence[Sequence[Candidate]], answer_fn: AnswerFn) -> list[SearchResult]:
