@@ -177,6 +177,7 @@ def test_a_gold_answer_that_is_not_text_is_an_error_not_a_zero():
         (r"\boxed {7}", "7"),  # whitespace before the brace
         ("\\boxed{3} then \\boxed{4", "3"),  # a box whose braces never close gives way to the one before
         ("The answer is 5.\n#### Verification\nok", "5"),  # a markdown heading is not a #### answer
+        ("#### Step 2\nso x = 3\n#### 3", "3"),  # a heading with a digit, then the answer line
         ("2+2=4\n#### 4", "4"),
     ],
 )
@@ -189,3 +190,12 @@ def test_answer_extraction_of_odd_but_clear_outputs(completion, gold):
 @pytest.mark.timeout(60)  # scanning each unclosed box to the end is quadratic: minutes on this text
 def test_many_unclosed_boxes_give_way_to_the_last_closed_one():
     assert extract_boxed("\\boxed{5} " + "\\boxed{x" * 50_000) == "5"
+
+
+def test_a_text_answer_after_hashes_is_the_answer_not_earlier_prose():
+    from trl_pav._mathgrade import DEFAULT_ANSWER_PATTERN
+
+    pattern = re.compile(DEFAULT_ANSWER_PATTERN)
+    assert extract_answer("Let me find the answer: it is between A and C.\n#### B", pattern) == "B"
+    assert extract_answer("So the answer is yes.\n#### no", pattern) == "no"
+    assert extract_answer("#### 72 dollars", pattern) == "72 dollars"

@@ -217,6 +217,10 @@ def test_load_problems_gold_is_text_and_bad_settings_are_named():
     problems = load_problems(Dataset.from_list([{"prompt": "2+3?", "gold": 5}, {"prompt": "6*2?", "gold": 12}]))
     assert problems.features["gold"].dtype == "string" and problems["gold"] == ["5", "12"]
     assert MathVerifyGrader().grade("So \\boxed{5}", problems[0]["gold"]) == 1.0
+    # A numeric gold column beside the answer column is rewritten as text too.
+    rows = [{"question": "1+1?", "answer": "so\n#### 2", "gold": 2}]
+    problems = load_problems(Dataset.from_list(rows), answer_column="answer")
+    assert problems.features["gold"].dtype == "string" and problems["gold"] == ["2"]
     with pytest.raises(ValueError, match="row 1: field 'gold' is nan, not a usable answer"):
         load_problems(Dataset.from_list([{"prompt": "a?", "gold": 1.0}, {"prompt": "b?", "gold": float("nan")}]))
     data = Dataset.from_list([{"problem": "1+1?", "answer": "2"}])

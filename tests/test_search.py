@@ -175,3 +175,11 @@ def test_majority_vote_counts_one_number_written_differently_as_one_answer():
     pool = [Generation([f"so {a}"], finished=True) for a in answers]
     result = majority_vote([pool], lambda steps: extract_answer(steps[-1]))[0]
     assert result.steps == ["so \\boxed{1000}"] and result.score == 3
+
+
+def test_vote_keys_merge_equal_numbers_only():
+    from trl_pav.search import vote_key
+
+    assert len({vote_key(a) for a in ["1,000", "1000.0", "$1000$", "1000.", "1 000"]}) == 1
+    assert vote_key("12345678901234567") != vote_key("12345678901234568")  # beyond float precision
+    assert vote_key("1.5,000") != vote_key("1.5") and vote_key("-0") == vote_key("0")
