@@ -274,6 +274,31 @@ def test_token_char_ends_fast_path_equals_prefix_decoding(char_tok, bpe_tok):
     assert token_char_ends(bpe_tok, odd) == by_prefixes(bpe_tok, odd)
 
 
+def test_non_canonical_completions_take_the_linear_path_and_keep_each_step_whole(bpe_tok, monkeypatch):
+    """A sampled tokenization that re-tokenizing does not reproduce (pieces tokenized apart, multi-byte characters
+    split differently) is detokenized incrementally, not prefix by prefix, and every step still owns exactly its
+    text."""
+    import random
+
+    from trl_pav.trainers import pav_rl
+
+    monkeypatch.setattr(bpe_tok, "batch_decode", lambda *a, **k: pytest.fail("took the quadratic prefix-decoding path"))
+    rng = random.Random(0)
+    alphabet = ["a", "b", " ", "7", "=", "+", "é", "😀", "世", "界", "≤", "π", "."]
+    fmt = StepFormat()
+    for _ in range(20):
+        steps = ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12))).strip() or "x" for _ in range(4)]
+        text = "\n".join(steps)
+        cuts = sorted(rng.sample(range(1, len(text)), k=min(6, len(text) - 1)))
+        pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)])]
+        ids = [i for piece in pieces for i in bpe_tok(piece, add_special_tokens=False)["input_ids"]]
+        ids.append(bpe_tok.eos_token_id)
+        found, owner = pav_rl.locate_steps(bpe_tok, ids, fmt, finished=True)
+        assert found == [s for s in steps]
+        owned = [bpe_tok.decode([i for i, o in zip(ids, owner) if o == h]) for h in range(len(steps))]
+        assert owned == [steps[0], *("\n" + s for s in steps[1:])], (pieces, owned)
+
+
 def test_pav_metrics_run_the_same_collectives_with_or_without_steps():
     """Every process must join the same gathers whatever its completions hold: a process with no complete step that
     skipped one made the next collective mismatch (two processes, ZeRO-3, in tests/test_deepspeed.py)."""

@@ -202,7 +202,8 @@ def token_char_ends(tokenizer, ids: Sequence[int]) -> list[int]:
 
     Fast path, O(T): re-tokenize the decoded text with offsets; when that reproduces the same ids (the usual case),
     each token ends at its offset's end and special tokens end where the previous token did. Otherwise (a
-    non-canonical tokenization the model sampled) decode every prefix, which is exact but O(T^2).
+    non-canonical tokenization the model sampled) detokenize incrementally, O(T) (`_windowed_char_ends`), and use it
+    when its text equals the full decode; failing that, decode every prefix, which is exact but O(T^2).
 
     Example:
         >>> from trl_pav.testing import char_tokenizer
@@ -222,8 +223,43 @@ def token_char_ends(tokenizer, ids: Sequence[int]) -> list[int]:
                 end = max(end, next(offsets)[1])
             ends.append(end)
         return ends
+    windowed = _windowed_char_ends(tokenizer, ids, special)
+    if windowed is not None and windowed[1] == text:
+        return windowed[0]
     texts = tokenizer.batch_decode([list(ids[: k + 1]) for k in range(len(ids))], skip_special_tokens=True)
     return [len(t) for t in texts]
+
+
+def _windowed_char_ends(tokenizer, ids: Sequence[int], special: set[int]) -> tuple[list[int], str] | None:
+    """Character ends by incremental detokenization, O(T): each token's new text is the decode of a short window
+    (from the token before the last emitted one) minus the window's decode without it. Tokens that end inside a
+    multi-byte character (their window decodes to a trailing U+FFFD) wait for the token that completes it; then the
+    first waiting token takes the character and the others are zero-width continuations, as in the fast path.
+    Returns the ends and the text they add up to (the caller checks it against the full decode), or None if a
+    character never completes."""
+    ends: list[int] = []
+    pieces: list[str] = []
+    length, prefix, read, waiting = 0, 0, 0, []
+    for t, token in enumerate(ids):
+        if token in special:
+            ends.append(length)
+            continue
+        before = tokenizer.decode(list(ids[prefix:read]), skip_special_tokens=True)
+        after = tokenizer.decode(list(ids[prefix : t + 1]), skip_special_tokens=True)
+        waiting.append(len(ends))
+        ends.append(length)
+        if len(after) <= len(before) or after.endswith("\ufffd") or not after.startswith(before):
+            continue
+        new = after[len(before) :]
+        pieces.append(new)
+        ends[waiting[0]] = length + (1 if len(waiting) > 1 else len(new))
+        length += len(new)
+        for k in waiting[1:]:
+            ends[k] = length if k == waiting[-1] else ends[waiting[0]]
+        prefix, read, waiting = read, t + 1, []
+    if waiting:
+        return None
+    return ends, "".join(pieces)
 
 
 def locate_steps(
