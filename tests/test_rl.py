@@ -297,6 +297,10 @@ def test_non_canonical_completions_take_the_linear_path_and_keep_each_step_whole
         assert found == [s for s in steps]
         owned = [bpe_tok.decode([i for i, o in zip(ids, owner) if o == h]) for h in range(len(steps))]
         assert owned == [steps[0], *("\n" + s for s in steps[1:])], (pieces, owned)
+    # Cut inside a multi-byte character (at the token limit): the whole steps before it keep their text.
+    ids = [i for p in ["ab", " c", "\nd", "e 😀"] for i in bpe_tok(p, add_special_tokens=False)["input_ids"]]
+    found, owner = pav_rl.locate_steps(bpe_tok, ids[:-1], fmt, finished=False)
+    assert found == ["ab c"] and bpe_tok.decode([i for i, o in zip(ids, owner) if o == 0]) == "ab c"
 
 
 def test_pav_metrics_run_the_same_collectives_with_or_without_steps():

@@ -248,7 +248,8 @@ def _windowed_char_ends(tokenizer, ids: Sequence[int], special: set[int]) -> tup
         after = tokenizer.decode(list(ids[prefix : t + 1]), skip_special_tokens=True)
         waiting.append(len(ends))
         ends.append(length)
-        if len(after) <= len(before) or after.endswith("\ufffd") or not after.startswith(before):
+        last = t == len(ids) - 1  # a completion cut inside a character ends on its replacement character
+        if len(after) <= len(before) or (after.endswith("\ufffd") and not last) or not after.startswith(before):
             continue
         new = after[len(before) :]
         pieces.append(new)
