@@ -274,3 +274,12 @@ def test_masked_steps_are_not_read_and_get_no_loss(char_tok, tmp_path):
     reads = logits[[full["read_positions"][0], full["read_positions"][2]]]
     want = torch.nn.functional.binary_cross_entropy_with_logits(reads, torch.tensor([0.5, 0.0]))
     assert losses[0] == pytest.approx(float(want), rel=1e-5)
+
+
+def test_reward_function_gives_none_for_a_completion_the_verifier_cannot_read_whole(char_tok):
+    """TRL reads None as "no reward from this function": better than the value of a cut trace or a crashed step."""
+    verifier = PAVVerifier(tiny_token_classifier(char_tok), char_tok, PAVMetadata(), max_length=20)
+    reward = verifier.as_reward_func(mode="final")
+    out = reward(prompts=["Q:"] * 3, completions=["1+1=2", "1+1=2\n2+2=4\n4+4=8\n#### 8", ""])
+    assert out[0] == pytest.approx(verifier.score(["Q:"], [["1+1=2"]])[0][-1])
+    assert out[1] is None and out[2] == 0.0

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from .modeling import StepScorer
+from .modeling import StepScorer, checked_step_values
 from .steps import StepFormat
 from .values import effective_reward, prover_advantages
 
@@ -30,14 +30,16 @@ def scorer_reward_func(
     alpha: float = 0.5,
     prover_k: float = 4.0,
     step_format: StepFormat | None = None,
-) -> Callable[..., list[float]]:
+) -> Callable[..., list[float | None]]:
     """A TRL reward function `f(prompts, completions, **kwargs) -> [float]` from a step scorer.
 
     Each completion is split into steps with `step_format` (default: the scorer's own, else newline) and scored with
     its prompt. `mode="final"`: the value after the last step, `Q̂(s_H)` (the PAV used as an outcome verifier).
     `mode="effective"`: the mean over steps of the effective reward `Q̂^π + α·Â^μ` (prover: Best-of-`prover_k`).
-    A completion with no step gets 0. Chat prompts are passed to the scorer as messages; a chat completion is read
-    from its last message.
+    A completion with no step gets 0. A completion longer than the scorer reads (`steps_that_fit`, e.g. a
+    `PAVVerifier`'s `max_length`) gets `None`, which TRL treats as "no reward from this function" (its other reward
+    functions still count), rather than a value of a cut trace. Chat prompts are passed to the scorer as messages; a
+    chat completion is read from its last message.
 
     Sequence-level rewards flatten the per-step signal the paper uses in RL; for dense per-step advantages use
     `PAVGRPOTrainer` / `PAVRLOOTrainer`.
@@ -53,13 +55,21 @@ def scorer_reward_func(
         raise ValueError(f"scorer_reward_func: mode must be one of {REWARD_MODES}, got {mode!r}")
     fmt = step_format or getattr(scorer, "step_format", None) or StepFormat()
 
-    def pav_reward(prompts, completions, **kwargs) -> list[float]:
+    fits = getattr(scorer, "steps_that_fit", None)
+
+    def pav_reward(prompts, completions, **kwargs) -> list[float | None]:
         if len(prompts) != len(completions):
             raise ValueError(f"pav_reward: {len(prompts)} prompts but {len(completions)} completions")
         steps = [fmt.split(_text(c)) for c in completions]
-        scored = [i for i, s in enumerate(steps) if s]
+        rewards: list[float | None] = [0.0] * len(completions)
+        scored = []
+        for i, s in enumerate(steps):
+            if s and callable(fits) and fits(prompts[i], s) < len(s):
+                rewards[i] = None  # too long for the scorer: no value of the whole trace
+            elif s:
+                scored.append(i)
         values = scorer.score([prompts[i] for i in scored], [steps[i] for i in scored]) if scored else []
-        rewards = [0.0] * len(completions)
+        values = checked_step_values(values, [steps[i] for i in scored], scorer)
         for i, v in zip(scored, values):
             if mode == "final":
                 rewards[i] = float(v[-1])
