@@ -78,17 +78,22 @@ def dataset(n=8):
     return Dataset.from_dict({"prompt": [p.prompt for p in probs], "gold": [p.gold for p in probs]})
 
 
-def test_dense_advantages_hand_computed(policy_dir, tmp_path):
-    tok = TASK.tokenizer()
-    scorer = TableScorer({("1+1=2", "#### 2"): [0.5, 0.75, 1.0], ("2*3=7",): [0.4, 0.0]})
-    trainer = PAVGRPOTrainer(
+def grpo_with(scorer, policy_dir, tmp_path, **kw):
+    """A PAV-GRPO trainer on the test policy with `scorer` as its verifier (α = 2, K = 1 unless overridden)."""
+    return PAVGRPOTrainer(
         policy_dir,
         [grader_reward(TASK.grader)],
         verifier=scorer,
-        args=rl_args(PAVGRPOConfig, tmp_path, pav_alpha=2.0, prover_k=1),
+        args=rl_args(PAVGRPOConfig, tmp_path, **{"pav_alpha": 2.0, "prover_k": 1, **kw}),
         train_dataset=dataset(),
-        processing_class=tok,
+        processing_class=TASK.tokenizer(),
     )
+
+
+def test_dense_advantages_hand_computed(policy_dir, tmp_path):
+    tok = TASK.tokenizer()
+    scorer = TableScorer({("1+1=2", "#### 2"): [0.5, 0.75, 1.0], ("2*3=7",): [0.4, 0.0]})
+    trainer = grpo_with(scorer, policy_dir, tmp_path)
     rows = ["1+1=2\n#### 2", "2*3=7\n#", "2*"]  # finished; truncated after one step; no complete step
     ids = [tok(r, add_special_tokens=False)["input_ids"] for r in rows]
     ids[0] = ids[0] + [tok.eos_token_id]
@@ -155,14 +160,7 @@ def test_steps_beyond_the_verifiers_length_get_the_outcome_term_only(policy_dir,
 
     tok = TASK.tokenizer()
     scorer = ShortScorer({("1+1=2",): [0.5, 0.75]})
-    trainer = PAVGRPOTrainer(
-        policy_dir,
-        [grader_reward(TASK.grader)],
-        verifier=scorer,
-        args=rl_args(PAVGRPOConfig, tmp_path, pav_alpha=2.0, prover_k=1),
-        train_dataset=dataset(),
-        processing_class=tok,
-    )
+    trainer = grpo_with(scorer, policy_dir, tmp_path)
     ids = tok("1+1=2\n#### 2", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     completion_ids, mask = torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long)
     trainer._last_rewards = torch.tensor([[1.0]])
