@@ -586,6 +586,6 @@ def test_selector_note_follows_the_window():
     outside = {"window": [3.0, 17.0], "gaining_gammas": [3.0, 17.0], "in_window": False}
     note = report._selector_note({"prover_selection": {**sel, **outside}})
     assert "the sweep's γ with a resolved gain are 3, 17, so its choice is not one of them" in note
-    note = report._selector_note({"prover_selection": {**sel, "window": None, "in_window": None}})
+    note = report._selector_note({"prover_selection": {**sel, "window": None, "gaining_gammas": [], "in_window": None}})
     assert "resolves no window" in note and "one of them" not in note
     assert report._selector_note({}) == ""

@@ -329,11 +329,14 @@ class ExactMatchGrader:
         if len(completions) != len(golds):
             raise ValueError(f"grade_batch: {len(completions)} completions but {len(golds)} gold answers")
         check_golds(golds)
-        return [self.grade(c, g) for c, g in zip(completions, golds)]
+        return [self._match(c, g) for c, g in zip(completions, golds)]
 
     def grade(self, completion: str, gold: str) -> float:
         """1.0 if the last match of `answer_pattern` equals `gold` (whitespace-stripped), else 0.0."""
         check_golds([gold])
+        return self._match(completion, gold)
+
+    def _match(self, completion: str, gold: str) -> float:
         if not isinstance(completion, str):
             return 0.0
         found = re.findall(self.answer_pattern, completion, flags=re.MULTILINE)

@@ -1037,10 +1037,9 @@ def _selector_note(planted: dict) -> str:
         f"γ={sel['stand_in_gamma']:g} stand-in for the base policy, α={sel['alpha']:g}) ranks "
         f"γ={top['gamma']:g} first (score {top['score']:.3f} [{low:.3f}, {high:.3f}])"
     )
-    window = sel.get("window")
-    if window is None:
+    gaining = sel["gaining_gammas"]
+    if not gaining:
         return text + "; the sweep resolves no window, so the choice is not checked against RL."
-    gaining = sel.get("gaining_gammas") or window
     shown = ", ".join(f"{g:g}" for g in gaining)
     verdict = "one of them" if sel["in_window"] else "not one of them"
     return text + f"; the sweep's γ with a resolved gain are {shown}, so its choice is {verdict}."

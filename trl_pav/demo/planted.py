@@ -151,9 +151,10 @@ def run(cfg, out: Path, progress) -> dict:
         )
     outcome_sweep = float(np.mean(outcome_finals))
     window = [r["gamma"] for r in sweep if sweep_gains(r, len(sweep_seeds))]
+    window_span = [min(window), max(window)] if window else None
     progress(f"prover selection (Theorem 3.1's terms) over gamma in {cfg.gamma_sweep}, alpha={cfg.planted_alpha:g}")
     selection = prover_selection(task, cfg.gamma_sweep, cfg.planted_alpha, cfg.seed)
-    selection["window"] = [min(window), max(window)] if window else None
+    selection["window"] = window_span
     selection["gaining_gammas"] = window  # the window's span may hold γ values that did not gain
     selection["in_window"] = None if not window else selection["best_gamma"] in window
     finals = {arm: [c[-1][1] for c in curves] for arm, curves in runs.items()}
@@ -183,7 +184,7 @@ def run(cfg, out: Path, progress) -> dict:
         "gamma_sweep_outcome_per_seed": outcome_finals,
         "gamma_sweep_outcome_mean_success": float(np.mean(outcome_means)),
         "gamma_sweep_seeds": list(sweep_seeds),
-        "gamma_window": [min(window), max(window)] if window else None,
+        "gamma_window": window_span,
         "mc_advantages": mc,
         "prover_selection": selection,
     }

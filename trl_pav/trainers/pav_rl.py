@@ -239,12 +239,11 @@ def _windowed_char_ends(tokenizer, ids: Sequence[int], special: set[int]) -> tup
     character never completes."""
     ends: list[int] = []
     pieces: list[str] = []
-    length, prefix, read, waiting = 0, 0, 0, []
+    length, prefix, read, waiting, before = 0, 0, 0, [], ""  # before: decode(ids[prefix:read])
     for t, token in enumerate(ids):
         if token in special:
             ends.append(length)
             continue
-        before = tokenizer.decode(list(ids[prefix:read]), skip_special_tokens=True)
         after = tokenizer.decode(list(ids[prefix : t + 1]), skip_special_tokens=True)
         waiting.append(len(ends))
         ends.append(length)
@@ -258,6 +257,7 @@ def _windowed_char_ends(tokenizer, ids: Sequence[int], special: set[int]) -> tup
         for k in waiting[1:]:
             ends[k] = length if k == waiting[-1] else ends[waiting[0]]
         prefix, read, waiting = read, t + 1, []
+        before = tokenizer.decode(list(ids[prefix:read]), skip_special_tokens=True)
     if waiting:
         return None
     return ends, "".join(pieces)
