@@ -175,6 +175,36 @@ def test_steps_beyond_the_verifiers_length_get_the_outcome_term_only(policy_dir,
     assert trainer._metrics[mode]["pav/steps_beyond_verifier"][-1] == 1.0
 
 
+def test_a_learned_verifiers_reads_are_logged_as_compute(policy_dir, tmp_path):
+    """A verifier that counts the tokens it reads (`verifier_tokens`, as `PAVVerifier`) has each scoring call's
+    count logged as `pav/verifier_tokens`, which `GeneratedTokensCallback` adds to the arm's compute; a scorer that
+    counts none logs nothing."""
+    from trl_pav.evaluation import GeneratedTokensCallback
+
+    class ReadingScorer(TableScorer):
+        verifier_tokens = 0
+
+        def score(self, prompts, steps):
+            self.verifier_tokens += 7 * len(steps)  # a known count per trace
+            return super().score(prompts, steps)
+
+    tok = TASK.tokenizer()
+    ids = tok("1+1=2\n#### 2", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    batch = {"completion_ids": torch.tensor([ids, ids]), "completion_mask": torch.ones(2, len(ids), dtype=torch.long),
+             "advantages": torch.tensor([1.0, 1.0])}  # fmt: skip
+    logged = {}
+    for name, scorer in (("reads", ReadingScorer({("1+1=2", "#### 2"): [0.5, 0.75, 1.0]})),
+                         ("silent", TableScorer({("1+1=2", "#### 2"): [0.5, 0.75, 1.0]}))):  # fmt: skip
+        trainer = grpo_with(scorer, policy_dir, tmp_path / name)
+        trainer._last_rewards = torch.tensor([[1.0], [1.0]])
+        trainer._pav_advantages([{"prompt": "Q:1+1?\n"}] * 2, batch)
+        logged[name] = trainer._metrics["train" if trainer.model.training else "eval"].get("pav/verifier_tokens")
+    assert logged["reads"] == [14.0] and not logged["silent"]
+    spent = GeneratedTokensCallback(completions_per_step=2)
+    spent.record(1, {"completions/mean_length": float(len(ids)), "pav/verifier_tokens": logged["reads"][0]})
+    assert spent.per_step == [(1, 2 * len(ids), 0, 14)] and spent.tokens_at(1) == 2 * len(ids) + 14
+
+
 def test_token_level_advantages_reach_grpo_loss(policy_dir, tmp_path):
     """Regression: GRPO's loss must use (B, T) advantages per token (TRL may change this; we must notice)."""
     tok = TASK.tokenizer()

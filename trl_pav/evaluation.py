@@ -115,38 +115,39 @@ class AccuracyCurveCallback(TrainerCallback):
 
 
 class GeneratedTokensCallback(TrainerCallback):
-    """Cumulative generated tokens after each step of a TRL online trainer, as a user pays for them: the policy's
-    completions (`completions/mean_length` × completions per step) plus any rollouts a verifier spent
-    (`pav/rollout_tokens`, logged by `MCStepScorer` arms). Needs `logging_steps=1`.
+    """Cumulative compute tokens after each step of a TRL online trainer, as a user pays for them: the policy's
+    completions (`completions/mean_length` × completions per step), any rollouts a verifier generated
+    (`pav/rollout_tokens`, logged by `MCStepScorer` arms) and the tokens a learned verifier read to score the
+    completions (`pav/verifier_tokens`, logged for `PAVVerifier`s). Needs `logging_steps=1`.
 
     Attributes:
-        per_step: `[(global step, policy tokens so far, rollout tokens so far), ...]`.
+        per_step: `[(global step, policy tokens so far, rollout tokens so far, verifier tokens so far), ...]`.
 
     Example:
         >>> cb = GeneratedTokensCallback(completions_per_step=8)
         >>> cb.record(1, {"completions/mean_length": 10.0, "pav/rollout_tokens": 40.0})
-        >>> cb.record(2, {"completions/mean_length": 5.0})
+        >>> cb.record(2, {"completions/mean_length": 5.0, "pav/verifier_tokens": 30.0})
         >>> cb.per_step, cb.tokens_at(2)
-        ([(1, 80, 40), (2, 120, 40)], 160)
+        ([(1, 80, 40, 0), (2, 120, 40, 30)], 190)
     """
 
     def __init__(self, completions_per_step: int | None = None):
         self.completions_per_step = completions_per_step
-        self.per_step: list[tuple[int, int, int]] = []
+        self.per_step: list[tuple[int, int, int, int]] = []
 
     def record(self, step: int, logs: Mapping[str, float]) -> None:
         """Add one step's logged counts."""
         if "completions/mean_length" not in logs or self.completions_per_step is None:
             return
-        policy, rollout = (self.per_step[-1][1], self.per_step[-1][2]) if self.per_step else (0, 0)
+        policy, rollout, read = self.per_step[-1][1:] if self.per_step else (0, 0, 0)
         policy += round(float(logs["completions/mean_length"]) * self.completions_per_step)
         rollout += round(float(logs.get("pav/rollout_tokens", 0.0)))
-        self.per_step.append((step, policy, rollout))
+        read += round(float(logs.get("pav/verifier_tokens", 0.0)))
+        self.per_step.append((step, policy, rollout, read))
 
     def tokens_at(self, step: int) -> int:
-        """Policy + rollout tokens generated through `step` (0 before the first step)."""
-        before = [p + r for s, p, r in self.per_step if s <= step]
-        return before[-1] if before else 0
+        """Policy + rollout + verifier tokens through `step` (0 before the first step)."""
+        return _tokens_through(self.per_step, step)
 
     def on_train_begin(self, args, state, control, **kwargs):
         if self.completions_per_step is None:
@@ -164,7 +165,8 @@ class GeneratedTokensCallback(TrainerCallback):
 def tokens_to_reach(
     curve: Sequence[tuple[int, float]], tokens: GeneratedTokensCallback | Sequence, target: float
 ) -> int | None:
-    """Generated tokens spent when `curve` first reaches `target` (None if never): `iterations_to_reach` in tokens.
+    """Tokens spent (policy + rollouts + verifier reads) when `curve` first reaches `target` (None if never):
+    `iterations_to_reach` in tokens.
 
     `tokens` is a `GeneratedTokensCallback` or its `per_step` list.
 
@@ -176,7 +178,13 @@ def tokens_to_reach(
     if step is None:
         return None
     per_step = tokens.per_step if isinstance(tokens, GeneratedTokensCallback) else tokens
-    before = [p + r for s, p, r in per_step if s <= step]
+    return _tokens_through(per_step, step)
+
+
+def _tokens_through(per_step: Sequence[Sequence[int]], step: int) -> int:
+    """All tokens counted through `step` in a `GeneratedTokensCallback.per_step` list; records written before the
+    verifier column existed have three entries and count as reading none."""
+    before = [sum(t[1:]) for t in per_step if t[0] <= step]
     return before[-1] if before else 0
 
 

@@ -1262,52 +1262,94 @@ all-equal outcome rewards; the variance of A^μ over taken steps is {pre["advant
 """
 
 
+def _ratio_verdict(ratio: list[float], other: str) -> str:
+    """`ratio` is `[estimate, low, high]` of tokens over `other`'s tokens: which spent more, if resolved."""
+    _, lo, hi = ratio
+    if lo > 1:
+        return f"more tokens than {other}"
+    if hi < 1:
+        return f"fewer tokens than {other}"
+    return f"no resolved difference from {other}"
+
+
 def _mc_md(mc: dict | None) -> str:
-    """The planted Monte-Carlo-advantage arms: a table in generated tokens and one sentence per n from its numbers."""
+    """The planted arms by where the prover's values come from (exact, learned verifier, Monte-Carlo rollouts): a
+    table in tokens and one sentence per arm from its numbers."""
     if not mc:
         return ""
 
     def cell(values, fmt="{:,}"):
         return ", ".join("never" if v is None else fmt.format(v) for v in values)
 
+    def label_of(name: str, arm: dict) -> str:
+        if name.startswith("learned"):
+            share = arm.get("prover_share", 0.0)
+            return "learned PAV" + (f", {share:.0%} prover traces" if share else ", base-policy traces")
+        return {"outcome": "outcome only", "exact": "exact prover values"}.get(name, f"MC, n = {arm['mc_rollouts']}")
+
     rows, sentences = [], []
     for name, arm in mc["arms"].items():
-        label = {"outcome": "outcome only", "exact": "exact prover values"}.get(name, f"MC, n = {arm['mc_rollouts']}")
+        label = label_of(name, arm)
         rows.append(
-            f"| {label} | {arm['rollout_tokens_per_step']:,.0f} | {cell(arm['iterations_to_90'])} | "
-            f"{cell(arm['tokens_to_90'])} | {np.mean(arm['final_accuracy']):.3f} |"
+            f"| {label} | {arm['rollout_tokens_per_step']:,.0f} | {arm.get('verifier_tokens_per_step', 0.0):,.0f} | "
+            f"{cell(arm['iterations_to_90'])} | {cell(arm['tokens_to_90'])} | {np.mean(arm['final_accuracy']):.3f} |"
         )
-        ratio = arm.get("tokens_to_90_over_exact")
-        if arm["mc_rollouts"] is None:
+        if name in ("outcome", "exact"):
             continue
         reached, seeds = arm["seeds_reaching_90"], len(arm["tokens_to_90"])
+        ratio = arm.get("tokens_to_90_over_exact")
         if ratio is None:
-            sentences.append(f"n = {arm['mc_rollouts']} reached 90% on {reached} of {seeds} seeds; no paired ratio.")
-            continue
-        est, lo, hi = ratio
-        verdict = (
-            "more tokens than exact values"
-            if lo > 1
-            else "fewer tokens than exact values"
-            if hi < 1
-            else "no resolved difference from exact values"
-        )
-        sentences.append(
-            f"n = {arm['mc_rollouts']}: tokens to 90% are {est:.2f}x the exact arm's [{lo:.2f}, {hi:.2f}] over the "
-            f"seeds where both reached it ({reached} of {seeds} for this arm): {verdict}."
+            sentences.append(f"{label} reached 90% on {reached} of {seeds} seeds; no paired ratio to exact values.")
+        else:
+            sentences.append(
+                f"{label}: tokens to 90% are {ratio[0]:.2f}x the exact arm's [{ratio[1]:.2f}, {ratio[2]:.2f}] over "
+                f"the seeds where both reached it ({reached} of {seeds} for this arm): "
+                f"{_ratio_verdict(ratio, 'exact values')}."
+            )
+        for other, versus in (arm.get("tokens_to_90_over_learned") or {}).items():
+            them = label_of(other, mc["arms"][other])
+            sentences.append(
+                f"Against the {them} with its labeling counted, {label} spent "
+                + (
+                    f"{versus[0]:.2f}x [{versus[1]:.2f}, {versus[2]:.2f}] its tokens to 90%: "
+                    f"{_ratio_verdict(versus, 'that learned PAV')}."
+                    if versus
+                    else "an amount with no paired ratio (no seed where both reached 90%)."
+                )
+            )
+    learned_text = ""
+    for name, record in (mc.get("learned_pav") or {}).items():
+        arm = mc["arms"][name]
+        fit, on_prover = record["fit"], record.get("fit_on_prover_states")
+        learned_text += (
+            f"\n\nThe {label_of(name, arm)} was trained on {record['labeled_traces']:,} traces "
+            f"({record['labels']:,} labeled prefixes); labeling generated {record['labeling_tokens']:,} tokens once, "
+            f"counted in its tokens to 90% with labeling ({cell(arm['tokens_to_90_with_labeling'])}). On "
+            f"{fit['traces']} fresh base-policy traces its one-step advantages are off the exact ones by "
+            f"{fit['advantage_mae']:.4f} on average, against exact advantages of {fit['exact_advantage_mean_abs']:.4f} "
+            f"in size (correlation {fit['advantage_corr']:.2f})"
+            + (
+                f"; on the prover's traces, which reach the states an improving policy visits, by "
+                f"{on_prover['advantage_mae']:.4f} against {on_prover['exact_advantage_mean_abs']:.4f} (correlation "
+                f"{on_prover['advantage_corr']:.2f})."
+                if on_prover
+                else "."
+            )
         )
     table = "\n".join(rows)
-    return f"""**Planted RL with Monte-Carlo prover advantages** (the paper's open question: rollouts instead of a
-verifier). The γ = {mc["gamma"]:g} prover's values at every step boundary are estimated online by n rollouts of the
-prover per distinct state (`MCStepScorer`), against its exact values and outcome-only RL, {mc["steps"]} GRPO steps,
-paired seeds {mc["seeds"]}. Compute is generated tokens: the policy's completions plus the rollouts (the exact oracle
-costs none, so it bounds what a learned verifier could save).
+    return f"""**Planted RL: where the prover's values come from** (the paper's open question: rollouts instead of a
+verifier). The γ = {mc["gamma"]:g} prover's values at every step boundary come from its exact DP values, from a PAV
+trained on Monte-Carlo labels, or are estimated online by n rollouts of the prover per distinct state
+(`MCStepScorer`); outcome-only RL beside them; {mc["steps"]} GRPO steps, paired seeds {mc["seeds"]}. Compute is the
+tokens a user pays for: the policy's completions, the rollouts and the tokens a learned verifier reads (the exact
+oracle costs none, so it bounds what any verifier could save). Iterations and tokens list the seeds in order; final
+success is their mean.
 
-| arm | rollout tokens per step | iterations to 90% (per seed) | tokens to 90% (per seed) | final success (mean) |
-|---|---|---|---|---|
+| arm | rollout tokens / step | verifier tokens / step | iterations to 90% | tokens to 90% | final success |
+|---|---|---|---|---|---|
 {table}
 
-{" ".join(sentences)}
+{" ".join(sentences)}{learned_text}
 """
 
 
@@ -1333,8 +1375,10 @@ def _markdown(results: dict, plots: dict, claims: list[dict]) -> str:
     )
     spent = rl.get("generated_tokens", {})
     rl_tokens_text = (
-        " Generated tokens per run (policy + rollouts): "
-        + ", ".join(f"{a}: {t['policy']:,.0f} + {t['rollouts']:,.0f}" for a, t in spent.items())
+        " Tokens per run (policy + rollouts + verifier reads): "
+        + ", ".join(
+            f"{a}: {t['policy']:,.0f} + {t['rollouts']:,.0f} + {t.get('verifier', 0):,.0f}" for a, t in spent.items()
+        )
         + "."
         if spent
         else ""

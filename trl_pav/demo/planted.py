@@ -4,6 +4,7 @@ with PPO and a learned critic (`experiments.run_planted_ppo`), and a γ sweep.""
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -20,7 +21,7 @@ from ..evaluation import (
 from ..mc_values import MCStepScorer
 from .common import cached, cached_json, rl_args, seed_summary, t_interval
 
-__all__ = ["prover_selection", "run", "sweep_gains"]
+__all__ = ["learned_arm_name", "learned_pav", "planted_pav_fit", "prover_selection", "run", "sweep_gains"]
 
 
 def run(cfg, out: Path, progress) -> dict:
@@ -30,6 +31,7 @@ def run(cfg, out: Path, progress) -> dict:
 
     from ..evaluation import sampled_accuracy
     from ..generation import HFPolicy
+    from ..modeling import PAVVerifier
     from ..tasks import DEFAULT_POLICY, PlantedOracleScorer, PlantedProverPolicy, PlantedTask, train_base_policy
     from ..tokenization import load_tokenizer
     from ..trainers import PAVGRPOConfig, PAVGRPOTrainer, grader_reward
@@ -43,17 +45,21 @@ def run(cfg, out: Path, progress) -> dict:
     tok = load_tokenizer(policy_dir)
     train_ds = Dataset.from_dict({"prompt": [task.prompt] * 4096, "gold": [""] * 4096})
 
+    limits = {"max_new_tokens": 24}  # a trace is 10 one-letter steps: 19 characters and the EOS
+
     def evaluate(model) -> float:
-        pol = HFPolicy(model, tok, task.step_format, max_new_tokens=24, batch_size=512)
+        pol = HFPolicy(model, tok, task.step_format, batch_size=512, **limits)
         return sampled_accuracy(pol, [task.prompt] * 512, [""] * 512, task.grader, seed=3)
 
     base_acc = evaluate(AutoModelForCausalLM.from_pretrained(policy_dir))
     progress(f"planted base policy success {base_acc:.3f}")
 
-    def run_arm_with_tokens(gamma: float | None, steps: int, seed: int, mc_rollouts: int | None = None) -> dict:
-        """One GRPO run: its success curve and the generated tokens (policy + rollouts) after each step. The
-        process term comes from the γ prover's exact values, or (`mc_rollouts`) from that many rollouts of the
-        prover per state, online (`MCStepScorer`)."""
+    def run_arm_with_tokens(
+        gamma: float | None, steps: int, seed: int, mc_rollouts: int | None = None, learned: dict | None = None
+    ) -> dict:
+        """One GRPO run: its success curve and the tokens (policy + rollouts + verifier reads) after each step. The
+        process term comes from the γ prover's exact values, from that many rollouts of the prover per state online
+        (`mc_rollouts`, `MCStepScorer`), or from a verifier trained to predict them (`learned`, `learned_pav`)."""
         key = {
             "gamma": gamma,
             "steps": steps,
@@ -63,18 +69,22 @@ def run(cfg, out: Path, progress) -> dict:
             "mc_rollouts": mc_rollouts,
             "record": "points+tokens",
         }
+        if learned is not None:
+            key["learned"] = learned["key"]
 
         def train():
             curve = AccuracyCurveCallback(evaluate, max(1, steps // 10))
             tokens = GeneratedTokensCallback()
-            run_dir = out / "planted" / "rl" / f"{gamma}-{seed}-{mc_rollouts}"
+            run_dir = out / "planted" / "rl" / f"{gamma}-{seed}-{mc_rollouts}-{learned and learned['arm']}"
             kw = {"max_completion_length": 24, "learning_rate": 1e-3}
             common = {"train_dataset": train_ds, "processing_class": tok, "callbacks": [curve, tokens]}
             if gamma is None:
                 args = rl_args(GRPOConfig, run_dir, steps, seed, scale_rewards="none", **kw)
                 trainer = GRPOTrainer(str(policy_dir), [grader_reward(task.grader)], args=args, **common)
             else:
-                if mc_rollouts is None:
+                if learned is not None:
+                    verifier = PAVVerifier.from_pretrained(learned["verifier"])
+                elif mc_rollouts is None:
                     verifier = PlantedOracleScorer(task, gamma)
                 else:  # the prover's values estimated by its own rollouts; seeded apart from the policy's samples
                     verifier = MCStepScorer(
@@ -90,6 +100,7 @@ def run(cfg, out: Path, progress) -> dict:
             return {"points": curve.points, "tokens": tokens.per_step}
 
         arm = "outcome" if gamma is None else f"gamma{gamma:g}" + ("" if mc_rollouts is None else f"-mc{mc_rollouts}")
+        arm += f"-{learned['arm']}" if learned is not None else ""
         record = cached_json(out / "planted" / "rl" / f"{arm}-{steps}-{seed}.json", key, train)
         return {"points": [tuple(p) for p in record["points"]], "tokens": [tuple(t) for t in record["tokens"]]}
 
@@ -124,7 +135,43 @@ def run(cfg, out: Path, progress) -> dict:
                 )
                 runs[arm].append([tuple(p) for p in points])
     to_90 = {arm: [iterations_to_reach(c, 0.9) for c in curves] for arm, curves in runs.items()}
-    mc = _mc_arms(cfg, run_arm_with_tokens, progress) if cfg.planted_mc_rollouts else None
+    learned: dict[str, dict] = {}
+    for share in cfg.planted_pav_prover_shares if cfg.planted_pav_traces else []:
+        progress(
+            f"planted learned PAV: {cfg.planted_pav_traces} traces ({share:.0%} from the prover, the rest from the "
+            f"base policy) labeled by {PLANTED_PAV_N_MC} rollouts of the gamma={cfg.planted_gamma:g} prover per "
+            "prefix (first pit), verifier trained from the base policy"
+        )
+        pav_key = {
+            "gamma": cfg.planted_gamma,
+            "traces": cfg.planted_pav_traces,
+            "prover_share": share,
+            "seed": cfg.seed,
+            "policy": asdict(policy_cfg),
+            "labels": [PLANTED_PAV_N_COV, PLANTED_PAV_N_MC, "first_pit"],
+            "loss": "pointwise, unbalanced",
+        }
+        arm = learned_arm_name(share)
+        folder = cached(
+            out / "planted" / arm,
+            pav_key,
+            lambda d, share=share: (d / "summary.json").write_text(
+                json.dumps(
+                    learned_pav(
+                        task,
+                        HFPolicy(AutoModelForCausalLM.from_pretrained(policy_dir), tok, task.step_format, **limits),
+                        policy_dir,
+                        cfg.planted_gamma,
+                        cfg.planted_pav_traces,
+                        cfg.seed,
+                        d,
+                        prover_share=share,
+                    )
+                )
+            ),
+        )
+        learned[arm] = {**json.loads((folder / "summary.json").read_text()), "key": pav_key, "arm": arm}
+    mc = _mc_arms(cfg, run_arm_with_tokens, progress, learned) if cfg.planted_mc_rollouts or learned else None
     progress(f"prover-strength sweep over gamma in {cfg.gamma_sweep}, seeds {cfg.gamma_sweep_seeds}")
     sweep_seeds = cfg.gamma_sweep_seeds
     outcome_curves = [run_arm(None, cfg.gamma_sweep_steps, s) for s in sweep_seeds]
@@ -230,6 +277,145 @@ def prover_selection(task, gammas: list[float], alpha: float, seed: int, traces:
     }
 
 
+PLANTED_PAV_N_COV = 4  # seed traces of the base policy per labeled problem (all problems share the one prompt)
+PLANTED_PAV_N_MC = 20  # the paper's rollouts per labeled prefix: the γ prover's rollouts are procedural and cheap
+
+
+def learned_pav(
+    task,
+    policy,
+    backbone_dir: Path,
+    gamma: float,
+    traces: int,
+    seed: int,
+    folder: Path,
+    verifier_steps: int = 600,
+    prover_share: float = 0.0,
+) -> dict:
+    """The learned planted PAV: seed traces, labeled the paper's way (first pit, n_mc = 20 rollouts of the γ prover
+    per labeled prefix: `Q̂^μ`, target `q_mu`), and a verifier trained on them from the weights in `backbone_dir`
+    (`train_verifier`, pointwise loss, no likelihood head), with its fitting error against the exact DP values.
+
+    The seed traces come from the base `policy` (a `Policy`; the paper's recipe), except a `prover_share` of them
+    drawn from the γ prover itself: a weak base policy rarely reaches states where planted symbols are matched, which
+    are the states an improving policy visits and where the exact advantages are large.
+
+    Writes `folder/labels` (and `folder/labels-prover`) and `folder/verifier`. Returns `{"verifier",
+    "labeling_tokens", "labeled_traces", "labels", "prover_share", "training", "fit", "fit_on_prover_states"}`:
+    `labeling_tokens` is what labeling generated (seed traces + rollouts), the one-off cost an RL arm with this
+    verifier pays before its first step; `fit` and `fit_on_prover_states` (`planted_pav_fit`) compare its values
+    and advantages with the exact ones on fresh traces of `policy` and of the prover.
+    """
+    import json
+
+    from datasets import concatenate_datasets
+
+    from ..experiments.arithmetic_verifiers import VerifierRecipe, train_verifier
+    from ..labeling import MCLabelConfig, MCLabeler
+    from ..modeling import PAVVerifier
+    from ..tasks import PlantedProverPolicy
+
+    if not 0.0 <= prover_share <= 1.0:
+        raise ValueError(f"prover_share must be in [0, 1], got {prover_share}")
+    config = MCLabelConfig(
+        n_cov=PLANTED_PAV_N_COV,
+        n_mc=PLANTED_PAV_N_MC,
+        strategy="first_pit",
+        prover="policy",
+        seed=seed,
+        show_progress=False,
+    )
+    prover = PlantedProverPolicy(task, gamma)
+    problems = max(1, traces // PLANTED_PAV_N_COV)
+    from_prover = round(problems * prover_share)
+    parts, metas, offset = [], [], 0
+    for source, n, name in ((policy, problems - from_prover, "labels"), (prover, from_prover, "labels-prover")):
+        if n == 0:
+            continue
+        labeler = MCLabeler(source, task.grader, config, prover_policy=prover)
+        part = labeler.label(task.problems_dataset(n), folder / name)
+        if offset:  # problems stay distinct for the held-out split
+            part = part.map(lambda r, shift=offset: {"problem_index": r["problem_index"] + shift})
+        parts.append(part)
+        metas.append(labeler.last_metadata)
+        offset += n
+    labels = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    # The planted backbone is tiny (64 wide): a larger rate than the realistic verifiers' 3e-5.
+    recipe = VerifierRecipe(
+        verifier_steps=verifier_steps,
+        verifier_learning_rate=1e-3,
+        verifier_likelihood_head=False,
+        prover_k=1,
+        seed=seed,
+    )
+    # Unbalanced loss: advantages are differences of values, so the values must stay calibrated; balancing the
+    # classes at 0.5 would reweight the few labels above it (docs/deviations.md).
+    separator = task.step_format.separator
+    train_verifier(
+        backbone_dir, labels, folder / "verifier", "pav", recipe, step_separator=separator, class_balanced=False
+    )
+    verifier = PAVVerifier.from_pretrained(folder / "verifier")
+    return {
+        "verifier": str(folder / "verifier"),
+        "labeling_tokens": int(sum(m["generated_tokens"] for m in metas)),
+        "labeled_traces": int(sum(m["num_traces"] for m in metas)),
+        "labels": int(sum(m["num_labels"] for m in metas)),
+        "prover_share": prover_share,
+        "training": json.loads((folder / "verifier" / "training.summary.json").read_text()),
+        "fit": planted_pav_fit(verifier, task, gamma, policy, seed=seed + 7919),
+        "fit_on_prover_states": planted_pav_fit(verifier, task, gamma, prover, seed=seed + 7919),
+    }
+
+
+def planted_pav_fit(verifier, task, gamma: float, policy, seed: int, traces: int = 256) -> dict:
+    """A planted verifier's fitting error against the exact DP values of the γ prover, on `traces` fresh traces of
+    `policy` (seeds apart from labeling's): mean absolute error of the values (root and every step) and of the
+    one-step advantages, and the correlation of its advantages with the exact ones.
+
+    Example:
+        >>> from trl_pav.tasks import PlantedOracleScorer, PlantedProverPolicy, PlantedTask
+        >>> task = PlantedTask()
+        >>> fit = planted_pav_fit(PlantedOracleScorer(task, 10.0), task, 10.0, PlantedProverPolicy(task, 5.0), 0, 8)
+        >>> fit["value_mae"], fit["advantage_mae"], fit["advantage_corr"]
+        (0.0, 0.0, 1.0)
+    """
+    from ..generation import GenerationRequest
+
+    gens = policy.generate([GenerationRequest(task.prompt, seed=seed * 100_003 + i) for i in range(traces)])
+    steps = [g.steps for g in gens if g.steps]
+    predicted = verifier.score([task.prompt] * len(steps), steps)
+    exact = [task.exact_values(gamma, s) for s in steps]
+    pv = np.concatenate([np.asarray(v, dtype=float) for v in predicted])
+    ev = np.concatenate([np.asarray(v, dtype=float) for v in exact])
+    pa = np.concatenate([np.diff(np.asarray(v, dtype=float)) for v in predicted])
+    ea = np.concatenate([np.diff(np.asarray(v, dtype=float)) for v in exact])
+    # Each step by the planted symbols matched before it: progress states are rare under a weak base policy.
+    matched = np.array([_match_before(task, s, h) for s in steps for h in range(len(s))])
+    corr = float(np.corrcoef(pa, ea)[0, 1]) if pa.std() > 0 and ea.std() > 0 else float("nan")
+    return {
+        "traces": len(steps),
+        "value_mae": float(np.abs(pv - ev).mean()),
+        "advantage_mae": float(np.abs(pa - ea).mean()),
+        "exact_advantage_mean_abs": float(np.abs(ea).mean()),
+        "advantage_corr": corr,
+        "by_match_state": [
+            {
+                "matched": int(k),
+                "steps": int((matched == k).sum()),
+                "advantage_mae": float(np.abs(pa - ea)[matched == k].mean()),
+                "exact_advantage_mean_abs": float(np.abs(ea)[matched == k].mean()),
+            }
+            for k in np.unique(matched)
+        ],
+    }
+
+
+def _match_before(task, steps, h: int) -> int:
+    """Planted symbols matched by the first `h` steps (the match state step h moves from; 0 for invalid steps)."""
+    symbols = task.encode(list(steps[:h]))
+    return task.match_state(symbols) if symbols is not None else 0
+
+
 def sweep_gains(row: dict, seeds: int) -> bool:
     """Whether one γ of the sweep is in the window: PAV-RL learns faster than outcome-only RL, i.e. its success
     averaged over training beats the same seed's outcome-only run with a paired interval above 0 (one seed: by more
@@ -280,40 +466,83 @@ def _exact_search(task, cfg) -> dict:
     }
 
 
-def _mc_arms(cfg, run_arm_with_tokens, progress) -> dict:
-    """Exact prover values against the same prover's values estimated online by n rollouts per state, and outcome
-    only, on paired seeds, counted in generated tokens (policy completions + rollouts; the exact oracle costs none).
+def _mc_arms(cfg, run_arm_with_tokens, progress, learned: dict[str, dict] | None = None) -> dict:
+    """Where the prover's values come from, on paired seeds: its exact values, the same values estimated online by
+    n rollouts per state (`MCStepScorer`), verifiers trained to predict them (`learned`: arm name → `learned_pav`'s
+    record), and outcome only. Counted in tokens a user pays for: policy completions + rollouts + the tokens a
+    learned verifier reads (the exact oracle costs none); a learned arm also paid its labeling once, before training.
 
-    Per arm: iterations and tokens to 90% success per seed, final success per seed, rollout tokens per step; and for
-    each n the paired ratio of its tokens to 90% over the exact arm's (seeds where both got there)."""
+    Per arm: iterations and tokens to 90% success per seed, final success per seed, rollout and verifier tokens
+    per step; for every other arm the paired ratio of its tokens to 90% over the exact arm's (seeds where both got
+    there), and for each n over every learned arm's with its labeling counted (`tokens_to_90_over_learned`)."""
+    learned = learned or {}
     gamma, steps, seeds = cfg.planted_gamma, cfg.planted_rl_steps, cfg.planted_seeds
-    progress(
-        f"planted RL with Monte-Carlo prover advantages: n in {cfg.planted_mc_rollouts} rollouts of the "
-        f"gamma={gamma:g} prover per state, vs its exact values and outcome-only, {steps} steps, seeds {seeds}"
+    sources = ([f"n in {cfg.planted_mc_rollouts} rollouts per state"] if cfg.planted_mc_rollouts else []) + (
+        [f"{len(learned)} learned PAV(s)"] if learned else []
     )
-    arms = {"outcome": (None, None), "exact": (gamma, None)}
-    arms.update({f"mc{n}": (gamma, n) for n in cfg.planted_mc_rollouts})
-    out: dict = {"gamma": gamma, "steps": steps, "seeds": list(seeds), "arms": {}}
-    for name, (g, n) in arms.items():
-        records = [run_arm_with_tokens(g, steps, seed, n) for seed in seeds]
-        rollout = [r["tokens"][-1][2] / max(len(r["tokens"]), 1) if r["tokens"] else 0.0 for r in records]
+    progress(
+        f"planted RL with the gamma={gamma:g} prover's values from {' and '.join(sources)}, vs its exact values and "
+        f"outcome-only, {steps} steps, seeds {seeds}"
+    )
+    arms: dict[str, tuple] = {"outcome": (None, None, None), "exact": (gamma, None, None)}
+    arms.update({name: (gamma, None, record) for name, record in learned.items()})
+    arms.update({f"mc{n}": (gamma, n, None) for n in cfg.planted_mc_rollouts})
+    out: dict = {"gamma": gamma, "steps": steps, "seeds": list(seeds), "arms": {}, "learned_pav": {}}
+    for name, (g, n, verifier) in arms.items():
+        records = [run_arm_with_tokens(g, steps, seed, n, verifier) for seed in seeds]
+
+        def per_step(r, column):
+            t = r["tokens"]
+            return t[-1][column] / len(t) if t and len(t[-1]) > column else 0.0
+
         out["arms"][name] = {
             "mc_rollouts": n,
+            "learned": verifier is not None,
             "iterations_to_90": [iterations_to_reach(r["points"], 0.9) for r in records],
             "tokens_to_90": [tokens_to_reach(r["points"], r["tokens"], 0.9) for r in records],
             "final_accuracy": [r["points"][-1][1] for r in records],
-            "total_tokens": [r["tokens"][-1][1] + r["tokens"][-1][2] if r["tokens"] else 0 for r in records],
-            "rollout_tokens_per_step": float(np.mean(rollout)),
+            "total_tokens": [sum(r["tokens"][-1][1:]) if r["tokens"] else 0 for r in records],
+            "rollout_tokens_per_step": float(np.mean([per_step(r, 2) for r in records])),
+            "verifier_tokens_per_step": float(np.mean([per_step(r, 3) for r in records])),
             "curves": seed_summary([r["points"] for r in records]),
         }
+        if verifier is not None:
+            arm = out["arms"][name]
+            arm["labeling_tokens"] = verifier["labeling_tokens"]
+            arm["prover_share"] = verifier["prover_share"]
+            arm["tokens_to_90_with_labeling"] = [
+                None if t is None else t + verifier["labeling_tokens"] for t in arm["tokens_to_90"]
+            ]
+            out["learned_pav"][name] = {k: v for k, v in verifier.items() if k not in ("verifier", "key", "arm")}
     exact = out["arms"]["exact"]["tokens_to_90"]
     for name in arms:
-        if name.startswith("mc"):
-            mine = out["arms"][name]["tokens_to_90"]
-            ratios = [m / e for m, e in zip(mine, exact) if m is not None and e is not None and e > 0]
-            out["arms"][name]["tokens_to_90_over_exact"] = list(t_interval(ratios)) if ratios else None
-            out["arms"][name]["seeds_reaching_90"] = sum(m is not None for m in mine)
+        if name in ("exact", "outcome"):
+            continue
+        mine = out["arms"][name]["tokens_to_90"]
+        out["arms"][name]["tokens_to_90_over_exact"] = _paired_ratio(mine, exact)
+        out["arms"][name]["seeds_reaching_90"] = sum(m is not None for m in mine)
+        if name.startswith("mc") and learned:
+            out["arms"][name]["tokens_to_90_over_learned"] = {
+                other: _paired_ratio(mine, out["arms"][other]["tokens_to_90_with_labeling"]) for other in learned
+            }
     return out
+
+
+def learned_arm_name(prover_share: float) -> str:
+    """The arm (and folder) name of a learned planted PAV: `learned` for the paper's recipe (base-policy states only),
+    `learned_mix<share>` with a share of prover traces.
+
+    Example:
+        >>> learned_arm_name(0.0), learned_arm_name(0.5)
+        ('learned', 'learned_mix0.5')
+    """
+    return "learned" if prover_share == 0 else f"learned_mix{prover_share:g}"
+
+
+def _paired_ratio(mine: list, other: list) -> list[float] | None:
+    """t-interval of `mine / other` over the seeds where both are known (None: no such seed)."""
+    ratios = [m / o for m, o in zip(mine, other) if m is not None and o is not None and o > 0]
+    return list(t_interval(ratios)) if ratios else None
 
 
 def _median_or_none(values: list[int | None]) -> float | None:

@@ -83,7 +83,7 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
             None, task.grader, n_rollouts=n, prover_k=k, seed=1000 + seed
         )
     curves: dict[str, list[list[tuple[int, float]]]] = {arm: [] for arm in arms}
-    tokens: dict[str, list[list[tuple[int, int, int]]]] = {arm: [] for arm in arms}
+    tokens: dict[str, list[list[tuple[int, ...]]]] = {arm: [] for arm in arms}
     trace_stats: dict[str, list[list[dict]]] = {arm: [] for arm in arms}  # per evaluation: steps, no-progress
     for arm, build in arms.items():
         for seed in cfg.rl_seeds:
@@ -158,11 +158,13 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
             "no_progress": no_progress_summary({a: trace_stats[a] for a in compared}, reference=exact),
             **summarize_arms({a: curves[a] for a in compared}, "outcome", exact),
         }
-    # What each arm generated (policy completions + rollouts; learned and exact verifiers generate none).
+    # What each arm spent: policy completions, rollouts (MC arms) and the tokens a learned verifier read (exact
+    # oracles read none; records from before the verifier column count none).
     summary["generated_tokens"] = {
         arm: {
             "policy": float(np.mean([t[-1][1] for t in runs if t])),
             "rollouts": float(np.mean([t[-1][2] for t in runs if t])),
+            "verifier": float(np.mean([t[-1][3] if len(t[-1]) > 3 else 0 for t in runs if t])),
         }
         for arm, runs in tokens.items()
         if any(runs)

@@ -157,9 +157,18 @@ def verifier_max_length(policy_dir: Path) -> int:
     return int(AutoConfig.from_pretrained(policy_dir).max_position_embeddings)
 
 
-def train_verifier(policy_dir: Path, labels, folder: Path, kind: str, cfg) -> None:
+def train_verifier(
+    policy_dir: Path,
+    labels,
+    folder: Path,
+    kind: str,
+    cfg,
+    step_separator: str | None = None,
+    class_balanced: bool = True,
+) -> None:
     """Train on most labeled problems; stop early on the held-out problems' loss and keep the best checkpoint.
-    `cfg` is a `VerifierRecipe` or anything with its fields (a `DemoConfig`)."""
+    `cfg` is a `VerifierRecipe` or anything with its fields (a `DemoConfig`); `step_separator` is the traces' (None:
+    the backbone's stored format, else a newline); `class_balanced` as in `PAVRewardConfig`."""
     import json
 
     import torch
@@ -183,6 +192,8 @@ def train_verifier(policy_dir: Path, labels, folder: Path, kind: str, cfg) -> No
         learning_rate=cfg.verifier_learning_rate,
         contrast_weight=cfg.verifier_contrast_weight,
         likelihood_head=cfg.verifier_likelihood_head,
+        step_separator=step_separator,
+        class_balanced=class_balanced,
         lr_scheduler_type="cosine",
         warmup_steps=max(1, cfg.verifier_steps // 10),
         max_length=verifier_max_length(policy_dir),

@@ -578,7 +578,12 @@ class PAVRLMixin:
             if getattr(self.verifier, "needs_gold", False):  # rollout scorers grade against the gold answer
                 values = self._score_with_golds(inputs, scored, prompts, [scored_steps[i] for i in scored])
             else:
+                read_before = getattr(self.verifier, "verifier_tokens", None)
                 values = self.verifier.score(prompts, [scored_steps[i] for i in scored])
+                if isinstance(read_before, int):  # a learned verifier's reads are compute the arm pays for
+                    mode = "train" if self.model.training else "eval"
+                    read = self.verifier.verifier_tokens - read_before
+                    self._metrics[mode]["pav/verifier_tokens"].append(float(read))
             values = checked_step_values(values, [scored_steps[i] for i in scored], self.verifier)
             k = self.pav_prover_k
             for i, v in zip(scored, values):
