@@ -94,9 +94,8 @@ class DemoConfig:
         planted_alpha (`float`): α of planted PAV-RL (paper: 1).
         planted_mc_rollouts (`list[int]`): rollouts per state of the planted Monte-Carlo-advantage arms (the γ
             prover's values estimated online instead of its exact values; empty skips them).
-        planted_pav_traces (`int`): traces labeled (first pit, 20 rollouts of the γ prover per labeled prefix) to
-            train each learned planted PAV, whose RL arms run beside the Monte-Carlo arms on the same seeds (0 skips
-            them).
+        planted_pav_traces (`int`): traces labeled (20 rollouts of the γ prover after every step) to train each
+            learned planted PAV, whose RL arms run beside the Monte-Carlo arms on the same seeds (0 skips them).
         planted_pav_prover_shares (`list[float]`): one learned planted PAV per value: the share of its labeled traces
             drawn from the γ prover instead of the base policy (0: the paper's recipe, base-policy states only; the
             planted base policy almost never reaches the states where planted progress is made).
@@ -149,7 +148,7 @@ class DemoConfig:
     planted_gamma: float = 10.0
     planted_alpha: float = 1.0
     planted_mc_rollouts: list[int] = field(default_factory=list)
-    planted_pav_traces: int = 512
+    planted_pav_traces: int = 2048
     planted_pav_prover_shares: list[float] = field(default_factory=lambda: [0.0, 0.5])
     gamma_sweep: list[float] = field(default_factory=lambda: [1.0, 10.0, 100.0])
     gamma_sweep_steps: int = 300

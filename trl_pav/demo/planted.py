@@ -140,7 +140,7 @@ def run(cfg, out: Path, progress) -> dict:
         progress(
             f"planted learned PAV: {cfg.planted_pav_traces} traces ({share:.0%} from the prover, the rest from the "
             f"base policy) labeled by {PLANTED_PAV_N_MC} rollouts of the gamma={cfg.planted_gamma:g} prover per "
-            "prefix (first pit), verifier trained from the base policy"
+            "step, verifier trained from the base policy"
         )
         pav_key = {
             "gamma": cfg.planted_gamma,
@@ -148,8 +148,8 @@ def run(cfg, out: Path, progress) -> dict:
             "prover_share": share,
             "seed": cfg.seed,
             "policy": asdict(policy_cfg),
-            "labels": [PLANTED_PAV_N_COV, PLANTED_PAV_N_MC, "first_pit"],
-            "loss": "pointwise, unbalanced",
+            "labels": [PLANTED_PAV_N_COV, PLANTED_PAV_N_MC, PLANTED_PAV_STRATEGY],
+            "training": [PLANTED_PAV_VERIFIER_STEPS, "pointwise, unbalanced"],
         }
         arm = learned_arm_name(share)
         folder = cached(
@@ -279,6 +279,12 @@ def prover_selection(task, gammas: list[float], alpha: float, seed: int, traces:
 
 PLANTED_PAV_N_COV = 4  # seed traces of the base policy per labeled problem (all problems share the one prompt)
 PLANTED_PAV_N_MC = 20  # the paper's rollouts per labeled prefix: the γ prover's rollouts are procedural and cheap
+# Every step labeled, not the paper's first pit: first pit assumes a state whose rollouts all fail stays lost, as a
+# wrong math step does, but the γ prover recovers from any state until the deadline, so the steps after a (often
+# false) pit, where planted progress is made, went unlabeled and the verifier's advantages did not fit (measured on
+# validation traces, docs/mc_advantages.md).
+PLANTED_PAV_STRATEGY = "all"
+PLANTED_PAV_VERIFIER_STEPS = 2000
 
 
 def learned_pav(
@@ -289,12 +295,14 @@ def learned_pav(
     traces: int,
     seed: int,
     folder: Path,
-    verifier_steps: int = 600,
+    verifier_steps: int = PLANTED_PAV_VERIFIER_STEPS,
     prover_share: float = 0.0,
+    strategy: str = PLANTED_PAV_STRATEGY,
 ) -> dict:
-    """The learned planted PAV: seed traces, labeled the paper's way (first pit, n_mc = 20 rollouts of the γ prover
-    per labeled prefix: `Q̂^μ`, target `q_mu`), and a verifier trained on them from the weights in `backbone_dir`
-    (`train_verifier`, pointwise loss, no likelihood head), with its fitting error against the exact DP values.
+    """The learned planted PAV: seed traces labeled by n_mc = 20 rollouts of the γ prover per labeled prefix
+    (`Q̂^μ`, target `q_mu`; `strategy`: every step by default, or the paper's `"first_pit"`), and a verifier trained
+    on them from the weights in `backbone_dir` (`train_verifier`, pointwise loss, no likelihood head), with its
+    fitting error against the exact DP values.
 
     The seed traces come from the base `policy` (a `Policy`; the paper's recipe), except a `prover_share` of them
     drawn from the γ prover itself: a weak base policy rarely reaches states where planted symbols are matched, which
@@ -320,7 +328,7 @@ def learned_pav(
     config = MCLabelConfig(
         n_cov=PLANTED_PAV_N_COV,
         n_mc=PLANTED_PAV_N_MC,
-        strategy="first_pit",
+        strategy=strategy,
         prover="policy",
         seed=seed,
         show_progress=False,
