@@ -516,7 +516,7 @@ def test_mc_section_states_what_its_ratios_say():
     base = {"gamma": 10.0, "steps": 300, "seeds": [0, 1, 2]}
     arms = {"outcome": _mc_arm(None, [None] * 3), "exact": _mc_arm(None, [100, 120, 110])}
     more = report._mc_md({**base, "arms": {**arms, "mc4": _mc_arm(4, [200, 260, 220], [2.0, 1.5, 2.5])}})
-    assert "n = 4: tokens to 90% are 2.00x the exact arm's [1.50, 2.50]" in more and "more tokens than exact" in more
+    assert "n = 4: tokens to 90% are 2.00x [1.50, 2.50] the exact arm's" in more and "more tokens than exact" in more
     fewer = report._mc_md({**base, "arms": {**arms, "mc4": _mc_arm(4, [50, 60, 55], [0.5, 0.4, 0.6])}})
     assert "fewer tokens than exact values" in fewer
     tie = report._mc_md({**base, "arms": {**arms, "mc2": _mc_arm(2, [90, 130, 110], [1.0, 0.8, 1.2])}})
@@ -531,7 +531,7 @@ def test_mc_section_with_learned_arms_states_its_numbers():
     with it (labeling counted) in the direction its interval says; no seed in common gives no ratio."""
     fit = {"traces": 256, "advantage_mae": 0.0104, "exact_advantage_mean_abs": 0.0130, "advantage_corr": 0.5}
     learned = {**_mc_arm(None, [None, 150, None]), "learned": True, "prover_share": 0.5, "labeling_tokens": 5000,
-               "tokens_to_90_with_labeling": [None, 5150, None], "tokens_to_90_over_exact": [1.2, 1.2, 1.2],
+               "tokens_to_90_with_labeling": [None, 5150, None], "tokens_to_90_over_exact": [1.2, None, None],
                "seeds_reaching_90": 1}  # fmt: skip
     mc8 = {**_mc_arm(8, [900, 800, 850], [8.0, 6.0, 10.0]), "tokens_to_90_over_learned": {"learned_mix0.5": None}}
     base = {"gamma": 10.0, "steps": 300, "seeds": [0, 1, 2]}
@@ -540,11 +540,12 @@ def test_mc_section_with_learned_arms_states_its_numbers():
     records = {"learned_mix0.5": {"labeled_traces": 512, "labels": 5095, "labeling_tokens": 5000, "fit": fit,
                                   "fit_on_prover_states": on_prover}}  # fmt: skip
     text = report._mc_md({**base, "arms": {**arms, "learned_mix0.5": learned, "mc8": mc8}, "learned_pav": records})
-    assert "| learned PAV, 50% prover traces | 0 | 0 | never, 10, never | never, 150, never |" in text
+    assert "| learned PAV (50% prover traces) | 0 | 0 | never, 10, never | never, 150, never |" in text
     assert "labeling generated 5,000 tokens once" in text and "(never, 5,150, never)" in text
     assert "off the exact ones by 0.0104 on average, against exact advantages of 0.0130" in text
     assert "on the prover's traces, which reach the states an improving policy visits, by 0.2000" in text
     assert "no paired ratio (no seed where both reached 90%)" in text
+    assert "1.20x (one seed, no interval) the exact arm's" in text and "not resolved on one seed" in text
     mc8["tokens_to_90_over_learned"] = {"learned_mix0.5": [0.2, 0.1, 0.3]}
     text = report._mc_md({**base, "arms": {**arms, "learned_mix0.5": learned, "mc8": mc8}, "learned_pav": records})
     assert "spent 0.20x [0.10, 0.30] its tokens to 90%: fewer tokens than that learned PAV" in text

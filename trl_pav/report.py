@@ -1262,9 +1262,18 @@ all-equal outcome rewards; the variance of A^μ over taken steps is {pre["advant
 """
 
 
-def _ratio_verdict(ratio: list[float], other: str) -> str:
-    """`ratio` is `[estimate, low, high]` of tokens over `other`'s tokens: which spent more, if resolved."""
+def _ratio_text(ratio: list[float | None]) -> str:
+    """`[estimate, low, high]` as text; a ratio from one seed has no bounds."""
+    est, lo, hi = ratio
+    return f"{est:.2f}x (one seed, no interval)" if lo is None else f"{est:.2f}x [{lo:.2f}, {hi:.2f}]"
+
+
+def _ratio_verdict(ratio: list[float | None], other: str) -> str:
+    """`ratio` is `[estimate, low, high]` of tokens over `other`'s tokens: which spent more, if resolved (one seed,
+    no bounds: not resolved)."""
     _, lo, hi = ratio
+    if lo is None:
+        return "not resolved on one seed"
     if lo > 1:
         return f"more tokens than {other}"
     if hi < 1:
@@ -1284,12 +1293,13 @@ def _mc_md(mc: dict | None) -> str:
     def label_of(name: str, arm: dict) -> str:
         if name.startswith("learned"):
             share = arm.get("prover_share", 0.0)
-            return "learned PAV" + (f", {share:.0%} prover traces" if share else ", base-policy traces")
+            return "learned PAV " + (f"({share:.0%} prover traces)" if share else "(base-policy traces)")
         return {"outcome": "outcome only", "exact": "exact prover values"}.get(name, f"MC, n = {arm['mc_rollouts']}")
 
     rows, sentences = [], []
     for name, arm in mc["arms"].items():
         label = label_of(name, arm)
+        opening = label[0].upper() + label[1:]  # the label at the start of a sentence
         rows.append(
             f"| {label} | {arm['rollout_tokens_per_step']:,.0f} | {arm.get('verifier_tokens_per_step', 0.0):,.0f} | "
             f"{cell(arm['iterations_to_90'])} | {cell(arm['tokens_to_90'])} | {np.mean(arm['final_accuracy']):.3f} |"
@@ -1299,20 +1309,18 @@ def _mc_md(mc: dict | None) -> str:
         reached, seeds = arm["seeds_reaching_90"], len(arm["tokens_to_90"])
         ratio = arm.get("tokens_to_90_over_exact")
         if ratio is None:
-            sentences.append(f"{label} reached 90% on {reached} of {seeds} seeds; no paired ratio to exact values.")
+            sentences.append(f"{opening} reached 90% on {reached} of {seeds} seeds; no paired ratio to exact values.")
         else:
             sentences.append(
-                f"{label}: tokens to 90% are {ratio[0]:.2f}x the exact arm's [{ratio[1]:.2f}, {ratio[2]:.2f}] over "
-                f"the seeds where both reached it ({reached} of {seeds} for this arm): "
-                f"{_ratio_verdict(ratio, 'exact values')}."
+                f"{opening}: tokens to 90% are {_ratio_text(ratio)} the exact arm's over the seeds where both reached "
+                f"it ({reached} of {seeds} for this arm): {_ratio_verdict(ratio, 'exact values')}."
             )
         for other, versus in (arm.get("tokens_to_90_over_learned") or {}).items():
             them = label_of(other, mc["arms"][other])
             sentences.append(
                 f"Against the {them} with its labeling counted, {label} spent "
                 + (
-                    f"{versus[0]:.2f}x [{versus[1]:.2f}, {versus[2]:.2f}] its tokens to 90%: "
-                    f"{_ratio_verdict(versus, 'that learned PAV')}."
+                    f"{_ratio_text(versus)} its tokens to 90%: {_ratio_verdict(versus, 'that learned PAV')}."
                     if versus
                     else "an amount with no paired ratio (no seed where both reached 90%)."
                 )

@@ -384,7 +384,7 @@ def planted_pav_fit(verifier, task, gamma: float, policy, seed: int, traces: int
         >>> from trl_pav.tasks import PlantedOracleScorer, PlantedProverPolicy, PlantedTask
         >>> task = PlantedTask()
         >>> fit = planted_pav_fit(PlantedOracleScorer(task, 10.0), task, 10.0, PlantedProverPolicy(task, 5.0), 0, 8)
-        >>> fit["value_mae"], fit["advantage_mae"], fit["advantage_corr"]
+        >>> fit["value_mae"], fit["advantage_mae"], round(fit["advantage_corr"], 6)
         (0.0, 0.0, 1.0)
     """
     from ..generation import GenerationRequest
@@ -547,10 +547,18 @@ def learned_arm_name(prover_share: float) -> str:
     return "learned" if prover_share == 0 else f"learned_mix{prover_share:g}"
 
 
-def _paired_ratio(mine: list, other: list) -> list[float] | None:
-    """t-interval of `mine / other` over the seeds where both are known (None: no such seed)."""
+def _paired_ratio(mine: list, other: list) -> list[float | None] | None:
+    """`[mean, low, high]`: t-interval of `mine / other` over the seeds where both are known (None: no such seed;
+    one such seed: no bounds).
+
+    Example:
+        >>> _paired_ratio([10, None, 30], [5, 5, None]), _paired_ratio([None], [1])
+        ([2.0, None, None], None)
+    """
     ratios = [m / o for m, o in zip(mine, other) if m is not None and o is not None and o > 0]
-    return list(t_interval(ratios)) if ratios else None
+    if not ratios:
+        return None
+    return list(t_interval(ratios)) if len(ratios) > 1 else [ratios[0], None, None]
 
 
 def _median_or_none(values: list[int | None]) -> float | None:
