@@ -156,8 +156,8 @@ def test_grpo_trains_with_online_rollout_values(policy_dir, tmp_path, rollout_po
     before = {k: v.clone() for k, v in scorer.policy.model.state_dict().items()}
     trainer.train()
     assert scorer.stats.calls >= 1 and scorer.stats.rollout_tokens > 0
-    logged = [h for h in trainer.state.log_history if "pav/rollout_tokens" in h]
-    assert logged and all(h["pav/rollout_tokens"] > 0 for h in logged)
+    logged = [h for h in trainer.state.log_history if "pav/rollout_tokens_per_completion" in h]
+    assert logged and all(h["pav/rollout_tokens_per_completion"] > 0 for h in logged)
     changed = any(not torch.equal(before[k], v) for k, v in scorer.policy.model.state_dict().items())
     assert changed == (rollout_policy is None)  # the frozen copy keeps the initial weights
 

@@ -4,7 +4,7 @@ states of a base policy, checked against the exact DP values; and its fitting-er
 import numpy as np
 import pytest
 
-from trl_pav.demo.planted import learned_pav, planted_pav_fit
+from trl_pav.demo.planted import learned_pav, planted_pav_fit, planted_pav_recipe
 from trl_pav.generation import GenerationRequest
 from trl_pav.modeling import PAVVerifier
 from trl_pav.tasks import PlantedOracleScorer, PlantedProverPolicy, PlantedTask
@@ -44,7 +44,7 @@ def test_learned_planted_pav_beats_a_constant_against_exact_values(tmp_path):
     tiny_causal_lm(tok, seed=0, hidden_size=32).save_pretrained(backbone)
     tok.save_pretrained(backbone)
     base = PlantedProverPolicy(TASK, 5.0)
-    out = learned_pav(TASK, base, backbone, 30.0, traces=256, seed=0, folder=tmp_path / "pav", verifier_steps=300)
+    out = learned_pav(TASK, base, backbone, 30.0, 256, 0, tmp_path / "pav", recipe=planted_pav_recipe(300))
     verifier = PAVVerifier.from_pretrained(out["verifier"])
     assert verifier.metadata.target == "q_mu" and verifier.metadata.prover_k == 1
     assert verifier.step_format.separator == TASK.step_format.separator
@@ -53,3 +53,27 @@ def test_learned_planted_pav_beats_a_constant_against_exact_values(tmp_path):
     exact = np.concatenate([TASK.exact_values(30.0, g.steps) for g in gens])
     constant_mae = float(np.abs(exact - np.median(exact)).mean())  # the best constant under absolute error
     assert out["fit"]["traces"] == 256 and out["fit"]["value_mae"] < 0.5 * constant_mae, (out["fit"], constant_mae)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"planted_pav_traces": 2}, "planted_pav_traces must be 0"),
+        ({"planted_pav_prover_shares": [0.0, 1.5]}, r"must lie in \[0, 1\], got \[1.5\]"),
+        ({"planted_pav_prover_shares": [0.5, 0.5]}, "has repeats"),
+    ],
+)
+def test_demo_config_rejects_bad_learned_arms(fields, message):
+    from trl_pav.demo import DemoConfig
+
+    with pytest.raises(ValueError, match=message):
+        DemoConfig(**fields)
+
+
+def test_learned_pav_rejects_bad_inputs_before_any_work(tmp_path):
+    base = PlantedProverPolicy(TASK, 5.0)
+    with pytest.raises(ValueError, match=r"prover_share must be in \[0, 1\], got -0.1"):
+        learned_pav(TASK, base, tmp_path, 10.0, 64, 0, tmp_path / "pav", prover_share=-0.1)
+    with pytest.raises(ValueError, match="traces must be at least 4"):
+        learned_pav(TASK, base, tmp_path, 10.0, 3, 0, tmp_path / "pav")
+    assert not (tmp_path / "pav").exists()

@@ -177,8 +177,8 @@ def test_steps_beyond_the_verifiers_length_get_the_outcome_term_only(policy_dir,
 
 def test_a_learned_verifiers_reads_are_logged_as_compute(policy_dir, tmp_path):
     """A verifier that counts the tokens it reads (`verifier_tokens`, as `PAVVerifier`) has each scoring call's
-    count logged as `pav/verifier_tokens`, which `GeneratedTokensCallback` adds to the arm's compute; a scorer that
-    counts none logs nothing."""
+    count logged per completion (`pav/verifier_tokens_per_completion`), which `GeneratedTokensCallback` turns back
+    into the step's total; a scorer that counts none logs nothing."""
     from trl_pav.evaluation import GeneratedTokensCallback
 
     class ReadingScorer(TableScorer):
@@ -198,10 +198,12 @@ def test_a_learned_verifiers_reads_are_logged_as_compute(policy_dir, tmp_path):
         trainer = grpo_with(scorer, policy_dir, tmp_path / name)
         trainer._last_rewards = torch.tensor([[1.0], [1.0]])
         trainer._pav_advantages([{"prompt": "Q:1+1?\n"}] * 2, batch)
-        logged[name] = trainer._metrics["train" if trainer.model.training else "eval"].get("pav/verifier_tokens")
-    assert logged["reads"] == [14.0] and not logged["silent"]
+        metrics = trainer._metrics["train" if trainer.model.training else "eval"]
+        logged[name] = metrics.get("pav/verifier_tokens_per_completion")
+    assert logged["reads"] == [7.0] and not logged["silent"]  # 14 tokens over the batch's 2 completions
     spent = GeneratedTokensCallback(completions_per_step=2)
-    spent.record(1, {"completions/mean_length": float(len(ids)), "pav/verifier_tokens": logged["reads"][0]})
+    read = logged["reads"][0]
+    spent.record(1, {"completions/mean_length": float(len(ids)), "pav/verifier_tokens_per_completion": read})
     assert spent.per_step == [(1, 2 * len(ids), 0, 14)] and spent.tokens_at(1) == 2 * len(ids) + 14
 
 
@@ -351,6 +353,8 @@ def test_pav_metrics_run_the_same_collectives_with_or_without_steps():
             accelerator=SimpleNamespace(gather=gather, process_index=0),
             _metrics={"train": defaultdict(list)},
             _last_rewards=torch.tensor([[0.0], [1.0]]),
+            verifier=SimpleNamespace(verifier_tokens=0, stats=None),  # counts reads and rollouts: one more gather
+            _pav_spent={"rollout": 3 * n_steps, "verifier": 4 * n_steps},
         )
         process = torch.zeros(2, max(n_steps, 1))
         step_mask = torch.zeros_like(process, dtype=torch.bool)
@@ -365,6 +369,11 @@ def test_pav_metrics_run_the_same_collectives_with_or_without_steps():
     without_steps, empty_metrics = collectives(0)
     assert with_steps == without_steps  # same gathers, same shapes
     assert metrics["pav/process_term_per_step"] == [0.5] and "pav/process_term_per_step" not in empty_metrics
+    # Compute per completion over the (here one) process: 2 steps x 4 read tokens over 2 completions.
+    assert metrics["pav/verifier_tokens_per_completion"] == [4.0] and metrics["pav/rollout_tokens_per_completion"] == [
+        3.0
+    ]
+    assert empty_metrics["pav/verifier_tokens_per_completion"] == [0.0]
 
 
 def test_truncated_terminal_charges_a_cut_completion_its_outcome(policy_dir, tmp_path):

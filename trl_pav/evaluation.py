@@ -117,18 +117,19 @@ class AccuracyCurveCallback(TrainerCallback):
 class GeneratedTokensCallback(TrainerCallback):
     """Cumulative compute tokens after each step of a TRL online trainer, as a user pays for them: the policy's
     completions (`completions/mean_length` × completions per step), any rollouts a verifier generated
-    (`pav/rollout_tokens`, logged by `MCStepScorer` arms) and the tokens a learned verifier read to score the
-    completions (`pav/verifier_tokens`, logged for `PAVVerifier`s). Needs `logging_steps=1`.
+    (`pav/rollout_tokens_per_completion`, logged by `MCStepScorer` arms) and the tokens a learned verifier read to
+    score the completions (`pav/verifier_tokens_per_completion`, logged for `PAVVerifier`s), each per completion
+    over all processes, times completions per step. Needs `logging_steps=1`.
 
     Attributes:
         per_step: `[(global step, policy tokens so far, rollout tokens so far, verifier tokens so far), ...]`.
 
     Example:
         >>> cb = GeneratedTokensCallback(completions_per_step=8)
-        >>> cb.record(1, {"completions/mean_length": 10.0, "pav/rollout_tokens": 40.0})
-        >>> cb.record(2, {"completions/mean_length": 5.0, "pav/verifier_tokens": 30.0})
+        >>> cb.record(1, {"completions/mean_length": 10.0, "pav/rollout_tokens_per_completion": 5.0})
+        >>> cb.record(2, {"completions/mean_length": 5.0, "pav/verifier_tokens_per_completion": 4.0})
         >>> cb.per_step, cb.tokens_at(2)
-        ([(1, 80, 40, 0), (2, 120, 40, 30)], 190)
+        ([(1, 80, 40, 0), (2, 120, 40, 32)], 192)
     """
 
     def __init__(self, completions_per_step: int | None = None):
@@ -140,9 +141,10 @@ class GeneratedTokensCallback(TrainerCallback):
         if "completions/mean_length" not in logs or self.completions_per_step is None:
             return
         policy, rollout, read = self.per_step[-1][1:] if self.per_step else (0, 0, 0)
-        policy += round(float(logs["completions/mean_length"]) * self.completions_per_step)
-        rollout += round(float(logs.get("pav/rollout_tokens", 0.0)))
-        read += round(float(logs.get("pav/verifier_tokens", 0.0)))
+        per_step = self.completions_per_step
+        policy += round(float(logs["completions/mean_length"]) * per_step)
+        rollout += round(float(logs.get("pav/rollout_tokens_per_completion", 0.0)) * per_step)
+        read += round(float(logs.get("pav/verifier_tokens_per_completion", 0.0)) * per_step)
         self.per_step.append((step, policy, rollout, read))
 
     def tokens_at(self, step: int) -> int:

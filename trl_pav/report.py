@@ -1262,6 +1262,11 @@ all-equal outcome rewards; the variance of A^μ over taken steps is {pre["advant
 """
 
 
+def _fmt_corr(value: float | None) -> str:
+    """A correlation, or "n/a" where one side was constant."""
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def _ratio_text(ratio: list[float | None]) -> str:
     """`[estimate, low, high]` as text; a ratio from one seed has no bounds."""
     est, lo, hi = ratio
@@ -1311,9 +1316,10 @@ def _mc_md(mc: dict | None) -> str:
         if ratio is None:
             sentences.append(f"{opening} reached 90% on {reached} of {seeds} seeds; no paired ratio to exact values.")
         else:
+            only_rl = " (RL tokens only, labeling excluded)" if name.startswith("learned") else ""
             sentences.append(
-                f"{opening}: tokens to 90% are {_ratio_text(ratio)} the exact arm's over the seeds where both reached "
-                f"it ({reached} of {seeds} for this arm): {_ratio_verdict(ratio, 'exact values')}."
+                f"{opening}: tokens to 90%{only_rl} are {_ratio_text(ratio)} the exact arm's over the seeds where both "
+                f"reached it ({reached} of {seeds} for this arm): {_ratio_verdict(ratio, 'exact values')}."
             )
         for other, versus in (arm.get("tokens_to_90_over_learned") or {}).items():
             them = label_of(other, mc["arms"][other])
@@ -1335,11 +1341,11 @@ def _mc_md(mc: dict | None) -> str:
             f"counted in its tokens to 90% with labeling ({cell(arm['tokens_to_90_with_labeling'])}). On "
             f"{fit['traces']} fresh base-policy traces its one-step advantages are off the exact ones by "
             f"{fit['advantage_mae']:.4f} on average, against exact advantages of {fit['exact_advantage_mean_abs']:.4f} "
-            f"in size (correlation {fit['advantage_corr']:.2f})"
+            f"in size (correlation {_fmt_corr(fit['advantage_corr'])})"
             + (
                 f"; on the prover's traces, which reach the states an improving policy visits, by "
                 f"{on_prover['advantage_mae']:.4f} against {on_prover['exact_advantage_mean_abs']:.4f} (correlation "
-                f"{on_prover['advantage_corr']:.2f})."
+                f"{_fmt_corr(on_prover['advantage_corr'])})."
                 if on_prover
                 else "."
             )

@@ -99,6 +99,8 @@ class DemoConfig:
         planted_pav_prover_shares (`list[float]`): one learned planted PAV per value: the share of its labeled traces
             drawn from the γ prover instead of the base policy (0: the paper's recipe, base-policy states only; the
             planted base policy almost never reaches the states where planted progress is made).
+        planted_pav_verifier_steps (`int`): most optimizer steps of each learned planted PAV's training (early
+            stopping on held-out loss).
         gamma_sweep (`list[float]`): γ values of the prover-strength sweep.
         gamma_sweep_steps (`int`): GRPO steps per sweep run (the planted RL arms' budget: the sweep shares their
             γ = `planted_gamma` and outcome-only runs where the seeds match, and at 100 steps no γ had taken off).
@@ -150,6 +152,7 @@ class DemoConfig:
     planted_mc_rollouts: list[int] = field(default_factory=list)
     planted_pav_traces: int = 2048
     planted_pav_prover_shares: list[float] = field(default_factory=lambda: [0.0, 0.5])
+    planted_pav_verifier_steps: int = 2000
     gamma_sweep: list[float] = field(default_factory=lambda: [1.0, 10.0, 100.0])
     gamma_sweep_steps: int = 300
     gamma_sweep_seeds: list[int] = field(default_factory=lambda: [10])
@@ -162,6 +165,18 @@ class DemoConfig:
             raise ValueError(f"pipeline_seeds must start with seed={self.seed}, got {self.pipeline_seeds}")
         if len(set(self.pipeline_seeds)) != len(self.pipeline_seeds):
             raise ValueError(f"pipeline_seeds has repeats: {self.pipeline_seeds}")
+        if self.planted_pav_traces and self.planted_pav_traces < 4:
+            raise ValueError(
+                f"planted_pav_traces must be 0 (no learned arm) or at least 4, got {self.planted_pav_traces}"
+            )
+        bad = [x for x in self.planted_pav_prover_shares if not 0.0 <= x <= 1.0]
+        if bad:
+            raise ValueError(f"planted_pav_prover_shares must lie in [0, 1], got {bad}")
+        from .planted import learned_arm_name
+
+        names = [learned_arm_name(x) for x in self.planted_pav_prover_shares]
+        if len(set(names)) != len(names):
+            raise ValueError(f"planted_pav_prover_shares has repeats (arms {names})")
         if self.rl_learning_rate is None:
             self.rl_learning_rate = 2e-5 if self.realistic_task == "arithmetic" else 1e-4
 
@@ -213,6 +228,7 @@ class DemoConfig:
             planted_ppo_seeds=[0],
             planted_mc_rollouts=[2],
             planted_pav_traces=32,
+            planted_pav_verifier_steps=40,
             gamma_sweep=[1.0, 10.0],
             gamma_sweep_steps=4,
             gamma_sweep_seeds=[0, 1],

@@ -8,6 +8,7 @@ import json
 import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,10 +19,23 @@ from ..evaluation import (
     mean_success_over_training,
     tokens_to_reach,
 )
+from ..experiments.arithmetic_verifiers import VerifierRecipe
 from ..mc_values import MCStepScorer
 from .common import cached, cached_json, rl_args, seed_summary, t_interval
 
-__all__ = ["learned_arm_name", "learned_pav", "planted_pav_fit", "prover_selection", "run", "sweep_gains"]
+if TYPE_CHECKING:
+    from ..generation import Policy
+    from ..tasks import PlantedTask
+
+__all__ = [
+    "learned_arm_name",
+    "learned_pav",
+    "planted_pav_fit",
+    "planted_pav_recipe",
+    "prover_selection",
+    "run",
+    "sweep_gains",
+]
 
 
 def run(cfg, out: Path, progress) -> dict:
@@ -142,20 +156,25 @@ def run(cfg, out: Path, progress) -> dict:
             f"base policy) labeled by {PLANTED_PAV_N_MC} rollouts of the gamma={cfg.planted_gamma:g} prover per "
             "step, verifier trained from the base policy"
         )
-        pav_key = {
+        recipe = planted_pav_recipe(cfg.planted_pav_verifier_steps, cfg.seed)
+        pav_key = {  # everything that changes the verifier or its measured fit
             "gamma": cfg.planted_gamma,
             "traces": cfg.planted_pav_traces,
             "prover_share": share,
             "seed": cfg.seed,
             "policy": asdict(policy_cfg),
+            "limits": limits,
+            "step_format": task.step_format.to_dict(),
             "labels": [PLANTED_PAV_N_COV, PLANTED_PAV_N_MC, PLANTED_PAV_STRATEGY],
-            "training": [PLANTED_PAV_VERIFIER_STEPS, "pointwise, unbalanced"],
+            "recipe": asdict(recipe),
+            "class_balanced": PLANTED_PAV_CLASS_BALANCED,
+            "fit": [PLANTED_PAV_FIT_TRACES, PLANTED_PAV_FIT_SEED],
         }
         arm = learned_arm_name(share)
         folder = cached(
             out / "planted" / arm,
             pav_key,
-            lambda d, share=share: (d / "summary.json").write_text(
+            lambda d, share=share, recipe=recipe: (d / "summary.json").write_text(
                 json.dumps(
                     learned_pav(
                         task,
@@ -166,11 +185,14 @@ def run(cfg, out: Path, progress) -> dict:
                         cfg.seed,
                         d,
                         prover_share=share,
+                        recipe=recipe,
                     )
                 )
             ),
         )
-        learned[arm] = {**json.loads((folder / "summary.json").read_text()), "key": pav_key, "arm": arm}
+        # The verifier's path from this run's folder: a moved output folder still finds it.
+        summary = json.loads((folder / "summary.json").read_text())
+        learned[arm] = {**summary, "verifier": str(folder / "verifier"), "key": pav_key, "arm": arm}
     mc = _mc_arms(cfg, run_arm_with_tokens, progress, learned) if cfg.planted_mc_rollouts or learned else None
     progress(f"prover-strength sweep over gamma in {cfg.gamma_sweep}, seeds {cfg.gamma_sweep_seeds}")
     sweep_seeds = cfg.gamma_sweep_seeds
@@ -284,25 +306,47 @@ PLANTED_PAV_N_MC = 20  # the paper's rollouts per labeled prefix: the γ prover'
 # false) pit, where planted progress is made, went unlabeled and the verifier's advantages did not fit (measured on
 # validation traces, docs/mc_advantages.md).
 PLANTED_PAV_STRATEGY = "all"
-PLANTED_PAV_VERIFIER_STEPS = 2000
+# Unbalanced loss: advantages are differences of values, so the values must stay calibrated; balancing the classes
+# at 0.5 would reweight the few labels above it (docs/deviations.md).
+PLANTED_PAV_CLASS_BALANCED = False
+PLANTED_PAV_FIT_TRACES = 256  # fresh traces per fit measurement
+PLANTED_PAV_FIT_SEED = 7919  # added to the labeling seed: the fit's traces are not the labeled ones
+
+
+def planted_pav_recipe(verifier_steps: int = 2000, seed: int = 0) -> VerifierRecipe:
+    """How the learned planted PAV is trained: `verifier_steps` at most (early stopping on held-out loss), learning
+    rate 1e-3 (the planted backbone is 64 wide: larger than the realistic verifiers' 3e-5), no likelihood head
+    (the base policy's likelihood says nothing about the prover's values), K = 1 (the labels are the prover's).
+
+    Example:
+        >>> planted_pav_recipe(500).verifier_steps, planted_pav_recipe().prover_k
+        (500, 1)
+    """
+    return VerifierRecipe(
+        verifier_steps=verifier_steps,
+        verifier_learning_rate=1e-3,
+        verifier_likelihood_head=False,
+        prover_k=1,
+        seed=seed,
+    )
 
 
 def learned_pav(
-    task,
-    policy,
+    task: PlantedTask,
+    policy: Policy,
     backbone_dir: Path,
     gamma: float,
     traces: int,
     seed: int,
     folder: Path,
-    verifier_steps: int = PLANTED_PAV_VERIFIER_STEPS,
     prover_share: float = 0.0,
     strategy: str = PLANTED_PAV_STRATEGY,
+    recipe: VerifierRecipe | None = None,
 ) -> dict:
     """The learned planted PAV: seed traces labeled by n_mc = 20 rollouts of the γ prover per labeled prefix
     (`Q̂^μ`, target `q_mu`; `strategy`: every step by default, or the paper's `"first_pit"`), and a verifier trained
-    on them from the weights in `backbone_dir` (`train_verifier`, pointwise loss, no likelihood head), with its
-    fitting error against the exact DP values.
+    on them from the weights in `backbone_dir` (`train_verifier` with `recipe`, default `planted_pav_recipe()`;
+    pointwise loss), with its fitting error against the exact DP values.
 
     The seed traces come from the base `policy` (a `Policy`; the paper's recipe), except a `prover_share` of them
     drawn from the γ prover itself: a weak base policy rarely reaches states where planted symbols are matched, which
@@ -314,17 +358,17 @@ def learned_pav(
     verifier pays before its first step; `fit` and `fit_on_prover_states` (`planted_pav_fit`) compare its values
     and advantages with the exact ones on fresh traces of `policy` and of the prover.
     """
-    import json
-
     from datasets import concatenate_datasets
 
-    from ..experiments.arithmetic_verifiers import VerifierRecipe, train_verifier
+    from ..experiments.arithmetic_verifiers import train_verifier
     from ..labeling import MCLabelConfig, MCLabeler
     from ..modeling import PAVVerifier
     from ..tasks import PlantedProverPolicy
 
     if not 0.0 <= prover_share <= 1.0:
         raise ValueError(f"prover_share must be in [0, 1], got {prover_share}")
+    if traces < PLANTED_PAV_N_COV:
+        raise ValueError(f"traces must be at least {PLANTED_PAV_N_COV} (one labeled problem), got {traces}")
     config = MCLabelConfig(
         n_cov=PLANTED_PAV_N_COV,
         n_mc=PLANTED_PAV_N_MC,
@@ -337,10 +381,13 @@ def learned_pav(
     problems = max(1, traces // PLANTED_PAV_N_COV)
     from_prover = round(problems * prover_share)
     parts, metas, offset = [], [], 0
-    for source, n, name in ((policy, problems - from_prover, "labels"), (prover, from_prover, "labels-prover")):
+    sources = ((policy, problems - from_prover, "labels", 0), (prover, from_prover, "labels-prover", 1))
+    for source, n, name, seed_shift in sources:
         if n == 0:
             continue
-        labeler = MCLabeler(source, task.grader, config, prover_policy=prover)
+        # Rollouts are seeded by (seed, problem, prefix) and every problem has the one prompt: the prover's part gets
+        # its own seed, or its roots and shared prefixes would repeat the base part's rollouts.
+        labeler = MCLabeler(source, task.grader, replace(config, seed=seed + seed_shift), prover_policy=prover)
         part = labeler.label(task.problems_dataset(n), folder / name)
         if offset:  # problems stay distinct for the held-out split
             part = part.map(lambda r, shift=offset: {"problem_index": r["problem_index"] + shift})
@@ -348,19 +395,16 @@ def learned_pav(
         metas.append(labeler.last_metadata)
         offset += n
     labels = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
-    # The planted backbone is tiny (64 wide): a larger rate than the realistic verifiers' 3e-5.
-    recipe = VerifierRecipe(
-        verifier_steps=verifier_steps,
-        verifier_learning_rate=1e-3,
-        verifier_likelihood_head=False,
-        prover_k=1,
-        seed=seed,
-    )
-    # Unbalanced loss: advantages are differences of values, so the values must stay calibrated; balancing the
-    # classes at 0.5 would reweight the few labels above it (docs/deviations.md).
+    recipe = recipe or planted_pav_recipe(seed=seed)
     separator = task.step_format.separator
     train_verifier(
-        backbone_dir, labels, folder / "verifier", "pav", recipe, step_separator=separator, class_balanced=False
+        backbone_dir,
+        labels,
+        folder / "verifier",
+        "pav",
+        recipe,
+        step_separator=separator,
+        class_balanced=PLANTED_PAV_CLASS_BALANCED,
     )
     verifier = PAVVerifier.from_pretrained(folder / "verifier")
     return {
@@ -370,15 +414,19 @@ def learned_pav(
         "labels": int(sum(m["num_labels"] for m in metas)),
         "prover_share": prover_share,
         "training": json.loads((folder / "verifier" / "training.summary.json").read_text()),
-        "fit": planted_pav_fit(verifier, task, gamma, policy, seed=seed + 7919),
-        "fit_on_prover_states": planted_pav_fit(verifier, task, gamma, prover, seed=seed + 7919),
+        "fit": planted_pav_fit(verifier, task, gamma, policy, seed + PLANTED_PAV_FIT_SEED, PLANTED_PAV_FIT_TRACES),
+        "fit_on_prover_states": planted_pav_fit(
+            verifier, task, gamma, prover, seed + PLANTED_PAV_FIT_SEED, PLANTED_PAV_FIT_TRACES
+        ),
     }
 
 
 def planted_pav_fit(verifier, task, gamma: float, policy, seed: int, traces: int = 256) -> dict:
     """A planted verifier's fitting error against the exact DP values of the γ prover, on `traces` fresh traces of
     `policy` (seeds apart from labeling's): mean absolute error of the values (root and every step) and of the
-    one-step advantages, and the correlation of its advantages with the exact ones.
+    one-step advantages, and the correlation of its advantages with the exact ones (None when either is constant);
+    `by_match_state` splits the advantage error by the planted symbols matched before each step (-1: after an
+    invalid step).
 
     Example:
         >>> from trl_pav.tasks import PlantedOracleScorer, PlantedProverPolicy, PlantedTask
@@ -391,6 +439,10 @@ def planted_pav_fit(verifier, task, gamma: float, policy, seed: int, traces: int
 
     gens = policy.generate([GenerationRequest(task.prompt, seed=seed * 100_003 + i) for i in range(traces)])
     steps = [g.steps for g in gens if g.steps]
+    if not steps:
+        raise ValueError(
+            f"planted_pav_fit: policy {getattr(policy, 'name', policy)!r} wrote no step in {traces} traces"
+        )
     predicted = verifier.score([task.prompt] * len(steps), steps)
     exact = [task.exact_values(gamma, s) for s in steps]
     pv = np.concatenate([np.asarray(v, dtype=float) for v in predicted])
@@ -399,7 +451,7 @@ def planted_pav_fit(verifier, task, gamma: float, policy, seed: int, traces: int
     ea = np.concatenate([np.diff(np.asarray(v, dtype=float)) for v in exact])
     # Each step by the planted symbols matched before it: progress states are rare under a weak base policy.
     matched = np.array([_match_before(task, s, h) for s in steps for h in range(len(s))])
-    corr = float(np.corrcoef(pa, ea)[0, 1]) if pa.std() > 0 and ea.std() > 0 else float("nan")
+    corr = float(np.corrcoef(pa, ea)[0, 1]) if pa.std() > 0 and ea.std() > 0 else None  # None: a constant side
     return {
         "traces": len(steps),
         "value_mae": float(np.abs(pv - ev).mean()),
@@ -419,9 +471,10 @@ def planted_pav_fit(verifier, task, gamma: float, policy, seed: int, traces: int
 
 
 def _match_before(task, steps, h: int) -> int:
-    """Planted symbols matched by the first `h` steps (the match state step h moves from; 0 for invalid steps)."""
+    """Planted symbols matched by the first `h` steps (the match state step h moves from; -1 after an invalid
+    step, where no symbol string is defined)."""
     symbols = task.encode(list(steps[:h]))
-    return task.match_state(symbols) if symbols is not None else 0
+    return task.match_state(symbols) if symbols is not None else -1
 
 
 def sweep_gains(row: dict, seeds: int) -> bool:

@@ -96,7 +96,7 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
                 "pools": pools.spec("rl_eval", "rl_train"),
                 "policy": (Path(arith["policy_dir"]) / ".done").read_text(),
                 "checker": arith["checker_spec"],
-                "record": "points+tokens+shape",
+                "record": "points+tokens4+shape",
             }
             if arm == learned:  # only this arm depends on the learned PAV
                 key["verifier"] = (Path(arith["verifiers"]["pav"]) / ".done").read_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -529,6 +530,7 @@ class PAVRLMixin:
         """
         device = output["completion_ids"].device
         completion_ids, mask = output["completion_ids"], output["completion_mask"]
+        self._pav_spent = {"rollout": 0, "verifier": 0}  # this call's compute on this process (`_log_pav` sums it)
         eos = self.processing_class.eos_token_id
         steps_list, owners, finished_rows = [], [], []
         for ids_row, mask_row in zip(completion_ids.tolist(), mask.tolist()):
@@ -580,10 +582,8 @@ class PAVRLMixin:
             else:
                 read_before = getattr(self.verifier, "verifier_tokens", None)
                 values = self.verifier.score(prompts, [scored_steps[i] for i in scored])
-                if isinstance(read_before, int):  # a learned verifier's reads are compute the arm pays for
-                    mode = "train" if self.model.training else "eval"
-                    read = self.verifier.verifier_tokens - read_before
-                    self._metrics[mode]["pav/verifier_tokens"].append(float(read))
+                if isinstance(read_before, numbers.Integral):  # a learned verifier's reads are compute it pays for
+                    self._pav_spent["verifier"] += int(self.verifier.verifier_tokens - read_before)
             values = checked_step_values(values, [scored_steps[i] for i in scored], self.verifier)
             k = self.pav_prover_k
             for i, v in zip(scored, values):
@@ -656,9 +656,7 @@ class PAVRLMixin:
         before = self.verifier.stats.rollout_tokens if hasattr(self.verifier, "stats") else None
         values = self.verifier.score(texts, steps, golds=golds)
         if before is not None:
-            # This process's rollout tokens (no collective: a process with nothing to score does not get here).
-            mode = "train" if self.model.training else "eval"
-            self._metrics[mode]["pav/rollout_tokens"].append(float(self.verifier.stats.rollout_tokens - before))
+            self._pav_spent["rollout"] += int(self.verifier.stats.rollout_tokens - before)
         return values
 
     def _local_outcomes(self, n: int) -> list[float] | None:
@@ -694,6 +692,18 @@ class PAVRLMixin:
         metrics["pav/process_outcome_corr"].append(_corr(g_proc, g_outcome))
         metrics["pav/steps_per_completion"].append(g_steps.mean().item())
         metrics["pav/step_length_tokens"].append((g_tokens.sum() / g_steps.sum().clamp(min=1)).item())
+        # Compute the process term cost, per completion over all processes, so that the mean TRL logs over a step's
+        # generation calls times the completions per step is the step's total (`GeneratedTokensCallback`). Every
+        # process joins: whether a verifier counts rollouts or reads depends on its type, the same everywhere.
+        verifier = getattr(self, "verifier", None)
+        counts = {"rollout": hasattr(verifier, "stats"), "verifier": _counts_reads(verifier)}
+        if any(counts.values()):
+            spent = getattr(self, "_pav_spent", {"rollout": 0, "verifier": 0})
+            local = [float(spent["rollout"]), float(spent["verifier"]), float(len(outcome))]
+            rollout, read, completions = gather(torch.tensor(local, device=device)).reshape(-1, 3).sum(0).tolist()
+            for kind, total in (("rollout", rollout), ("verifier", read)):
+                if counts[kind]:
+                    metrics[f"pav/{kind}_tokens_per_completion"].append(total / max(completions, 1.0))
         if self._last_rewards is not None:
             rewards = torch.nan_to_num(self._last_rewards, nan=0.0).sum(1)
             local = rewards[
@@ -703,6 +713,11 @@ class PAVRLMixin:
             if wrong.sum() > 0:
                 metrics["pav/process_term_wrong_answers"].append((g_proc * wrong).sum().item() / wrong.sum().item())
             metrics["pav/process_reward_corr"].append(_corr(g_proc, gather(local.float().to(per_completion.device))))
+
+
+def _counts_reads(verifier) -> bool:
+    """Whether a verifier counts the tokens it reads (`PAVVerifier.verifier_tokens`)."""
+    return isinstance(getattr(verifier, "verifier_tokens", None), numbers.Integral)
 
 
 def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
