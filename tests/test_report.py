@@ -547,9 +547,12 @@ def test_mc_section_with_learned_arms_states_its_numbers():
     assert "no paired ratio (no seed where both reached 90%)" in text
     assert "(RL tokens only, labeling excluded) are 1.20x (one seed, no interval) the exact arm's" in text
     assert "not resolved on one seed" in text
+    assert "repay its labeling" not in text  # no break-even recorded
     mc8["tokens_to_90_over_learned"] = {"learned_mix0.5": [0.2, 0.1, 0.3]}
+    mc8["learned_break_even_runs"] = {"learned_mix0.5": 2.54}
     text = report._mc_md({**base, "arms": {**arms, "learned_mix0.5": learned, "mc8": mc8}, "learned_pav": records})
     assert "spent 0.20x [0.10, 0.30] its tokens to 90%: fewer tokens than that learned PAV" in text
+    assert "to repay its labeling after 2.5 RL runs" in text
     mc8["tokens_to_90_over_learned"] = {"learned_mix0.5": [1.5, 0.9, 2.1]}
     text = report._mc_md({**base, "arms": {**arms, "learned_mix0.5": learned, "mc8": mc8}, "learned_pav": records})
     assert "no resolved difference from that learned PAV" in text

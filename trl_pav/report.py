@@ -1331,6 +1331,12 @@ def _mc_md(mc: dict | None) -> str:
                     else "an amount with no paired ratio (no seed where both reached 90%)."
                 )
             )
+            runs = (arm.get("learned_break_even_runs") or {}).get(other)
+            if runs is not None:
+                sentences.append(
+                    f"Labeled once and reused, the {them} saves enough tokens per run over {label} to repay its "
+                    f"labeling after {runs:.1f} RL runs."
+                )
     learned_text = ""
     for name, record in (mc.get("learned_pav") or {}).items():
         arm = mc["arms"][name]

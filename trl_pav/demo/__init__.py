@@ -98,7 +98,8 @@ class DemoConfig:
             learned planted PAV, whose RL arms run beside the Monte-Carlo arms on the same seeds (0 skips them).
         planted_pav_prover_shares (`list[float]`): one learned planted PAV per value: the share of its labeled traces
             drawn from the γ prover instead of the base policy (0: the paper's recipe, base-policy states only; the
-            planted base policy almost never reaches the states where planted progress is made).
+            planted base policy almost never reaches the states where planted progress is made, and a PAV trained on
+            its states alone does not fit there: docs/mc_advantages.md). Default 0.5; `--full` adds 0.
         planted_pav_verifier_steps (`int`): most optimizer steps of each learned planted PAV's training (early
             stopping on held-out loss).
         gamma_sweep (`list[float]`): γ values of the prover-strength sweep.
@@ -151,7 +152,7 @@ class DemoConfig:
     planted_alpha: float = 1.0
     planted_mc_rollouts: list[int] = field(default_factory=list)
     planted_pav_traces: int = 2048
-    planted_pav_prover_shares: list[float] = field(default_factory=lambda: [0.0, 0.5])
+    planted_pav_prover_shares: list[float] = field(default_factory=lambda: [0.5])
     planted_pav_verifier_steps: int = 2000
     gamma_sweep: list[float] = field(default_factory=lambda: [1.0, 10.0, 100.0])
     gamma_sweep_steps: int = 300
@@ -183,8 +184,9 @@ class DemoConfig:
     @classmethod
     def full(cls) -> DemoConfig:
         """`--full`: the default budget plus what needs more seeds or compute: three pipeline seeds, the
-        Monte-Carlo-advantage arms, PPO and the γ sweep (γ in 5..17 included) on three seeds, the K sweep on three
-        search seeds, and longer realistic RL evaluated on more problems."""
+        Monte-Carlo-advantage arms and a second learned planted PAV (base-policy states only, the paper's), PPO and
+        the γ sweep (γ in 5..17 included) on three seeds, the K sweep on three search seeds, and longer realistic RL
+        evaluated on more problems."""
         return cls(
             k_sweep_seeds=[0, 1, 2],
             rl_steps=500,
@@ -193,6 +195,7 @@ class DemoConfig:
             rl_eval_problems=512,
             planted_ppo_seeds=[10, 11, 12],
             planted_mc_rollouts=[2, 4, 8],
+            planted_pav_prover_shares=[0.0, 0.5],
             gamma_sweep=[1.0, 3.0, 5.0, 10.0, 17.0, 30.0, 100.0],
             gamma_sweep_seeds=[10, 11, 12],
             pipeline_seeds=[0, 1, 2],
@@ -228,6 +231,7 @@ class DemoConfig:
             planted_ppo_seeds=[0],
             planted_mc_rollouts=[2],
             planted_pav_traces=32,
+            planted_pav_prover_shares=[0.0, 0.5],
             planted_pav_verifier_steps=40,
             gamma_sweep=[1.0, 10.0],
             gamma_sweep_steps=4,
