@@ -22,16 +22,18 @@ class Offset(PlantedOracleScorer):
         return [[v + self.shift for v in row] for row in super().score(prompts, steps)]
 
 
-def test_fit_by_hand():
-    base = PlantedProverPolicy(TASK, 5.0)
-    fit = planted_pav_fit(Offset(TASK, 10.0), TASK, 10.0, base, seed=0, traces=16)
+@pytest.mark.parametrize("task", [TASK, PlantedTask(vocab_size=6, length=7, planted=(2, 4, 1))])
+def test_fit_by_hand(task):
+    base = PlantedProverPolicy(task, 5.0)
+    fit = planted_pav_fit(Offset(task, 10.0), task, 10.0, base, seed=0, traces=16)
     assert fit["traces"] == 16 and fit["value_mae"] == pytest.approx(0.1)
     assert fit["advantage_mae"] == pytest.approx(0.0, abs=1e-12) and fit["advantage_corr"] == pytest.approx(1.0)
     by_state = fit["by_match_state"]
-    assert sum(r["steps"] for r in by_state) == 16 * TASK.length and by_state[0]["matched"] == 0
+    assert sum(r["steps"] for r in by_state) == 16 * task.length and by_state[0]["matched"] == 0
     assert all(r["advantage_mae"] == pytest.approx(0.0, abs=1e-12) for r in by_state)
+    assert max(r["matched"] for r in by_state) <= len(task.planted)
     # Scored against another prover's values, the same verifier is wrong in its advantages too.
-    other = planted_pav_fit(PlantedOracleScorer(TASK, 30.0), TASK, 10.0, base, seed=0, traces=16)
+    other = planted_pav_fit(PlantedOracleScorer(task, 30.0), task, 10.0, base, seed=0, traces=16)
     assert other["advantage_mae"] > 0.01 and other["value_mae"] > 0.01
 
 

@@ -59,7 +59,9 @@ def run(cfg, out: Path, progress) -> dict:
     tok = load_tokenizer(policy_dir)
     train_ds = Dataset.from_dict({"prompt": [task.prompt] * 4096, "gold": [""] * 4096})
 
-    limits = {"max_new_tokens": 24}  # a trace is 10 one-letter steps: 19 characters and the EOS
+    # A trace is `length` one-letter steps and their separators (2 * length - 1 characters) and the EOS: 24 tokens
+    # for the default task leave room for a few stray ones.
+    limits = {"max_new_tokens": 2 * task.length + 4}
 
     def evaluate(model) -> float:
         pol = HFPolicy(model, tok, task.step_format, batch_size=512, **limits)
@@ -90,7 +92,7 @@ def run(cfg, out: Path, progress) -> dict:
             curve = AccuracyCurveCallback(evaluate, max(1, steps // 10))
             tokens = GeneratedTokensCallback()
             run_dir = out / "planted" / "rl" / f"{gamma}-{seed}-{mc_rollouts}-{learned and learned['arm']}"
-            kw = {"max_completion_length": 24, "learning_rate": 1e-3}
+            kw = {"max_completion_length": limits["max_new_tokens"], "learning_rate": 1e-3}
             common = {"train_dataset": train_ds, "processing_class": tok, "callbacks": [curve, tokens]}
             if gamma is None:
                 args = rl_args(GRPOConfig, run_dir, steps, seed, scale_rewards="none", **kw)
