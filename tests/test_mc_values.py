@@ -76,7 +76,9 @@ def test_shared_prefixes_share_rollouts_and_results_do_not_depend_on_order():
     out = scorer.score([PLANTED.prompt] * 3, traces, golds=[""] * 3)
     # States: root, d, dg, da.
     assert scorer.stats.states == 4 and scorer.stats.rollouts == 24
-    assert scorer.stats.rollout_tokens == sum(10 - h for h in (0, 1, 2, 2)) * 6  # planted traces have 10 symbols
+    # A rollout from h of the 10 steps writes 10 - h letters with a space before each (none before the first of
+    # a trace) and the end of sequence: the policy's character tokens.
+    assert scorer.stats.rollout_tokens == sum(2 * (10 - h) - (h == 0) + 1 for h in (0, 1, 2, 2)) * 6
     assert out[0] == out[2] and out[0][:2] == out[1][:2]
     reordered = make().score([PLANTED.prompt] * 3, traces[::-1], golds=[""] * 3)
     assert reordered[::-1] == out

@@ -552,7 +552,13 @@ def test_mc_section_with_learned_arms_states_its_numbers():
     mc8["learned_break_even_runs"] = {"learned_mix0.5": 2.54}
     text = report._mc_md({**base, "arms": {**arms, "learned_mix0.5": learned, "mc8": mc8}, "learned_pav": records})
     assert "spent 0.20x [0.10, 0.30] its tokens to 90%: fewer tokens than that learned PAV" in text
-    assert "to repay its labeling after 2.5 RL runs" in text
+    assert "to repay its labeling after 2.5 RL runs (on the 1 seed where both reached 90%" in text
+    assert "come from its exact DP values, or from a PAV trained on Monte-Carlo labels, or from n rollouts" in text
+    mc8["learned_break_even_runs"] = {"learned_mix0.5": 0.4}
+    text = report._mc_md({**base, "arms": {**arms, "learned_mix0.5": learned, "mc8": mc8}, "learned_pav": records})
+    assert "repay its labeling within its first RL run" in text
+    no_mc = report._mc_md({**base, "arms": {**arms, "learned_mix0.5": learned}, "learned_pav": records})
+    assert "rollouts of the prover" not in no_mc and "a PAV trained on Monte-Carlo labels" in no_mc
     mc8["tokens_to_90_over_learned"] = {"learned_mix0.5": [1.5, 0.9, 2.1]}
     text = report._mc_md({**base, "arms": {**arms, "learned_mix0.5": learned, "mc8": mc8}, "learned_pav": records})
     assert "no resolved difference from that learned PAV" in text

@@ -353,7 +353,7 @@ def test_pav_metrics_run_the_same_collectives_with_or_without_steps():
             accelerator=SimpleNamespace(gather=gather, process_index=0),
             _metrics={"train": defaultdict(list)},
             _last_rewards=torch.tensor([[0.0], [1.0]]),
-            verifier=SimpleNamespace(verifier_tokens=0, stats=None),  # counts reads and rollouts: one more gather
+            verifier=SimpleNamespace(verifier_tokens=0, stats=SimpleNamespace(rollout_tokens=0)),  # counts both
             _pav_spent={"rollout": 3 * n_steps, "verifier": 4 * n_steps},
         )
         process = torch.zeros(2, max(n_steps, 1))

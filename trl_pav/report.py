@@ -1263,8 +1263,8 @@ all-equal outcome rewards; the variance of A^μ over taken steps is {pre["advant
 
 
 def _fmt_corr(value: float | None) -> str:
-    """A correlation, or "n/a" where one side was constant."""
-    return "n/a" if value is None else f"{value:.2f}"
+    """A correlation, or "n/a" where one side was constant (None, or NaN in older results)."""
+    return "n/a" if value is None or value != value else f"{value:.2f}"
 
 
 def _ratio_text(ratio: list[float | None]) -> str:
@@ -1298,7 +1298,7 @@ def _mc_md(mc: dict | None) -> str:
     def label_of(name: str, arm: dict) -> str:
         if name.startswith("learned"):
             share = arm.get("prover_share", 0.0)
-            return "learned PAV " + (f"({share:.0%} prover traces)" if share else "(base-policy traces)")
+            return "learned PAV " + (f"({100 * share:g}% prover traces)" if share else "(base-policy traces)")
         return {"outcome": "outcome only", "exact": "exact prover values"}.get(name, f"MC, n = {arm['mc_rollouts']}")
 
     rows, sentences = [], []
@@ -1333,9 +1333,15 @@ def _mc_md(mc: dict | None) -> str:
             )
             runs = (arm.get("learned_break_even_runs") or {}).get(other)
             if runs is not None:
+                both = sum(
+                    m is not None and v is not None
+                    for m, v in zip(arm["tokens_to_90"], mc["arms"][other]["tokens_to_90"])
+                )
+                when = "within its first RL run" if runs <= 1 else f"after {runs:.1f} RL runs"
                 sentences.append(
                     f"Labeled once and reused, the {them} saves enough tokens per run over {label} to repay its "
-                    f"labeling after {runs:.1f} RL runs."
+                    f"labeling {when} (on the {both} seed{'s' if both != 1 else ''} where both reached 90%; it "
+                    f"missed none that {label} reached)."
                 )
     learned_text = ""
     for name, record in (mc.get("learned_pav") or {}).items():
@@ -1357,13 +1363,16 @@ def _mc_md(mc: dict | None) -> str:
             )
         )
     table = "\n".join(rows)
-    return f"""**Planted RL: where the prover's values come from** (the paper's open question: rollouts instead of a
-verifier). The γ = {mc["gamma"]:g} prover's values at every step boundary come from its exact DP values, from a PAV
-trained on Monte-Carlo labels, or are estimated online by n rollouts of the prover per distinct state
-(`MCStepScorer`); outcome-only RL beside them; {mc["steps"]} GRPO steps, paired seeds {mc["seeds"]}. Compute is the
-tokens a user pays for: the policy's completions, the rollouts and the tokens a learned verifier reads (the exact
-oracle costs none, so it bounds what any verifier could save). Iterations and tokens list the seeds in order; final
-success is their mean.
+    sources = ["its exact DP values"]
+    if any(name.startswith("learned") for name in mc["arms"]):
+        sources.append("a PAV trained on Monte-Carlo labels")
+    if any(arm.get("mc_rollouts") for arm in mc["arms"].values()):
+        sources.append("n rollouts of the prover per distinct state, online (`MCStepScorer`)")
+    return f"""**Planted RL: where the prover's values come from.** The γ = {mc["gamma"]:g} prover's values at every
+step boundary come from {", or from ".join(sources)}; outcome-only RL beside them; {mc["steps"]} GRPO steps, paired
+seeds {mc["seeds"]}. Compute is the tokens a user pays for, in the policy's tokens: its completions, the rollouts and
+the tokens a learned verifier reads (the exact oracle costs none, so it bounds what any verifier could save).
+Iterations and tokens list the seeds in order; final success is their mean.
 
 | arm | rollout tokens / step | verifier tokens / step | iterations to 90% | tokens to 90% | final success |
 |---|---|---|---|---|---|

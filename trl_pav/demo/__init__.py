@@ -166,6 +166,8 @@ class DemoConfig:
             raise ValueError(f"pipeline_seeds must start with seed={self.seed}, got {self.pipeline_seeds}")
         if len(set(self.pipeline_seeds)) != len(self.pipeline_seeds):
             raise ValueError(f"pipeline_seeds has repeats: {self.pipeline_seeds}")
+        if self.planted_pav_verifier_steps < 1:
+            raise ValueError(f"planted_pav_verifier_steps must be >= 1, got {self.planted_pav_verifier_steps}")
         if self.planted_pav_traces and self.planted_pav_traces < 4:
             raise ValueError(
                 f"planted_pav_traces must be 0 (no learned arm) or at least 4, got {self.planted_pav_traces}"

@@ -87,6 +87,8 @@ def run(cfg, out: Path, progress) -> dict:
         }
         if learned is not None:
             key["learned"] = learned["key"]
+        if mc_rollouts is not None:
+            key["rollout_unit"] = "policy tokens"  # the prover's rollouts counted as the policy's characters
 
         def train():
             curve = AccuracyCurveCallback(evaluate, max(1, steps // 10))
@@ -167,7 +169,7 @@ def run(cfg, out: Path, progress) -> dict:
             "policy": asdict(policy_cfg),
             "limits": limits,
             "step_format": task.step_format.to_dict(),
-            "labels": [PLANTED_PAV_N_COV, PLANTED_PAV_N_MC, PLANTED_PAV_STRATEGY],
+            "labels": [PLANTED_PAV_N_COV, PLANTED_PAV_N_MC, PLANTED_PAV_STRATEGY, "policy tokens"],
             "recipe": asdict(recipe),
             "class_balanced": PLANTED_PAV_CLASS_BALANCED,
             "fit": [PLANTED_PAV_FIT_TRACES, PLANTED_PAV_FIT_SEED],
@@ -597,13 +599,16 @@ def _mc_arms(cfg, run_arm_with_tokens, progress, learned: dict[str, dict] | None
 
 def _break_even_runs(mc: list, learned: list, labeling: int) -> float | None:
     """RL runs after which a learned verifier, labeled once and reused, has spent no more tokens to 90% than MC
-    advantages: labeling over the mean per-run saving, on the seeds where both reached 90% (None: no such seed, or
-    the verifier saves nothing per run).
+    advantages: labeling over the mean per-run saving on the seeds where both reached 90%. None where the verifier's
+    arm missed 90% on a seed where MC reached it (a miss is no saving), where no seed has both, or where it saves
+    nothing per run.
 
     Example:
-        >>> _break_even_runs([900, 1000, None], [300, 200, 100], 1400)
-        2.0
+        >>> _break_even_runs([900, 1000, None], [300, 200, 100], 1400), _break_even_runs([900, 1000], [300, None], 1)
+        (2.0, None)
     """
+    if any(m is not None and v is None for m, v in zip(mc, learned)):
+        return None
     saved = [m - v for m, v in zip(mc, learned) if m is not None and v is not None]
     if not saved or np.mean(saved) <= 0:
         return None

@@ -216,13 +216,15 @@ class PlantedGrader:
 
 
 class PlantedProverPolicy:
-    """The procedural prover μ_γ as a `Policy` (per-request seeds; one symbol per step).
+    """The procedural prover μ_γ as a `Policy` (per-request seeds; one symbol per step). `num_tokens` counts what a
+    model writing the same text with the task's character tokenizer would generate (symbols, separators and the end of
+    sequence), so its rollouts are charged in the policy's units.
 
     Example:
         >>> pol = PlantedProverPolicy(PlantedTask(), gamma=10.0)
         >>> g = pol.generate([GenerationRequest(">", seed=1)])[0]
-        >>> len(g.steps), g.finished
-        (10, True)
+        >>> len(g.steps), g.finished, g.num_tokens  # 10 letters, 9 spaces, the end of sequence
+        (10, True, 20)
     """
 
     def __init__(self, task: PlantedTask, gamma: float):
@@ -253,8 +255,17 @@ class PlantedProverPolicy:
                 new.append(a)
                 k = self._next[k][a]
             done = len(req.steps) + len(new) >= self.task.length
-            out.append(Generation(steps=self.task.decode(new), finished=done, num_tokens=len(new)))
+            steps = self.task.decode(new)
+            out.append(Generation(steps=steps, finished=done, num_tokens=self._tokens(bool(req.steps), steps, done)))
         return out
+
+    def _tokens(self, after_steps: bool, steps: list[str], done: bool) -> int:
+        """What writing `steps` costs in the task's character tokens, as for the policy that stands in for the
+        prover: the text (with the separator before it after earlier steps) and the end of sequence once done."""
+        if not steps:
+            return int(done)
+        text = self.task.step_format.join(steps)
+        return len(text) + (len(self.task.step_format.separator) if after_steps else 0) + int(done)
 
 
 @dataclass

@@ -696,7 +696,10 @@ class PAVRLMixin:
         # generation calls times the completions per step is the step's total (`GeneratedTokensCallback`). Every
         # process joins: whether a verifier counts rollouts or reads depends on its type, the same everywhere.
         verifier = getattr(self, "verifier", None)
-        counts = {"rollout": hasattr(verifier, "stats"), "verifier": _counts_reads(verifier)}
+        counts = {
+            "rollout": hasattr(getattr(verifier, "stats", None), "rollout_tokens"),
+            "verifier": _counts_reads(verifier),
+        }
         if any(counts.values()):
             spent = getattr(self, "_pav_spent", {"rollout": 0, "verifier": 0})
             local = [float(spent["rollout"]), float(spent["verifier"]), float(len(outcome))]
