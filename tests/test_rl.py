@@ -188,19 +188,27 @@ def test_a_learned_verifiers_reads_are_logged_as_compute(policy_dir, tmp_path):
             self.verifier_tokens += 7 * len(steps)  # a known count per trace
             return super().score(prompts, steps)
 
+    class ReadingGoldScorer(ReadingScorer):  # grades against gold answers: the trainer's other scoring path
+        needs_gold = True
+
+        def score(self, prompts, steps, golds):
+            return super().score(prompts, steps)
+
     tok = TASK.tokenizer()
     ids = tok("1+1=2\n#### 2", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     batch = {"completion_ids": torch.tensor([ids, ids]), "completion_mask": torch.ones(2, len(ids), dtype=torch.long),
              "advantages": torch.tensor([1.0, 1.0])}  # fmt: skip
+    table = {("1+1=2", "#### 2"): [0.5, 0.75, 1.0]}
     logged = {}
-    for name, scorer in (("reads", ReadingScorer({("1+1=2", "#### 2"): [0.5, 0.75, 1.0]})),
-                         ("silent", TableScorer({("1+1=2", "#### 2"): [0.5, 0.75, 1.0]}))):  # fmt: skip
+    for name, scorer in (("reads", ReadingScorer(table)), ("reads_with_golds", ReadingGoldScorer(table)),
+                         ("silent", TableScorer(table))):  # fmt: skip
         trainer = grpo_with(scorer, policy_dir, tmp_path / name)
         trainer._last_rewards = torch.tensor([[1.0], [1.0]])
-        trainer._pav_advantages([{"prompt": "Q:1+1?\n"}] * 2, batch)
+        trainer._pav_advantages([{"prompt": "Q:1+1?\n", "gold": "2"}] * 2, batch)
         metrics = trainer._metrics["train" if trainer.model.training else "eval"]
         logged[name] = metrics.get("pav/verifier_tokens_per_completion")
-    assert logged["reads"] == [7.0] and not logged["silent"]  # 14 tokens over the batch's 2 completions
+    # 14 tokens over the batch's 2 completions, whichever path scored them
+    assert logged["reads"] == logged["reads_with_golds"] == [7.0] and not logged["silent"]
     spent = GeneratedTokensCallback(completions_per_step=2)
     read = logged["reads"][0]
     spent.record(1, {"completions/mean_length": float(len(ids)), "pav/verifier_tokens_per_completion": read})

@@ -25,6 +25,7 @@ from .common import cached, cached_json, rl_args, seed_summary, t_interval
 
 if TYPE_CHECKING:
     from ..generation import Policy
+    from ..modeling import StepScorer
     from ..tasks import PlantedTask
 
 __all__ = [
@@ -418,14 +419,19 @@ def learned_pav(
         "labels": int(sum(m["num_labels"] for m in metas)),
         "prover_share": prover_share,
         "training": json.loads((folder / "verifier" / "training.summary.json").read_text()),
-        "fit": planted_pav_fit(verifier, task, gamma, policy, seed + PLANTED_PAV_FIT_SEED, PLANTED_PAV_FIT_TRACES),
-        "fit_on_prover_states": planted_pav_fit(
-            verifier, task, gamma, prover, seed + PLANTED_PAV_FIT_SEED, PLANTED_PAV_FIT_TRACES
-        ),
+        "fit": planted_pav_fit(verifier, task, gamma, policy, seed + PLANTED_PAV_FIT_SEED),
+        "fit_on_prover_states": planted_pav_fit(verifier, task, gamma, prover, seed + PLANTED_PAV_FIT_SEED),
     }
 
 
-def planted_pav_fit(verifier, task, gamma: float, policy, seed: int, traces: int = 256) -> dict:
+def planted_pav_fit(
+    verifier: StepScorer,
+    task: PlantedTask,
+    gamma: float,
+    policy: Policy,
+    seed: int,
+    traces: int = PLANTED_PAV_FIT_TRACES,
+) -> dict:
     """A planted verifier's fitting error against the exact DP values of the γ prover, on `traces` fresh traces of
     `policy` (seeds apart from labeling's): mean absolute error of the values (root and every step) and of the
     one-step advantages, and the correlation of its advantages with the exact ones (None when either is constant);
@@ -555,11 +561,6 @@ def _mc_arms(cfg, run_arm_with_tokens, progress, learned: dict[str, dict] | None
     out: dict = {"gamma": gamma, "steps": steps, "seeds": list(seeds), "arms": {}, "learned_pav": {}}
     for name, (g, n, verifier) in arms.items():
         records = [run_arm_with_tokens(g, steps, seed, n, verifier) for seed in seeds]
-
-        def per_step(r, column):
-            t = r["tokens"]
-            return t[-1][column] / len(t) if t and len(t[-1]) > column else 0.0
-
         out["arms"][name] = {
             "mc_rollouts": n,
             "learned": verifier is not None,
@@ -567,8 +568,8 @@ def _mc_arms(cfg, run_arm_with_tokens, progress, learned: dict[str, dict] | None
             "tokens_to_90": [tokens_to_reach(r["points"], r["tokens"], 0.9) for r in records],
             "final_accuracy": [r["points"][-1][1] for r in records],
             "total_tokens": [sum(r["tokens"][-1][1:]) if r["tokens"] else 0 for r in records],
-            "rollout_tokens_per_step": float(np.mean([per_step(r, 2) for r in records])),
-            "verifier_tokens_per_step": float(np.mean([per_step(r, 3) for r in records])),
+            "rollout_tokens_per_step": float(np.mean([_per_step(r["tokens"], 2) for r in records])),
+            "verifier_tokens_per_step": float(np.mean([_per_step(r["tokens"], 3) for r in records])),
             "curves": seed_summary([r["points"] for r in records]),
         }
         if verifier is not None:
@@ -595,6 +596,12 @@ def _mc_arms(cfg, run_arm_with_tokens, progress, learned: dict[str, dict] | None
                 for other in learned
             }
     return out
+
+
+def _per_step(tokens: list, column: int) -> float:
+    """Mean tokens per step in one column of a run's `GeneratedTokensCallback.per_step` record (0 where the record
+    predates the column: planted runs cached before verifier reads were counted read none)."""
+    return tokens[-1][column] / len(tokens) if tokens and len(tokens[-1]) > column else 0.0
 
 
 def _break_even_runs(mc: list, learned: list, labeling: int) -> float | None:

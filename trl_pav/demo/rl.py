@@ -159,12 +159,12 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
             **summarize_arms({a: curves[a] for a in compared}, "outcome", exact),
         }
     # What each arm spent: policy completions, rollouts (MC arms) and the tokens a learned verifier read (exact
-    # oracles read none; records from before the verifier column count none).
+    # oracles read none).
     summary["generated_tokens"] = {
         arm: {
             "policy": float(np.mean([t[-1][1] for t in runs if t])),
             "rollouts": float(np.mean([t[-1][2] for t in runs if t])),
-            "verifier": float(np.mean([t[-1][3] if len(t[-1]) > 3 else 0 for t in runs if t])),
+            "verifier": float(np.mean([t[-1][3] for t in runs if t])),
         }
         for arm, runs in tokens.items()
         if any(runs)

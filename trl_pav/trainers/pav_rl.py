@@ -577,13 +577,13 @@ class PAVRLMixin:
         # Under lockstep every process must call the verifier, even with nothing to score.
         if scored or getattr(self.verifier, "lockstep", None) is not None:
             prompts = [inputs[i]["prompt"] for i in scored]
+            read_before = self.verifier.verifier_tokens if _counts_reads(self.verifier) else 0
             if getattr(self.verifier, "needs_gold", False):  # rollout scorers grade against the gold answer
                 values = self._score_with_golds(inputs, scored, prompts, [scored_steps[i] for i in scored])
             else:
-                read_before = getattr(self.verifier, "verifier_tokens", None)
                 values = self.verifier.score(prompts, [scored_steps[i] for i in scored])
-                if isinstance(read_before, numbers.Integral):  # a learned verifier's reads are compute it pays for
-                    self._pav_spent["verifier"] += int(self.verifier.verifier_tokens - read_before)
+            if _counts_reads(self.verifier):  # a learned verifier's reads are compute the arm pays for
+                self._pav_spent["verifier"] += int(self.verifier.verifier_tokens - read_before)
             values = checked_step_values(values, [scored_steps[i] for i in scored], self.verifier)
             k = self.pav_prover_k
             for i, v in zip(scored, values):
