@@ -102,6 +102,11 @@ class DemoConfig:
             its states alone does not fit there: docs/mc_advantages.md). Default 0.5; `--full` adds 0.
         planted_pav_verifier_steps (`int`): most optimizer steps of each learned planted PAV's training (early
             stopping on held-out loss).
+        planted_pav_seeds (`list[int]`): verifier seeds: each learned planted PAV is labeled and trained once per
+            value (its traces, rollouts, held-out split and training order; the base policy stays the one of
+            `seed`), and each copy runs its own RL arms on `planted_seeds`. The first is `seed` (that copy keeps the
+            plain arm name); with more than one, the report pools the learned arms' comparisons over them (an
+            interval over verifier seeds, which covers the trained verifier's variance, not only the RL seeds').
         gamma_sweep (`list[float]`): γ values of the prover-strength sweep.
         gamma_sweep_steps (`int`): GRPO steps per sweep run (the planted RL arms' budget: the sweep shares their
             γ = `planted_gamma` and outcome-only runs where the seeds match, and at 100 steps no γ had taken off).
@@ -154,6 +159,7 @@ class DemoConfig:
     planted_pav_traces: int = 2048
     planted_pav_prover_shares: list[float] = field(default_factory=lambda: [0.5])
     planted_pav_verifier_steps: int = 2000
+    planted_pav_seeds: list[int] = field(default_factory=lambda: [0])
     gamma_sweep: list[float] = field(default_factory=lambda: [1.0, 10.0, 100.0])
     gamma_sweep_steps: int = 300
     gamma_sweep_seeds: list[int] = field(default_factory=lambda: [10])
@@ -166,6 +172,10 @@ class DemoConfig:
             raise ValueError(f"pipeline_seeds must start with seed={self.seed}, got {self.pipeline_seeds}")
         if len(set(self.pipeline_seeds)) != len(self.pipeline_seeds):
             raise ValueError(f"pipeline_seeds has repeats: {self.pipeline_seeds}")
+        if not self.planted_pav_seeds or self.planted_pav_seeds[0] != self.seed:
+            raise ValueError(f"planted_pav_seeds must start with seed={self.seed}, got {self.planted_pav_seeds}")
+        if len(set(self.planted_pav_seeds)) != len(self.planted_pav_seeds):
+            raise ValueError(f"planted_pav_seeds has repeats: {self.planted_pav_seeds}")
         if self.planted_pav_verifier_steps < 1:
             raise ValueError(f"planted_pav_verifier_steps must be >= 1, got {self.planted_pav_verifier_steps}")
         if self.planted_pav_traces and self.planted_pav_traces < 4:
@@ -186,9 +196,9 @@ class DemoConfig:
     @classmethod
     def full(cls) -> DemoConfig:
         """`--full`: the default budget plus what needs more seeds or compute: three pipeline seeds, the
-        Monte-Carlo-advantage arms and a second learned planted PAV (base-policy states only, the paper's), PPO and
-        the γ sweep (γ in 5..17 included) on three seeds, the K sweep on three search seeds, and longer realistic RL
-        evaluated on more problems."""
+        Monte-Carlo-advantage arms and a second learned planted PAV (base-policy states only, the paper's), each
+        learned planted PAV on three verifier seeds, PPO and the γ sweep (γ in 5..17 included) on three seeds, the K
+        sweep on three search seeds, and longer realistic RL evaluated on more problems."""
         return cls(
             k_sweep_seeds=[0, 1, 2],
             rl_steps=500,
@@ -198,6 +208,7 @@ class DemoConfig:
             planted_ppo_seeds=[10, 11, 12],
             planted_mc_rollouts=[2, 4, 8],
             planted_pav_prover_shares=[0.0, 0.5],
+            planted_pav_seeds=[0, 1, 2],
             gamma_sweep=[1.0, 3.0, 5.0, 10.0, 17.0, 30.0, 100.0],
             gamma_sweep_seeds=[10, 11, 12],
             pipeline_seeds=[0, 1, 2],

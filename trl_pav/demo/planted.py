@@ -155,18 +155,19 @@ def run(cfg, out: Path, progress) -> dict:
                 runs[arm].append([tuple(p) for p in points])
     to_90 = {arm: [iterations_to_reach(c, 0.9) for c in curves] for arm, curves in runs.items()}
     learned: dict[str, dict] = {}
-    for share in cfg.planted_pav_prover_shares if cfg.planted_pav_traces else []:
+    copies = [(share, v) for share in cfg.planted_pav_prover_shares for v in cfg.planted_pav_seeds]
+    for share, verifier_seed in copies if cfg.planted_pav_traces else []:
         progress(
             f"planted learned PAV: {cfg.planted_pav_traces} traces ({share:.0%} from the prover, the rest from the "
             f"base policy) labeled by {PLANTED_PAV_N_MC} rollouts of the gamma={cfg.planted_gamma:g} prover per "
-            "step, verifier trained from the base policy"
+            f"step, verifier trained from the base policy (verifier seed {verifier_seed})"
         )
-        recipe = planted_pav_recipe(cfg.planted_pav_verifier_steps, cfg.seed)
+        recipe = planted_pav_recipe(cfg.planted_pav_verifier_steps, verifier_seed)
         pav_key = {  # everything that changes the verifier or its measured fit
             "gamma": cfg.planted_gamma,
             "traces": cfg.planted_pav_traces,
             "prover_share": share,
-            "seed": cfg.seed,
+            "seed": verifier_seed,
             "policy": asdict(policy_cfg),
             "limits": limits,
             "step_format": task.step_format.to_dict(),
@@ -175,11 +176,11 @@ def run(cfg, out: Path, progress) -> dict:
             "class_balanced": PLANTED_PAV_CLASS_BALANCED,
             "fit": [PLANTED_PAV_FIT_TRACES, PLANTED_PAV_FIT_SEED],
         }
-        arm = learned_arm_name(share)
+        arm = learned_arm_name(share, None if verifier_seed == cfg.seed else verifier_seed)
         folder = cached(
             out / "planted" / arm,
             pav_key,
-            lambda d, share=share, recipe=recipe: (d / "summary.json").write_text(
+            lambda d, share=share, recipe=recipe, verifier_seed=verifier_seed: (d / "summary.json").write_text(
                 json.dumps(
                     learned_pav(
                         task,
@@ -187,7 +188,7 @@ def run(cfg, out: Path, progress) -> dict:
                         policy_dir,
                         cfg.planted_gamma,
                         cfg.planted_pav_traces,
-                        cfg.seed,
+                        verifier_seed,
                         d,
                         prover_share=share,
                         recipe=recipe,
@@ -197,7 +198,14 @@ def run(cfg, out: Path, progress) -> dict:
         )
         # The verifier's path from this run's folder: a moved output folder still finds it.
         summary = json.loads((folder / "summary.json").read_text())
-        learned[arm] = {**summary, "verifier": str(folder / "verifier"), "key": pav_key, "arm": arm}
+        learned[arm] = {
+            **summary,
+            "verifier": str(folder / "verifier"),
+            "key": pav_key,
+            "arm": arm,
+            "verifier_seed": verifier_seed,
+            "copy_of": learned_arm_name(share),  # copies on other verifier seeds share this name
+        }
     mc = _mc_arms(cfg, run_arm_with_tokens, progress, learned) if cfg.planted_mc_rollouts or learned else None
     progress(f"prover-strength sweep over gamma in {cfg.gamma_sweep}, seeds {cfg.gamma_sweep_seeds}")
     sweep_seeds = cfg.gamma_sweep_seeds
@@ -576,10 +584,13 @@ def _mc_arms(cfg, run_arm_with_tokens, progress, learned: dict[str, dict] | None
             arm = out["arms"][name]
             arm["labeling_tokens"] = verifier["labeling_tokens"]
             arm["prover_share"] = verifier["prover_share"]
+            arm["verifier_seed"] = verifier["verifier_seed"]
             arm["tokens_to_90_with_labeling"] = [
                 None if t is None else t + verifier["labeling_tokens"] for t in arm["tokens_to_90"]
             ]
-            out["learned_pav"][name] = {k: v for k, v in verifier.items() if k not in ("verifier", "key", "arm")}
+            out["learned_pav"][name] = {
+                k: v for k, v in verifier.items() if k not in ("verifier", "key", "arm", "copy_of")
+            }
     exact = out["arms"]["exact"]["tokens_to_90"]
     for name in arms:
         if name in ("exact", "outcome"):
@@ -595,7 +606,67 @@ def _mc_arms(cfg, run_arm_with_tokens, progress, learned: dict[str, dict] | None
                 other: _break_even_runs(mine, out["arms"][other]["tokens_to_90"], learned[other]["labeling_tokens"])
                 for other in learned
             }
+    copies: dict[str, list[str]] = {}
+    for name, record in learned.items():
+        copies.setdefault(record.get("copy_of", name), []).append(name)
+    out["learned_pooled"] = {
+        recipe: _pooled_learned(out["arms"], names) for recipe, names in copies.items() if len(names) > 1
+    }
     return out
+
+
+def _pooled_learned(arms: dict, names: list[str]) -> dict:
+    """One learned-PAV recipe over its copies on other verifier seeds (`names`, each an arm with runs on the same RL
+    seeds): how many runs reached 90%, and its comparisons pooled over the copies (`_pooled_ratio`): its RL tokens
+    to 90% over the exact arm's, and each MC arm's tokens over its tokens with labeling, with the runs where MC
+    reached 90% and the copy did not (their ratios are left out, which favours the learned PAV).
+
+    Example:
+        >>> arms = {"exact": {"tokens_to_90": [10, 10]}, "mc8": {"mc_rollouts": 8, "tokens_to_90": [40, 40]}}
+        >>> arms |= {n: {"tokens_to_90": t, "tokens_to_90_with_labeling": [None if x is None else x + 70 for x in t]}
+        ...          for n, t in (("a", [10, 30]), ("a_v1", [10, None]))}
+        >>> out = _pooled_learned(arms, ["a", "a_v1"])
+        >>> out["runs_reaching_90"], out["mc_over_learned"]["mc8"][0], out["mc_reached_learned_missed"]["mc8"]
+        (3, 0.475, 1)
+    """
+    mc_arms = [name for name, arm in arms.items() if arm.get("mc_rollouts")]
+    exact = arms["exact"]["tokens_to_90"]
+    return {
+        "arms": list(names),
+        "runs": sum(len(arms[n]["tokens_to_90"]) for n in names),
+        "runs_reaching_90": sum(t is not None for n in names for t in arms[n]["tokens_to_90"]),
+        "tokens_to_90_over_exact": _pooled_ratio([(arms[n]["tokens_to_90"], exact) for n in names]),
+        "mc_over_learned": {
+            m: _pooled_ratio([(arms[m]["tokens_to_90"], arms[n]["tokens_to_90_with_labeling"]) for n in names])
+            for m in mc_arms
+        },
+        "mc_reached_learned_missed": {
+            m: sum(
+                a is not None and b is None
+                for n in names
+                for a, b in zip(arms[m]["tokens_to_90"], arms[n]["tokens_to_90"])
+            )
+            for m in mc_arms
+        },
+    }
+
+
+def _pooled_ratio(copies: list[tuple[list, list]]) -> list[float | None] | None:
+    """`[mean, low, high]` over verifier seeds: each copy's mean `mine / other` over the RL seeds where both are known,
+    then a t-interval over the copies (None: no copy has such a seed; one copy has: no bounds). The RL seeds are the
+    same for every copy, so the interval covers the trained verifier's variance and each copy's RL noise, not RL
+    seeds beyond those run.
+
+    Example:
+        >>> [round(x, 2) for x in _pooled_ratio([([10, 30], [5, 10]), ([20, None], [5, 5])])]  # copies 2.5 and 4
+        [3.25, -6.28, 12.78]
+        >>> _pooled_ratio([([None], [1])]) is None
+        True
+    """
+    means = [r[0] for r in (_paired_ratio(mine, other) for mine, other in copies) if r is not None]
+    if not means:
+        return None
+    return list(t_interval(means)) if len(means) > 1 else [means[0], None, None]
 
 
 def _per_step(tokens: list, column: int) -> float:
@@ -622,15 +693,16 @@ def _break_even_runs(mc: list, learned: list, labeling: int) -> float | None:
     return float(labeling / np.mean(saved))
 
 
-def learned_arm_name(prover_share: float) -> str:
+def learned_arm_name(prover_share: float, verifier_seed: int | None = None) -> str:
     """The arm (and folder) name of a learned planted PAV: `learned` for the paper's recipe (base-policy states only),
-    `learned_mix<share>` with a share of prover traces.
+    `learned_mix<share>` with a share of prover traces; a copy trained on another verifier seed adds `_v<seed>`.
 
     Example:
-        >>> learned_arm_name(0.0), learned_arm_name(0.5)
-        ('learned', 'learned_mix0.5')
+        >>> learned_arm_name(0.0), learned_arm_name(0.5), learned_arm_name(0.5, 2)
+        ('learned', 'learned_mix0.5', 'learned_mix0.5_v2')
     """
-    return "learned" if prover_share == 0 else f"learned_mix{prover_share:g}"
+    name = "learned" if prover_share == 0 else f"learned_mix{prover_share:g}"
+    return name if verifier_seed is None else f"{name}_v{verifier_seed}"
 
 
 def _paired_ratio(mine: list, other: list) -> list[float | None] | None:
