@@ -50,12 +50,20 @@ def test_quick_demo_writes_a_complete_report(tmp_path):
     assert len(to_90["pav"]) == len(to_90["outcome"]) == len(cfg.planted_seeds)
     assert len(to_90["pav_ppo"]) == len(to_90["outcome_ppo"]) == len(cfg.planted_ppo_seeds)
     assert len(saved["planted"]["gamma_sweep"]) == len(cfg.gamma_sweep)
-    arms = saved["planted"]["mc_advantages"]["arms"]  # outcome, exact, one learned PAV per prover share, MC
-    learned = [learned_arm_name(share) for share in cfg.planted_pav_prover_shares]
-    assert set(arms) == {"outcome", "exact", *learned, *(f"mc{n}" for n in cfg.planted_mc_rollouts)}
-    for name in learned:
+    # Outcome, exact, one learned PAV per prover share and verifier seed, MC.
+    mc_advantages = saved["planted"]["mc_advantages"]
+    arms = mc_advantages["arms"]
+    recipes = [learned_arm_name(share) for share in cfg.planted_pav_prover_shares]
+    copies = [learned_arm_name(share, v) for share in cfg.planted_pav_prover_shares for v in cfg.planted_pav_seeds[1:]]
+    assert set(arms) == {"outcome", "exact", *recipes, *copies, *(f"mc{n}" for n in cfg.planted_mc_rollouts)}
+    for name in recipes + copies:
         assert arms[name]["labeling_tokens"] > 0 and arms[name]["verifier_tokens_per_step"] > 0
-        assert saved["planted"]["mc_advantages"]["learned_pav"][name]["fit"]["traces"] > 0
+        assert mc_advantages["learned_pav"][name]["fit"]["traces"] > 0
+    assert set(mc_advantages["learned_pooled"]) == set(recipes)
+    for recipe in recipes:
+        pooled = mc_advantages["learned_pooled"][recipe]
+        assert len(pooled["arms"]) == len(cfg.planted_pav_seeds)
+        assert pooled["runs"] == len(cfg.planted_pav_seeds) * len(cfg.planted_seeds)
     planted_search = saved["planted"]["exact_search"]
     assert all(len(c) == len(cfg.search_budgets) for c in planted_search["curves"].values())
     assert "policy_likelihood" in saved["arithmetic"]["verifier_quality"]

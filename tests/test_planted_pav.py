@@ -63,6 +63,9 @@ def test_learned_planted_pav_beats_a_constant_against_exact_values(tmp_path):
         ({"planted_pav_traces": 2}, "planted_pav_traces must be 0"),
         ({"planted_pav_prover_shares": [0.0, 1.5]}, r"must lie in \[0, 1\], got \[1.5\]"),
         ({"planted_pav_prover_shares": [0.5, 0.5]}, "has repeats"),
+        ({"planted_pav_seeds": [1, 0]}, r"planted_pav_seeds must start with seed=0, got \[1, 0\]"),
+        ({"planted_pav_seeds": []}, "planted_pav_seeds must start with seed=0"),
+        ({"planted_pav_seeds": [0, 2, 2]}, r"planted_pav_seeds has repeats: \[0, 2, 2\]"),
     ],
 )
 def test_demo_config_rejects_bad_learned_arms(fields, message):

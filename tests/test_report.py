@@ -564,6 +564,56 @@ def test_mc_section_with_learned_arms_states_its_numbers():
     assert "no resolved difference from that learned PAV" in text
 
 
+def test_mc_section_pools_learned_copies_over_verifier_seeds():
+    """Copies of one learned recipe on other verifier seeds: the runs that reached 90% are counted, each ratio is the
+    mean of the copies' per-seed means with a t-interval over copies (hand-computed), runs where MC reached 90% and a
+    copy did not are counted as left out, and one copy with a ratio gets no interval and no verdict."""
+    from trl_pav.demo.planted import _paired_ratio, _pooled_learned
+
+    def copy(tokens, seed):
+        with_labeling = [None if t is None else t + 1000 for t in tokens]
+        return {**_mc_arm(None, tokens), "learned": True, "prover_share": 0.5, "labeling_tokens": 1000,
+                "verifier_seed": seed, "tokens_to_90_with_labeling": with_labeling,
+                "seeds_reaching_90": sum(t is not None for t in tokens),
+                "tokens_to_90_over_exact": _paired_ratio(tokens, [100, 120, 110])}  # fmt: skip
+
+    base = {"gamma": 10.0, "steps": 300, "seeds": [10, 11, 12]}
+    arms = {
+        "outcome": _mc_arm(None, [None] * 3),
+        "exact": _mc_arm(None, [100, 120, 110]),
+        "learned_mix0.5": copy([None, 150, 200], 0),
+        "learned_mix0.5_v1": copy([300, None, 100], 1),
+        "mc8": _mc_arm(8, [900, 800, 850]),
+    }
+    pooled = _pooled_learned(arms, ["learned_mix0.5", "learned_mix0.5_v1"])
+    # Copy means over exact: (150/120 + 200/110) / 2 and (300/100 + 100/110) / 2; MC over the copies with labeling.
+    over_exact = [(150 / 120 + 200 / 110) / 2, (300 / 100 + 100 / 110) / 2]
+    mc_over = [(800 / 1150 + 850 / 1200) / 2, (900 / 1300 + 850 / 1100) / 2]
+    assert pooled["runs"] == 6 and pooled["runs_reaching_90"] == 4
+    assert pooled["tokens_to_90_over_exact"][0] == pytest.approx(np.mean(over_exact))
+    assert pooled["mc_over_learned"]["mc8"][0] == pytest.approx(np.mean(mc_over))
+    half = 12.706 * np.std(mc_over, ddof=1) / np.sqrt(2)  # t(0.975, 1 df)
+    assert pooled["mc_over_learned"]["mc8"][2] == pytest.approx(np.mean(mc_over) + half, rel=1e-3)
+    assert pooled["mc_reached_learned_missed"]["mc8"] == 2
+    text = report._mc_md({**base, "arms": arms, "learned_pooled": {"learned_mix0.5": pooled}})
+    assert "| learned PAV (50% prover traces, verifier seed 1) |" in text
+    assert "Over its 2 verifier seeds (each labeled and trained again), the learned PAV (50% prover traces) " in text
+    assert "reached 90% in 4 of 6 RL runs" in text
+    assert "the exact arm's: no resolved difference from exact values." in text
+    low, high = pooled["mc_over_learned"]["mc8"][1:]
+    assert (
+        f"MC, n = 8 spent {np.mean(mc_over):.2f}x [{low:.2f}, {high:.2f}] its tokens to 90% with labeling: fewer "
+        in text
+    )
+    assert "(2 runs where MC, n = 8 reached 90% and the copy did not are left out, which favours" in text
+    arms["learned_mix0.5_v1"] = copy([None, None, None], 1)  # a copy that never reached 90%: one copy has ratios
+    pooled = _pooled_learned(arms, ["learned_mix0.5", "learned_mix0.5_v1"])
+    assert pooled["mc_over_learned"]["mc8"] == [mc_over[0], None, None]
+    text = report._mc_md({**base, "arms": arms, "learned_pooled": {"learned_mix0.5": pooled}})
+    assert "(one verifier seed, no interval)" in text and "not resolved on one verifier seed" in text
+    assert "reached 90% in 2 of 6 RL runs" in text and "(4 runs where" in text
+
+
 def test_pipeline_summary_pools_verdicts_over_pipeline_seeds():
     """A t-interval over pipelines: three consistent gains are reproduced, a sign flip is not resolved, one seed is
     a single pipeline; the report's section states the per-seed values and appears only with several seeds."""

@@ -1273,12 +1273,18 @@ def _ratio_text(ratio: list[float | None]) -> str:
     return f"{est:.2f}x (one seed, no interval)" if lo is None else f"{est:.2f}x [{lo:.2f}, {hi:.2f}]"
 
 
-def _ratio_verdict(ratio: list[float | None], other: str) -> str:
-    """`ratio` is `[estimate, low, high]` of tokens over `other`'s tokens: which spent more, if resolved (one seed,
+def _pooled_text(ratio: list[float | None]) -> str:
+    """A ratio pooled over verifier seeds (`[estimate, low, high]`); only one copy with a ratio has no bounds."""
+    est, lo, hi = ratio
+    return f"{est:.2f}x (one verifier seed, no interval)" if lo is None else f"{est:.2f}x [{lo:.2f}, {hi:.2f}]"
+
+
+def _ratio_verdict(ratio: list[float | None], other: str, unit: str = "seed") -> str:
+    """`ratio` is `[estimate, low, high]` of tokens over `other`'s tokens: which spent more, if resolved (one `unit`,
     no bounds: not resolved)."""
     _, lo, hi = ratio
     if lo is None:
-        return "not resolved on one seed"
+        return f"not resolved on one {unit}"
     if lo > 1:
         return f"more tokens than {other}"
     if hi < 1:
@@ -1298,7 +1304,10 @@ def _mc_md(mc: dict | None) -> str:
     def label_of(name: str, arm: dict) -> str:
         if name.startswith("learned"):
             share = arm.get("prover_share", 0.0)
-            return "learned PAV " + (f"({100 * share:g}% prover traces)" if share else "(base-policy traces)")
+            copy = f", verifier seed {arm['verifier_seed']}" if "_v" in name and "verifier_seed" in arm else ""
+            return "learned PAV " + (
+                f"({100 * share:g}% prover traces{copy})" if share else f"(base-policy traces{copy})"
+            )
         return {"outcome": "outcome only", "exact": "exact prover values"}.get(name, f"MC, n = {arm['mc_rollouts']}")
 
     rows, sentences = [], []
@@ -1361,6 +1370,38 @@ def _mc_md(mc: dict | None) -> str:
                 if on_prover
                 else "."
             )
+        )
+    for recipe, pooled in (mc.get("learned_pooled") or {}).items():
+        label, copies = label_of(recipe, mc["arms"][recipe]), len(pooled["arms"])
+        text = (
+            f"Over its {copies} verifier seeds (each labeled and trained again), the {label} reached 90% in "
+            f"{pooled['runs_reaching_90']} of {pooled['runs']} RL runs"
+        )
+        ratio = pooled["tokens_to_90_over_exact"]
+        text += (
+            f"; its RL tokens to 90% are {_pooled_text(ratio)} the exact arm's: "
+            f"{_ratio_verdict(ratio, 'exact values', 'verifier seed')}."
+            if ratio
+            else "; no run of it has a paired ratio to exact values."
+        )
+        for other, versus in pooled["mc_over_learned"].items():
+            them = label_of(other, mc["arms"][other])
+            missed = pooled["mc_reached_learned_missed"][other]
+            text += f" {them[0].upper() + them[1:]} spent " + (
+                f"{_pooled_text(versus)} its tokens to 90% with labeling: "
+                f"{_ratio_verdict(versus, 'that learned PAV', 'verifier seed')}"
+                if versus
+                else "an amount with no paired ratio to its tokens (no run where both reached 90%)"
+            )
+            text += (
+                f" ({missed} run{'s' if missed != 1 else ''} where {them} reached 90% and the copy did not "
+                f"{'are' if missed != 1 else 'is'} left out, which favours the learned PAV)."
+                if missed
+                else "."
+            )
+        learned_text += (
+            f"\n\n{text} Each ratio is the mean over a copy's seeds where both reached 90%, with a t-interval over "
+            "the copies: it covers the trained verifier's variance, on these RL seeds."
         )
     table = "\n".join(rows)
     sources = ["its exact DP values"]

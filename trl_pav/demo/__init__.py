@@ -246,6 +246,7 @@ class DemoConfig:
             planted_pav_traces=32,
             planted_pav_prover_shares=[0.0, 0.5],
             planted_pav_verifier_steps=40,
+            planted_pav_seeds=[0, 1],
             gamma_sweep=[1.0, 10.0],
             gamma_sweep_steps=4,
             gamma_sweep_seeds=[0, 1],
