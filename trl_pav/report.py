@@ -1273,6 +1273,18 @@ def _ratio_text(ratio: list[float | None]) -> str:
     return f"{est:.2f}x (one seed, no interval)" if lo is None else f"{est:.2f}x [{lo:.2f}, {hi:.2f}]"
 
 
+def _gain_text(gain: list[float], seeds: int) -> str:
+    """A paired difference `[mean, low, high]` over `seeds` seeds with its verdict: resolved only when the interval
+    excludes 0; one seed is not resolved; the same difference on every seed has no width."""
+    est, lo, hi = gain
+    if seeds < 2:
+        return f"{est:+.3f} (one seed, not resolved)"
+    if lo == hi:
+        return f"{est:+.3f} on every seed" + (" (no difference)" if est == 0 else "")
+    verdict = "a gain" if lo > 0 else "a loss" if hi < 0 else "not resolved"
+    return f"{est:+.3f} [{lo:+.3f}, {hi:+.3f}] ({verdict})"
+
+
 def _pooled_text(ratio: list[float | None]) -> str:
     """A ratio pooled over verifier seeds (`[estimate, low, high]`); only one copy with a ratio has no bounds."""
     est, lo, hi = ratio
@@ -1308,6 +1320,11 @@ def _mc_md(mc: dict | None) -> str:
             return "learned PAV " + (
                 f"({100 * share:g}% prover traces{copy})" if share else f"(base-policy traces{copy})"
             )
+        every = arm.get("refresh_every")
+        if every is not None:
+            k, n = arm.get("prover_k", "K"), arm["mc_rollouts"]
+            when = "the base policy's, fixed" if every == 0 else f"the policy's, refreshed every {every} steps"
+            return f"Bo{k} prover ({when}), MC, n = {n}"
         return {"outcome": "outcome only", "exact": "exact prover values"}.get(name, f"MC, n = {arm['mc_rollouts']}")
 
     rows, sentences = [], []
@@ -1371,6 +1388,18 @@ def _mc_md(mc: dict | None) -> str:
                 else "."
             )
         )
+    for name, row in (mc.get("prover_refresh") or {}).items():
+        label = label_of(name, mc["arms"][name])
+        for other in ("fixed", "outcome"):
+            soon, final = row.get(f"mean_success_gain_over_{other}"), row.get(f"final_gain_over_{other}")
+            if soon is None:
+                continue
+            them = "the fixed prover" if other == "fixed" else "outcome-only RL"
+            learned_text += (
+                f"\n\nAgainst {them}, the {label} changed success averaged over training by "
+                f"{_gain_text(soon, len(mc['seeds']))} and final success by {_gain_text(final, len(mc['seeds']))} "
+                "(paired by seed)."
+            )
     for recipe, pooled in (mc.get("learned_pooled") or {}).items():
         label, copies = label_of(recipe, mc["arms"][recipe]), len(pooled["arms"])
         text = (

@@ -107,6 +107,11 @@ class DemoConfig:
             `seed`), and each copy runs its own RL arms on `planted_seeds`. The first is `seed` (that copy keeps the
             plain arm name); with more than one, the report pools the learned arms' comparisons over them (an
             interval over verifier seeds, which covers the trained verifier's variance, not only the RL seeds').
+        planted_prover_refresh (`list[int]`): prover-refresh arms of the planted comparison, one per value M: the
+            prover is Best-of-`prover_k` of the policy, its values estimated online by 8 rollouts per state of a
+            frozen copy of the base policy (`MCStepScorer(policy="frozen")`), whose weights are replaced by the
+            trained policy's every M steps (0: never, the fixed prover of the paper). Empty skips them; `--full`
+            runs 0 and 50.
         gamma_sweep (`list[float]`): γ values of the prover-strength sweep.
         gamma_sweep_steps (`int`): GRPO steps per sweep run (the planted RL arms' budget: the sweep shares their
             γ = `planted_gamma` and outcome-only runs where the seeds match, and at 100 steps no γ had taken off).
@@ -160,6 +165,7 @@ class DemoConfig:
     planted_pav_prover_shares: list[float] = field(default_factory=lambda: [0.5])
     planted_pav_verifier_steps: int = 2000
     planted_pav_seeds: list[int] = field(default_factory=lambda: [0])
+    planted_prover_refresh: list[int] = field(default_factory=list)
     gamma_sweep: list[float] = field(default_factory=lambda: [1.0, 10.0, 100.0])
     gamma_sweep_steps: int = 300
     gamma_sweep_seeds: list[int] = field(default_factory=lambda: [10])
@@ -182,6 +188,11 @@ class DemoConfig:
             raise ValueError(
                 f"planted_pav_traces must be 0 (no learned arm) or at least 4, got {self.planted_pav_traces}"
             )
+        bad = [m for m in self.planted_prover_refresh if not isinstance(m, int) or isinstance(m, bool) or m < 0]
+        if bad:
+            raise ValueError(f"planted_prover_refresh values must be integers >= 0 (0: fixed), got {bad}")
+        if len(set(self.planted_prover_refresh)) != len(self.planted_prover_refresh):
+            raise ValueError(f"planted_prover_refresh has repeats: {self.planted_prover_refresh}")
         bad = [x for x in self.planted_pav_prover_shares if not 0.0 <= x <= 1.0]
         if bad:
             raise ValueError(f"planted_pav_prover_shares must lie in [0, 1], got {bad}")
@@ -197,8 +208,9 @@ class DemoConfig:
     def full(cls) -> DemoConfig:
         """`--full`: the default budget plus what needs more seeds or compute: three pipeline seeds, the
         Monte-Carlo-advantage arms and a second learned planted PAV (base-policy states only, the paper's), each
-        learned planted PAV on three verifier seeds, PPO and the γ sweep (γ in 5..17 included) on three seeds, the K
-        sweep on three search seeds, and longer realistic RL evaluated on more problems."""
+        learned planted PAV on three verifier seeds, the prover-refresh arms, PPO and the γ sweep (γ in 5..17
+        included) on three seeds, the K sweep on three search seeds, and longer realistic RL evaluated on more
+        problems."""
         return cls(
             k_sweep_seeds=[0, 1, 2],
             rl_steps=500,
@@ -209,6 +221,7 @@ class DemoConfig:
             planted_mc_rollouts=[2, 4, 8],
             planted_pav_prover_shares=[0.0, 0.5],
             planted_pav_seeds=[0, 1, 2],
+            planted_prover_refresh=[0, 50],
             gamma_sweep=[1.0, 3.0, 5.0, 10.0, 17.0, 30.0, 100.0],
             gamma_sweep_seeds=[10, 11, 12],
             pipeline_seeds=[0, 1, 2],
@@ -247,6 +260,7 @@ class DemoConfig:
             planted_pav_prover_shares=[0.0, 0.5],
             planted_pav_verifier_steps=40,
             planted_pav_seeds=[0, 1],
+            planted_prover_refresh=[0, 2],
             gamma_sweep=[1.0, 10.0],
             gamma_sweep_steps=4,
             gamma_sweep_seeds=[0, 1],

@@ -34,6 +34,7 @@ __all__ = [
     "planted_pav_fit",
     "planted_pav_recipe",
     "prover_selection",
+    "refresh_arm_name",
     "run",
     "sweep_gains",
 ]
@@ -72,11 +73,19 @@ def run(cfg, out: Path, progress) -> dict:
     progress(f"planted base policy success {base_acc:.3f}")
 
     def run_arm_with_tokens(
-        gamma: float | None, steps: int, seed: int, mc_rollouts: int | None = None, learned: dict | None = None
+        gamma: float | None,
+        steps: int,
+        seed: int,
+        mc_rollouts: int | None = None,
+        learned: dict | None = None,
+        refresh: int | None = None,
     ) -> dict:
         """One GRPO run: its success curve and the tokens (policy + rollouts + verifier reads) after each step. The
         process term comes from the γ prover's exact values, from that many rollouts of the prover per state online
-        (`mc_rollouts`, `MCStepScorer`), or from a verifier trained to predict them (`learned`, `learned_pav`)."""
+        (`mc_rollouts`, `MCStepScorer`), or from a verifier trained to predict them (`learned`, `learned_pav`). With
+        `refresh` (and `gamma=None`) the prover is Best-of-K of the policy itself, valued by `mc_rollouts` rollouts
+        of a frozen copy of the base policy per state, whose weights are replaced by the trained policy's every
+        `refresh` steps (0: never, the fixed prover)."""
         key = {
             "gamma": gamma,
             "steps": steps,
@@ -90,14 +99,40 @@ def run(cfg, out: Path, progress) -> dict:
             key["learned"] = learned["key"]
         if mc_rollouts is not None:
             key["rollout_unit"] = "policy tokens"  # the prover's rollouts counted as the policy's characters
+        if refresh is not None:
+            key["prover"] = {"best_of_k": cfg.prover_k, "of": "policy (frozen copy)", "refresh_every": refresh}
 
         def train():
             curve = AccuracyCurveCallback(evaluate, max(1, steps // 10))
             tokens = GeneratedTokensCallback()
-            run_dir = out / "planted" / "rl" / f"{gamma}-{seed}-{mc_rollouts}-{learned and learned['arm']}"
+            run_dir = out / "planted" / "rl" / f"{gamma}-{seed}-{mc_rollouts}-{learned and learned['arm']}-{refresh}"
             kw = {"max_completion_length": limits["max_new_tokens"], "learning_rate": 1e-3}
             common = {"train_dataset": train_ds, "processing_class": tok, "callbacks": [curve, tokens]}
-            if gamma is None:
+            if refresh is not None:
+                verifier = MCStepScorer(
+                    "frozen",
+                    task.grader,
+                    n_rollouts=mc_rollouts,
+                    prover_k=cfg.prover_k,
+                    seed=1000 + seed,
+                    refresh_every=refresh or None,
+                )
+                # Rollouts of the 1M policy in large batches: the trainer's default of 32 per forward pass would make
+                # each step dozens of generate calls.
+                args = rl_args(
+                    PAVGRPOConfig,
+                    run_dir,
+                    steps,
+                    seed,
+                    pav_alpha=cfg.planted_alpha,
+                    prover_k=1,  # the scorer applies Best-of-K itself
+                    verifier_batch_size=512,
+                    **kw,
+                )
+                trainer = PAVGRPOTrainer(
+                    str(policy_dir), [grader_reward(task.grader)], verifier=verifier, args=args, **common
+                )
+            elif gamma is None:
                 args = rl_args(GRPOConfig, run_dir, steps, seed, scale_rewards="none", **kw)
                 trainer = GRPOTrainer(str(policy_dir), [grader_reward(task.grader)], args=args, **common)
             else:
@@ -120,6 +155,8 @@ def run(cfg, out: Path, progress) -> dict:
 
         arm = "outcome" if gamma is None else f"gamma{gamma:g}" + ("" if mc_rollouts is None else f"-mc{mc_rollouts}")
         arm += f"-{learned['arm']}" if learned is not None else ""
+        if refresh is not None:
+            arm = f"{refresh_arm_name(refresh, cfg.prover_k)}-mc{mc_rollouts}"
         record = cached_json(out / "planted" / "rl" / f"{arm}-{steps}-{seed}.json", key, train)
         return {"points": [tuple(p) for p in record["points"]], "tokens": [tuple(t) for t in record["tokens"]]}
 
@@ -206,7 +243,8 @@ def run(cfg, out: Path, progress) -> dict:
             "verifier_seed": verifier_seed,
             "copy_of": learned_arm_name(share),  # copies on other verifier seeds share this name
         }
-    mc = _mc_arms(cfg, run_arm_with_tokens, progress, learned) if cfg.planted_mc_rollouts or learned else None
+    any_mc = cfg.planted_mc_rollouts or learned or cfg.planted_prover_refresh
+    mc = _mc_arms(cfg, run_arm_with_tokens, progress, learned) if any_mc else None
     progress(f"prover-strength sweep over gamma in {cfg.gamma_sweep}, seeds {cfg.gamma_sweep_seeds}")
     sweep_seeds = cfg.gamma_sweep_seeds
     outcome_curves = [run_arm(None, cfg.gamma_sweep_steps, s) for s in sweep_seeds]
@@ -312,6 +350,8 @@ def prover_selection(task, gammas: list[float], alpha: float, seed: int, traces:
     }
 
 
+# Rollouts per state of the prover-refresh arms: the largest planted MC arm's n (smaller ones reached 90% on no seed).
+PLANTED_REFRESH_N_MC = 8
 PLANTED_PAV_N_COV = 4  # seed traces of the base policy per labeled problem (all problems share the one prompt)
 PLANTED_PAV_N_MC = 20  # the paper's rollouts per labeled prefix: the γ prover's rollouts are procedural and cheap
 # Every step labeled, not the paper's first pit: first pit assumes a state whose rollouts all fail stays lost, as a
@@ -556,22 +596,28 @@ def _mc_arms(cfg, run_arm_with_tokens, progress, learned: dict[str, dict] | None
     there), and for each n over every learned arm's with its labeling counted (`tokens_to_90_over_learned`)."""
     learned = learned or {}
     gamma, steps, seeds = cfg.planted_gamma, cfg.planted_rl_steps, cfg.planted_seeds
+    refresh = cfg.planted_prover_refresh
     sources = ([f"n in {cfg.planted_mc_rollouts} rollouts per state"] if cfg.planted_mc_rollouts else []) + (
         [f"{len(learned)} learned PAV(s)"] if learned else []
     )
+    if refresh:
+        sources.append(f"Bo{cfg.prover_k} of the policy refreshed every {refresh} steps (0: fixed)")
     progress(
         f"planted RL with the gamma={gamma:g} prover's values from {' and '.join(sources)}, vs its exact values and "
         f"outcome-only, {steps} steps, seeds {seeds}"
     )
-    arms: dict[str, tuple] = {"outcome": (None, None, None), "exact": (gamma, None, None)}
-    arms.update({name: (gamma, None, record) for name, record in learned.items()})
-    arms.update({f"mc{n}": (gamma, n, None) for n in cfg.planted_mc_rollouts})
+    arms: dict[str, tuple] = {"outcome": (None, None, None, None), "exact": (gamma, None, None, None)}
+    arms.update({name: (gamma, None, record, None) for name, record in learned.items()})
+    arms.update({f"mc{n}": (gamma, n, None, None) for n in cfg.planted_mc_rollouts})
+    arms.update({refresh_arm_name(m, cfg.prover_k): (None, PLANTED_REFRESH_N_MC, None, m) for m in refresh})
     out: dict = {"gamma": gamma, "steps": steps, "seeds": list(seeds), "arms": {}, "learned_pav": {}}
-    for name, (g, n, verifier) in arms.items():
-        records = [run_arm_with_tokens(g, steps, seed, n, verifier) for seed in seeds]
+    for name, (g, n, verifier, every) in arms.items():
+        records = [run_arm_with_tokens(g, steps, seed, n, verifier, every) for seed in seeds]
         out["arms"][name] = {
             "mc_rollouts": n,
             "learned": verifier is not None,
+            "refresh_every": every,
+            "mean_success": [mean_success_over_training(r["points"]) for r in records],
             "iterations_to_90": [iterations_to_reach(r["points"], 0.9) for r in records],
             "tokens_to_90": [tokens_to_reach(r["points"], r["tokens"], 0.9) for r in records],
             "final_accuracy": [r["points"][-1][1] for r in records],
@@ -580,6 +626,8 @@ def _mc_arms(cfg, run_arm_with_tokens, progress, learned: dict[str, dict] | None
             "verifier_tokens_per_step": float(np.mean([_per_step(r["tokens"], 3) for r in records])),
             "curves": seed_summary([r["points"] for r in records]),
         }
+        if every is not None:
+            out["arms"][name]["prover_k"] = cfg.prover_k
         if verifier is not None:
             arm = out["arms"][name]
             arm["labeling_tokens"] = verifier["labeling_tokens"]
@@ -606,6 +654,7 @@ def _mc_arms(cfg, run_arm_with_tokens, progress, learned: dict[str, dict] | None
                 other: _break_even_runs(mine, out["arms"][other]["tokens_to_90"], learned[other]["labeling_tokens"])
                 for other in learned
             }
+    out["prover_refresh"] = _refresh_comparison(out["arms"]) if refresh else None
     copies: dict[str, list[str]] = {}
     for name, record in learned.items():
         copies.setdefault(record.get("copy_of", name), []).append(name)
@@ -613,6 +662,50 @@ def _mc_arms(cfg, run_arm_with_tokens, progress, learned: dict[str, dict] | None
         recipe: _pooled_learned(out["arms"], names) for recipe, names in copies.items() if len(names) > 1
     }
     return out
+
+
+def _refresh_comparison(arms: dict) -> dict:
+    """The prover-refresh arms against the fixed prover and outcome-only RL, paired by seed: the gain in success
+    averaged over training (how much sooner a run learns; `mean_success_over_training`) and in final success, each
+    as `[mean, low, high]` (95% t-interval over seeds).
+
+    Example:
+        >>> arms = {"outcome": {"mean_success": [0.1, 0.2], "final_accuracy": [0.5, 0.5]},
+        ...         "bo4_fixed": {"refresh_every": 0, "mean_success": [0.1, 0.3], "final_accuracy": [0.5, 0.7]},
+        ...         "bo4_refresh50": {"refresh_every": 50, "mean_success": [0.3, 0.3], "final_accuracy": [0.9, 0.7]}}
+        >>> out = _refresh_comparison(arms)
+        >>> gain = out["bo4_refresh50"]["mean_success_gain_over_fixed"]
+        >>> round(gain[0], 3), round(out["bo4_fixed"]["final_gain_over_outcome"][0], 3), sorted(out)
+        (0.1, 0.1, ['bo4_fixed', 'bo4_refresh50'])
+    """
+    fixed = next((name for name, arm in arms.items() if arm.get("refresh_every") == 0), None)
+    out = {}
+    for name, arm in arms.items():
+        if arm.get("refresh_every") is None:
+            continue
+        row = {}
+        for other, label in (("outcome", "outcome"), (fixed, "fixed")):
+            if other is None or other == name:
+                continue
+            row[f"mean_success_gain_over_{label}"] = _paired_gain(arm["mean_success"], arms[other]["mean_success"])
+            row[f"final_gain_over_{label}"] = _paired_gain(arm["final_accuracy"], arms[other]["final_accuracy"])
+        out[name] = row
+    return out
+
+
+def _paired_gain(mine: list[float], other: list[float]) -> list[float]:
+    """`[mean, low, high]` of the per-seed differences (t-interval; one seed: no width)."""
+    return [float(x) for x in t_interval([a - b for a, b in zip(mine, other)])]
+
+
+def refresh_arm_name(every: int, prover_k: int) -> str:
+    """The arm name of a planted prover-refresh run: Best-of-K of the policy, fixed (`every=0`) or refreshed.
+
+    Example:
+        >>> refresh_arm_name(0, 4), refresh_arm_name(50, 4)
+        ('bo4_fixed', 'bo4_refresh50')
+    """
+    return f"bo{prover_k}_fixed" if every == 0 else f"bo{prover_k}_refresh{every}"
 
 
 def _pooled_learned(arms: dict, names: list[str]) -> dict:
@@ -629,7 +722,7 @@ def _pooled_learned(arms: dict, names: list[str]) -> dict:
         >>> out["runs_reaching_90"], out["mc_over_learned"]["mc8"][0], out["mc_reached_learned_missed"]["mc8"]
         (3, 0.475, 1)
     """
-    mc_arms = [name for name, arm in arms.items() if arm.get("mc_rollouts")]
+    mc_arms = [name for name, arm in arms.items() if name.startswith("mc") and arm.get("mc_rollouts")]
     exact = arms["exact"]["tokens_to_90"]
     return {
         "arms": list(names),
