@@ -581,9 +581,9 @@ def test_mc_section_pools_learned_copies_over_verifier_seeds():
     arms = {
         "outcome": _mc_arm(None, [None] * 3),
         "exact": _mc_arm(None, [100, 120, 110]),
-        "learned_mix0.5": copy([None, 150, 200], 0),
-        "learned_mix0.5_v1": copy([300, None, 100], 1),
-        "mc8": _mc_arm(8, [900, 800, 850]),
+        "learned_mix0.5": {**copy([None, 150, 200], 0), "mean_success": [0.0, 0.5, 0.4]},
+        "learned_mix0.5_v1": {**copy([300, None, 100], 1), "mean_success": [0.3, 0.0, 0.3]},
+        "mc8": {**_mc_arm(8, [900, 800, 850]), "mean_success": [0.5, 0.5, 0.5]},
     }
     pooled = _pooled_learned(arms, ["learned_mix0.5", "learned_mix0.5_v1"])
     # Copy means over exact: (150/120 + 200/110) / 2 and (300/100 + 100/110) / 2; MC over the copies with labeling.
@@ -606,12 +606,55 @@ def test_mc_section_pools_learned_copies_over_verifier_seeds():
         in text
     )
     assert "(2 runs where MC, n = 8 reached 90% and the copy did not are left out, which favours" in text
-    arms["learned_mix0.5_v1"] = copy([None, None, None], 1)  # a copy that never reached 90%: one copy has ratios
+    # Success averaged over training, MC minus each copy: copy means 0.2 and 0.3, t-interval over the two.
+    sooner = pooled["mean_success_mc_minus_learned"]["mc8"]
+    assert sooner[0] == pytest.approx(0.25) and sooner[2] - sooner[0] == pytest.approx(12.706 * 0.05, rel=1e-3)
+    assert "success averaged over training minus the copies' is +0.250 [-0.385, +0.885] (not resolved)" in text
+    arms["learned_mix0.5_v1"] = {
+        **copy([None, None, None], 1),
+        "mean_success": [0.0, 0.0, 0.0],
+    }  # a copy that never reached 90%: one copy has ratios
     pooled = _pooled_learned(arms, ["learned_mix0.5", "learned_mix0.5_v1"])
     assert pooled["mc_over_learned"]["mc8"] == [mc_over[0], None, None]
     text = report._mc_md({**base, "arms": arms, "learned_pooled": {"learned_mix0.5": pooled}})
     assert "(one verifier seed, no interval)" in text and "not resolved on one verifier seed" in text
     assert "reached 90% in 2 of 6 RL runs" in text and "(4 runs where" in text
+
+
+def test_mc_section_states_prover_refresh_against_fixed_and_outcome():
+    """Refresh arms: labelled by their prover, compared with the fixed prover and outcome-only by paired seed
+    differences computed from the arms' numbers; a gain only when the interval excludes 0, identical runs give no
+    difference."""
+    from trl_pav.demo.planted import _refresh_comparison
+
+    def arm(mean_success, final, every):
+        return {**_mc_arm(8, [None, None, None]), "refresh_every": every, "prover_k": 4,
+                "mean_success": mean_success, "final_accuracy": final}  # fmt: skip
+
+    base = {"gamma": 10.0, "steps": 300, "seeds": [10, 11, 12]}
+    arms = {
+        "outcome": {**_mc_arm(None, [None] * 3), "mean_success": [0.0, 0.0, 0.2], "final_accuracy": [0.0, 0.0, 0.8]},
+        "exact": _mc_arm(None, [100, 120, 110]),
+        "bo4_fixed": arm([0.0, 0.0, 0.2], [0.0, 0.0, 0.8], 0),
+        "bo4_refresh50": arm([0.4, 0.5, 0.6], [0.9, 0.9, 0.9], 50),
+    }
+    rows = _refresh_comparison(arms)
+    assert set(rows) == {"bo4_fixed", "bo4_refresh50"} and "mean_success_gain_over_fixed" not in rows["bo4_fixed"]
+    gain = rows["bo4_refresh50"]["mean_success_gain_over_fixed"]  # differences 0.4, 0.5, 0.4
+    assert gain[0] == pytest.approx(13 / 30) and gain[1] > 0
+    text = report._mc_md({**base, "arms": arms, "prover_refresh": rows})
+    assert "| Bo4 prover (the base policy's, fixed), MC, n = 8 |" in text
+    assert (
+        "Against the fixed prover, the Bo4 prover (the policy's, refreshed every 50 steps), MC, n = 8 changed" in text
+    )
+    assert f"by +0.433 [{gain[1]:+.3f}, {gain[2]:+.3f}] (a gain)" in text
+    assert (
+        "Against outcome-only RL, the Bo4 prover (the base policy's, fixed), MC, n = 8 changed success averaged "
+        "over training by +0.000 on every seed (no difference) and final success by +0.000 on every seed" in text
+    )
+    arms["bo4_refresh50"]["mean_success"] = [0.0, 0.4, 0.1]  # differences 0, 0.4, -0.1: not resolved
+    text = report._mc_md({**base, "arms": arms, "prover_refresh": _refresh_comparison(arms)})
+    assert "by +0.100 [" in text and "(not resolved)" in text
 
 
 def test_pipeline_summary_pools_verdicts_over_pipeline_seeds():

@@ -1428,6 +1428,12 @@ def _mc_md(mc: dict | None) -> str:
                 if missed
                 else "."
             )
+            sooner = (pooled.get("mean_success_mc_minus_learned") or {}).get(other)
+            if sooner is not None:
+                text += (
+                    f" On every run, {them}'s success averaged over training minus the copies' is "
+                    f"{_gain_text(sooner, copies)}."
+                )
         learned_text += (
             f"\n\n{text} Each ratio is the mean over a copy's seeds where both reached 90%, with a t-interval over "
             "the copies: it covers the trained verifier's variance, on these RL seeds."

@@ -733,6 +733,13 @@ def _pooled_learned(arms: dict, names: list[str]) -> dict:
             m: _pooled_ratio([(arms[m]["tokens_to_90"], arms[n]["tokens_to_90_with_labeling"]) for n in names])
             for m in mc_arms
         },
+        # How much sooner MC learns than each copy, as success averaged over training: defined on every run, also
+        # where one of the two never reached 90%.
+        "mean_success_mc_minus_learned": {
+            m: _pooled_gain([(arms[m]["mean_success"], arms[n]["mean_success"]) for n in names])
+            for m in mc_arms
+            if "mean_success" in arms[m]
+        },
         "mc_reached_learned_missed": {
             m: sum(
                 a is not None and b is None
@@ -742,6 +749,17 @@ def _pooled_learned(arms: dict, names: list[str]) -> dict:
             for m in mc_arms
         },
     }
+
+
+def _pooled_gain(copies: list[tuple[list, list]]) -> list[float]:
+    """`[mean, low, high]` over verifier seeds of each copy's mean paired difference `mine - other` over the RL seeds
+    (t-interval over copies; `_pooled_ratio` says what it covers).
+
+    Example:
+        >>> [round(x, 3) for x in _pooled_gain([([0.5, 0.7], [0.1, 0.1]), ([0.5, 0.7], [0.5, 0.5])])]
+        [0.3, -2.241, 2.841]
+    """
+    return [float(x) for x in t_interval([float(np.mean(np.subtract(mine, other))) for mine, other in copies])]
 
 
 def _pooled_ratio(copies: list[tuple[list, list]]) -> list[float | None] | None:
