@@ -100,7 +100,12 @@ def run(cfg, out: Path, progress) -> dict:
         if mc_rollouts is not None:
             key["rollout_unit"] = "policy tokens"  # the prover's rollouts counted as the policy's characters
         if refresh is not None:
-            key["prover"] = {"best_of_k": cfg.prover_k, "of": "policy (frozen copy)", "refresh_every": refresh}
+            key["prover"] = {
+                "best_of_k": cfg.prover_k,
+                "of": "policy (frozen copy)",
+                "refresh_every": refresh,
+                "step_format": task.step_format.to_dict(),
+            }
 
         def train():
             curve = AccuracyCurveCallback(evaluate, max(1, steps // 10))
@@ -116,6 +121,7 @@ def run(cfg, out: Path, progress) -> dict:
                     prover_k=cfg.prover_k,
                     seed=1000 + seed,
                     refresh_every=refresh or None,
+                    step_format=task.step_format,  # the rollout policy is bound later; the trainer splits steps by it
                 )
                 # Rollouts of the 1M policy in large batches: the trainer's default of 32 per forward pass would make
                 # each step dozens of generate calls.
