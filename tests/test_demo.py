@@ -4,7 +4,7 @@ import json
 import math
 
 from trl_pav.demo import DemoConfig, run_demo
-from trl_pav.demo.planted import learned_arm_name
+from trl_pav.demo.planted import learned_arm_name, refresh_arm_name
 
 
 def test_quick_demo_writes_a_complete_report(tmp_path):
@@ -55,7 +55,12 @@ def test_quick_demo_writes_a_complete_report(tmp_path):
     arms = mc_advantages["arms"]
     recipes = [learned_arm_name(share) for share in cfg.planted_pav_prover_shares]
     copies = [learned_arm_name(share, v) for share in cfg.planted_pav_prover_shares for v in cfg.planted_pav_seeds[1:]]
-    assert set(arms) == {"outcome", "exact", *recipes, *copies, *(f"mc{n}" for n in cfg.planted_mc_rollouts)}
+    refresh = [refresh_arm_name(m, cfg.prover_k) for m in cfg.planted_prover_refresh]
+    mc = [f"mc{n}" for n in cfg.planted_mc_rollouts]
+    assert set(arms) == {"outcome", "exact", *recipes, *copies, *mc, *refresh}
+    # The refresh arms value every step boundary with 8 rollouts: more rollout tokens than 2 per state.
+    assert min(arms[name]["rollout_tokens_per_step"] for name in refresh) > arms["mc2"]["rollout_tokens_per_step"]
+    assert set(mc_advantages["prover_refresh"]) == set(refresh)
     for name in recipes + copies:
         assert arms[name]["labeling_tokens"] > 0 and arms[name]["verifier_tokens_per_step"] > 0
         assert mc_advantages["learned_pav"][name]["fit"]["traces"] > 0

@@ -644,6 +644,8 @@ def test_mc_section_states_prover_refresh_against_fixed_and_outcome():
     assert gain[0] == pytest.approx(13 / 30) and gain[1] > 0
     text = report._mc_md({**base, "arms": arms, "prover_refresh": rows})
     assert "| Bo4 prover (the base policy's, fixed), MC, n = 8 |" in text
+    assert "The Bo-K prover rows use another prover" in text
+    assert "use another prover" not in report._mc_md({**base, "arms": {k: arms[k] for k in ("outcome", "exact")}})
     assert (
         "Against the fixed prover, the Bo4 prover (the policy's, refreshed every 50 steps), MC, n = 8 changed" in text
     )

@@ -1444,11 +1444,18 @@ def _mc_md(mc: dict | None) -> str:
         sources.append("a PAV trained on Monte-Carlo labels")
     if any(arm.get("mc_rollouts") for arm in mc["arms"].values()):
         sources.append("n rollouts of the prover per distinct state, online (`MCStepScorer`)")
+    refresh_text = (
+        " The Bo-K prover rows use another prover, as the paper's RL does: Best-of-K of the policy itself, valued by"
+        " rollouts of a frozen copy of the base policy (fixed) or of the trained policy's weights copied in every M"
+        " steps (refreshed)."
+        if mc.get("prover_refresh")
+        else ""
+    )
     return f"""**Planted RL: where the prover's values come from.** The γ = {mc["gamma"]:g} prover's values at every
 step boundary come from {", or from ".join(sources)}; outcome-only RL beside them; {mc["steps"]} GRPO steps, paired
-seeds {mc["seeds"]}. Compute is the tokens a user pays for, in the policy's tokens: its completions, the rollouts and
-the tokens a learned verifier reads (the exact oracle costs none, so it bounds what any verifier could save).
-Iterations and tokens list the seeds in order; final success is their mean.
+seeds {mc["seeds"]}.{refresh_text} Compute is the tokens a user pays for, in the policy's tokens: its completions, the
+rollouts and the tokens a learned verifier reads (the exact oracle costs none, so it bounds what any verifier could
+save). Iterations and tokens list the seeds in order; final success is their mean.
 
 | arm | rollout tokens / step | verifier tokens / step | iterations to 90% | tokens to 90% | final success |
 |---|---|---|---|---|---|
