@@ -164,6 +164,24 @@ def test_grpo_trains_with_online_rollout_values(policy_dir, tmp_path, rollout_po
     assert changed == (rollout_policy is None)  # the frozen copy keeps the initial weights
 
 
+@pytest.mark.parametrize("rollout_policy", [None, "frozen"])
+def test_frozen_prover_computes_with_its_own_weights(policy_dir, tmp_path, rollout_policy):
+    """The rollout model's outputs, not only its state dict: TRL patches the trained model's forward with a closure
+    over the original, which a plain deep copy keeps (the "frozen" prover then ran the live weights)."""
+    from transformers import AutoModelForCausalLM
+
+    scorer = MCStepScorer(rollout_policy, ContainsGrader(), n_rollouts=2)
+    trainer = _trainer(policy_dir, tmp_path, scorer)
+    live = trainer.accelerator.unwrap_model(trainer.model)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        for weight in live.parameters():
+            weight.add_(0.5)  # the trained policy moves far from its initial weights
+        rollout_logits = scorer.policy.model(ids).logits
+        initial_logits = AutoModelForCausalLM.from_pretrained(policy_dir)(ids).logits
+    assert torch.allclose(rollout_logits, initial_logits) == (rollout_policy == "frozen")
+
+
 def test_trainer_rejects_a_second_best_of_k_on_rollout_values(policy_dir, tmp_path):
     with pytest.raises(ValueError, match="already the prover's"):
         _trainer(policy_dir, tmp_path, MCStepScorer(None, ARITH.grader, n_rollouts=4, prover_k=4), prover_k=4)

@@ -105,6 +105,7 @@ def run(cfg, out: Path, progress) -> dict:
                 "of": "policy (frozen copy)",
                 "refresh_every": refresh,
                 "step_format": task.step_format.to_dict(),
+                "copy": "detached",  # before detached_copy the frozen prover ran the trained policy's weights
             }
 
         def train():
@@ -214,7 +215,7 @@ def run(cfg, out: Path, progress) -> dict:
             "policy": asdict(policy_cfg),
             "limits": limits,
             "step_format": task.step_format.to_dict(),
-            "labels": [PLANTED_PAV_N_COV, PLANTED_PAV_N_MC, PLANTED_PAV_STRATEGY, "policy tokens"],
+            "labels": [PLANTED_PAV_N_COV, PLANTED_PAV_N_MC, PLANTED_PAV_STRATEGY, "policy tokens", "seeds 2s, 2s+1"],
             "recipe": asdict(recipe),
             "class_balanced": PLANTED_PAV_CLASS_BALANCED,
             "fit": [PLANTED_PAV_FIT_TRACES, PLANTED_PAV_FIT_SEED],
@@ -409,7 +410,9 @@ def learned_pav(
 
     The seed traces come from the base `policy` (a `Policy`; the paper's recipe), except a `prover_share` of them
     drawn from the γ prover itself: a weak base policy rarely reaches states where planted symbols are matched, which
-    are the states an improving policy visits and where the exact advantages are large.
+    are the states an improving policy visits and where the exact advantages are large. The base part is labeled on
+    seed `2 * seed` and the prover's on `2 * seed + 1`: no two parts, of this PAV or of one on another seed, share
+    rollouts.
 
     Writes `folder/labels` (and `folder/labels-prover`) and `folder/verifier`. Returns `{"verifier",
     "labeling_tokens", "labeled_traces", "labels", "prover_share", "training", "fit", "fit_on_prover_states"}`:
@@ -444,9 +447,11 @@ def learned_pav(
     for source, n, name, seed_shift in sources:
         if n == 0:
             continue
-        # Rollouts are seeded by (seed, problem, prefix) and every problem has the one prompt: the prover's part gets
-        # its own seed, or its roots and shared prefixes would repeat the base part's rollouts.
-        labeler = MCLabeler(source, task.grader, replace(config, seed=seed + seed_shift), prover_policy=prover)
+        # Rollouts are seeded by (seed, problem, prefix) and every problem has the one prompt: each part gets its own
+        # seed, 2 * seed + shift, or its roots and shared prefixes would repeat the other part's rollouts (or those of
+        # a copy on the next seed).
+        part_seed = 2 * seed + seed_shift
+        labeler = MCLabeler(source, task.grader, replace(config, seed=part_seed), prover_policy=prover)
         part = labeler.label(task.problems_dataset(n), folder / name)
         if offset:  # problems stay distinct for the held-out split
             part = part.map(lambda r, shift=offset: {"problem_index": r["problem_index"] + shift})

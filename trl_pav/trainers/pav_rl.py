@@ -607,8 +607,6 @@ class PAVRLMixin:
 
     def _rollout_policy(self, frozen: bool):
         """The policy being trained as a rollout `Policy` for `MCStepScorer` (its live weights, or a frozen copy)."""
-        import copy
-
         from ..generation import HFPolicy
 
         if is_zero3(self.accelerator):
@@ -618,7 +616,7 @@ class PAVRLMixin:
             )
         model = self.accelerator.unwrap_model(self.model)
         if frozen:
-            model = copy.deepcopy(model).requires_grad_(False).eval()
+            model = detached_copy(model).requires_grad_(False).eval()
         return HFPolicy(
             model,
             self.processing_class,
@@ -716,6 +714,47 @@ class PAVRLMixin:
             if wrong.sum() > 0:
                 metrics["pav/process_term_wrong_answers"].append((g_proc * wrong).sum().item() / wrong.sum().item())
             metrics["pav/process_reward_corr"].append(_corr(g_proc, gather(local.float().to(per_completion.device))))
+
+
+def detached_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy of `model` that computes with its own weights only.
+
+    TRL's trainers patch `model.forward` with a closure over the original model's bound `forward` (its fused
+    log-prob head). `copy.deepcopy` copies the method but not the closure, so the copy's forward would still run the
+    original's weights: a "frozen" prover would follow the trained policy. Any instance-level `forward` whose
+    closure reaches a module of the original is dropped from the copy, which then runs its class's `forward`.
+
+    Example:
+        >>> import types
+        >>> def patch(module):  # like TRL's: the new forward closes over the original bound one
+        ...     original_forward = module.forward
+        ...     module.forward = types.MethodType(lambda self, x: original_forward(x), module)
+        >>> live = torch.nn.Linear(1, 1, bias=False)
+        >>> patch(live)
+        >>> frozen = detached_copy(live)
+        >>> with torch.no_grad():
+        ...     _ = live.weight.fill_(2.0), frozen.weight.fill_(1.0)
+        >>> frozen(torch.ones(1)).item(), live(torch.ones(1)).item()
+        (1.0, 2.0)
+    """
+    import copy
+
+    copied = copy.deepcopy(model)
+    originals = {id(m) for m in model.modules()}
+    for module in copied.modules():
+        forward = module.__dict__.get("forward")
+        if forward is None:
+            continue
+        func = getattr(forward, "__func__", forward)
+        for cell in getattr(func, "__closure__", None) or ():
+            try:
+                held = cell.cell_contents
+            except ValueError:  # an empty cell
+                continue
+            if id(held) in originals or id(getattr(held, "__self__", None)) in originals:
+                del module.__dict__["forward"]
+                break
+    return copied
 
 
 def _counts_reads(verifier) -> bool:
