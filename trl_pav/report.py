@@ -1273,7 +1273,7 @@ def _ratio_text(ratio: list[float | None]) -> str:
     return f"{est:.2f}x (one seed, no interval)" if lo is None else f"{est:.2f}x [{lo:.2f}, {hi:.2f}]"
 
 
-def _gain_text(gain: list[float], seeds: int) -> str:
+def _seed_gain_text(gain: list[float], seeds: int) -> str:
     """A paired difference `[mean, low, high]` over `seeds` seeds with its verdict: resolved only when the interval
     excludes 0; one seed is not resolved; the same difference on every seed has no width."""
     est, lo, hi = gain
@@ -1388,6 +1388,7 @@ def _mc_md(mc: dict | None) -> str:
                 else "."
             )
         )
+    seeds = len(mc["seeds"])
     for name, row in (mc.get("prover_refresh") or {}).items():
         label = label_of(name, mc["arms"][name])
         for other in ("fixed", "outcome"):
@@ -1397,8 +1398,7 @@ def _mc_md(mc: dict | None) -> str:
             them = "the fixed prover" if other == "fixed" else "outcome-only RL"
             learned_text += (
                 f"\n\nAgainst {them}, the {label} changed success averaged over training by "
-                f"{_gain_text(soon, len(mc['seeds']))} and final success by {_gain_text(final, len(mc['seeds']))} "
-                "(paired by seed)."
+                f"{_seed_gain_text(soon, seeds)} and final success by {_seed_gain_text(final, seeds)} (paired by seed)."
             )
     for recipe, pooled in (mc.get("learned_pooled") or {}).items():
         label, copies = label_of(recipe, mc["arms"][recipe]), len(pooled["arms"])
@@ -1432,7 +1432,7 @@ def _mc_md(mc: dict | None) -> str:
             if sooner is not None:
                 text += (
                     f" On every run, {them}'s success averaged over training minus the copies' is "
-                    f"{_gain_text(sooner, copies)}."
+                    f"{_seed_gain_text(sooner, copies)}."
                 )
         learned_text += (
             f"\n\n{text} Each ratio is the mean over a copy's seeds where both reached 90%, with a t-interval over "
