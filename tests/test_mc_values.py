@@ -182,6 +182,55 @@ def test_frozen_prover_computes_with_its_own_weights(policy_dir, tmp_path, rollo
     assert torch.allclose(rollout_logits, initial_logits) == (rollout_policy == "frozen")
 
 
+def test_prover_refresh_takes_the_live_weights_at_each_multiple_of_its_interval(policy_dir, tmp_path):
+    """Outputs again: right after a refresh the rollout model computes like the live one, between refreshes it stays
+    put while the live one moves, and a step that scored nothing (4) does not shift the schedule (6, not 7)."""
+    scorer = MCStepScorer("frozen", ContainsGrader(), n_rollouts=1, refresh_every=2)
+    trainer = _trainer(policy_dir, tmp_path, scorer)
+    trainer._pav_spent = {"rollout": 0, "verifier": 0}
+    live = trainer.accelerator.unwrap_model(trainer.model)
+    ids = torch.tensor([[1, 2, 3, 4]])
+
+    def moved_then_scored_at(step):
+        with torch.no_grad():
+            for weight in live.parameters():
+                weight.add_(0.1)
+        trainer.state.global_step = step
+        trainer._score_rollouts(["Q:1+1?\n"], [["1+1=2"]], ["2"])
+        with torch.no_grad():
+            return torch.allclose(scorer.policy.model(ids).logits, live(ids).logits)
+
+    refreshed = [moved_then_scored_at(step) for step in (1, 2, 3, 5, 5, 6)]
+    assert refreshed == [False, True, False, True, False, True]  # 6 is a multiple of 2, one step after 5
+
+
+def test_detached_copy_rebinds_patches_and_refuses_what_it_cannot():
+    """An accelerate hook under a TRL-style patch (a partial inside a closure) is rebound onto the copy; a forward
+    that reaches the original through a global cannot be, and raises rather than roll out the live weights."""
+    import types
+
+    from accelerate.hooks import ModelHook, add_hook_to_module
+
+    from trl_pav.trainers.pav_rl import detached_copy
+
+    live = torch.nn.Linear(1, 1, bias=False)
+    add_hook_to_module(live, ModelHook())
+    original_forward = live.forward  # a functools.partial bound to `live`
+    live.forward = types.MethodType(lambda self, x: original_forward(x) + 1, live)
+    frozen = detached_copy(live)
+    with torch.no_grad():
+        live.weight.fill_(2.0)
+        frozen.weight.fill_(1.0)
+        assert (frozen(torch.ones(1)).item(), live(torch.ones(1)).item()) == (2.0, 3.0)
+    plain = torch.nn.Linear(1, 1, bias=False)
+    global _ORIGINAL
+    _ORIGINAL = plain
+    plain.forward = types.MethodType(lambda self, x: _ORIGINAL.weight * x, plain)
+    with pytest.raises(RuntimeError, match="root forward still reaches the original model"):
+        detached_copy(plain)
+    assert detached_copy(torch.nn.Linear(1, 1)).weight.shape == (1, 1)  # an unpatched model copies as it is
+
+
 def test_trainer_rejects_a_second_best_of_k_on_rollout_values(policy_dir, tmp_path):
     with pytest.raises(ValueError, match="already the prover's"):
         _trainer(policy_dir, tmp_path, MCStepScorer(None, ARITH.grader, n_rollouts=4, prover_k=4), prover_k=4)

@@ -15,7 +15,15 @@ from ..modeling import PAVVerifier, StepScorer, checked_step_values
 from ..steps import StepFormat, parse_separator, token_positions
 from ..values import best_of_k, dense_advantages, prover_advantages, rewards_to_go
 
-__all__ = ["PAVRLFields", "PAVRLMixin", "ProcessTerms", "RewardFunctionsGrader", "grader_reward", "locate_steps"]
+__all__ = [
+    "PAVRLFields",
+    "PAVRLMixin",
+    "ProcessTerms",
+    "RewardFunctionsGrader",
+    "detached_copy",
+    "grader_reward",
+    "locate_steps",
+]
 
 SEQUENCE_LEVEL_LOSSES = ("vespo", "luspo")
 PROCESS_REWARDS = ("advantage", "q_value", "q_value_to_go")
@@ -621,7 +629,7 @@ class PAVRLMixin:
             model,
             self.processing_class,
             self.pav_step_format,
-            name="frozen-initial-policy" if frozen else "current-policy",
+            name="frozen-copy-of-policy" if frozen else "current-policy",
             temperature=getattr(self.args, "temperature", 1.0) or 1.0,
             max_new_tokens=self.args.max_completion_length,
             max_step_tokens=self.args.max_completion_length,
@@ -645,11 +653,12 @@ class PAVRLMixin:
         from ..modeling import render_prompt
 
         every = getattr(self.verifier, "refresh_every", None)
-        if every and self.state.global_step - getattr(self, "_prover_refreshed_at", 0) >= every:
-            # Prover refresh: the frozen rollout policy takes the trained policy's current weights.
+        # Prover refresh at each multiple of `every` steps (the first scoring call in it, so no drift where some steps
+        # generate nothing): the frozen rollout policy takes the trained policy's current weights.
+        if every and self.state.global_step // every > getattr(self, "_prover_refresh_bucket", 0):
             live = self.accelerator.unwrap_model(self.model).state_dict()
             self.verifier.policy.model.load_state_dict(live)
-            self._prover_refreshed_at = self.state.global_step
+            self._prover_refresh_bucket = self.state.global_step // every
         texts = [render_prompt(self.processing_class, p) for p in prompts]
         before = self.verifier.stats.rollout_tokens if hasattr(self.verifier, "stats") else None
         values = self.verifier.score(texts, steps, golds=golds)
@@ -720,41 +729,99 @@ def detached_copy(model: torch.nn.Module) -> torch.nn.Module:
     """A deep copy of `model` that computes with its own weights only.
 
     TRL's trainers patch `model.forward` with a closure over the original model's bound `forward` (its fused
-    log-prob head). `copy.deepcopy` copies the method but not the closure, so the copy's forward would still run the
-    original's weights: a "frozen" prover would follow the trained policy. Any instance-level `forward` whose
-    closure reaches a module of the original is dropped from the copy, which then runs its class's `forward`.
+    log-prob head). `copy.deepcopy` copies the method but shares the function and its closure, so the copy's forward
+    would still run the original's weights: a "frozen" prover would follow the trained policy. Here every
+    instance-level `forward` of the copy gets its closure cells deep-copied with the copy's memo, so a bound method,
+    a `functools.partial` (accelerate's hooks) or a module held there maps onto the copy, and the patch keeps working.
+
+    Raises:
+        RuntimeError: if a forward of the copy still reaches a module of the original (a reference this cannot
+            rebind, e.g. through a global); rolling out such a copy would silently use the live weights.
 
     Example:
         >>> import types
         >>> def patch(module):  # like TRL's: the new forward closes over the original bound one
         ...     original_forward = module.forward
-        ...     module.forward = types.MethodType(lambda self, x: original_forward(x), module)
+        ...     module.forward = types.MethodType(lambda self, x: 10 * original_forward(x), module)
         >>> live = torch.nn.Linear(1, 1, bias=False)
         >>> patch(live)
         >>> frozen = detached_copy(live)
         >>> with torch.no_grad():
         ...     _ = live.weight.fill_(2.0), frozen.weight.fill_(1.0)
-        >>> frozen(torch.ones(1)).item(), live(torch.ones(1)).item()
-        (1.0, 2.0)
+        >>> frozen(torch.ones(1)).item(), live(torch.ones(1)).item()  # the patch kept, on each model's own weights
+        (10.0, 20.0)
     """
     import copy
+    import types
 
-    copied = copy.deepcopy(model)
-    originals = {id(m) for m in model.modules()}
+    memo: dict = {}
+    copied = copy.deepcopy(model, memo)
     for module in copied.modules():
         forward = module.__dict__.get("forward")
-        if forward is None:
+        func = getattr(forward, "__func__", None)
+        if not isinstance(func, types.FunctionType) or not (
+            func.__closure__ or func.__defaults__ or func.__kwdefaults__
+        ):
             continue
-        func = getattr(forward, "__func__", forward)
-        for cell in getattr(func, "__closure__", None) or ():
-            try:
-                held = cell.cell_contents
-            except ValueError:  # an empty cell
-                continue
-            if id(held) in originals or id(getattr(held, "__self__", None)) in originals:
-                del module.__dict__["forward"]
-                break
+        cells = tuple(_copied_cell(cell, memo) for cell in func.__closure__)
+        defaults = copy.deepcopy(func.__defaults__, memo)
+        rebuilt = types.FunctionType(func.__code__, func.__globals__, func.__name__, defaults, cells)
+        rebuilt.__kwdefaults__ = copy.deepcopy(func.__kwdefaults__, memo)
+        rebuilt.__dict__.update(func.__dict__)  # functools.wraps' __wrapped__ and friends
+        module.forward = types.MethodType(rebuilt, forward.__self__)
+    originals = {id(m) for m in model.modules()}
+    for name, module in copied.named_modules():
+        forward = module.__dict__.get("forward")
+        if forward is not None and _reaches(forward, originals):
+            raise RuntimeError(
+                f"detached_copy: the copy's {name or 'root'} forward still reaches the original model (a patch this "
+                "cannot rebind); its rollouts would use the live weights. Pass an explicit rollout Policy instead."
+            )
     return copied
+
+
+_EMPTY_CELL = object()
+
+
+def _cell_value(cell):
+    try:
+        return cell.cell_contents
+    except ValueError:  # a cell whose variable is not assigned yet
+        return _EMPTY_CELL
+
+
+def _copied_cell(cell, memo: dict):
+    import copy
+    import types
+
+    value = _cell_value(cell)
+    return types.CellType() if value is _EMPTY_CELL else types.CellType(copy.deepcopy(value, memo))
+
+
+def _reaches(obj, originals: set[int], depth: int = 4) -> bool:
+    """Whether `obj` (a forward: bound method, function, partial or callable object) refers to one of the `originals`
+    modules, through bound selves, closures, defaults, globals it reads, partial arguments or attributes, `depth`
+    levels down."""
+    import functools
+    import types
+
+    if id(obj) in originals:
+        return True
+    if depth == 0 or isinstance(obj, torch.nn.Module):
+        return False
+    inner: list = []
+    if isinstance(obj, types.MethodType):
+        inner = [obj.__self__, obj.__func__]
+    elif isinstance(obj, types.FunctionType):
+        inner = [_cell_value(cell) for cell in obj.__closure__ or ()]
+        inner += [*(obj.__defaults__ or ()), *(obj.__kwdefaults__ or {}).values()]
+        # Globals it reads (a module-level reference to the original cannot be rebound).
+        inner += [obj.__globals__[name] for name in obj.__code__.co_names if name in obj.__globals__]
+    elif isinstance(obj, functools.partial):
+        inner = [obj.func, *obj.args, *obj.keywords.values()]
+    elif callable(obj) and hasattr(obj, "__dict__"):
+        inner = list(vars(obj).values())
+    return any(_reaches(x, originals, depth - 1) for x in inner)
 
 
 def _counts_reads(verifier) -> bool:
