@@ -4,7 +4,7 @@ import json
 import math
 
 from trl_pav.demo import DemoConfig, run_demo
-from trl_pav.demo.planted import learned_arm_name, refresh_arm_name
+from trl_pav.demo.planted import PLANTED_REFRESH_N_MC, learned_arm_name, refresh_arm_name
 
 
 def test_quick_demo_writes_a_complete_report(tmp_path):
@@ -55,7 +55,8 @@ def test_quick_demo_writes_a_complete_report(tmp_path):
     arms = mc_advantages["arms"]
     recipes = [learned_arm_name(share) for share in cfg.planted_pav_prover_shares]
     copies = [learned_arm_name(share, v) for share in cfg.planted_pav_prover_shares for v in cfg.planted_pav_seeds[1:]]
-    refresh = [refresh_arm_name(m, cfg.prover_k) for m in cfg.planted_prover_refresh]
+    refresh_k = min(cfg.prover_k, PLANTED_REFRESH_N_MC)
+    refresh = [refresh_arm_name(m, refresh_k) for m in cfg.planted_prover_refresh]
     mc = [f"mc{n}" for n in cfg.planted_mc_rollouts]
     assert set(arms) == {"outcome", "exact", *recipes, *copies, *mc, *refresh}
     # The refresh arms value every step boundary with 8 rollouts: more rollout tokens than 2 per state.

@@ -597,6 +597,7 @@ def test_mc_section_pools_learned_copies_over_verifier_seeds():
     assert pooled["mc_reached_learned_missed"]["mc8"] == 2
     text = report._mc_md({**base, "arms": arms, "learned_pooled": {"learned_mix0.5": pooled}})
     assert "| learned PAV (50% prover traces, verifier seed 1) |" in text
+    assert "| learned PAV (50% prover traces, verifier seed 0) |" in text
     assert "Over its 2 verifier seeds (each labeled and trained again), the learned PAV (50% prover traces) " in text
     assert "reached 90% in 4 of 6 RL runs" in text
     assert "the exact arm's: no resolved difference from exact values." in text
@@ -605,11 +606,18 @@ def test_mc_section_pools_learned_copies_over_verifier_seeds():
         f"MC, n = 8 spent {np.mean(mc_over):.2f}x [{low:.2f}, {high:.2f}] its tokens to 90% with labeling: fewer "
         in text
     )
-    assert "(2 runs where MC, n = 8 reached 90% and the copy did not are left out, which favours" in text
+    assert "(2 runs where MC, n = 8 reached 90% and a copy did not are left out, which favours" in text
     # Success averaged over training, MC minus each copy: copy means 0.2 and 0.3, t-interval over the two.
     sooner = pooled["mean_success_mc_minus_learned"]["mc8"]
     assert sooner[0] == pytest.approx(0.25) and sooner[2] - sooner[0] == pytest.approx(12.706 * 0.05, rel=1e-3)
-    assert "success averaged over training minus the copies' is +0.250 [-0.385, +0.885] (not resolved)" in text
+    assert (
+        "also where 90% was never reached), MC, n = 8 minus the copies: +0.250 [-0.385, +0.885] (not resolved)" in text
+    )
+    assert "Each ratio is the mean over a copy's seeds" in text
+    arms["learned_mix0.5_v1"]["mean_success"] = [0.3, 0.297, 0.3]  # copy means 0.2 and 0.201: MC resolved sooner
+    pooled = _pooled_learned(arms, ["learned_mix0.5", "learned_mix0.5_v1"])
+    text = report._mc_md({**base, "arms": arms, "learned_pooled": {"learned_mix0.5": pooled}})
+    assert "minus the copies: +0.200 [+0.194, +0.207] (MC, n = 8 learned sooner)" in text
     arms["learned_mix0.5_v1"] = {
         **copy([None, None, None], 1),
         "mean_success": [0.0, 0.0, 0.0],

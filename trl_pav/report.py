@@ -1273,20 +1273,35 @@ def _ratio_text(ratio: list[float | None]) -> str:
     return f"{est:.2f}x (one seed, no interval)" if lo is None else f"{est:.2f}x [{lo:.2f}, {hi:.2f}]"
 
 
-def _seed_gain_text(gain: list[float], seeds: int) -> str:
-    """A paired difference `[mean, low, high]` over `seeds` seeds with its verdict: resolved only when the interval
-    excludes 0; one seed is not resolved; the same difference on every seed has no width."""
+def _seed_gain_text(
+    gain: list[float | None], units: int, unit: str = "seed", sign: tuple[str, str] = ("a gain", "a loss")
+) -> str:
+    """A paired difference `[mean, low, high]` over `units` seeds (or copies, `unit`) with its verdict: `sign[0]` or
+    `sign[1]` only when the interval excludes 0; one unit (or no bounds) is not resolved; the same difference on
+    every unit has no width.
+
+    Example:
+        >>> _seed_gain_text([0.2, 0.1, 0.3], 3), _seed_gain_text([0.0, 0.0, 0.0], 3)
+        ('+0.200 [+0.100, +0.300] (a gain)', '+0.000 on every seed (no difference)')
+        >>> _seed_gain_text([0.2, None, None], 1, "verifier seed")
+        '+0.200 (one verifier seed, not resolved)'
+    """
     est, lo, hi = gain
-    if seeds < 2:
-        return f"{est:+.3f} (one seed, not resolved)"
+    if units < 2 or lo is None:
+        return f"{est:+.3f} (one {unit}, not resolved)"
     if lo == hi:
-        return f"{est:+.3f} on every seed" + (" (no difference)" if est == 0 else "")
-    verdict = "a gain" if lo > 0 else "a loss" if hi < 0 else "not resolved"
+        return f"{est:+.3f} on every {unit}" + (" (no difference)" if est == 0 else "")
+    verdict = sign[0] if lo > 0 else sign[1] if hi < 0 else "not resolved"
     return f"{est:+.3f} [{lo:+.3f}, {hi:+.3f}] ({verdict})"
 
 
 def _pooled_text(ratio: list[float | None]) -> str:
-    """A ratio pooled over verifier seeds (`[estimate, low, high]`); only one copy with a ratio has no bounds."""
+    """A ratio pooled over verifier seeds (`[estimate, low, high]`); only one copy with a ratio has no bounds.
+
+    Example:
+        >>> _pooled_text([0.5, 0.4, 0.6]), _pooled_text([0.5, None, None])
+        ('0.50x [0.40, 0.60]', '0.50x (one verifier seed, no interval)')
+    """
     est, lo, hi = ratio
     return f"{est:.2f}x (one verifier seed, no interval)" if lo is None else f"{est:.2f}x [{lo:.2f}, {hi:.2f}]"
 
@@ -1313,10 +1328,11 @@ def _mc_md(mc: dict | None) -> str:
     def cell(values, fmt="{:,}"):
         return ", ".join("never" if v is None else fmt.format(v) for v in values)
 
-    def label_of(name: str, arm: dict) -> str:
+    def label_of(name: str, arm: dict, with_seed: bool = True) -> str:
         if name.startswith("learned"):
             share = arm.get("prover_share", 0.0)
-            copy = f", verifier seed {arm['verifier_seed']}" if "_v" in name and "verifier_seed" in arm else ""
+            seeded = with_seed and name in copied and "verifier_seed" in arm  # the seed tells copies apart
+            copy = f", verifier seed {arm['verifier_seed']}" if seeded else ""
             return "learned PAV " + (
                 f"({100 * share:g}% prover traces{copy})" if share else f"(base-policy traces{copy})"
             )
@@ -1327,6 +1343,7 @@ def _mc_md(mc: dict | None) -> str:
             return f"Bo{k} prover ({when}), MC, n = {n}"
         return {"outcome": "outcome only", "exact": "exact prover values"}.get(name, f"MC, n = {arm['mc_rollouts']}")
 
+    copied = {n for pooled in (mc.get("learned_pooled") or {}).values() for n in pooled["arms"]}
     rows, sentences = [], []
     for name, arm in mc["arms"].items():
         label = label_of(name, arm)
@@ -1401,7 +1418,7 @@ def _mc_md(mc: dict | None) -> str:
                 f"{_seed_gain_text(soon, seeds)} and final success by {_seed_gain_text(final, seeds)} (paired by seed)."
             )
     for recipe, pooled in (mc.get("learned_pooled") or {}).items():
-        label, copies = label_of(recipe, mc["arms"][recipe]), len(pooled["arms"])
+        label, copies = label_of(recipe, mc["arms"][recipe], with_seed=False), len(pooled["arms"])
         text = (
             f"Over its {copies} verifier seeds (each labeled and trained again), the {label} reached 90% in "
             f"{pooled['runs_reaching_90']} of {pooled['runs']} RL runs"
@@ -1423,26 +1440,29 @@ def _mc_md(mc: dict | None) -> str:
                 else "an amount with no paired ratio to its tokens (no run where both reached 90%)"
             )
             text += (
-                f" ({missed} run{'s' if missed != 1 else ''} where {them} reached 90% and the copy did not "
+                f" ({missed} run{'s' if missed != 1 else ''} where {them} reached 90% and a copy did not "
                 f"{'are' if missed != 1 else 'is'} left out, which favours the learned PAV)."
                 if missed
                 else "."
             )
             sooner = (pooled.get("mean_success_mc_minus_learned") or {}).get(other)
             if sooner is not None:
+                sign = (f"{them} learned sooner", "the learned PAV learned sooner")
                 text += (
-                    f" On every run, {them}'s success averaged over training minus the copies' is "
-                    f"{_seed_gain_text(sooner, copies)}."
+                    f" Success averaged over training (defined on every run, also where 90% was never reached), "
+                    f"{them} minus the copies: {_seed_gain_text(sooner, copies, 'verifier seed', sign)}."
                 )
-        learned_text += (
-            f"\n\n{text} Each ratio is the mean over a copy's seeds where both reached 90%, with a t-interval over "
-            "the copies: it covers the trained verifier's variance, on these RL seeds."
-        )
+        if ratio or any(pooled["mc_over_learned"].values()):
+            text += (
+                " Each ratio is the mean over a copy's seeds where both reached 90%, with a t-interval over the "
+                "copies: it covers the trained verifier's variance, on these RL seeds."
+            )
+        learned_text += f"\n\n{text}"
     table = "\n".join(rows)
     sources = ["its exact DP values"]
     if any(name.startswith("learned") for name in mc["arms"]):
         sources.append("a PAV trained on Monte-Carlo labels")
-    if any(arm.get("mc_rollouts") for arm in mc["arms"].values()):
+    if any(arm.get("mc_rollouts") and arm.get("refresh_every") is None for arm in mc["arms"].values()):
         sources.append("n rollouts of the prover per distinct state, online (`MCStepScorer`)")
     refresh_text = (
         " The Bo-K prover rows use another prover, as the paper's RL does: Best-of-K of the policy itself, valued by"

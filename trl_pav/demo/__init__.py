@@ -106,9 +106,11 @@ class DemoConfig:
             value (its traces, rollouts, held-out split and training order; the base policy stays the one of
             `seed`), and each copy runs its own RL arms on `planted_seeds`. The first is `seed` (that copy keeps the
             plain arm name); with more than one, the report pools the learned arms' comparisons over them (an
-            interval over verifier seeds, which covers the trained verifier's variance, not only the RL seeds').
+            interval over verifier seeds, which covers the trained verifier's variance on these RL seeds; every
+            copy is paired with the same exact and MC runs, so their RL noise is not in it).
         planted_prover_refresh (`list[int]`): prover-refresh arms of the planted comparison, one per value M: the
-            prover is Best-of-`prover_k` of the policy, its values estimated online by 8 rollouts per state of a
+            prover is Best-of-K of the policy (K = `prover_k`, at most 8), its values estimated online by 8 rollouts
+            per state of a
             frozen copy of the base policy (`MCStepScorer(policy="frozen")`), whose weights are replaced by the
             trained policy's every M steps (0: never, the fixed prover of the paper). Empty skips them; `--full`
             runs 0 and 50.

@@ -101,7 +101,7 @@ def run(cfg, out: Path, progress) -> dict:
             key["rollout_unit"] = "policy tokens"  # the prover's rollouts counted as the policy's characters
         if refresh is not None:
             key["prover"] = {
-                "best_of_k": cfg.prover_k,
+                "best_of_k": min(cfg.prover_k, mc_rollouts),
                 "of": "policy (frozen copy)",
                 "refresh_every": refresh,
                 "step_format": task.step_format.to_dict(),
@@ -119,7 +119,7 @@ def run(cfg, out: Path, progress) -> dict:
                     "frozen",
                     task.grader,
                     n_rollouts=mc_rollouts,
-                    prover_k=cfg.prover_k,
+                    prover_k=min(cfg.prover_k, mc_rollouts),  # the unbiased estimator needs K <= n
                     seed=1000 + seed,
                     refresh_every=refresh or None,
                     step_format=task.step_format,  # the rollout policy is bound later; the trainer splits steps by it
@@ -163,7 +163,7 @@ def run(cfg, out: Path, progress) -> dict:
         arm = "outcome" if gamma is None else f"gamma{gamma:g}" + ("" if mc_rollouts is None else f"-mc{mc_rollouts}")
         arm += f"-{learned['arm']}" if learned is not None else ""
         if refresh is not None:
-            arm = f"{refresh_arm_name(refresh, cfg.prover_k)}-mc{mc_rollouts}"
+            arm = f"{refresh_arm_name(refresh, min(cfg.prover_k, mc_rollouts))}-mc{mc_rollouts}"
         record = cached_json(out / "planted" / "rl" / f"{arm}-{steps}-{seed}.json", key, train)
         return {"points": [tuple(p) for p in record["points"]], "tokens": [tuple(t) for t in record["tokens"]]}
 
@@ -370,7 +370,7 @@ PLANTED_PAV_STRATEGY = "all"
 # at 0.5 would reweight the few labels above it (docs/deviations.md).
 PLANTED_PAV_CLASS_BALANCED = False
 PLANTED_PAV_FIT_TRACES = 256  # fresh traces per fit measurement
-PLANTED_PAV_FIT_SEED = 7919  # added to the labeling seed: the fit's traces are not the labeled ones
+PLANTED_PAV_FIT_SEED = 7919  # added to the verifier seed: the fit's traces are not the labeled ones
 
 
 def planted_pav_recipe(verifier_steps: int = 2000, seed: int = 0) -> VerifierRecipe:
@@ -607,12 +607,12 @@ def _mc_arms(cfg, run_arm_with_tokens, progress, learned: dict[str, dict] | None
     there), and for each n over every learned arm's with its labeling counted (`tokens_to_90_over_learned`)."""
     learned = learned or {}
     gamma, steps, seeds = cfg.planted_gamma, cfg.planted_rl_steps, cfg.planted_seeds
-    refresh = cfg.planted_prover_refresh
+    refresh, refresh_k = cfg.planted_prover_refresh, min(cfg.prover_k, PLANTED_REFRESH_N_MC)
     sources = ([f"n in {cfg.planted_mc_rollouts} rollouts per state"] if cfg.planted_mc_rollouts else []) + (
         [f"{len(learned)} learned PAV(s)"] if learned else []
     )
     if refresh:
-        sources.append(f"Bo{cfg.prover_k} of the policy refreshed every {refresh} steps (0: fixed)")
+        sources.append(f"Bo{refresh_k} of the policy refreshed every {refresh} steps (0: fixed)")
     progress(
         f"planted RL with the gamma={gamma:g} prover's values from {' and '.join(sources)}, vs its exact values and "
         f"outcome-only, {steps} steps, seeds {seeds}"
@@ -620,7 +620,7 @@ def _mc_arms(cfg, run_arm_with_tokens, progress, learned: dict[str, dict] | None
     arms: dict[str, tuple] = {"outcome": (None, None, None, None), "exact": (gamma, None, None, None)}
     arms.update({name: (gamma, None, record, None) for name, record in learned.items()})
     arms.update({f"mc{n}": (gamma, n, None, None) for n in cfg.planted_mc_rollouts})
-    arms.update({refresh_arm_name(m, cfg.prover_k): (None, PLANTED_REFRESH_N_MC, None, m) for m in refresh})
+    arms.update({refresh_arm_name(m, refresh_k): (None, PLANTED_REFRESH_N_MC, None, m) for m in refresh})
     out: dict = {"gamma": gamma, "steps": steps, "seeds": list(seeds), "arms": {}, "learned_pav": {}}
     for name, (g, n, verifier, every) in arms.items():
         records = [run_arm_with_tokens(g, steps, seed, n, verifier, every) for seed in seeds]
@@ -638,7 +638,7 @@ def _mc_arms(cfg, run_arm_with_tokens, progress, learned: dict[str, dict] | None
             "curves": seed_summary([r["points"] for r in records]),
         }
         if every is not None:
-            out["arms"][name]["prover_k"] = cfg.prover_k
+            out["arms"][name]["prover_k"] = refresh_k
         if verifier is not None:
             arm = out["arms"][name]
             arm["labeling_tokens"] = verifier["labeling_tokens"]
@@ -704,9 +704,15 @@ def _refresh_comparison(arms: dict) -> dict:
     return out
 
 
-def _paired_gain(mine: list[float], other: list[float]) -> list[float]:
-    """`[mean, low, high]` of the per-seed differences (t-interval; one seed: no width)."""
-    return [float(x) for x in t_interval([a - b for a, b in zip(mine, other)])]
+def _paired_gain(mine: list[float], other: list[float]) -> list[float | None]:
+    """`[mean, low, high]` of the per-seed differences (t-interval; one seed: no bounds, as `_paired_ratio`).
+
+    Example:
+        >>> [round(x, 3) for x in _paired_gain([0.5, 0.7, 0.6], [0.1, 0.2, 0.3])], _paired_gain([0.5], [0.25])
+        ([0.4, 0.152, 0.648], [0.25, None, None])
+    """
+    diffs = [a - b for a, b in zip(mine, other)]
+    return [float(x) for x in t_interval(diffs)] if len(diffs) > 1 else [float(diffs[0]), None, None]
 
 
 def refresh_arm_name(every: int, prover_k: int) -> str:
