@@ -104,6 +104,17 @@ def test_procedural_policy_settings_are_part_of_the_fingerprint(tmp_path):
         )
 
 
+def test_the_planted_string_is_part_of_the_fingerprint(tmp_path):
+    """Every planted problem has the same prompt, so only the task's planted string tells two runs apart."""
+    from trl_pav.tasks import PlantedProverPolicy, PlantedTask
+
+    first, other = PlantedTask(vocab_size=4, length=5, planted=(0, 1, 2)), PlantedTask(4, 5, (3, 3, 3))
+    cfg = MCLabelConfig(n_cov=1, n_mc=4, strategy="all", show_progress=False)
+    MCLabeler(PlantedProverPolicy(first, 5.0), first.grader, cfg).label(first.problems_dataset(2), tmp_path)
+    with pytest.raises(LabelingConfigMismatch, match=r"planted: \[0, 1, 2\] -> \[3, 3, 3\]"):
+        MCLabeler(PlantedProverPolicy(other, 5.0), other.grader, cfg).label(other.problems_dataset(2), tmp_path)
+
+
 @pytest.fixture(scope="module")
 def hf_run(tmp_path_factory, char_tok):
     """A finished labeling run of a tiny HF policy at temperature 1.0 (6 new tokens per rollout)."""

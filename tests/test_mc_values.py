@@ -95,6 +95,23 @@ def test_successive_calls_draw_fresh_rollouts():
     assert scorer.stats.calls == 2
 
 
+def test_a_last_step_ending_in_part_of_the_separator_is_rolled_out_and_graded():
+    """A finished completion under blank-line steps may end in one newline ("b\n"): its rollouts still grade."""
+    from trl_pav.generation.base import Generation
+    from trl_pav.grading import ExactMatchGrader
+    from trl_pav.steps import StepFormat
+
+    class Answers:
+        name, step_format = "answers", StepFormat.blank_line()
+
+        def generate(self, requests, stop_at_step=False):  # right on odd seeds, wrong on even ones
+            return [Generation(steps=[f"A:{5 if r.seed % 2 else 6}"], finished=True, num_tokens=3) for r in requests]
+
+    scorer = MCStepScorer(Answers(), ExactMatchGrader(), n_rollouts=64)
+    values = scorer.score(["Q"], [["step one", "step two\n"]], golds=["5"])[0]
+    assert len(values) == 3 and all(0.25 < v < 0.75 for v in values)
+
+
 def test_bad_settings_and_inputs_raise_clearly():
     pol = PlantedProverPolicy(PLANTED, 5.0)
     with pytest.raises(ValueError, match="prover_k=4 needs at least"):

@@ -725,8 +725,10 @@ def test_selector_note_follows_the_window():
     note = report._selector_note({"prover_selection": {**sel, **inside}})
     assert "ranks γ=30 first (score 0.460 [0.430, 0.490])" in note and "so its choice is one of them" in note
     outside = {"window": [3.0, 17.0], "gaining_gammas": [3.0, 17.0], "in_window": False}
-    note = report._selector_note({"prover_selection": {**sel, **outside}})
+    note = report._selector_note({"prover_selection": {**sel, **outside}, "gamma_sweep_seeds": [10, 11, 12]})
     assert "the sweep's γ with a resolved gain are 3, 17, so its choice is not one of them" in note
+    note = report._selector_note({"prover_selection": {**sel, **outside}, "gamma_sweep_seeds": [10]})
+    assert "resolved" not in note and "more than 5 points above outcome-only RL on its one seed are 3, 17" in note
     note = report._selector_note({"prover_selection": {**sel, "window": None, "gaining_gammas": [], "in_window": None}})
     assert "resolves no window" in note and "one of them" not in note
     assert report._selector_note({}) == ""

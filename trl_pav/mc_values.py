@@ -184,7 +184,9 @@ class MCStepScorer:
             raise RuntimeError(
                 f"MCStepScorer: the rollout policy returned {len(generations)} results for {len(requests)} requests"
             )
-        texts = [fmt.join([*req.steps, *gen.steps]) for req, gen in zip(requests, generations)]
+        # A plain join, as the labeler's: the last step of a finished completion may end in part of the separator
+        # ("b\n" before "\n\n"), which `StepFormat.join` refuses for a step with more after it.
+        texts = [fmt.separator.join([*req.steps, *gen.steps]) for req, gen in zip(requests, generations)]
         gold_of = [gold for gold in state_golds for _ in range(self.n_rollouts)]
         rewards = torch.tensor(checked_grades(grade_batch(self.grader, texts, gold_of), texts), dtype=torch.float64)
         successes = (rewards.reshape(len(keys), self.n_rollouts) >= SUCCESS_THRESHOLD).sum(1)

@@ -115,14 +115,17 @@ def mean_step_advantage(values: Sequence[Sequence[float]], prover_k: float) -> f
     return float(sums.sum() / steps.sum())
 
 
-def interval_side(low: float, high: float, digits: int) -> str:
+def interval_side(low: float | None, high: float | None, digits: int) -> str:
     """`"above"`, `"below"` or `"not resolved from"` 0 for an interval, judged on its ends as printed (`digits`
-    decimals), so the word never contradicts the numbers beside it.
+    decimals), so the word never contradicts the numbers beside it; an interval without ends (one seed) is not
+    resolved.
 
     Example:
         >>> interval_side(-0.00001, -0.00002, 4), interval_side(-0.03, -0.01, 4), interval_side(0.01, 0.02, 3)
         ('not resolved from', 'below', 'above')
     """
+    if low is None or high is None:
+        return "not resolved from"
     low, high = round(low, digits), round(high, digits)
     return "above" if low > 0 else "below" if high < 0 else "not resolved from"
 

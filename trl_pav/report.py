@@ -71,7 +71,8 @@ def _plot_gamma_sweep(path: Path, planted: dict) -> str:
 
         spans = [t_interval(r["mean_success_per_seed"]) for r in rows]
         means = [m for m, _, _ in spans]
-        bars = [[m - lo for m, lo, _ in spans], [hi - m for m, _, hi in spans]]
+        bars = [[m - lo if lo is not None else 0.0 for m, lo, _ in spans]]  # one seed: no bar
+        bars.append([hi - m if hi is not None else 0.0 for m, _, hi in spans])
         ax.errorbar(gammas, means, yerr=bars, marker="o", capsize=3, label="averaged over training (95% t, seeds)")
         outcome = planted.get("gamma_sweep_outcome_mean_success")
         if outcome is not None:
@@ -256,6 +257,36 @@ def comparison_verdict(low: float | None, high: float | None, identical: bool = 
     return "not resolved"
 
 
+REACH_CLAIM_MIN_SEEDS = 3  # the issue's minimum for a seeded claim: fewer runs are anecdotes, not a verdict
+
+
+def reach_verdict(method: list[int | None], baseline: list[int | None]) -> str:
+    """The verdict on "the method reaches the target, the baseline does not" from each seed's iterations to the
+    target (None: never): `"reproduced"` when the method reaches it on every seed and the baseline on none,
+    `"opposite"` when the baseline reaches it on some seed and the method on none, else `"not resolved"`; fewer
+    than `REACH_CLAIM_MIN_SEEDS` seeds are always `"not resolved"`.
+
+    Example:
+        >>> reach_verdict([120, 90, 150], [None, None, None]), reach_verdict([None] * 3, [200, None, None])
+        ('reproduced', 'opposite')
+        >>> reach_verdict([120], [None])
+        'not resolved'
+    """
+    if len(method) != len(baseline):
+        raise ValueError(f"reach_verdict: {len(method)} method seeds but {len(baseline)} baseline seeds")
+    if len(method) < REACH_CLAIM_MIN_SEEDS:
+        return "not resolved"
+    if all(v is not None for v in method) and all(v is None for v in baseline):
+        return "reproduced"
+    if all(v is None for v in method) and any(v is not None for v in baseline):
+        return "opposite"
+    return "not resolved"
+
+
+def _seeds_text(n: int) -> str:
+    return f"{n} seeds" if n >= REACH_CLAIM_MIN_SEEDS else f"{n} seed{'s' if n > 1 else ''}: too few for a verdict"
+
+
 def _verdict(low: float | None, high: float | None) -> str:
     return comparison_verdict(low, high)
 
@@ -422,7 +453,7 @@ def _claims(results: dict) -> list[dict]:
                 "low": drift["low"],
                 "high": drift["high"],
                 "unit": "share of steps",
-                "verdict": _verdict(-drift["high"], -drift["low"]),
+                "verdict": _verdict(*(None if v is None else -v for v in (drift["high"], drift["low"]))),
                 "paper": "A^μ does not drift toward no-progress steps",
             }
         )
@@ -430,14 +461,12 @@ def _claims(results: dict) -> list[dict]:
     reached = sum(v is not None for v in pav90)
     out.append(
         {
-            "claim": "Planted: PAV-RL reaches 90% success; outcome-only RL does not",
+            "claim": f"Planted: PAV-RL reaches 90% success; outcome-only RL does not ({_seeds_text(len(pav90))})",
             "estimate": planted["pav_iterations_to_90"],
             "low": min((v for v in pav90 if v is not None), default=None),
             "high": max((v for v in pav90 if v is not None), default=None),
             "unit": "iterations",
-            "verdict": "reproduced"
-            if reached == len(pav90) and all(v is None for v in out90)
-            else ("opposite" if reached == 0 and any(v is not None for v in out90) else "not resolved"),
+            "verdict": reach_verdict(pav90, out90),
             "paper": "tens to hundreds of iterations; outcome-only stays low",
             "reached": [reached, len(pav90), sum(v is not None for v in out90)],
         }
@@ -460,15 +489,15 @@ def _claims(results: dict) -> list[dict]:
         reached = [v for v in ppo["pav_ppo"] if v is not None]
         out.append(
             {
-                "claim": "Planted, PPO with a learned critic: PAV-PPO reaches 90% success; outcome-only PPO does not",
+                "claim": (
+                    "Planted, PPO with a learned critic: PAV-PPO reaches 90% success; outcome-only PPO does not "
+                    f"({_seeds_text(len(ppo['pav_ppo']))})"
+                ),
                 "estimate": float(np.median(reached)) if len(reached) == len(ppo["pav_ppo"]) else None,
                 "low": min(reached, default=None),
                 "high": max(reached, default=None),
                 "unit": "iterations",
-                "verdict": "reproduced"
-                if len(reached) == len(ppo["pav_ppo"]) and all(v is None for v in ppo["outcome_ppo"])
-                # Opposite only when outcome-only PPO gets there and PAV-PPO does not (the GRPO claim's rule).
-                else ("opposite" if not reached and any(v is not None for v in ppo["outcome_ppo"]) else "not resolved"),
+                "verdict": reach_verdict(ppo["pav_ppo"], ppo["outcome_ppo"]),
                 "paper": "dense PAV rewards learn where outcome reward does not",
                 "reached": [len(reached), len(ppo["pav_ppo"]), sum(v is not None for v in ppo["outcome_ppo"])],
             }
@@ -476,12 +505,29 @@ def _claims(results: dict) -> list[dict]:
     return out
 
 
+def _span(low: float | None, high: float | None, spec: str = "+.3f", scale: float = 1.0) -> str:
+    """`[low, high]` as printed, or why there is none (an interval over one seed has no ends).
+
+    Example:
+        >>> _span(-0.0123, 0.25), _span(None, None)
+        ('[-0.012, +0.250]', '(one seed: no interval)')
+    """
+    if low is None or high is None:
+        return "(one seed: no interval)"
+    return f"[{low * scale:{spec}}, {high * scale:{spec}}]"
+
+
+def _points_text(c: dict) -> str:
+    """A gain in points with its interval, or with the reason it has none (one seed)."""
+    return f"{c['estimate'] * 100:+.1f} {_span(c['low'], c['high'], '+.1f', 100)}"
+
+
 def _fmt_interval(c: dict) -> str:
     if c["unit"] == "accuracy":
         ratio = f"; compute ratio {c['compute_ratio_text']}" if c.get("compute_ratio_text") else ""
-        return f"{c['estimate'] * 100:+.1f} [{c['low'] * 100:+.1f}, {c['high'] * 100:+.1f}] points{ratio}"
+        return f"{_points_text(c)} points{ratio}"
     if c["unit"] == "share of steps":  # a paired t-interval over seeds
-        return f"{c['estimate'] * 100:+.1f} [{c['low'] * 100:+.1f}, {c['high'] * 100:+.1f}] points of the steps"
+        return f"{_points_text(c)} points of the steps"
     text = f"{_fmt(c['estimate'])} (seeds' range {_fmt(c['low'])}-{_fmt(c['high'])})"
     if c.get("reached"):  # how many seeds the range is over: a seed that never reached has no iteration count
         method, seeds, baseline = c["reached"]
@@ -512,13 +558,13 @@ def _rl_note(results: dict) -> str:
     the interval's half-width, and how far RL moved each arm against how much its seeds differ."""
     rl, cfg = results["rl"], results["config"]
     low, high = rl["accuracy_gain_interval"]
-    if low > 0:
+    if low is not None and low > 0:
         return ""
     ratio = rl["sample_efficiency_ratio"]
     text = (
         f"{_task_text(results.get('arithmetic', {}))[0]} RL: PAV-RL's gain over outcome-only RL is "
         f"{rl['accuracy_gain'] * 100:+.1f} points "
-        f"(interval [{low * 100:+.1f}, {high * 100:+.1f}], {rl['seeds']} seeds); its sample-efficiency ratio is "
+        f"(interval {_span(low, high, '+.1f', 100)}, {rl['seeds']} seeds); its sample-efficiency ratio is "
         + (
             f"{ratio:.2f}."
             if ratio is not None
@@ -529,10 +575,10 @@ def _rl_note(results: dict) -> str:
     if exact_arm:
         text += (
             f" With exact values the gain is {exact_arm['estimate'] * 100:+.1f} points "
-            f"[{exact_arm['low'] * 100:+.1f}, {exact_arm['high'] * 100:+.1f}]."
+            f"{_span(exact_arm['low'], exact_arm['high'], '+.1f', 100)}."
         )
-    half = (high - low) / 2 * 100
-    if half > 3:
+    half = (high - low) / 2 * 100 if low is not None else None
+    if half is not None and half > 3:
         text += (
             f" The interval's half-width is {half:.1f} points with {rl['seeds']} seeds and "
             f"{cfg['rl_eval_problems']} evaluation problems: an estimated gain of 3 points would still have an "
@@ -569,7 +615,7 @@ def _padding_note(rl: dict, regime: dict | None) -> str:
     curve = npg["curves"][arm]
     text = (
         f" The exact-value arm pads: its share of no-progress steps goes {curve[0]['share']:.3f} → "
-        f"{curve[-1]['share']:.3f} ({c['estimate']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]) and its traces end at "
+        f"{curve[-1]['share']:.3f} ({c['estimate']:+.3f} {_span(c['low'], c['high'])}) and its traces end at "
         f"{npg['final_steps_per_trace'][arm]:.2f} steps"
     )
     stall = _stall_incentive(regime)
@@ -662,14 +708,14 @@ def q_value_ablation_md(rl: dict, cfg: dict, regime: dict | None = None) -> str:
 
     def steps_change(arm: str) -> str:
         d = npg.get("steps_change", {}).get(arm)
-        return f"; change {d['estimate']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] ({_change_word(d)})" if d else ""
+        return f"; change {d['estimate']:+.2f} {_span(d['low'], d['high'], '+.2f')} ({_change_word(d)})" if d else ""
 
     rows = []
     for arm, curve in npg["curves"].items():
         c = npg["change"][arm]
         rows.append(
             f"| {_ablation_label(ablation, arm)} (`{arm}`) | {curve[0]['share']:.3f} | {curve[-1]['share']:.3f} | "
-            f"{c['estimate']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] ({_change_word(c)}) | "
+            f"{c['estimate']:+.3f} {_span(c['low'], c['high'])} ({_change_word(c)}) | "
             f"{npg['final_steps_per_trace'][arm]:.2f}{steps_change(arm)} | {ablation['final_accuracy'][arm]:.3f} |"
         )
     sentences = []
@@ -682,7 +728,7 @@ def q_value_ablation_md(rl: dict, cfg: dict, regime: dict | None = None) -> str:
         verdict = verdicts[_change_word(d)]
         sentences.append(
             f"{_upper_first(_ablation_label(ablation, arm))} minus the A^μ reward at the last evaluation: "
-            f"{d['estimate']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]: {verdict}."
+            f"{d['estimate']:+.3f} {_span(d['low'], d['high'])}: {verdict}."
         )
     drift = npg.get("reference_minus_baseline")
     if drift:
@@ -691,7 +737,7 @@ def q_value_ablation_md(rl: dict, cfg: dict, regime: dict | None = None) -> str:
         )
         sentences.append(
             f"The A^μ reward minus outcome-only RL at the last evaluation: {drift['estimate']:+.3f} "
-            f"[{drift['low']:+.3f}, {drift['high']:+.3f}]: {word}."
+            f"{_span(drift['low'], drift['high'])}: {word}."
         )
     seeds = len(next(iter(npg["change"].values()))["per_seed"])
     steps = next(iter(npg["curves"].values()))[-1]["step"]
@@ -1042,7 +1088,9 @@ def _selector_note(planted: dict) -> str:
         return text + "; the sweep resolves no window, so the choice is not checked against RL."
     shown = ", ".join(f"{g:g}" for g in gaining)
     verdict = "one of them" if sel["in_window"] else "not one of them"
-    return text + f"; the sweep's γ with a resolved gain are {shown}, so its choice is {verdict}."
+    seeds = len(planted.get("gamma_sweep_seeds", [None]))
+    which = "with a resolved gain" if seeds > 1 else "more than 5 points above outcome-only RL on its one seed"
+    return text + f"; the sweep's γ {which} are {shown}, so its choice is {verdict}."
 
 
 def _likelihood_note(quality: dict, likelihood_head: bool = False) -> str:
@@ -1496,7 +1544,7 @@ def _markdown(results: dict, plots: dict, claims: list[dict]) -> str:
         + (f" [{r['interval'][0]:.3f}, {r['interval'][1]:.3f}]" if r.get("interval") else "")
         for r in search["prover_sweep"]
     )
-    rl_text = ", ".join(f"{k}: {v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]" for k, v in rl["final_accuracy_interval"].items())
+    rl_text = ", ".join(f"{k}: {v[0]:.3f} {_span(v[1], v[2], '.3f')}" for k, v in rl["final_accuracy_interval"].items())
     mc_arms = [a for a in rl["final_accuracy_interval"] if a.startswith("mc")]
     mc_rl_text = (
         ", and from Monte-Carlo rollouts of the current policy instead of a verifier ("
@@ -1517,7 +1565,7 @@ def _markdown(results: dict, plots: dict, claims: list[dict]) -> str:
     )
     gamma_text = ", ".join(
         f"γ={r['gamma']:g}: {r['final_accuracy']:.3f}"
-        + (f" [{r['interval'][1]:.3f}, {r['interval'][2]:.3f}]" if r.get("interval") else "")
+        + (f" {_span(r['interval'][1], r['interval'][2], '.3f')}" if r.get("interval") else "")
         + (f" (averaged over training {r['mean_success']:.3f})" if "mean_success" in r else "")
         for r in planted["gamma_sweep"]
     )

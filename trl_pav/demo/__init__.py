@@ -184,6 +184,10 @@ class DemoConfig:
             raise ValueError(f"planted_pav_seeds must start with seed={self.seed}, got {self.planted_pav_seeds}")
         if len(set(self.planted_pav_seeds)) != len(self.planted_pav_seeds):
             raise ValueError(f"planted_pav_seeds has repeats: {self.planted_pav_seeds}")
+        bad = [n for n in self.search_budgets if not isinstance(n, int) or isinstance(n, bool) or n < 3]
+        if bad or not self.search_budgets:
+            # Beam search keeps N // C beams with the paper's C = 3 expansions: below 3 it keeps none.
+            raise ValueError(f"search_budgets must be integers >= 3 (N; C = 3 expansions per beam), got {bad or []}")
         if self.planted_pav_verifier_steps < 1:
             raise ValueError(f"planted_pav_verifier_steps must be >= 1, got {self.planted_pav_verifier_steps}")
         if self.planted_pav_traces and self.planted_pav_traces < 4:

@@ -582,7 +582,10 @@ def _exact_search(task, cfg) -> dict:
         curves[method] = []
         for n in cfg.search_budgets:
             ledger = ComputeLedger()
-            beam_cfg = BeamSearchConfig(budget=max(n, 3), alpha=alpha, prover_k=cfg.prover_k, seed=cfg.seed)
+            # One symbol per step: a trace is done after `length` steps, whatever the task's length.
+            beam_cfg = BeamSearchConfig(
+                budget=n, alpha=alpha, prover_k=cfg.prover_k, seed=cfg.seed, max_depth=task.length
+            )
             results = beam_search(policy, scorer, prompts, beam_cfg, ledger)
             correct = [task.grader.grade(task.step_format.join(r.steps)) for r in results]
             curves[method].append(
@@ -712,7 +715,7 @@ def _paired_gain(mine: list[float], other: list[float]) -> list[float | None]:
         ([0.4, 0.152, 0.648], [0.25, None, None])
     """
     diffs = [a - b for a, b in zip(mine, other)]
-    return [float(x) for x in t_interval(diffs)] if len(diffs) > 1 else [float(diffs[0]), None, None]
+    return list(t_interval(diffs))
 
 
 def refresh_arm_name(every: int, prover_k: int) -> str:
@@ -768,7 +771,7 @@ def _pooled_learned(arms: dict, names: list[str]) -> dict:
     }
 
 
-def _pooled_gain(copies: list[tuple[list, list]]) -> list[float]:
+def _pooled_gain(copies: list[tuple[list, list]]) -> list[float | None]:
     """`[mean, low, high]` over verifier seeds of each copy's mean paired difference `mine - other` over the RL seeds
     (t-interval over copies; `_pooled_ratio` says what it covers).
 
@@ -776,7 +779,7 @@ def _pooled_gain(copies: list[tuple[list, list]]) -> list[float]:
         >>> [round(x, 3) for x in _pooled_gain([([0.5, 0.7], [0.1, 0.1]), ([0.5, 0.7], [0.5, 0.5])])]
         [0.3, -2.241, 2.841]
     """
-    return [float(x) for x in t_interval([float(np.mean(np.subtract(mine, other))) for mine, other in copies])]
+    return list(t_interval([float(np.mean(np.subtract(mine, other))) for mine, other in copies]))
 
 
 def _pooled_ratio(copies: list[tuple[list, list]]) -> list[float | None] | None:
@@ -794,7 +797,7 @@ def _pooled_ratio(copies: list[tuple[list, list]]) -> list[float | None] | None:
     means = [r[0] for r in (_paired_ratio(mine, other) for mine, other in copies) if r is not None]
     if not means:
         return None
-    return list(t_interval(means)) if len(means) > 1 else [means[0], None, None]
+    return list(t_interval(means))
 
 
 def _per_step(tokens: list, column: int) -> float:
@@ -844,7 +847,7 @@ def _paired_ratio(mine: list, other: list) -> list[float | None] | None:
     ratios = [m / o for m, o in zip(mine, other) if m is not None and o is not None and o > 0]
     if not ratios:
         return None
-    return list(t_interval(ratios)) if len(ratios) > 1 else [ratios[0], None, None]
+    return list(t_interval(ratios))
 
 
 def _median_or_none(values: list[int | None]) -> float | None:

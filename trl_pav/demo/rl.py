@@ -240,7 +240,8 @@ def paired_sample_efficiency(runs: list[list[tuple[int, float]]], baseline_runs:
     out = {"per_seed": per_seed, "status": status, "steps": steps, "geometric_mean": None, "interval": None}
     if per_seed and all(r is not None for r in per_seed):
         est, lo, hi = t_interval(np.log(per_seed).tolist())
-        out["geometric_mean"], out["interval"] = float(np.exp(est)), [float(np.exp(lo)), float(np.exp(hi))]
+        out["geometric_mean"] = float(np.exp(est))
+        out["interval"] = [float(np.exp(lo)), float(np.exp(hi))] if lo is not None else None
     return out
 
 

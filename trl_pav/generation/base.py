@@ -315,7 +315,8 @@ def weights_hash(model: torch.nn.Module) -> str:
 
 
 def describe(obj) -> dict:
-    """The settings of an object that can change what it produces: its class and public scalar attributes.
+    """The settings of an object that can change what it produces: its class and public scalar attributes (with
+    dataclasses described, and tuples, lists and string-keyed dicts of such values kept).
 
     Used for graders and procedural policies in labeling fingerprints (a repr would hold a memory address).
 
@@ -334,11 +335,32 @@ def describe(obj) -> dict:
         else {}
     )
     for k, v in fields.items():
-        if isinstance(v, (int, float, str, bool, type(None))):
-            out[k] = v
-        elif dataclasses.is_dataclass(v) and not isinstance(v, type):
-            out[k] = describe(v)
+        value = _describe_value(v)
+        if value is not _SKIP:
+            out[k] = value
     return out
+
+
+_SKIP = object()
+
+
+def _describe_value(v):
+    """A setting as JSON-ready data: scalars as they are, dataclasses described, tuples and lists of those as lists
+    (a planted string), string-keyed dicts of them as dicts (error rates); anything else (models, tensors,
+    callables) is skipped."""
+    import dataclasses
+
+    if isinstance(v, (int, float, str, bool, type(None))):
+        return v
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return describe(v)
+    if isinstance(v, (tuple, list)):
+        items = [_describe_value(x) for x in v]
+        return _SKIP if any(x is _SKIP for x in items) else items
+    if isinstance(v, dict) and all(isinstance(k, str) for k in v):
+        entries = {k: _describe_value(x) for k, x in v.items()}
+        return _SKIP if any(x is _SKIP for x in entries.values()) else entries
+    return _SKIP
 
 
 def policy_fingerprint(policy: Policy) -> dict:

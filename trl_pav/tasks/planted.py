@@ -28,7 +28,7 @@ __all__ = ["PlantedGrader", "PlantedOracleScorer", "PlantedProverPolicy", "Plant
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
-@dataclass
+@dataclass(frozen=True)
 class PlantedTask:
     """The planted-subsequence task.
 
@@ -54,15 +54,45 @@ class PlantedTask:
     prompt = ">"
 
     def __post_init__(self) -> None:
+        # Frozen: the transition and value tables are cached on first use and must not go stale.
+        for name in ("vocab_size", "length"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"PlantedTask.{name} must be an int, got {value!r}")
         if not 2 <= self.vocab_size <= len(_LETTERS):
             raise ValueError(f"vocab_size must be in [2, 26], got {self.vocab_size}")
+        if isinstance(self.planted, str) or not isinstance(self.planted, Sequence):
+            raise TypeError(
+                f"planted must be a sequence of symbol indices (ints, `a` is 0), got {self.planted!r}; for letters "
+                "use PlantedTask.from_letters"
+            )
+        bad = [s for s in self.planted if isinstance(s, bool) or not isinstance(s, (int, np.integer))]
+        if bad:
+            raise TypeError(f"planted must hold ints (symbol indices), got {bad[0]!r} in {tuple(self.planted)}")
         if not self.planted or any(not 0 <= s < self.vocab_size for s in self.planted):
             raise ValueError(
-                f"planted must be a non-empty string of symbols in [0, {self.vocab_size}), got {self.planted}"
+                f"planted must be a non-empty string of symbols in [0, {self.vocab_size}), got {tuple(self.planted)}"
             )
+        if self.length < 1:
+            raise ValueError(f"length must be >= 1, got {self.length}")
         if len(self.planted) > self.length:
             raise ValueError(f"planted string ({len(self.planted)}) is longer than a trace ({self.length})")
-        self.planted = tuple(self.planted)
+        object.__setattr__(self, "vocab_size", int(self.vocab_size))
+        object.__setattr__(self, "length", int(self.length))
+        object.__setattr__(self, "planted", tuple(int(s) for s in self.planted))
+
+    @classmethod
+    def from_letters(cls, planted: str, vocab_size: int = 15, length: int = 10) -> PlantedTask:
+        """A task whose planted string is written in the traces' letters (`"dga"` is `(3, 6, 0)`).
+
+        Example:
+            >>> PlantedTask.from_letters("dgadf").planted
+            (3, 6, 0, 3, 5)
+        """
+        unknown = sorted({c for c in planted if c not in _LETTERS[:vocab_size]})
+        if unknown:
+            raise ValueError(f"planted {planted!r} has letters outside the first {vocab_size}: {unknown}")
+        return cls(vocab_size=vocab_size, length=length, planted=tuple(_LETTERS.index(c) for c in planted))
 
     @property
     def symbols(self) -> str:
