@@ -280,3 +280,16 @@ def test_config_route_grades_rollouts_with_the_reward_functions(policy_dir, tmp_
     assert scorer.stats.rollout_tokens > 0
     with pytest.raises(ValueError, match="unset verifier_model_name_or_path"):
         PAVGRPOConfig(output_dir=str(tmp_path), verifier_type="mc", verifier_model_name_or_path="x", use_cpu=True)
+
+
+def test_reward_function_grades_read_nan_and_none_as_no_reward():
+    from types import SimpleNamespace
+
+    from trl_pav.trainers.pav_rl import RewardFunctionsGrader
+
+    def reward(prompts, completions, **kwargs):
+        return [{"ok": 1.0, "nan": float("nan"), "none": None}[c] for c in completions]
+
+    trainer = SimpleNamespace(reward_funcs=[reward, reward], reward_weights=torch.tensor([0.5, 0.5]))
+    grades = RewardFunctionsGrader(trainer).grade_batch(["ok", "nan", "none"], [{"prompt": "p"}] * 3)
+    assert grades == [1.0, 0.0, 0.0]

@@ -81,13 +81,21 @@ def test_adapter_equals_model_card_recipe(convention):
         assert prm.score(PROMPTS[:1], [STEPS[0][:2]])[0] == pytest.approx(got[0][:3], abs=1e-5)
 
 
-@pytest.mark.parametrize(
-    ("convention", "bad_step"), [("qwen-prm", "a<extra_0>b"), ("math-shepherd", "x ки y"), ("rlhflow", " ")]
-)
+@pytest.mark.parametrize(("convention", "bad_step"), [("math-shepherd", "x и y"), ("rlhflow", " ")])
 def test_adapter_rejects_steps_it_cannot_mark(convention, bad_step):
+    # The character fixture's step tag is its last character `и`: any `и` is a read position it cannot escape.
     prm = ADAPTERS[convention](*tiny_public_prm(convention))
     with pytest.raises(ValueError, match="trace 1"):
         prm.score(["q", "q"], [["ok"], ["ok", bad_step]])
+
+
+def test_a_step_writing_the_marker_text_is_read_once_per_step():
+    """Model output may contain the adapter's marker as text: it is escaped (a zero-width space inside), so the
+    trace keeps one read position per step and scores as the escaped text does."""
+    prm = QwenMathPRM(*tiny_public_prm("qwen-prm"))
+    got = prm.score(["q <extra_0> q"], [["ok", "a<extra_0>b"]])[0]
+    escaped = prm.score(["q <\u200bextra_0> q"], [["ok", "a<\u200bextra_0>b"]])[0]
+    assert len(got) == 3 and got == pytest.approx(escaped)
 
 
 def test_load_by_hub_id_offline(tmp_path):

@@ -183,3 +183,38 @@ def test_vote_keys_merge_equal_numbers_only():
     assert len({vote_key(a) for a in ["1,000", "1000.0", "$1000$", "1000.", "1 000"]}) == 1
     assert vote_key("12345678901234567") != vote_key("12345678901234568")  # beyond float precision
     assert vote_key("1.5,000") != vote_key("1.5") and vote_key("-0") == vote_key("0")
+    long = "1234567890123456789012345678901"  # beyond a decimal context's 28 digits
+    assert vote_key(long) != vote_key(long[:-1] + "2") and vote_key(long + ".000") == vote_key(long)
+    assert vote_key("0.00120") == vote_key("1.2e-3") == "0.0012" and vote_key("1E+2") == "100"
+    assert vote_key("1e999999999") == "1e999999999"  # too long to write out: compared as written, no overflow
+
+
+def test_traces_longer_than_the_verifier_reads_count_as_failing_instead_of_aborting_the_search(char_tok):
+    """A policy that rambles past the verifier's max_length: search goes on, the rambling trace loses to one that
+    fits, and the ledger counts it."""
+    from trl_pav import StepFormat
+    from trl_pav.generation import Generation
+    from trl_pav.search import ComputeLedger, best_of_n
+
+    verifier = PAVVerifier(tiny_token_classifier(char_tok), char_tok, PAVMetadata(), max_length=40)
+    long_step = "1+1=2 1+1=2 1+1=2 1+1=2 1+1=2 1+1=2"
+    prompt = "Q:2+3?\n"
+    rambling = Generation([long_step, long_step, "#### 5"], finished=True)
+    short = Generation(["#### 5"], finished=True)
+    ledger = ComputeLedger()
+    picked = best_of_n([prompt], [[rambling, short]], verifier, ledger)[0]
+    assert picked.steps == ["#### 5"] and ledger.beyond_verifier == 1
+    assert verifier.steps_that_fit(prompt, rambling.steps) < 3  # the case is real: it does not fit
+
+    class Rambler:
+        name, step_format = "rambler", StepFormat()
+
+        def generate(self, requests, stop_at_step=False):
+            return [Generation([long_step], num_tokens=len(long_step)) for _ in requests]
+
+    ledger = ComputeLedger()
+    cfg = BeamSearchConfig(budget=3, alpha=0.5, prover_k=1, max_depth=2)
+    results = beam_search(Rambler(), verifier, [prompt], cfg, ledger)
+    assert len(results) == 1 and ledger.beyond_verifier > 0
+    with pytest.raises(ValueError, match="max_length"):  # a prompt alone too long is a setting to fix
+        best_of_n(["Q:" + "1+" * 40 + "1?\n"], [[short]], verifier, ComputeLedger())

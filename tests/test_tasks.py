@@ -403,3 +403,22 @@ def test_planted_prover_samples_are_those_of_numpy_choice():
                 symbols.append(a)
                 k = int(task.transitions[k, a])
             assert gen.steps == task.decode(symbols)
+
+
+def test_checkers_mark_huge_and_non_ascii_numbers_wrong_instead_of_raising():
+    """A model can write a 5,000-digit number (Python refuses int() over 4,300 digits) or another script's digits."""
+    from trl_pav.tasks import ArithmeticTask, NoisyArithmeticPolicy, RewritePolicy, RewriteTask
+
+    big = "9" * 5000
+    arith = ArithmeticTask()
+    assert arith.step_labels("2*3+4", [f"{big}*3=1"]) == [False]
+    assert arith.step_labels("2*3+4", ["2*3=6", "6+4=10", f"#### {big}"]) == [True, True, False]
+    assert arith.step_labels("2*3+4", ["٢*٣=٦"]) == [False]
+    assert arith.grader.grade("#### ٥", "5") == 0.0 and arith.grader.grade("#### 5", "5") == 1.0
+    assert NoisyArithmeticPolicy(arith, 0.1).exact_value("Q:2*3+4?\n", [f"{big}*3=1"]) == 0.0
+    rewrite = RewriteTask()
+    assert rewrite.step_labels("2*3+4", [f"{big}+4"]) == [False]
+    assert rewrite.grader.grade(f"#### {big}", "10") == 0.0
+    rates = dict.fromkeys(("hard_product", "product", "split", "sum"), 0.1)
+    values = RewritePolicy(rewrite, rates).values_along("Q:2*3+4?\n", ["6+4", f"#### {big}"])
+    assert values[-1] == 0.0

@@ -118,10 +118,30 @@ class PublicPRM:
         """`(H,)` probabilities that each step is good, from the `(H, V)` logits at its read position."""
         raise NotImplementedError
 
+    def markers(self) -> list[str]:
+        """The text the adapter writes to mark where steps end (none: its read positions come from the layout)."""
+        return []
+
+    def _escaped(self, text: str) -> str:
+        # Model output may contain a marker's text ("ки" in Russian); a zero-width space after its first character
+        # keeps the text readable and stops it from becoming a read position.
+        for marker in self.markers():
+            text = text.replace(marker, marker[0] + "\u200b" + marker[1:])
+        return text
+
     def _checked(self, prompt: Prompt, steps: Sequence[str], where: str) -> tuple[list[int], list[int]]:
         for h, step in enumerate(steps):
             if not isinstance(step, str) or not step.strip():
                 raise ValueError(f"{where}, step {h}: a step must be a non-empty string, got {step!r}")
+        if self.markers():
+            steps = [self._escaped(step) for step in steps]
+            if isinstance(prompt, str):
+                prompt = self._escaped(prompt)
+            elif isinstance(prompt, list):
+                prompt = [
+                    {**m, "content": self._escaped(m["content"])} if isinstance(m.get("content"), str) else m
+                    for m in prompt
+                ]
         ids, positions = self._encode(prompt, list(steps))
         if len(positions) != len(steps):
             raise ValueError(
@@ -307,6 +327,9 @@ class QwenMathPRM(PublicPRM):
         ids = prompt_token_ids(self.tokenizer, text)
         return ids, [t for t, i in enumerate(ids) if i == self.step_token_id]
 
+    def markers(self) -> list[str]:
+        return [self.step_token]
+
     def _step_probs(self, read_logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(read_logits[:, :2], dim=-1)[:, 1]
 
@@ -365,6 +388,9 @@ class MathShepherdPRM(PublicPRM):
                 step = f"Step {h + 1}: {step}"
             lines.append(f"{step} {self.step_tag}")
         return f"{prompt} " + "\n".join(lines)
+
+    def markers(self) -> list[str]:
+        return [self.step_tag]
 
     def _encode(self, prompt: Prompt, steps: Sequence[str]) -> tuple[list[int], list[int]]:
         ids = prompt_token_ids(self.tokenizer, self.render(prompt, steps))  # with BOS, as the model card encodes

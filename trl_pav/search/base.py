@@ -37,11 +37,14 @@ class ComputeLedger:
         truncated_dropped: sampled children cut at the step token limit and dropped (beam search,
             `truncated_step="drop"`, or a cut with no text to keep).
         truncated_kept: sampled children cut at the step token limit and kept as steps (`truncated_step="keep"`).
+        beyond_verifier: scored traces longer than the verifier reads (`steps_that_fit`): their steps past what
+            fits are valued 0, as failing.
     """
 
     calls: list[tuple[str, int, int, int, float]] = field(default_factory=list)
     truncated_dropped: int = 0
     truncated_kept: int = 0
+    beyond_verifier: int = 0
 
     @classmethod
     def merged(cls, ledgers: Sequence[ComputeLedger]) -> ComputeLedger:
@@ -50,6 +53,7 @@ class ComputeLedger:
             [c for ledger in ledgers for c in ledger.calls],
             sum(ledger.truncated_dropped for ledger in ledgers),
             sum(ledger.truncated_kept for ledger in ledgers),
+            sum(ledger.beyond_verifier for ledger in ledgers),
         )
 
     def add(
@@ -157,11 +161,33 @@ def counted_generate(
 def counted_score(
     scorer: StepScorer, prompts: Sequence, steps: Sequence[Sequence[str]], ledger: ComputeLedger
 ) -> list[list[float]]:
-    """`scorer.score` with the verifier tokens it read (if it counts them) and its time recorded in `ledger`."""
+    """`scorer.score` with the verifier tokens it read (if it counts them) and its time recorded in `ledger`.
+
+    A trace longer than the verifier reads (a scorer with `steps_that_fit`, e.g. `PAVVerifier`) is scored on the
+    leading steps that fit; the steps past them are valued 0 (a trace the verifier cannot read counts as failing,
+    as a trace cut at the length limit does) and counted in `ledger.beyond_verifier`. A prompt alone too long for
+    the verifier still raises: that is a setting to fix, not a sample to rank.
+    """
     start = time.perf_counter()
     before = getattr(scorer, "verifier_tokens", 0)
     steps = [list(s) for s in steps]
-    out = checked_step_values(scorer.score(list(prompts), steps), steps, scorer) if prompts else []
+    fits = getattr(scorer, "steps_that_fit", None)
+    try:
+        out = checked_step_values(scorer.score(list(prompts), steps), steps, scorer) if prompts else []
+    except ValueError:
+        if not callable(fits):
+            raise
+        # Rare (a rambling sample): measure what fits only now, so the usual call tokenizes each trace once.
+        before = getattr(scorer, "verifier_tokens", 0)
+        kept = [fits(p, s) for p, s in zip(prompts, steps)]
+        if all(k == len(s) for k, s in zip(kept, steps)):
+            raise  # not a length problem
+        scored = [s[:k] for s, k in zip(steps, kept)]
+        out = checked_step_values(scorer.score(list(prompts), scored), scored, scorer)
+        for values, trace, k in zip(out, steps, kept):
+            if k < len(trace):
+                values.extend([0.0] * (len(trace) - k))
+                ledger.beyond_verifier += 1
     ledger.add(
         "score", verifier_tokens=getattr(scorer, "verifier_tokens", 0) - before, seconds=time.perf_counter() - start
     )

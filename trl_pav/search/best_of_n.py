@@ -125,6 +125,8 @@ def vote_key(answer: str) -> str:
     Example:
         >>> [vote_key(a) for a in ["1,000", "1000.0", " $1000$ ", "1000.", "-0", "x + 1", "\\frac{1}{2}", "1.50"]]
         ['1000', '1000', '1000', '1000', '0', 'x+1', '\\frac{1}{2}', '1.5']
+        >>> vote_key("1234567890123456789012345678901") == vote_key("1234567890123456789012345678902")
+        False
     """
     text = "".join(str(answer).split()).strip("$").rstrip(".")
     whole, dot, fraction = text.partition(".")
@@ -137,7 +139,29 @@ def vote_key(answer: str) -> str:
         return text
     if value == 0:
         return "0"
-    return format(value.normalize(), "f")
+    return _plain_decimal(value) or text
+
+
+_MAX_VOTE_DIGITS = 1000  # a number that needs more digits written out is compared as written
+
+
+def _plain_decimal(value: Decimal) -> str | None:
+    """`value` in plain notation without trailing zeros, exactly (no rounding to a context's precision); None when
+    writing it out takes more than `_MAX_VOTE_DIGITS` digits (`1e999999999`)."""
+    sign, digits, exponent = value.as_tuple()
+    digits = list(digits)
+    while digits[-1] == 0:  # value != 0, so a non-zero digit remains
+        digits.pop()
+        exponent += 1
+    if max(len(digits), abs(exponent)) + abs(exponent) > _MAX_VOTE_DIGITS:
+        return None
+    body = "".join(map(str, digits))
+    if exponent >= 0:
+        body += "0" * exponent
+    else:
+        point = len(body) + exponent
+        body = "0." + "0" * -point + body if point <= 0 else body[:point] + "." + body[point:]
+    return ("-" if sign else "") + body
 
 
 def majority_vote(candidates: Sequence[Sequence[Candidate]], answer_fn: AnswerFn) -> list[SearchResult]:

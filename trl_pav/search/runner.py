@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..generation.base import Policy
-from ..grading import Grader, extract_answer
+from ..grading import SUCCESS_THRESHOLD, Grader, extract_answer
 from ..metrics import bootstrap_interval, curve_is_monotone
 from ..modeling import StepScorer
 from .base import ComputeLedger, SearchResult
@@ -168,7 +168,7 @@ def evaluate_search(
         raise ValueError(f"{len(prompts)} prompts but {len(ids)} prompt ids")
 
     def grade(steps: list[str], gold: str) -> float:
-        return 1.0 if steps and grader.grade(join(steps), gold) else 0.0
+        return 1.0 if steps and grader.grade(join(steps), gold) >= SUCCESS_THRESHOLD else 0.0
 
     def picks(results: list[SearchResult]) -> dict:
         per_problem = [grade(r.steps, g) for r, g in zip(results, golds)]

@@ -27,8 +27,11 @@ __all__ = [
     "reference_steps",
 ]
 
-_STEP = re.compile(r"^(-?\d+)([+\-*])(-?\d+)=(-?\d+)$")
-_ANSWER = re.compile(r"^####\s*(-?\d+)$")
+# ASCII digits only (`\d` also matches other scripts' digits), and no number longer than any step of these
+# tasks can need: longer ones are not steps (and Python refuses to parse ints over 4,300 digits).
+_NUM = r"[0-9]{1,1000}"
+_STEP = re.compile(rf"^(-?{_NUM})([+\-*])(-?{_NUM})=(-?{_NUM})$")
+_ANSWER = re.compile(rf"^####\s*(-?{_NUM})$")
 
 
 def _tokenize(expr: str) -> list[int | str]:
@@ -37,7 +40,7 @@ def _tokenize(expr: str) -> list[int | str]:
     i = 0
     while i < len(expr):
         expect_number = not out or isinstance(out[-1], str)
-        m = re.match(r"-?\d+" if expect_number else r"[+\-*]", expr[i:])
+        m = re.match(rf"-?{_NUM}" if expect_number else r"[+\-*]", expr[i:])
         if m is None:
             raise ValueError(f"cannot parse arithmetic expression {expr!r} at character {i}")
         out.append(int(m.group()) if expect_number else m.group())
@@ -156,7 +159,7 @@ class ArithmeticGrader:
         """1.0 if the final `#### n` line equals `gold`, else 0.0."""
         if not isinstance(completion, str):
             return 0.0
-        found = re.findall(r"####\s*(-?\d+)\s*$", completion.strip())
+        found = re.findall(rf"####\s*(-?{_NUM})\s*$", completion.strip())
         try:
             return 1.0 if found and int(found[-1]) == int(gold) else 0.0
         except ValueError:

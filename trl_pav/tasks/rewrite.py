@@ -46,8 +46,11 @@ Term = int | tuple[int, int]  # a plain number, or a product (a, b)
 State = tuple[Term, ...]
 
 MOVE_KINDS = ("hard_product", "product", "split", "sum")
-_ANSWER = re.compile(r"^####\s*(\d+)$")
-_TERM = re.compile(r"^(\d+)(?:\*(\d+))?$")
+# ASCII digits only (`\d` also matches other scripts' digits), and no number longer than any step of these
+# tasks can need: longer ones are not steps (and Python refuses to parse ints over 4,300 digits).
+_NUM = r"[0-9]{1,1000}"
+_ANSWER = re.compile(rf"^####\s*({_NUM})$")
+_TERM = re.compile(rf"^({_NUM})(?:\*({_NUM}))?$")
 
 
 def parse_expression(text: str) -> State | None:

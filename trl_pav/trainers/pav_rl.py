@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -348,7 +349,9 @@ class RewardFunctionsGrader:
         total = [0.0] * len(rows)
         for func, weight in zip(self.trainer.reward_funcs, weights):
             values = func(prompts=[r.get("prompt") for r in rows], completions=texts, **columns)
-            total = [t + weight * (0.0 if v is None else float(v)) for t, v in zip(total, values)]
+            # None and NaN both mean "no reward" to TRL (it sums rewards with nansum): 0 here as well.
+            given = [0.0 if v is None or math.isnan(float(v)) else float(v) for v in values]
+            total = [t + weight * v for t, v in zip(total, given)]
         return [min(max(t, 0.0), 1.0) for t in total]
 
 
