@@ -116,7 +116,8 @@ def test_unknown_command_and_missing_arguments():
         main(["search", "--model_name_or_path", "x"])
 
 
-def test_train_policy_evaluates_on_problems_it_did_not_train_on(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("task", ["arithmetic", "rewrite"])
+def test_train_policy_evaluates_on_problems_it_did_not_train_on(tmp_path, capsys, monkeypatch, task):
     """train-policy's evaluation problems and SFT problems are disjoint pools (no training: both are stubbed)."""
     import transformers
 
@@ -140,11 +141,12 @@ def test_train_policy_evaluates_on_problems_it_did_not_train_on(tmp_path, capsys
     monkeypatch.setattr(trl_pav.generation, "HFPolicy", lambda *a, **k: None)
     monkeypatch.setattr(trl_pav.tokenization, "load_tokenizer", lambda path: None)
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda path: None)
-    argv = ["train-policy", "--output_dir", str(tmp_path), "--max_steps", "2", "--eval_problems", "30", "--seed", "3"]
-    out = run(capsys, argv)
-    assert out["sampled_accuracy"] == 0.5
+    argv = ["train-policy", "--task", task, "--output_dir", str(tmp_path), "--max_steps", "2", "--eval_problems", "30"]
+    out = run(capsys, [*argv, "--seed", "3"])
+    assert out["sampled_accuracy"] == 0.5 and out["task"] == task
     sft = {p.prompt for p in seen["sft"]}
-    assert len(seen["sft"]) == 2 * 64 and len(seen["eval"]) == len(set(seen["eval"])) == 30  # 64: default batch
+    batch = trl_pav.tasks.DEFAULT_POLICY[task].batch_size
+    assert len(seen["sft"]) == 2 * batch and len(seen["eval"]) == len(set(seen["eval"])) == 30
     assert sft.isdisjoint(seen["eval"])
 
 
@@ -160,3 +162,27 @@ def test_train_policy_pools_are_disjoint_and_seeded():
     # The old draw (seed 10,000 + seed) shared problems with the SFT data; the pools cannot.
     old = {p.expression for p in task.sample_problems(200, seed=10_001)}
     assert not old.isdisjoint({p.expression for p in task.sample_problems(50 * 64, seed=2)})
+
+
+def test_stage_problems_of_a_task_follow_problems_seed():
+    from types import SimpleNamespace
+
+    from trl_pav.scripts.common import load_stage_problems
+
+    def problems(task, seed):
+        args = SimpleNamespace(task=task, dataset_name=None, num_problems=8, problems_seed=seed)
+        return load_stage_problems(args, "train", None)[0]["prompt"]
+
+    for task in ("arithmetic", "rewrite"):
+        assert problems(task, 0) == problems(task, 0) != problems(task, 7)
+    assert problems("planted", 0) == problems("planted", 7)  # one start state
+
+
+@pytest.mark.parametrize("task", ["rewrite", "planted"])
+def test_sft_from_scratch_trains_on_each_task_s_rows(tmp_path, capsys, task):
+    """`sft --task rewrite --from_scratch` once called the planted task's signature; one real SFT step per task."""
+    argv = ["sft", "--task", task, "--from_scratch", "--num_problems", "8", "--max_steps", "1"]
+    argv += ["--per_device_train_batch_size", "4", "--output_dir", str(tmp_path), "--report_to", "none"]
+    argv += ["--bf16", "false", "--use_cpu", "true"]
+    out = run(capsys, argv)
+    assert out["train_rows"] == 8 and out["global_step"] == 1

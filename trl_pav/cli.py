@@ -27,7 +27,7 @@ class TrainPolicyArguments:
             arithmetic they are disjoint from the SFT problems (`train_policy_pools`).
     """
 
-    task: str = field(default="arithmetic", metadata={"help": "Task: arithmetic or planted."})
+    task: str = field(default="arithmetic", metadata={"help": "Task: arithmetic, rewrite or planted."})
     output_dir: str = field(default="outputs/policy", metadata={"help": "Where the checkpoint is written."})
     max_steps: int | None = field(default=None, metadata={"help": "Optimizer steps (default: the task's budget)."})
     seed: int = field(default=0, metadata={"help": "Training seed."})
@@ -35,9 +35,9 @@ class TrainPolicyArguments:
 
 
 def train_policy_pools(task, config, eval_problems: int):
-    """`train-policy`'s arithmetic problems as disjoint pools (`trl_pav.evaluation.ProblemPools`, by expression):
-    `"eval"` (`eval_problems` distinct problems, dealt first) and `"sft"` (one problem per SFT sequence of `config`,
-    with repetitions), from one stream seeded by `config.seed`.
+    """`train-policy`'s problems (arithmetic or rewrite) as disjoint pools (`trl_pav.evaluation.ProblemPools`, by
+    expression): `"eval"` (`eval_problems` distinct problems, dealt first) and `"sft"` (one problem per SFT sequence
+    of `config`, with repetitions), from one stream seeded by `config.seed`.
 
     Example:
         >>> from trl_pav.tasks import ArithmeticTask, TinyPolicyConfig
@@ -59,7 +59,7 @@ def _train_policy(argv: list[str]) -> dict:
 
     from .evaluation import sampled_accuracy
     from .generation import HFPolicy
-    from .tasks import DEFAULT_POLICY, ArithmeticTask, get_task, train_base_policy
+    from .tasks import DEFAULT_POLICY, PlantedTask, get_task, train_base_policy
     from .tokenization import load_tokenizer
 
     (args,) = _parse(TrainPolicyArguments, argv)
@@ -71,8 +71,8 @@ def _train_policy(argv: list[str]) -> dict:
     config = replace(DEFAULT_POLICY[task.name], seed=args.seed)
     if args.max_steps is not None:
         config = replace(config, max_steps=args.max_steps)
-    # Arithmetic: evaluation problems the policy was not trained on.
-    pools = train_policy_pools(task, config, args.eval_problems) if isinstance(task, ArithmeticTask) else None
+    # Tasks with problems: evaluation problems the policy was not trained on (planted has one start state).
+    pools = None if isinstance(task, PlantedTask) else train_policy_pools(task, config, args.eval_problems)
     start = time.time()
     path = train_base_policy(task, args.output_dir, config, problems=pools["sft"] if pools is not None else None)
     result = {"task": task.name, "output_dir": path, "train_seconds": round(time.time() - start, 1)}

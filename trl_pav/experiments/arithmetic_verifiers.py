@@ -110,13 +110,26 @@ def generation_limits(task) -> dict:
 
 
 def task_kwargs(task) -> dict:
-    """The numeric settings of a realistic task, saved with a run's pools so that `saved_task` rebuilds it."""
+    """The settings of a task (numbers, strings, flags and sequences of them: an operator set, a planted string),
+    saved with a run's pools so that `saved_task` rebuilds it; its step format and grader are the task's defaults.
+
+    Example:
+        >>> from trl_pav.tasks import ArithmeticTask
+        >>> task_kwargs(ArithmeticTask(operators="+*", max_operand=9))["operators"]
+        '+*'
+    """
     import dataclasses
 
     if not dataclasses.is_dataclass(task):
         return {}
+
+    def plain(v) -> bool:
+        if isinstance(v, (list, tuple)):
+            return all(isinstance(x, (bool, int, float, str)) for x in v)
+        return isinstance(v, (bool, int, float, str))
+
     values = {f.name: getattr(task, f.name) for f in dataclasses.fields(task)}
-    return {k: v for k, v in values.items() if isinstance(v, (int, float))}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items() if plain(v)}
 
 
 def saved_task(folder: Path):

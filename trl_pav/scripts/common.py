@@ -64,7 +64,7 @@ class ProblemArguments(ScriptArguments):
             it is); `None`: the first of `gold`, `answer`, `solution`.
     """
 
-    task: str | None = field(default=None, metadata={"help": "Synthetic task: arithmetic or planted."})
+    task: str | None = field(default=None, metadata={"help": "Synthetic task: arithmetic, rewrite or planted."})
     num_problems: int | None = field(default=None, metadata={"help": "Number of problems (first N of the dataset)."})
     problems_seed: int = field(default=0, metadata={"help": "Seed of the task's problem generator."})
     use_chat_template: bool = field(
@@ -202,10 +202,12 @@ def load_stage_problems(args: ProblemArguments, split: str, separator: str | Non
     """
     from ..grading import MathVerifyGrader
     from ..steps import StepFormat
-    from ..tasks import ArithmeticTask, get_task
+    from ..tasks import PlantedTask, get_task
 
     if (args.task is None) == (args.dataset_name is None):
-        raise ValueError("give exactly one of dataset_name (a file or Hub id) and task (arithmetic or planted)")
+        raise ValueError(
+            "give exactly one of dataset_name (a file or Hub id) and task (arithmetic, rewrite or planted)"
+        )
     if args.task is not None:
         if args.num_problems is None:
             raise ValueError(f"task {args.task!r} needs num_problems")
@@ -215,10 +217,10 @@ def load_stage_problems(args: ProblemArguments, split: str, separator: str | Non
                 f"task {args.task!r} writes steps separated by {task.step_format.separator!r}, not separator "
                 f"{separator!r}: drop the separator (it is for datasets)"
             )
-        if isinstance(task, ArithmeticTask):
-            problems = task.problems_dataset(args.num_problems, seed=args.problems_seed)
-        else:
+        if isinstance(task, PlantedTask):  # one start state: no problems to draw
             problems = task.problems_dataset(args.num_problems)
+        else:
+            problems = task.problems_dataset(args.num_problems, seed=args.problems_seed)
         return problems, task.grader, task.step_format
     from ..datasets_io import is_conversational, load_problems
 

@@ -126,7 +126,7 @@ def main(script_args: SFTScriptArguments, training_args, model_args) -> dict:
     from datasets import Dataset
     from trl import SFTTrainer, get_peft_config
 
-    from ..tasks import DEFAULT_POLICY, ArithmeticTask, get_task, tiny_policy_model
+    from ..tasks import DEFAULT_POLICY, PlantedTask, get_task, tiny_policy_model
     from ..tokenization import load_tokenizer
     from .common import (
         chat_prompts,
@@ -184,10 +184,10 @@ def main(script_args: SFTScriptArguments, training_args, model_args) -> dict:
             )
         if script_args.num_problems is None:
             raise ValueError(f"sft: task {task.name!r} needs num_problems (SFT rows to draw)")
-        if isinstance(task, ArithmeticTask):
-            train = task.sft_dataset(script_args.num_problems, seed=script_args.problems_seed)
-        else:
+        if isinstance(task, PlantedTask):  # the paper's initialisation: samples of the γ = 5 procedural prover
             train = task.sft_dataset(gamma=5.0, n=script_args.num_problems, seed=script_args.problems_seed)
+        else:
+            train = task.sft_dataset(script_args.num_problems, seed=script_args.problems_seed)
     else:
         problems, _, step_format = load_stage_problems(
             script_args, script_args.dataset_train_split, script_args.separator
