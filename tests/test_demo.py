@@ -2,13 +2,16 @@
 
 import json
 import math
+from dataclasses import replace
 
 from trl_pav.demo import DemoConfig, run_demo
 from trl_pav.demo.planted import PLANTED_REFRESH_N_MC, learned_arm_name, refresh_arm_name
 
 
 def test_quick_demo_writes_a_complete_report(tmp_path):
-    cfg = DemoConfig.quick()
+    # Not the paper's planted task: a repeated symbol, another vocabulary and traces longer than the default
+    # policy's position table, so nothing may assume the default task.
+    cfg = replace(DemoConfig.quick(), planted_string="bcb", planted_vocab_size=6, planted_length=14)
     results = run_demo(tmp_path, cfg)
     report = tmp_path / "report"
     saved = json.loads((report / "results.json").read_text())
@@ -36,9 +39,11 @@ def test_quick_demo_writes_a_complete_report(tmp_path):
     # Every claim carries an interval and a verdict that follows from it.
     for claim in saved["summary"]["claims"]:
         assert claim["verdict"] in ("reproduced", "opposite", "not resolved", "no difference")
-        if claim["unit"] == "accuracy":
+        if claim["unit"] == "accuracy" and claim["low"] is not None:
             assert claim["low"] <= claim["estimate"] <= claim["high"]
             assert (claim["verdict"] == "reproduced") == (claim["low"] > 0)
+        elif claim["unit"] == "accuracy":  # one seed: no interval, no verdict
+            assert claim["verdict"] == "not resolved"
     assert saved["summary"]["runtime_seconds"] == results["runtime_seconds"] > 0
     # Every stage produced numbers, with the configured seeds.
     assert 0.0 <= saved["arithmetic"]["base_policy_sampled_accuracy"] <= 1.0
@@ -46,6 +51,8 @@ def test_quick_demo_writes_a_complete_report(tmp_path):
     assert all(len(r) == len(cfg.search_budgets) for r in search["curves"].values())
     assert len(search["prover_sweep"]) == len(cfg.k_sweep)
     assert saved["rl"]["seeds"] == len(cfg.rl_seeds) and all(len(c) >= 2 for c in saved["rl"]["curves"].values())
+    assert saved["planted"]["task"] == {"vocab_size": 6, "length": 14, "planted": "bcb"}
+    assert "planted `b c b` (symbols 1 2 1)" in text and "3 6 0 3 5" not in text
     to_90 = saved["planted"]["iterations_to_90"]
     assert len(to_90["pav"]) == len(to_90["outcome"]) == len(cfg.planted_seeds)
     assert len(to_90["pav_ppo"]) == len(to_90["outcome_ppo"]) == len(cfg.planted_ppo_seeds)

@@ -44,6 +44,9 @@ def test_graders_satisfy_protocol():
     assert ExactMatchGrader().grade("3*4=12\nA:12", "12") == 1.0
     assert ExactMatchGrader().grade("3*4=12\nA:13", "12") == 0.0
     assert ExactMatchGrader().grade("3*4=12", "12") == 0.0
+    assert ExactMatchGrader().grade("so A: 12 ", "12") == 1.0
+    assert ExactMatchGrader().grade("QA:12", "12") == ExactMatchGrader().grade("A:\n12", "12") == 0.0
+    assert ExactMatchGrader().grade("A:" * 20000 + " 12", "12") == 0.0  # one start of a match, not 20,000
     with pytest.raises(ValueError, match="2 completions but 1 gold"):
         grade_batch(ExactMatchGrader(), ["a", "b"], ["1"])
 

@@ -422,3 +422,19 @@ def test_checkers_mark_huge_and_non_ascii_numbers_wrong_instead_of_raising():
     rates = dict.fromkeys(("hard_product", "product", "split", "sum"), 0.1)
     values = RewritePolicy(rewrite, rates).values_along("Q:2*3+4?\n", ["6+4", f"#### {big}"])
     assert values[-1] == 0.0
+
+
+def test_planted_prover_continues_no_prefix_past_the_trace_length():
+    from trl_pav.generation import GenerationRequest
+    from trl_pav.tasks import PlantedProverPolicy, PlantedTask
+
+    task = PlantedTask(vocab_size=4, length=3, planted=(0, 1))
+    policy = PlantedProverPolicy(task, 5.0)
+    for stop in (False, True):
+        (gen,) = policy.generate([GenerationRequest(task.prompt, ("a", "b", "c", "d"), seed=0)], stop_at_step=stop)
+        assert gen.steps == [] and gen.finished
+    with pytest.raises(TypeError, match="from_letters"):
+        PlantedTask(planted="ab")
+    with pytest.raises(TypeError, match="ints"):
+        PlantedTask(planted=(0, 1.5))
+    assert PlantedTask.from_letters("dgadf") == PlantedTask()

@@ -517,6 +517,21 @@ def _span(low: float | None, high: float | None, spec: str = "+.3f", scale: floa
     return f"[{low * scale:{spec}}, {high * scale:{spec}}]"
 
 
+def _planted_task_text(planted: dict) -> str:
+    """The planted task as the run recorded it (runs from before the record used the default task).
+
+    Example:
+        >>> _planted_task_text({"task": {"vocab_size": 4, "length": 6, "planted": "aab"}})
+        'vocabulary 4, length 6, planted `a a b` (symbols 0 0 1)'
+    """
+    task = planted.get("task") or {"vocab_size": 15, "length": 10, "planted": "dgadf"}
+    letters = task["planted"]
+    symbols = " ".join(str("abcdefghijklmnopqrstuvwxyz".index(c)) for c in letters)
+    return (
+        f"vocabulary {task['vocab_size']}, length {task['length']}, planted `{' '.join(letters)}` (symbols {symbols})"
+    )
+
+
 def _points_text(c: dict) -> str:
     """A gain in points with its interval, or with the reason it has none (one seed)."""
     return f"{c['estimate'] * 100:+.1f} {_span(c['low'], c['high'], '+.1f', 100)}"
@@ -1678,7 +1693,7 @@ verifier tokens) unless said otherwise; a compute ratio is stated only for a res
   exact values{mc_rl_text}. Final held-out sampled accuracy (mean [95% interval]): {rl_text}.{rl_tokens_text}
   {paired_efficiency_text(rl)}
 {q_value_ablation_md(rl, cfg, results.get("regime"))}
-**Planted subsequence** (vocabulary 15, length 10, planted `3 6 0 3 5`): base policy by SFT on 3,200 samples of
+**Planted subsequence** ({_planted_task_text(planted)}): base policy by SFT on 3,200 samples of
 μ_5 (success {planted["base_policy_success"]:.3f}); RL with the effective reward from the procedural prover
 (γ = {cfg["planted_gamma"]:g}, α = {cfg["planted_alpha"]:g}, exact DP values) vs outcome-only,
 {cfg["planted_rl_steps"]} steps, {planted["seeds"]} seeds: iterations to 90% success per seed {to90["pav"]} vs

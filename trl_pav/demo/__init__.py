@@ -90,6 +90,10 @@ class DemoConfig:
         planted_ppo_steps (`int`): iterations of each planted PPO run (PAV-PPO and outcome-only PPO; 0 skips them).
         planted_ppo_seeds (`list[int]`): seeds of each planted PPO arm (the critic settings were chosen on seed 0;
             reported on others).
+        planted_string (`str`): the planted task's hidden string, in the traces' letters (`a` is symbol 0; the
+            default `"dgadf"` is `3 6 0 3 5`).
+        planted_vocab_size (`int`): symbols of the planted task (paper: 15).
+        planted_length (`int`): symbols per planted trace (paper: 10).
         planted_gamma (`float`): γ of the procedural prover (paper: 10).
         planted_alpha (`float`): α of planted PAV-RL (paper: 1).
         planted_mc_rollouts (`list[int]`): rollouts per state of the planted Monte-Carlo-advantage arms (the γ
@@ -160,6 +164,9 @@ class DemoConfig:
     planted_seeds: list[int] = field(default_factory=lambda: [10, 11, 12])
     planted_ppo_steps: int = 300
     planted_ppo_seeds: list[int] = field(default_factory=lambda: [10])
+    planted_string: str = "dgadf"
+    planted_vocab_size: int = 15
+    planted_length: int = 10
     planted_gamma: float = 10.0
     planted_alpha: float = 1.0
     planted_mc_rollouts: list[int] = field(default_factory=list)
@@ -207,8 +214,15 @@ class DemoConfig:
         names = [learned_arm_name(x) for x in self.planted_pav_prover_shares]
         if len(set(names)) != len(names):
             raise ValueError(f"planted_pav_prover_shares has repeats (arms {names})")
+        self.planted_task()  # raises naming the bad planted setting
         if self.rl_learning_rate is None:
             self.rl_learning_rate = 2e-5 if self.realistic_task == "arithmetic" else 1e-4
+
+    def planted_task(self):
+        """The planted task of `planted_string`, `planted_vocab_size` and `planted_length`."""
+        from ..tasks import PlantedTask
+
+        return PlantedTask.from_letters(self.planted_string, self.planted_vocab_size, self.planted_length)
 
     @classmethod
     def full(cls) -> DemoConfig:

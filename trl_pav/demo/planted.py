@@ -52,12 +52,15 @@ def run(cfg, out: Path, progress) -> dict:
     from ..tokenization import load_tokenizer
     from ..trainers import PAVGRPOConfig, PAVGRPOTrainer, grader_reward
 
-    task = PlantedTask()
-    policy_cfg = replace(DEFAULT_POLICY["planted"], seed=cfg.seed)
-    progress("planted: base policy by SFT on 3,200 samples of the gamma=5 prover")
-    policy_dir = cached(
-        out / "planted" / "policy", asdict(policy_cfg), lambda d: train_base_policy(task, d, policy_cfg)
-    )
+    task = cfg.planted_task()
+    default = DEFAULT_POLICY["planted"]
+    # Room for the prompt, a trace of `length` letters and separators, the EOS and a few stray tokens.
+    policy_cfg = replace(default, seed=cfg.seed, max_positions=max(default.max_positions, 2 * task.length + 8))
+    # What every cached planted result rests on: the policy's settings and, for any task but the default one (whose
+    # caches predate the setting), the task.
+    policy_key = asdict(policy_cfg) | ({} if task == PlantedTask() else {"task": planted_task_record(task)})
+    progress(f"planted ({_task_text(task)}): base policy by SFT on 3,200 samples of the gamma=5 prover")
+    policy_dir = cached(out / "planted" / "policy", policy_key, lambda d: train_base_policy(task, d, policy_cfg))
     tok = load_tokenizer(policy_dir)
     train_ds = Dataset.from_dict({"prompt": [task.prompt] * 4096, "gold": [""] * 4096})
 
@@ -91,7 +94,7 @@ def run(cfg, out: Path, progress) -> dict:
             "steps": steps,
             "seed": seed,
             "alpha": cfg.planted_alpha,
-            "policy": asdict(policy_cfg),
+            "policy": policy_key,
             "mc_rollouts": mc_rollouts,
             "record": "points+tokens",
         }
@@ -188,12 +191,18 @@ def run(cfg, out: Path, progress) -> dict:
         for arm, gamma in (("pav_ppo", cfg.planted_gamma), ("outcome_ppo", None)):
             runs[arm] = []
             for seed in cfg.planted_ppo_seeds:
-                key = {"gamma": gamma, "steps": cfg.planted_ppo_steps, "seed": seed, "policy": asdict(policy_cfg)}
+                key = {"gamma": gamma, "steps": cfg.planted_ppo_steps, "seed": seed, "policy": policy_key}
                 points = cached_json(
                     out / "planted" / "ppo" / f"{arm}-{cfg.planted_ppo_steps}-{seed}.json",
                     key,
                     lambda gamma=gamma, seed=seed: run_planted_ppo(
-                        policy_dir, out / "planted" / "ppo", gamma, cfg.planted_ppo_steps, seed, alpha=cfg.planted_alpha
+                        policy_dir,
+                        out / "planted" / "ppo",
+                        gamma,
+                        cfg.planted_ppo_steps,
+                        seed,
+                        alpha=cfg.planted_alpha,
+                        task=task,
                     ),
                 )
                 runs[arm].append([tuple(p) for p in points])
@@ -212,7 +221,7 @@ def run(cfg, out: Path, progress) -> dict:
             "traces": cfg.planted_pav_traces,
             "prover_share": share,
             "seed": verifier_seed,
-            "policy": asdict(policy_cfg),
+            "policy": policy_key,
             "limits": limits,
             "step_format": task.step_format.to_dict(),
             "labels": [PLANTED_PAV_N_COV, PLANTED_PAV_N_MC, PLANTED_PAV_STRATEGY, "policy tokens", "seeds 2s, 2s+1"],
@@ -287,6 +296,7 @@ def run(cfg, out: Path, progress) -> dict:
     finals = {arm: [c[-1][1] for c in curves] for arm, curves in runs.items()}
     progress(f"planted search with exact values: PAV beam vs Q-only beam, N in {cfg.search_budgets}")
     search_key = {
+        **({} if task == PlantedTask() else {"task": planted_task_record(task)}),
         "gamma": PLANTED_SEARCH_GAMMA,
         "cfg": [cfg.search_problems, cfg.search_budgets, cfg.search_alpha, cfg.prover_k, cfg.seed],
         "comparison": "running best vs running best, total tokens",  # the comparison this cache holds
@@ -294,6 +304,7 @@ def run(cfg, out: Path, progress) -> dict:
     exact_search = cached_json(out / "planted" / "search.json", search_key, lambda: _exact_search(task, cfg))
     gain = t_interval([p - o for p, o in zip(finals["pav"], finals["outcome"])])
     return {
+        "task": planted_task_record(task),
         "exact_search": exact_search,
         "final_gain_interval": list(gain),
         "base_policy_success": base_acc,
@@ -563,6 +574,22 @@ def sweep_gains(row: dict, seeds: int) -> bool:
 
 
 PLANTED_SEARCH_GAMMA = 5.0  # the procedural prover whose samples the planted base policy is trained on
+
+
+def planted_task_record(task) -> dict:
+    """The planted task's settings as results record them (the planted string in the traces' letters).
+
+    Example:
+        >>> from trl_pav.tasks import PlantedTask
+        >>> planted_task_record(PlantedTask())
+        {'vocab_size': 15, 'length': 10, 'planted': 'dgadf'}
+    """
+    return {"vocab_size": task.vocab_size, "length": task.length, "planted": "".join(task.decode(task.planted))}
+
+
+def _task_text(task) -> str:
+    r = planted_task_record(task)
+    return f"vocabulary {r['vocab_size']}, length {r['length']}, planted {r['planted']!r}"
 
 
 def _exact_search(task, cfg) -> dict:

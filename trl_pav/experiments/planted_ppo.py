@@ -43,6 +43,7 @@ def run_planted_ppo(
     learning_rate: float = 1e-3,
     critic_learning_rate: float = 1e-2,
     whiten_advantages: bool = True,
+    task=None,
     **config_overrides,
 ) -> list[tuple[int, float]]:
     """Train PAV-PPO (or outcome-only PPO) on the planted task from `policy_dir`; return its success curve.
@@ -63,6 +64,7 @@ def run_planted_ppo(
             at 1e-2 it rose steadily (measured on this task, seed 0).
         whiten_advantages: whiten over the batch (the paper preset does not). Unwhitened, PAV-PPO reached 27% in 300
             iterations; whitened, 90% at iteration 270 (seed 0).
+        task: the `PlantedTask` the policy was trained on (default: `PlantedTask()`, the paper's).
         **config_overrides: any other `PAVPPOConfig` field.
 
     Returns:
@@ -77,11 +79,13 @@ def run_planted_ppo(
     from ..tokenization import load_tokenizer
     from ..trainers import PAVPPOConfig, PAVPPOTrainer, grader_reward
 
-    task = PlantedTask()
+    task = PlantedTask() if task is None else task
     tok = load_tokenizer(policy_dir)
+    # A trace is `length` letters, their separators and the EOS (20 tokens for the default task), plus a few strays.
+    completion_tokens = 2 * task.length + 4
 
     def evaluate(model) -> float:
-        pol = HFPolicy(model, tok, task.step_format, max_new_tokens=24, batch_size=eval_samples)
+        pol = HFPolicy(model, tok, task.step_format, max_new_tokens=completion_tokens, batch_size=eval_samples)
         return sampled_accuracy(pol, [task.prompt] * eval_samples, [""] * eval_samples, task.grader, seed=3)
 
     curve = AccuracyCurveCallback(evaluate, eval_every or max(1, steps // 10))
@@ -95,7 +99,7 @@ def run_planted_ppo(
             "learning_rate": learning_rate,
             "critic_learning_rate": critic_learning_rate,
             "whiten_advantages": whiten_advantages,
-            "max_completion_length": 24,
+            "max_completion_length": completion_tokens,
             "temperature": 1.0,
             "pav_alpha": 0.0 if gamma is None else alpha,
             "prover_k": 1,

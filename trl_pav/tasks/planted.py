@@ -271,13 +271,14 @@ class PlantedProverPolicy:
         self._next = task.transitions.tolist()
 
     def generate(self, requests: Sequence[GenerationRequest], stop_at_step: bool = False) -> list[Generation]:
-        """One continuation per request; invalid prefixes continue with uniform symbols."""
+        """One continuation per request, up to `length` symbols in all (none for a prefix already that long). A
+        prefix that is not a trace of the task's symbols fails whatever follows; it continues from match state 0."""
         out = []
         for req in requests:
             rng = np.random.default_rng(req.seed)
             symbols = self.task.encode(req.steps)
             k = self.task.match_state(symbols) if symbols is not None else 0
-            remaining = self.task.length - len(req.steps)
+            remaining = max(0, self.task.length - len(req.steps))
             n = min(1, remaining) if stop_at_step else max(0, remaining)
             new = []
             for u in rng.random(n).tolist():
