@@ -197,6 +197,19 @@ def test_cli_on_the_planted_task(capsys):
     assert {"distinguishability_interval", "alignment_interval", "score", "prob_best"} <= set(out["ranking"][0])
 
 
+def test_cli_takes_another_planted_task(capsys):
+    options = '{"vocab_size": 4, "length": 6, "planted": [0, 0, 1]}'
+    argv = ["select-prover", "--task", "planted", "--task_options", options, "--num_problems", "16"]
+    out = run(capsys, [*argv, "--ks", "1", "4", "--gammas", "10", "--num_bootstrap", "20"])
+    assert out["q_pi_source"] == "exact" and out["num_traces"] == 16
+    from trl_pav.tasks import get_task
+
+    with pytest.raises(ValueError, match=r"task 'planted' has no setting \['size'\]"):
+        get_task("planted", '{"size": 4}')
+    with pytest.raises(ValueError, match="task_options is not JSON"):
+        get_task("planted", "{planted: 1}")
+
+
 def test_cli_on_arithmetic_procedural_policy(capsys):
     out = run(capsys, ["select-prover", "--task", "arithmetic", "--num_problems", "24", "--ks", "1", "4"])
     assert out["policy"].startswith("noisy-arithmetic") and out["ranking"][-1]["name"] == "Bo1"

@@ -28,6 +28,9 @@ class TrainPolicyArguments:
     """
 
     task: str = field(default="arithmetic", metadata={"help": "Task: arithmetic, rewrite or planted."})
+    task_options: str | None = field(
+        default=None, metadata={"help": "The task's settings as a JSON object (see `trl_pav.tasks.get_task`)."}
+    )
     output_dir: str = field(default="outputs/policy", metadata={"help": "Where the checkpoint is written."})
     max_steps: int | None = field(default=None, metadata={"help": "Optimizer steps (default: the task's budget)."})
     seed: int = field(default=0, metadata={"help": "Training seed."})
@@ -67,8 +70,10 @@ def _train_policy(argv: list[str]) -> dict:
         raise ValueError(f"train-policy: max_steps must be >= 1 (or unset for the task's budget), got {args.max_steps}")
     if args.eval_problems < 0:
         raise ValueError(f"train-policy: eval_problems must be >= 0, got {args.eval_problems}")
-    task = get_task(args.task)
+    task = get_task(args.task, args.task_options)
     config = replace(DEFAULT_POLICY[task.name], seed=args.seed)
+    if isinstance(task, PlantedTask):  # room for the prompt, `length` letters and separators, the EOS
+        config = replace(config, max_positions=max(config.max_positions, 2 * task.length + 8))
     if args.max_steps is not None:
         config = replace(config, max_steps=args.max_steps)
     # Tasks with problems: evaluation problems the policy was not trained on (planted has one start state).

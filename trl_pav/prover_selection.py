@@ -493,6 +493,8 @@ class SelectProverArguments:
 
     Args:
         task (`str` or `None`, defaults to `None`): a built-in task (`"planted"`, `"arithmetic"`, `"rewrite"`).
+        task_options (`str` or `None`, defaults to `None`): the task's settings as a JSON object (e.g. another
+            planted string: `'{"planted": [0, 0, 1], "length": 6}'`).
         dataset_name (`str` or `None`, defaults to `None`): or problems from a file or Hub id (MATH / GSM8K /
             `prompt`-`gold` layouts, as `trl-pav label`); needs `policy_model_name_or_path`.
         dataset_config (`str` or `None`, defaults to `None`): the dataset's configuration name.
@@ -518,6 +520,7 @@ class SelectProverArguments:
     """
 
     task: str | None = field(default=None, metadata={"help": "Built-in task: planted, arithmetic or rewrite."})
+    task_options: str | None = field(default=None, metadata={"help": "The task's settings as a JSON object."})
     dataset_name: str | None = field(default=None, metadata={"help": "Or problems from a file or Hub id."})
     dataset_config: str | None = field(default=None, metadata={"help": "Dataset configuration name."})
     dataset_split: str = field(default="train", metadata={"help": "Dataset split."})
@@ -571,6 +574,7 @@ def run_select_prover(args: SelectProverArguments, config: ProverSelectionConfig
         dataset_name=args.dataset_name,
         dataset_config=args.dataset_config,
         task=args.task,
+        task_options=args.task_options,
         num_problems=args.num_problems,
         problems_seed=args.problems_seed,
         dataset_prompt_column=args.dataset_prompt_column,
@@ -587,7 +591,7 @@ def run_select_prover(args: SelectProverArguments, config: ProverSelectionConfig
     if args.task is not None:
         from .tasks import get_task
 
-        task = get_task(args.task)
+        task = get_task(args.task, args.task_options)
         grader = task.grader
     if args.gammas and not isinstance(task, PlantedTask):
         raise ValueError(f"select-prover: gammas are planted-task provers; task is {args.task!r}")

@@ -65,6 +65,10 @@ class ProblemArguments(ScriptArguments):
     """
 
     task: str | None = field(default=None, metadata={"help": "Synthetic task: arithmetic, rewrite or planted."})
+    task_options: str | None = field(
+        default=None,
+        metadata={"help": 'The task\'s settings as a JSON object, e.g. \'{"planted": [0, 0, 1], "length": 6}\'.'},
+    )
     num_problems: int | None = field(default=None, metadata={"help": "Number of problems (first N of the dataset)."})
     problems_seed: int = field(default=0, metadata={"help": "Seed of the task's problem generator."})
     use_chat_template: bool = field(
@@ -211,7 +215,7 @@ def load_stage_problems(args: ProblemArguments, split: str, separator: str | Non
     if args.task is not None:
         if args.num_problems is None:
             raise ValueError(f"task {args.task!r} needs num_problems")
-        task = get_task(args.task)
+        task = get_task(args.task, getattr(args, "task_options", None))
         if separator is not None and separator != task.step_format.separator:
             raise ValueError(
                 f"task {args.task!r} writes steps separated by {task.step_format.separator!r}, not separator "

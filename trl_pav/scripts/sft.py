@@ -142,7 +142,7 @@ def main(script_args: SFTScriptArguments, training_args, model_args) -> dict:
     check_model_source(model_args.model_name_or_path, "sft: model_name_or_path")
     if script_args.from_scratch and script_args.task is None:
         raise ValueError("sft: from_scratch needs a synthetic task (its character tokenizer)")
-    task = get_task(script_args.task) if script_args.task else None
+    task = get_task(script_args.task, script_args.task_options) if script_args.task else None
     tokenizer = task.tokenizer() if script_args.from_scratch else load_tokenizer(model_args.model_name_or_path)
     chat = script_args.use_chat_template
     if chat and not getattr(tokenizer, "chat_template", None):

@@ -55,11 +55,32 @@ DEFAULT_POLICY = {
 }
 
 
-def get_task(name: str, **kwargs) -> ArithmeticTask | PlantedTask | RewriteTask:
-    """A task by name (`"arithmetic"`, `"planted"` or `"rewrite"`)."""
+def get_task(name: str, options: str | dict | None = None, **kwargs) -> ArithmeticTask | PlantedTask | RewriteTask:
+    """A task by name (`"arithmetic"`, `"planted"` or `"rewrite"`) with its settings: `options` (a dict, or a JSON
+    object as the command line's `--task_options` gives it) and keyword arguments.
+
+    Example:
+        >>> get_task("planted", '{"vocab_size": 4, "length": 6, "planted": [0, 0, 1]}').planted
+        (0, 0, 1)
+    """
+    import dataclasses
+    import json
+
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; known tasks: {sorted(TASKS)}")
-    return TASKS[name](**kwargs)
+    if isinstance(options, str):
+        try:
+            options = json.loads(options)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"task_options is not JSON ({err.msg} at character {err.pos}): {options!r}") from None
+    options = {**(options or {}), **kwargs}
+    if not isinstance(options, dict):
+        raise ValueError(f"task_options must be a JSON object of the task's settings, got {options!r}")
+    known = {f.name for f in dataclasses.fields(TASKS[name]) if f.init}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"task {name!r} has no setting {unknown}; its settings: {sorted(known)}")
+    return TASKS[name](**options)
 
 
 def train_base_policy(
