@@ -47,6 +47,7 @@ def test_graders_satisfy_protocol():
     assert ExactMatchGrader().grade("so A: 12 ", "12") == 1.0
     assert ExactMatchGrader().grade("QA:12", "12") == ExactMatchGrader().grade("A:\n12", "12") == 0.0
     assert ExactMatchGrader().grade("A:" * 20000 + " 12", "12") == 0.0  # one start of a match, not 20,000
+    assert ExactMatchGrader().grade("3*4=12\r\nA:12\r\n", "12") == 1.0  # Windows line ends
     with pytest.raises(ValueError, match="2 completions but 1 gold"):
         grade_batch(ExactMatchGrader(), ["a", "b"], ["1"])
 

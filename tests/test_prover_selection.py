@@ -208,6 +208,10 @@ def test_cli_takes_another_planted_task(capsys):
         get_task("planted", '{"size": 4}')
     with pytest.raises(ValueError, match="task_options is not JSON"):
         get_task("planted", "{planted: 1}")
+    with pytest.raises(ValueError, match="must be a JSON object"):
+        get_task("planted", "[1, 2]")
+    with pytest.raises(ValueError, match="no setting \\['step_format'\\]"):
+        get_task("planted", '{"step_format": " "}')
 
 
 def test_cli_on_arithmetic_procedural_policy(capsys):

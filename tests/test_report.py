@@ -691,6 +691,12 @@ def test_pipeline_summary_pools_verdicts_over_pipeline_seeds():
     text = report._pipelines_md({"pipelines": out, "pipeline_seeds": [0, 1, 2]})
     assert "+0.050, +0.060, +0.070" in text and "| reproduced |" in text and "| not resolved |" in text
     assert report._pipelines_md({"pipelines": out, "pipeline_seeds": [0]}) == ""
+    # `--full` runs RL on the first pipeline only: that metric has one value and no interval.
+    single = pipeline_summary(
+        {0: {"search_pav_vs_orm_gain": 0.05, "rl_accuracy_gain": 0.02}, 1: {"search_pav_vs_orm_gain": 0.06}}
+    )
+    text = report._pipelines_md({"pipelines": single, "pipeline_seeds": [0, 1]})
+    assert "| +0.020 | +0.020 (one pipeline seed: no interval) | single pipeline |" in text
     assert "single-pipeline" in report._pipeline_text({"pipeline_seeds": [0], "config": {"seed": 0}})
     assert "3 pipeline seeds" in report._pipeline_text({"pipeline_seeds": [0, 1, 2], "config": {"seed": 0}})
 

@@ -203,7 +203,7 @@ def test_traces_longer_than_the_verifier_reads_count_as_failing_instead_of_abort
     short = Generation(["#### 5"], finished=True)
     ledger = ComputeLedger()
     picked = best_of_n([prompt], [[rambling, short]], verifier, ledger)[0]
-    assert picked.steps == ["#### 5"] and ledger.beyond_verifier == 1
+    assert picked.steps == ["#### 5"] and ledger.beyond_verifier == ledger.totals()["beyond_verifier"] == 1
     assert verifier.steps_that_fit(prompt, rambling.steps) < 3  # the case is real: it does not fit
 
     class Rambler:

@@ -19,7 +19,9 @@ class TrainPolicyArguments:
     """Arguments of `trl-pav train-policy`.
 
     Args:
-        task (`str`, defaults to `"arithmetic"`): `"arithmetic"` or `"planted"`.
+        task (`str`, defaults to `"arithmetic"`): `"arithmetic"`, `"rewrite"` or `"planted"`.
+        task_options (`str` or `None`, defaults to `None`): the task's settings as a JSON object (`get_task`), e.g.
+            `'{"planted": [1, 2, 1], "vocab_size": 6, "length": 14}'`.
         output_dir (`str`, defaults to `"outputs/policy"`): where the checkpoint (model + tokenizer) is written.
         max_steps (`int` or `None`, defaults to `None`): optimizer steps (None: the task's default budget).
         seed (`int`, defaults to `0`): training seed.
@@ -62,7 +64,7 @@ def _train_policy(argv: list[str]) -> dict:
 
     from .evaluation import sampled_accuracy
     from .generation import HFPolicy
-    from .tasks import DEFAULT_POLICY, PlantedTask, get_task, train_base_policy
+    from .tasks import PlantedTask, default_policy_config, get_task, train_base_policy
     from .tokenization import load_tokenizer
 
     (args,) = _parse(TrainPolicyArguments, argv)
@@ -71,9 +73,7 @@ def _train_policy(argv: list[str]) -> dict:
     if args.eval_problems < 0:
         raise ValueError(f"train-policy: eval_problems must be >= 0, got {args.eval_problems}")
     task = get_task(args.task, args.task_options)
-    config = replace(DEFAULT_POLICY[task.name], seed=args.seed)
-    if isinstance(task, PlantedTask):  # room for the prompt, `length` letters and separators, the EOS
-        config = replace(config, max_positions=max(config.max_positions, 2 * task.length + 8))
+    config = replace(default_policy_config(task), seed=args.seed)
     if args.max_steps is not None:
         config = replace(config, max_steps=args.max_steps)
     # Tasks with problems: evaluation problems the policy was not trained on (planted has one start state).

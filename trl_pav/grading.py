@@ -314,7 +314,7 @@ class ExactMatchGrader:
     r"""Compares the extracted final answer with `gold` as stripped strings.
 
     Args:
-        answer_pattern (`str`, defaults to `r"(?:^|(?<=\s))A:[ \t]*(\S+)[ \t]*$"`):
+        answer_pattern (`str`, defaults to `r"(?:^|(?<=\s))A:[^\S\n]*(\S+)[^\S\n]*$"`):
             Regex (multiline) whose group 1 is the answer; the last match wins. If the text has no match, it grades
             0. The default reads `A:` only where a word starts (not `QA:5`) and the answer on the same line (not
             `A:` then `5` on the next).
@@ -324,7 +324,7 @@ class ExactMatchGrader:
         1.0
     """
 
-    answer_pattern: str = r"(?:^|(?<=\s))A:[ \t]*(\S+)[ \t]*$"
+    answer_pattern: str = r"(?:^|(?<=\s))A:[^\S\n]*(\S+)[^\S\n]*$"
 
     def grade_batch(self, completions: Sequence[str], golds: Sequence[str]) -> list[float]:
         """`grade(completions[i], golds[i])` for every i (a non-text gold is named by its index)."""

@@ -139,7 +139,9 @@ class PublicPRM:
                 prompt = self._escaped(prompt)
             elif isinstance(prompt, list):
                 prompt = [
-                    {**m, "content": self._escaped(m["content"])} if isinstance(m.get("content"), str) else m
+                    {**m, "content": self._escaped(m["content"])}
+                    if isinstance(m, dict) and isinstance(m.get("content"), str)
+                    else m
                     for m in prompt
                 ]
         ids, positions = self._encode(prompt, list(steps))

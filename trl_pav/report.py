@@ -505,15 +505,15 @@ def _claims(results: dict) -> list[dict]:
     return out
 
 
-def _span(low: float | None, high: float | None, spec: str = "+.3f", scale: float = 1.0) -> str:
+def _span(low: float | None, high: float | None, spec: str = "+.3f", scale: float = 1.0, unit: str = "seed") -> str:
     """`[low, high]` as printed, or why there is none (an interval over one seed has no ends).
 
     Example:
-        >>> _span(-0.0123, 0.25), _span(None, None)
-        ('[-0.012, +0.250]', '(one seed: no interval)')
+        >>> _span(-0.0123, 0.25), _span(None, None), _span(None, None, unit="pipeline seed")
+        ('[-0.012, +0.250]', '(one seed: no interval)', '(one pipeline seed: no interval)')
     """
     if low is None or high is None:
-        return "(one seed: no interval)"
+        return f"(one {unit}: no interval)"
     return f"[{low * scale:{spec}}, {high * scale:{spec}}]"
 
 
@@ -579,7 +579,8 @@ def _rl_note(results: dict) -> str:
     text = (
         f"{_task_text(results.get('arithmetic', {}))[0]} RL: PAV-RL's gain over outcome-only RL is "
         f"{rl['accuracy_gain'] * 100:+.1f} points "
-        f"(interval {_span(low, high, '+.1f', 100)}, {rl['seeds']} seeds); its sample-efficiency ratio is "
+        f"({'interval ' if low is not None else ''}{_span(low, high, '+.1f', 100)}, {rl['seeds']} seeds); its "
+        "sample-efficiency ratio is "
         + (
             f"{ratio:.2f}."
             if ratio is not None
@@ -1247,7 +1248,8 @@ def _pipelines_md(results: dict) -> str:
             continue
         per_seed = ", ".join(f"{float(v):+.3f}" for v in m["per_seed"].values())
         low, high = m["interval"]
-        rows.append(f"| {label} | {per_seed} | {m['mean']:+.3f} [{low:+.3f}, {high:+.3f}] | {m['verdict']} |")
+        span = _span(low, high, unit="pipeline seed")
+        rows.append(f"| {label} | {per_seed} | {m['mean']:+.3f} {span} | {m['verdict']} |")
     return (
         f"## Across pipeline seeds\n\nThe realistic pipeline trained from scratch for each of pipeline seeds "
         f"{', '.join(map(str, seeds))} (problem pools, policy, labels, verifiers; a metric appears for the seeds that "
@@ -1634,7 +1636,9 @@ def _markdown(results: dict, plots: dict, claims: list[dict]) -> str:
 for RL. A claim is **reproduced** only when its interval excludes the opposite, **opposite** only when it lies below
 0, **no difference** when two search curves are right on the same problems at every N. Search curves are compared
 at their running best (the best accuracy at that compute or less) on both sides, in total tokens (generated +
-verifier tokens) unless said otherwise; a compute ratio is stated only for a resolved gain. {_pipeline_text(results)}
+verifier tokens) unless said otherwise; a compute ratio is stated only for a resolved gain. A gain over one seed has
+no interval and no verdict; "reaches 90%, the baseline does not" needs {REACH_CLAIM_MIN_SEEDS} seeds or more.
+{_pipeline_text(results)}
 
 {_regime_md(results)}
 ## The paper's claims, our estimates

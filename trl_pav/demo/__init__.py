@@ -59,7 +59,7 @@ class DemoConfig:
         verifier_contrast_weight (`float`): weight of the same-problem ranking term in PAV and ORM training
             (`PAVRewardConfig.contrast_weight`; 0 is the paper's pointwise loss).
         search_problems (`int`): held-out problems for the search comparison.
-        search_budgets (`list[int]`): N per prompt for search.
+        search_budgets (`list[int]`): N per prompt for search (each >= 3: beam search keeps N // 3 beams).
         search_alpha (`float`): α of PAV beam search (paper: ~0.5 for small models).
         quality_candidates (`int`): best-of-N candidates per search problem for the verifiers' within-problem AUC.
         bootstrap_samples (`int`): bootstrap resamples over problems for search intervals.
@@ -290,7 +290,7 @@ class DemoConfig:
 def sweeps_summary(k_sweep: list[dict], gamma_sweep: list[dict]) -> dict:
     """results.json's `sweeps`: per prover K (search accuracy) and per γ (planted final RL success, and the success
     averaged over training that defines the γ window), the mean and its 95% interval (`None` where a sweep ran
-    without one).
+    without one; `[None, None]` over one seed, which has no interval).
 
     Example:
         >>> k_rows = [{"k": 4, "accuracy": 0.5, "interval": [0.4, 0.6]}]

@@ -48,14 +48,12 @@ def run(cfg, out: Path, progress) -> dict:
     from ..evaluation import sampled_accuracy
     from ..generation import HFPolicy
     from ..modeling import PAVVerifier
-    from ..tasks import DEFAULT_POLICY, PlantedOracleScorer, PlantedProverPolicy, PlantedTask, train_base_policy
+    from ..tasks import PlantedOracleScorer, PlantedProverPolicy, PlantedTask, default_policy_config, train_base_policy
     from ..tokenization import load_tokenizer
     from ..trainers import PAVGRPOConfig, PAVGRPOTrainer, grader_reward
 
     task = cfg.planted_task()
-    default = DEFAULT_POLICY["planted"]
-    # Room for the prompt, a trace of `length` letters and separators, the EOS and a few stray tokens.
-    policy_cfg = replace(default, seed=cfg.seed, max_positions=max(default.max_positions, 2 * task.length + 8))
+    policy_cfg = replace(default_policy_config(task), seed=cfg.seed)
     # What every cached planted result rests on: the policy's settings and, for any task but the default one (whose
     # caches predate the setting), the task.
     policy_key = asdict(policy_cfg) | ({} if task == PlantedTask() else {"task": planted_task_record(task)})

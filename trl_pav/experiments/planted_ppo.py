@@ -142,19 +142,21 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--gamma", type=float, default=10.0)
     parser.add_argument("--alpha", type=float, default=1.0)
+    parser.add_argument("--task_options", default=None, help="the planted task's settings as a JSON object")
     ns = parser.parse_args(argv)
     from dataclasses import replace
 
-    from ..tasks import DEFAULT_POLICY, PlantedTask, train_base_policy
+    from ..tasks import default_policy_config, get_task, train_base_policy
 
+    task = get_task("planted", ns.task_options)
     out = Path(ns.out)
     policy_dir = out / "policy"
     if not (policy_dir / "config.json").exists():
-        train_base_policy(PlantedTask(), policy_dir, replace(DEFAULT_POLICY["planted"], seed=ns.seed))
+        train_base_policy(task, policy_dir, replace(default_policy_config(task), seed=ns.seed))
     result: dict[str, Any] = {"steps": ns.steps, "gamma": ns.gamma, "alpha": ns.alpha, "seed": ns.seed}
     for arm, gamma in (("pav", ns.gamma), ("outcome", None)):
         start = time.time()
-        points = run_planted_ppo(policy_dir, out, gamma, ns.steps, ns.seed, alpha=ns.alpha)
+        points = run_planted_ppo(policy_dir, out, gamma, ns.steps, ns.seed, alpha=ns.alpha, task=task)
         result[f"{arm}_curve"] = points
         result[f"{arm}_iterations_to_90"] = iterations_to_reach(points, 0.9)
         result[f"{arm}_seconds"] = round(time.time() - start, 1)

@@ -45,7 +45,10 @@ class ProblemArguments(ScriptArguments):
             Problems from a Hub id or a local `.json`/`.jsonl`/`.parquet`/`.csv` file in the MATH / MATH-500
             (`problem`, `answer`/`solution`), GSM8K (`question`, `answer` with `#### n`) or `prompt`/`gold` layout.
         task (`str` or `None`, defaults to `None`):
-            Or problems from a synthetic task: `"arithmetic"` or `"planted"` (graded exactly, not by math-verify).
+            Or problems from a synthetic task: `"arithmetic"`, `"rewrite"` or `"planted"` (graded exactly, not by
+            math-verify).
+        task_options (`str` or `None`, defaults to `None`):
+            The task's settings as a JSON object (`trl_pav.tasks.get_task`), e.g. another planted string.
         num_problems (`int` or `None`, defaults to `None`):
             Use the first `num_problems` problems of the dataset (required for a task, which is unbounded).
         problems_seed (`int`, defaults to `0`):

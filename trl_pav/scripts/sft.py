@@ -126,7 +126,7 @@ def main(script_args: SFTScriptArguments, training_args, model_args) -> dict:
     from datasets import Dataset
     from trl import SFTTrainer, get_peft_config
 
-    from ..tasks import DEFAULT_POLICY, PlantedTask, get_task, tiny_policy_model
+    from ..tasks import PlantedTask, default_policy_config, get_task, tiny_policy_model
     from ..tokenization import load_tokenizer
     from .common import (
         chat_prompts,
@@ -202,7 +202,7 @@ def main(script_args: SFTScriptArguments, training_args, model_args) -> dict:
     if chat:
         train = train.map(conversational_row, remove_columns=["prompt", "completion"])
     if script_args.from_scratch:
-        model = tiny_policy_model(tokenizer, DEFAULT_POLICY[task.name])
+        model = tiny_policy_model(tokenizer, default_policy_config(task))
     else:
         model = model_args.model_name_or_path
         training_args.model_init_kwargs = {**model_init_kwargs(model_args), **(training_args.model_init_kwargs or {})}

@@ -83,7 +83,7 @@ class ComputeLedger:
         return sum(c[4] for c in self.calls)
 
     def totals(self) -> dict[str, float]:
-        """Totals over every call, and the counts of truncated children."""
+        """Totals over every call, the counts of truncated children and of traces longer than the verifier reads."""
         return {
             "generated_tokens": self.generated_tokens,
             "verifier_tokens": self.verifier_tokens,
@@ -92,6 +92,7 @@ class ComputeLedger:
             "calls": len(self.calls),
             "truncated_dropped": self.truncated_dropped,
             "truncated_kept": self.truncated_kept,
+            "beyond_verifier": self.beyond_verifier,
         }
 
 

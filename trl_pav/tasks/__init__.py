@@ -35,6 +35,7 @@ __all__ = [
     "RewriteProblem",
     "RewriteTask",
     "TinyPolicyConfig",
+    "default_policy_config",
     "evaluate",
     "get_task",
     "reference_steps",
@@ -55,6 +56,22 @@ DEFAULT_POLICY = {
 }
 
 
+def default_policy_config(task: ArithmeticTask | PlantedTask | RewriteTask) -> TinyPolicyConfig:
+    """`DEFAULT_POLICY` for a task's name, with a position table that holds its longest trace (a planted task longer
+    than the paper's needs more than 32 positions: the prompt, `length` letters and separators, and the EOS).
+
+    Example:
+        >>> [default_policy_config(PlantedTask(length=n)).max_positions for n in (10, 20)]
+        [32, 48]
+    """
+    from dataclasses import replace
+
+    config = DEFAULT_POLICY[task.name]
+    if isinstance(task, PlantedTask):
+        config = replace(config, max_positions=max(config.max_positions, 2 * task.length + 8))
+    return config
+
+
 def get_task(name: str, options: str | dict | None = None, **kwargs) -> ArithmeticTask | PlantedTask | RewriteTask:
     """A task by name (`"arithmetic"`, `"planted"` or `"rewrite"`) with its settings: `options` (a dict, or a JSON
     object as the command line's `--task_options` gives it) and keyword arguments.
@@ -73,10 +90,11 @@ def get_task(name: str, options: str | dict | None = None, **kwargs) -> Arithmet
             options = json.loads(options)
         except json.JSONDecodeError as err:
             raise ValueError(f"task_options is not JSON ({err.msg} at character {err.pos}): {options!r}") from None
-    options = {**(options or {}), **kwargs}
-    if not isinstance(options, dict):
+    if options is not None and not isinstance(options, dict):
         raise ValueError(f"task_options must be a JSON object of the task's settings, got {options!r}")
-    known = {f.name for f in dataclasses.fields(TASKS[name]) if f.init}
+    options = {**(options or {}), **kwargs}
+    # Plain settings only: a step format or grader is an object, not something a JSON option can give.
+    known = {f.name for f in dataclasses.fields(TASKS[name]) if f.init and f.name not in ("step_format", "grader")}
     unknown = sorted(set(options) - known)
     if unknown:
         raise ValueError(f"task {name!r} has no setting {unknown}; its settings: {sorted(known)}")
