@@ -7,6 +7,7 @@ import inspect
 import pytest
 
 from trl_pav.cli import DemoArguments, TrainPolicyArguments
+from trl_pav.demo import DemoConfig
 from trl_pav.step_eval import StepEvalArguments
 
 STAGES = ["label", "rl", "search_eval", "sft", "train_verifier"]
@@ -14,7 +15,7 @@ STAGES = ["label", "rl", "search_eval", "sft", "train_verifier"]
 
 def own_dataclasses():
     """The project's dataclasses in each stage parser (TRL's and transformers' own are theirs to document)."""
-    found = {DemoArguments, TrainPolicyArguments, StepEvalArguments}
+    found = {DemoArguments, DemoConfig, TrainPolicyArguments, StepEvalArguments}
     for stage in STAGES:
         parser = importlib.import_module(f"trl_pav.scripts.{stage}").make_parser([])
         found.update(t for t in parser.dataclass_types if t.__module__.startswith("trl_pav"))

@@ -2,7 +2,7 @@
 follows the numbers they state (inputs that make each note true and false)."""
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -699,6 +699,29 @@ def test_pipeline_summary_pools_verdicts_over_pipeline_seeds():
     assert "| +0.020 | +0.020 (one pipeline seed: no interval) | single pipeline |" in text
     assert "single-pipeline" in report._pipeline_text({"pipeline_seeds": [0], "config": {"seed": 0}})
     assert "3 pipeline seeds" in report._pipeline_text({"pipeline_seeds": [0, 1, 2], "config": {"seed": 0}})
+
+
+def test_demo_command_overrides_fields_of_its_budget(tmp_path, monkeypatch):
+    """`trl-pav demo --quick --planted_string bcb` is the quick budget with that field replaced (flags and YAML)."""
+    import trl_pav.demo
+    from trl_pav.cli import main
+
+    seen = []
+    monkeypatch.setattr(trl_pav.demo, "run_demo", lambda out, cfg, log=None: seen.append(cfg) or {"runtime_seconds": 1})
+    yaml_file = tmp_path / "demo.yaml"
+    yaml_file.write_text("planted_vocab_size: 6\nplanted_length: 14\n")
+    main(["demo", "--quick", "--planted_string", "bcb", "--planted_seeds", "20", "21", "--config", str(yaml_file)])
+    quick = DemoConfig.quick()
+    assert seen[-1] == replace(
+        quick, planted_string="bcb", planted_seeds=[20, 21], planted_vocab_size=6, planted_length=14
+    )
+    main(["demo", "--realistic_task", "arithmetic"])  # the task's own learning rate, not rewrite's
+    assert (
+        seen[-1].realistic_task == "arithmetic"
+        and seen[-1].rl_learning_rate == DemoConfig(realistic_task="arithmetic").rl_learning_rate
+    )
+    with pytest.raises(SystemExit, match="planted"):
+        main(["demo", "--planted_string", "zz", "--planted_vocab_size", "4"])
 
 
 def test_demo_configs_and_the_full_budget():

@@ -11,7 +11,15 @@ import json
 import sys
 from dataclasses import dataclass, field
 
-__all__ = ["DemoArguments", "TrainPolicyArguments", "main", "one_line", "shipped_configs", "train_policy_pools"]
+__all__ = [
+    "DemoArguments",
+    "TrainPolicyArguments",
+    "given_fields",
+    "main",
+    "one_line",
+    "shipped_configs",
+    "train_policy_pools",
+]
 
 
 @dataclass
@@ -101,6 +109,9 @@ class DemoArguments:
         quick (`bool`, defaults to `False`): the same pipeline on a tiny budget (about 3 minutes).
         full (`bool`, defaults to `False`): `DemoConfig.full()`: three pipeline seeds, the seeded sweeps and the
             Monte-Carlo-advantage arms (`make reproduce`).
+
+    Every `DemoConfig` field can be given too (`--planted_string bcb --planted_seeds 20 21 22`, or in a `--config`
+    YAML file); it replaces that field of the chosen budget (default, `quick` or `full`).
     """
 
     output_dir: str = field(default="outputs/demo", metadata={"help": "Working folder; the report goes to report/."})
@@ -110,13 +121,39 @@ class DemoArguments:
     )
 
 
+def given_fields(argv: list[str], names: set[str]) -> set[str]:
+    """Which of `names` a command line sets: as `--name` or `--name=value`, or as keys of its `--config` YAML file.
+
+    Example:
+        >>> sorted(given_fields(["--quick", "--seed=3", "--planted_seeds", "1", "2"], {"seed", "planted_seeds", "n"}))
+        ['planted_seeds', 'seed']
+    """
+    from pathlib import Path
+
+    import yaml
+
+    given = {a[2:].split("=", 1)[0] for a in argv if a.startswith("--")}
+    paths = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"]
+    paths += [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+    for path in paths:
+        given |= set(yaml.safe_load(Path(path).read_text()) or {})
+    return given & names
+
+
 def _demo(argv: list[str]) -> dict:
+    import dataclasses
+
     from .demo import DemoConfig, run_demo
 
-    (args,) = _parse(DemoArguments, argv)
+    args, parsed = _parse((DemoArguments, DemoConfig), argv)
     if args.quick and args.full:
         raise ValueError("trl-pav demo: --quick and --full exclude each other; pick one budget")
     config = DemoConfig.quick() if args.quick else DemoConfig.full() if args.full else DemoConfig()
+    given = given_fields(argv, {f.name for f in dataclasses.fields(DemoConfig)})
+    overrides = {k: getattr(parsed, k) for k in given}
+    if "realistic_task" in given and "rl_learning_rate" not in given:
+        overrides["rl_learning_rate"] = None  # the new task's own (`DemoConfig.__post_init__`)
+    config = dataclasses.replace(config, **overrides)
     results = run_demo(args.output_dir, config, log=lambda m: print(m, file=sys.stderr, flush=True))
     return {"report": f"{args.output_dir}/report/report.md", "runtime_seconds": results["runtime_seconds"]}
 

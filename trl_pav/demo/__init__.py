@@ -287,6 +287,30 @@ class DemoConfig:
         )
 
 
+def docstring_field_help(cls) -> None:
+    """Give every field of a dataclass the `help` its class docstring's `Args:` entry writes (`name (`type`): text`),
+    so `TrlParser`'s `--help` shows the docstring's words and the docstring stays their one source.
+
+    Raises:
+        TypeError: if a field has no entry.
+    """
+    import dataclasses
+    import re
+    import types
+
+    doc = cls.__doc__ or ""
+    entries = {m.group(1): m.group(2) for m in re.finditer(r"^ {8}(\w+) \(`[^`]*`[^)]*\):((?:.|\n {12,})*)", doc, re.M)}
+    missing = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in entries]
+    if missing:
+        raise TypeError(f"{cls.__name__}: fields without an Args entry in its docstring: {missing}")
+    for f in dataclasses.fields(cls):
+        if f.init and not f.metadata.get("help"):
+            f.metadata = types.MappingProxyType({**f.metadata, "help": " ".join(entries[f.name].split())})
+
+
+docstring_field_help(DemoConfig)
+
+
 def sweeps_summary(k_sweep: list[dict], gamma_sweep: list[dict]) -> dict:
     """results.json's `sweeps`: per prover K (search accuracy) and per γ (planted final RL success, and the success
     averaged over training that defines the γ window), the mean and its 95% interval (`None` where a sweep ran
