@@ -291,10 +291,12 @@ def test_verifier_max_length_is_the_backbone_position_table(tmp_path):
 @pytest.mark.parametrize(
     ("pav", "outcome", "verdict"),
     [
-        ([None], [None], "not resolved"),  # neither reaches 90%: nothing says which is better
-        ([None], [200], "opposite"),
-        ([120], [None], "reproduced"),
-        ([120, None], [None, None], "not resolved"),
+        ([None] * 3, [None] * 3, "not resolved"),  # neither reaches 90%: nothing says which is better
+        ([None] * 3, [200, None, None], "opposite"),
+        ([120, 90, 150], [None] * 3, "reproduced"),
+        ([120, None, 90], [None] * 3, "not resolved"),
+        ([120], [None], "not resolved"),  # one run is an anecdote (REACH_CLAIM_MIN_SEEDS)
+        ([None], [200], "not resolved"),
     ],
 )
 def test_planted_ppo_claim_verdict(pav, outcome, verdict):
