@@ -286,12 +286,20 @@ def test_stop_at_step_with_bpe(bpe_tok):
         assert len(g.steps) <= 1 and g.num_tokens <= 5
 
 
-def test_sft_training_deterministic_and_reloadable(tmp_path):
+def test_sft_training_deterministic_and_reloadable(tmp_path, capsys):
+    import transformers
+
     task = ArithmeticTask()
     cfg = TinyPolicyConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_steps=4, batch_size=8)
     data = task.sft_dataset(32, seed=0)
     a = train_sft_policy(task.tokenizer(), data, tmp_path / "a", cfg)
-    b = train_sft_policy(task.tokenizer(), data, tmp_path / "b", cfg)
+    level = transformers.utils.logging.get_verbosity()
+    transformers.utils.logging.set_verbosity_error()  # quiet logging turns progress bars into printed log dicts
+    try:
+        b = train_sft_policy(task.tokenizer(), data, tmp_path / "b", cfg)
+    finally:
+        transformers.utils.logging.set_verbosity(level)
+    assert capsys.readouterr().out == ""  # library code prints nothing
     ma, mb = AutoModelForCausalLM.from_pretrained(a), AutoModelForCausalLM.from_pretrained(b)
     for (n, pa), (_, pb) in zip(ma.named_parameters(), mb.named_parameters()):
         assert torch.equal(pa, pb), n

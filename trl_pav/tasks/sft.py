@@ -135,7 +135,23 @@ def train_sft_policy(
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=train_dataset, processing_class=tokenizer, callbacks=callbacks
     )
+    _bar_without_printed_logs(trainer)
     trainer.train()
     trainer.save_model(str(output_dir))
     tokenizer.save_pretrained(str(output_dir))
     return str(output_dir)
+
+
+def _bar_without_printed_logs(trainer) -> None:
+    """Keep a trainer's progress bar (stderr) but not the log dicts transformers prints to stdout, under the bar or,
+    with the bar off, by `PrinterCallback`: library code prints nothing."""
+    from transformers import PrinterCallback, ProgressCallback
+
+    class BarOnly(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            pass
+
+    trainer.remove_callback(PrinterCallback)
+    if any(isinstance(c, ProgressCallback) for c in trainer.callback_handler.callbacks):
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(BarOnly())
