@@ -307,6 +307,7 @@ def run(cfg, out: Path, progress) -> dict:
         "final_gain_interval": list(gain),
         "base_policy_success": base_acc,
         "curves": {arm: seed_summary(curves) for arm, curves in runs.items()},
+        "curves_per_seed": {arm: [[list(p) for p in c] for c in curves] for arm, curves in runs.items()},
         "ppo_iterations_to_90": {arm: to_90[arm] for arm in ("pav_ppo", "outcome_ppo") if arm in to_90},
         "iterations_to_90": to_90,
         "pav_iterations_to_90": _median_or_none(to_90["pav"]),
