@@ -150,10 +150,7 @@ def _demo(argv: list[str]) -> dict:
         raise ValueError("trl-pav demo: --quick and --full exclude each other; pick one budget")
     config = DemoConfig.quick() if args.quick else DemoConfig.full() if args.full else DemoConfig()
     given = given_fields(argv, {f.name for f in dataclasses.fields(DemoConfig)})
-    overrides = {k: getattr(parsed, k) for k in given}
-    if "realistic_task" in given and "rl_learning_rate" not in given:
-        overrides["rl_learning_rate"] = None  # the new task's own (`DemoConfig.__post_init__`)
-    config = dataclasses.replace(config, **overrides)
+    config = dataclasses.replace(config, **{k: getattr(parsed, k) for k in given})
     results = run_demo(args.output_dir, config, log=lambda m: print(m, file=sys.stderr, flush=True))
     return {"report": f"{args.output_dir}/report/report.md", "runtime_seconds": results["runtime_seconds"]}
 

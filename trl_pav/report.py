@@ -524,9 +524,11 @@ def _planted_task_text(planted: dict) -> str:
         >>> _planted_task_text({"task": {"vocab_size": 4, "length": 6, "planted": "aab"}})
         'vocabulary 4, length 6, planted `a a b` (symbols 0 0 1)'
     """
+    from .tasks import PlantedTask
+
     task = planted.get("task") or {"vocab_size": 15, "length": 10, "planted": "dgadf"}
     letters = task["planted"]
-    symbols = " ".join(str("abcdefghijklmnopqrstuvwxyz".index(c)) for c in letters)
+    symbols = " ".join(map(str, PlantedTask.from_letters(letters, task["vocab_size"], task["length"]).planted))
     return (
         f"vocabulary {task['vocab_size']}, length {task['length']}, planted `{' '.join(letters)}` (symbols {symbols})"
     )

@@ -215,8 +215,14 @@ class DemoConfig:
         if len(set(names)) != len(names):
             raise ValueError(f"planted_pav_prover_shares has repeats (arms {names})")
         self.planted_task()  # raises naming the bad planted setting
-        if self.rl_learning_rate is None:
-            self.rl_learning_rate = 2e-5 if self.realistic_task == "arithmetic" else 1e-4
+
+    @property
+    def realistic_rl_learning_rate(self) -> float:
+        """`rl_learning_rate`, or unset the realistic task's own (resolved on use, not stored: a config copied with
+        another `realistic_task` then gets that task's rate)."""
+        if self.rl_learning_rate is not None:
+            return self.rl_learning_rate
+        return 2e-5 if self.realistic_task == "arithmetic" else 1e-4
 
     def planted_task(self):
         """The planted task of `planted_string`, `planted_vocab_size` and `planted_length`."""
@@ -417,7 +423,11 @@ def run_demo(output_dir: str | os.PathLike = "outputs/demo", config: DemoConfig 
     quiet_libraries()
     start = time.time()
     ledger = new_ledger(out)
-    results: dict[str, Any] = {"config": asdict(cfg), "stage_seconds": {}, "fresh_stage_seconds": {}}
+    results: dict[str, Any] = {
+        "config": asdict(cfg) | {"rl_learning_rate": cfg.realistic_rl_learning_rate},
+        "stage_seconds": {},
+        "fresh_stage_seconds": {},
+    }
 
     def timed(name: str, fn, *args):
         t0, saved = time.time(), ledger.saved_seconds()

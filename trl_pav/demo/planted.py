@@ -54,10 +54,11 @@ def run(cfg, out: Path, progress) -> dict:
 
     task = cfg.planted_task()
     policy_cfg = replace(default_policy_config(task), seed=cfg.seed)
-    # What every cached planted result rests on: the policy's settings and, for any task but the default one (whose
-    # caches predate the setting), the task.
-    policy_key = asdict(policy_cfg) | ({} if task == PlantedTask() else {"task": planted_task_record(task)})
-    progress(f"planted ({_task_text(task)}): base policy by SFT on 3,200 samples of the gamma=5 prover")
+    # What every cached planted result rests on: the task, except the default one (whose caches predate the
+    # setting), and the policy's settings.
+    task_key = {} if task == PlantedTask() else {"task": planted_task_record(task)}
+    policy_key = asdict(policy_cfg) | task_key
+    progress(f"planted {planted_task_record(task)}: base policy by SFT on 3,200 samples of the gamma=5 prover")
     policy_dir = cached(out / "planted" / "policy", policy_key, lambda d: train_base_policy(task, d, policy_cfg))
     tok = load_tokenizer(policy_dir)
     train_ds = Dataset.from_dict({"prompt": [task.prompt] * 4096, "gold": [""] * 4096})
@@ -294,7 +295,7 @@ def run(cfg, out: Path, progress) -> dict:
     finals = {arm: [c[-1][1] for c in curves] for arm, curves in runs.items()}
     progress(f"planted search with exact values: PAV beam vs Q-only beam, N in {cfg.search_budgets}")
     search_key = {
-        **({} if task == PlantedTask() else {"task": planted_task_record(task)}),
+        **task_key,
         "gamma": PLANTED_SEARCH_GAMMA,
         "cfg": [cfg.search_problems, cfg.search_budgets, cfg.search_alpha, cfg.prover_k, cfg.seed],
         "comparison": "running best vs running best, total tokens",  # the comparison this cache holds
@@ -584,11 +585,6 @@ def planted_task_record(task) -> dict:
         {'vocab_size': 15, 'length': 10, 'planted': 'dgadf'}
     """
     return {"vocab_size": task.vocab_size, "length": task.length, "planted": "".join(task.decode(task.planted))}
-
-
-def _task_text(task) -> str:
-    r = planted_task_record(task)
-    return f"vocabulary {r['vocab_size']}, length {r['length']}, planted {r['planted']!r}"
 
 
 def _exact_search(task, cfg) -> dict:

@@ -29,7 +29,9 @@ def drawn_string(draw: int, vocab_size: int = 15, symbols: int = 5) -> str:
         >>> drawn_string(20261204)
         'efgmm'
     """
-    letters = "abcdefghijklmnopqrstuvwxyz"[:vocab_size]
+    from ..tasks import PlantedTask
+
+    letters = PlantedTask(vocab_size=vocab_size, length=symbols, planted=(0,)).symbols
     return "".join(letters[i] for i in np.random.default_rng(draw).integers(0, vocab_size, symbols))
 
 
@@ -100,7 +102,6 @@ def run(draws: list[int], out: str | Path, cfg=None, log=None) -> dict:
         )
         folder = Path(out) / str(draw)
         res = planted.run(run_cfg, folder, Progress(log or (lambda m: None)))
-        curves = {arm: [[tuple(p) for p in c] for c in res["curves_per_seed"][arm]] for arm in ("pav", "outcome")}
         rows.append(
             {
                 "draw": draw,
@@ -109,7 +110,8 @@ def run(draws: list[int], out: str | Path, cfg=None, log=None) -> dict:
                 "to_90": {arm: res["iterations_to_90"][arm] for arm in ("pav", "outcome")},
                 "final": {arm: res["final_accuracy_per_seed"][arm] for arm in ("pav", "outcome")},
                 "mean_success": {
-                    arm: [mean_success_over_training(c) for c in curves[arm]] for arm in ("pav", "outcome")
+                    arm: [mean_success_over_training(c) for c in res["curves_per_seed"][arm]]
+                    for arm in ("pav", "outcome")
                 },
             }
         )

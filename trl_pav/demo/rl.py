@@ -91,7 +91,7 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
             key = {
                 "arm": arm,
                 "seed": seed,
-                "cfg": [cfg.rl_steps, cfg.rl_alpha, cfg.prover_k, cfg.rl_learning_rate, cfg.rl_eval_every],
+                "cfg": [cfg.rl_steps, cfg.rl_alpha, cfg.prover_k, cfg.realistic_rl_learning_rate, cfg.rl_eval_every],
                 "eval": cfg.rl_eval_problems,
                 "pools": pools.spec("rl_eval", "rl_train"),
                 "policy": (Path(arith["policy_dir"]) / ".done").read_text(),
@@ -116,7 +116,7 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
                         cfg.rl_steps,
                         seed,
                         scale_rewards="none",
-                        learning_rate=cfg.rl_learning_rate,
+                        learning_rate=cfg.realistic_rl_learning_rate,
                         max_completion_length=completion_tokens,
                     )
                     trainer = GRPOTrainer(str(arith["policy_dir"]), [grader_reward(task.grader)], args=args, **common)
@@ -131,7 +131,7 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
                         process_reward=ablations.get(arm, "advantage"),
                         # Rollout values are already the prover's (Bo-K applied by the scorer).
                         prover_k=None if isinstance(verifier, MCStepScorer) else cfg.prover_k,
-                        learning_rate=cfg.rl_learning_rate,
+                        learning_rate=cfg.realistic_rl_learning_rate,
                         max_completion_length=completion_tokens,
                         step_separator=task.step_format.separator,
                     )

@@ -120,16 +120,12 @@ def task_kwargs(task) -> dict:
     """
     import dataclasses
 
+    from ..generation.base import describe
+
     if not dataclasses.is_dataclass(task):
         return {}
-
-    def plain(v) -> bool:
-        if isinstance(v, (list, tuple)):
-            return all(isinstance(x, (bool, int, float, str)) for x in v)
-        return isinstance(v, (bool, int, float, str))
-
-    values = {f.name: getattr(task, f.name) for f in dataclasses.fields(task)}
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items() if plain(v)}
+    # `describe`'s settings less the class name and the objects (step format, grader) it describes as dicts.
+    return {k: v for k, v in describe(task).items() if k != "class" and not isinstance(v, dict)}
 
 
 def saved_task(folder: Path):

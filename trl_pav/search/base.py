@@ -179,7 +179,6 @@ def counted_score(
         if not callable(fits):
             raise
         # Rare (a rambling sample): measure what fits only now, so the usual call tokenizes each trace once.
-        before = getattr(scorer, "verifier_tokens", 0)
         kept = [fits(p, s) for p, s in zip(prompts, steps)]
         if all(k == len(s) for k, s in zip(kept, steps)):
             raise  # not a length problem
