@@ -44,6 +44,7 @@ __all__ = [
     "step_advantages",
     "step_end_mask",
     "theorem_terms",
+    "tilted_choice_probs",
     "whiten",
 ]
 
@@ -382,6 +383,33 @@ def prover_score(d: Tensor, al: Tensor, v: Tensor, alpha: float) -> Tensor:
     along, new = _update_components(d, al, v, alpha)
     norm2 = along**2 + new**2
     return torch.where(norm2 > 0, along * new / torch.where(norm2 > 0, norm2, torch.ones_like(norm2)), 0.0 * norm2)
+
+
+def tilted_choice_probs(q_mu: Tensor, scale: float) -> Tensor:
+    """Which of M next steps drawn from π to keep, so that the kept step follows π tilted by the prover's values.
+
+    For a softmax policy with its own logits at each state, natural policy gradient on a reward `r(s, a)` with step
+    size η multiplies π by `exp(η r)` state by state; the process term `α A^μ` does not depend on π, so T steps of
+    it give `π_T(a|s) ∝ π(a|s) exp(scale · A^μ(s, a))` with `scale = α η T`. `A^μ` and `Q^μ` differ by a per-state
+    constant, which the normalisation removes. Choosing among M draws of π with these probabilities
+    (sampling-importance resampling) samples `π_T` exactly as M → ∞ and a flatter version of it for finite M.
+
+    Args:
+        q_mu: `(..., M)` the prover's values `Q^μ(s, a_j)` of M steps drawn from π at one state.
+        scale: total step `α η T` (>= 0; 0 keeps π).
+
+    Returns:
+        `(..., M)` choice probabilities (rows sum to 1).
+
+    Example:
+        >>> tilted_choice_probs(torch.tensor([0.0, 1.0]), 0.0).tolist()
+        [0.5, 0.5]
+        >>> round(float(tilted_choice_probs(torch.tensor([0.0, 1.0]), float(torch.tensor(3.0).log()))[1]), 4)
+        0.75
+    """
+    if not scale >= 0:
+        raise ValueError(f"tilted_choice_probs: scale must be >= 0, got {scale}")
+    return torch.softmax(scale * q_mu.to(torch.float64), dim=-1)
 
 
 def leave_one_out_advantages(rewards: Tensor, group_size: int) -> Tensor:
