@@ -200,10 +200,9 @@ class _Lookahead:
         todo = [p for p in dict.fromkeys(pairs) if (tag, *p) not in self.counts]
         n = self.cfg.n_rollouts
         requests = [
-            GenerationRequest(
-                self.prompts[i], steps, seed=mix_seed(self.cfg.seed, _ROLLOUTS, i, len(steps), _text_key(self.fmt, steps), r)
-            )
+            GenerationRequest(self.prompts[i], steps, seed=mix_seed(self.cfg.seed, _ROLLOUTS, i, key, r))
             for i, steps in todo
+            for key in [_text_key(self.fmt, steps)]
             for r in range(n)
         ]
         gens = policy.generate(requests) if requests else []
