@@ -57,6 +57,9 @@ def test_quick_demo_writes_a_complete_report(tmp_path):
     assert len(to_90["pav"]) == len(to_90["outcome"]) == len(cfg.planted_seeds)
     assert len(to_90["pav_ppo"]) == len(to_90["outcome_ppo"]) == len(cfg.planted_ppo_seeds)
     assert len(saved["planted"]["gamma_sweep"]) == len(cfg.gamma_sweep)
+    lookahead = saved["planted"]["prover_selection"]["lookahead"]  # on the trained base policy of the task above
+    assert sorted(r["gamma"] for r in lookahead["ranking"]) == sorted(cfg.gamma_sweep)
+    assert "The lookahead (lookahead_provers" in text
     # Outcome, exact, one learned PAV per prover share and verifier seed, MC.
     mc_advantages = saved["planted"]["mc_advantages"]
     arms = mc_advantages["arms"]

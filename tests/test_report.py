@@ -758,3 +758,20 @@ def test_selector_note_follows_the_window():
     note = report._selector_note({"prover_selection": {**sel, "window": None, "gaining_gammas": [], "in_window": None}})
     assert "resolves no window" in note and "one of them" not in note
     assert report._selector_note({}) == ""
+
+
+def test_selector_note_states_the_lookahead_against_the_window():
+    ranking = [{"gamma": 30.0, "score": 0.46, "score_interval": [0.43, 0.49]}]
+    sel = {"stand_in_gamma": 5.0, "alpha": 1.0, "best_gamma": 30.0, "ranking": ranking}
+    look_rows = [{"gamma": 100.0, "score": 0.105, "score_interval": [0.07, 0.13], "success": [0.1]}]
+    look = {"step_sizes": [1.0, 3.0], "base_success": 0.004, "best_gamma": 100.0, "ranking": look_rows}
+    window = {"window": [5.0, 17.0], "gaining_gammas": [5.0, 17.0], "in_window": False}
+    note = report._selector_note({"prover_selection": {**sel, **window, "lookahead": {**look, "in_window": False}}})
+    assert "ranks γ=100 first (success gain +0.105 [+0.070, +0.130] over the base policy's 0.004)" in note
+    assert "c in 1, 3" in note and note.endswith("outside that window.")
+    look_rows[0]["gamma"] = 5.0
+    note = report._selector_note({"prover_selection": {**sel, **window, "lookahead": {**look, "in_window": True}}})
+    assert "ranks γ=5 first" in note and note.endswith("inside that window.")
+    none = {"window": None, "gaining_gammas": [], "in_window": None}
+    note = report._selector_note({"prover_selection": {**sel, **none, "lookahead": {**look, "in_window": None}}})
+    assert "resolves no window" in note and note.endswith("not checked either.") and "inside" not in note

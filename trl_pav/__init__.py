@@ -36,6 +36,7 @@ from .mc_values import MCScoringStats, MCStepScorer
 from .metrics import best_first_error_threshold, first_error_accuracy, step_error_metrics, verifier_metrics
 from .modeling import PAVMetadata, PAVVerifier, StepScorer, check_finite_weights
 from .prm_adapters import MathShepherdPRM, PublicPRM, QwenMathPRM, RLHFlowPRM, load_public_prm
+from .prover_lookahead import LookaheadSelection, ProverLookahead, ProverLookaheadConfig, lookahead_provers
 from .prover_selection import ProverCandidate, ProverRanking, ProverSelectionConfig, select_prover
 from .reward_funcs import scorer_reward_func
 from .step_eval import (
@@ -86,6 +87,7 @@ __all__ = [
     "HFPolicy",
     "LabelingConfigMismatch",
     "Lockstep",
+    "LookaheadSelection",
     "MCLabelConfig",
     "MCLabeler",
     "MCScoringStats",
@@ -98,6 +100,8 @@ __all__ = [
     "PAVVerifier",
     "Policy",
     "ProverCandidate",
+    "ProverLookahead",
+    "ProverLookaheadConfig",
     "ProverRanking",
     "ProverSelectionConfig",
     "PublicPRM",
@@ -140,6 +144,7 @@ __all__ = [
     "load_problems",
     "load_public_prm",
     "load_tokenizer",
+    "lookahead_provers",
     "pav_model_card",
     "ppo_reward_stream",
     "prompt_token_ids",

@@ -1102,13 +1102,28 @@ def _selector_note(planted: dict) -> str:
         f"γ={top['gamma']:g} first (score {top['score']:.3f} [{low:.3f}, {high:.3f}])"
     )
     gaining = sel["gaining_gammas"]
+    look = sel.get("lookahead")
+    look_text = ""
+    if look:
+        first = look["ranking"][0]
+        lo, hi = first["score_interval"]
+        look_text = (
+            f" The lookahead (lookahead_provers: the trained base policy tilted by each prover's exact advantages, "
+            f"idealised natural-gradient steps c in {', '.join(f'{c:g}' for c in look['step_sizes'])}) ranks "
+            f"γ={first['gamma']:g} first (success gain {first['score']:+.3f} [{lo:+.3f}, {hi:+.3f}] over the base "
+            f"policy's {look['base_success']:.3f})"
+        )
     if not gaining:
-        return text + "; the sweep resolves no window, so the choice is not checked against RL."
+        tail = "; the sweep resolves no window, so the choice is not checked against RL."
+        return text + tail + (look_text + ", not checked either." if look_text else "")
     shown = ", ".join(f"{g:g}" for g in gaining)
     verdict = "one of them" if sel["in_window"] else "not one of them"
     seeds = len(planted.get("gamma_sweep_seeds", [None]))
     which = "with a resolved gain" if seeds > 1 else "more than 5 points above outcome-only RL on its one seed"
-    return text + f"; the sweep's γ {which} are {shown}, so its choice is {verdict}."
+    text += f"; the sweep's γ {which} are {shown}, so its choice is {verdict}."
+    if look_text:
+        text += look_text + (", inside that window." if look["in_window"] else ", outside that window.")
+    return text
 
 
 def _likelihood_note(quality: dict, likelihood_head: bool = False) -> str:

@@ -472,6 +472,9 @@ def run_demo(output_dir: str | os.PathLike = "outputs/demo", config: DemoConfig 
     selection = results["planted"].get("prover_selection")
     if selection:  # the selector's γ beside the window the sweep measured (issue 24's validation)
         results["sweeps"]["gamma_selected"] = {k: selection[k] for k in ("best_gamma", "window", "in_window")}
+        if selection.get("lookahead"):
+            look = selection["lookahead"]
+            results["sweeps"]["gamma_selected"]["lookahead"] = {k: look[k] for k in ("best_gamma", "in_window")}
     results["runtime_seconds"] = round(time.time() - start, 1)
     # What a run from scratch takes: this run's wall time plus what its cache hits saved (docs of BuildLedger).
     results["fresh_runtime_seconds"] = round(results["runtime_seconds"] + ledger.saved_seconds(), 1)

@@ -33,6 +33,7 @@ __all__ = [
     "learned_pav",
     "planted_pav_fit",
     "planted_pav_recipe",
+    "prover_lookahead",
     "prover_selection",
     "refresh_arm_name",
     "run",
@@ -292,6 +293,17 @@ def run(cfg, out: Path, progress) -> dict:
     selection["window"] = window_span
     selection["gaining_gammas"] = window  # the window's span may hold γ values that did not gain
     selection["in_window"] = None if not window else selection["best_gamma"] in window
+    progress(f"prover lookahead (the trained base policy tilted by each prover's advantages) over {cfg.gamma_sweep}")
+    lookahead_key = {"policy": policy_key, "gammas": cfg.gamma_sweep, "alpha": cfg.planted_alpha, "seed": cfg.seed}
+
+    def lookahead_of_base() -> dict:
+        model = AutoModelForCausalLM.from_pretrained(policy_dir)
+        base = HFPolicy(model, tok, task.step_format, batch_size=1024, **limits)
+        return prover_lookahead(task, base, cfg.gamma_sweep, cfg.planted_alpha, cfg.seed)
+
+    lookahead = cached_json(out / "planted" / "lookahead.json", lookahead_key, lookahead_of_base)
+    lookahead["in_window"] = None if not window else lookahead["best_gamma"] in window
+    selection["lookahead"] = lookahead
     finals = {arm: [c[-1][1] for c in curves] for arm, curves in runs.items()}
     progress(f"planted search with exact values: PAV beam vs Q-only beam, N in {cfg.search_budgets}")
     search_key = {
@@ -363,6 +375,46 @@ def prover_selection(task, gammas: list[float], alpha: float, seed: int, traces:
     return {
         "stand_in_gamma": PLANTED_SEARCH_GAMMA,
         "alpha": alpha,
+        "best_gamma": ranking[0]["gamma"],
+        "ranking": ranking,
+    }
+
+
+def prover_lookahead(task, policy: Policy, gammas: list[float], alpha: float, seed: int, traces: int = 256) -> dict:
+    """`lookahead_provers` over the sweep's γ provers on the trained base policy itself (no stand-in): its success
+    after idealised natural-gradient steps on each prover's exact advantages, averaged over the default step sizes.
+
+    Returns:
+        `{"alpha", "step_sizes", "base_success", "best_gamma", "ranking": [{"gamma", "rank", "score",
+        "score_interval", "success"}, ...]}`, best first.
+    """
+    from ..prover_lookahead import ProverLookaheadConfig, lookahead_provers
+    from ..prover_selection import ProverCandidate
+    from ..tasks import PlantedOracleScorer
+
+    by_name = {f"gamma{g:g}": g for g in gammas}
+    cfg = ProverLookaheadConfig(alpha=alpha, num_bootstrap=300, seed=seed, max_steps=task.length)
+    out = lookahead_provers(
+        policy,
+        [task.prompt] * traces,
+        task.grader,
+        [ProverCandidate(name, scorer=PlantedOracleScorer(task, g)) for name, g in by_name.items()],
+        cfg,
+    )
+    ranking = [
+        {
+            "gamma": by_name[r.name],
+            "rank": r.rank,
+            "score": r.score,
+            "score_interval": list(r.score_interval),
+            "success": r.success,
+        }
+        for r in out.ranking
+    ]
+    return {
+        "alpha": alpha,
+        "step_sizes": out.step_sizes,
+        "base_success": out.base_success,
         "best_gamma": ranking[0]["gamma"],
         "ranking": ranking,
     }
