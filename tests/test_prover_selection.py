@@ -250,3 +250,30 @@ def test_cli_on_an_hf_policy_folder(tmp_path, capsys):
                 ),
             ]
         )
+
+
+def test_cli_lookahead_on_an_hf_policy(tmp_path, capsys):
+    """A real Llama (a Markov chain over a/b that stops after each symbol with probability 0.2) on a 2-symbol planted
+    task, through the command line: the same JSON shape as the theorem's ranking."""
+    from trl_pav.testing import markov_causal_lm
+
+    task = PlantedTask(vocab_size=2, length=4, planted=(1, 1, 1))
+    tok = task.tokenizer()
+    probs = {"a": 0.7, "b": 0.3}
+    after = {" ": 0.8, tok.eos_token: 0.2}
+    folder = tmp_path / "policy"
+    markov_causal_lm(tok, {">": probs, " ": probs, "a": after, "b": after}).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    options = '{"vocab_size": 2, "length": 4, "planted": [1, 1, 1]}'
+    argv = [
+        *("select-prover", "--task", "planted", "--task_options", options, "--policy_model_name_or_path"),
+        *(str(folder), "--num_problems", "200", "--ks", "1", "--gammas", "1", "50", "--max_new_tokens", "12"),
+        *("--num_bootstrap", "100", "--n_rollouts", "4", "--method", "lookahead", "--lookahead_step_sizes", "5", "50"),
+    ]
+    out = run(capsys, argv)
+    assert out["method"] == "lookahead" and out["num_traces"] == 200 and out["step_sizes"] == [5.0, 50.0]
+    assert {r["name"] for r in out["ranking"]} == {"Bo1", "gamma1", "gamma50"}
+    assert out["ranking"][0]["score_interval"][0] > 0  # tilting toward `b` steps beats the policy itself
+    assert out["rollouts"] > 0  # Bo1 is valued by the policy's rollouts
+    with pytest.raises(SystemExit):
+        main([*argv, "--method", "bound"])

@@ -517,6 +517,13 @@ class SelectProverArguments:
         temperature (`float`, defaults to `1.0`): sampling temperature of HF policies.
         max_new_tokens (`int`, defaults to `256`): token limit per trace or rollout of HF policies.
         generation_batch_size (`int`, defaults to `64`): sequences per `generate` call of HF policies.
+        method (`str`, defaults to `"theorem"`): `"theorem"` ranks by Theorem 3.1's terms (`select_prover`);
+            `"lookahead"` by the base policy's success after idealised natural-gradient steps on each prover's
+            advantages (`trl_pav.lookahead_provers`: no `Q^π` needed, so it also ranks for a policy that never
+            succeeds; it uses the config's `alpha`, `n_rollouts`, `num_bootstrap`, `confidence` and `seed`).
+        lookahead_step_sizes (`list[float]`, defaults to `[1.0, 3.0, 10.0, 30.0]`): with `"lookahead"`, the step
+            sizes c the score averages over.
+        lookahead_candidates (`int`, defaults to `8`): with `"lookahead"`, steps drawn from the base policy per state.
     """
 
     task: str | None = field(default=None, metadata={"help": "Built-in task: planted, arithmetic or rewrite."})
@@ -542,6 +549,18 @@ class SelectProverArguments:
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of HF policies."})
     max_new_tokens: int = field(default=256, metadata={"help": "Token limit per trace or rollout (HF policies)."})
     generation_batch_size: int = field(default=64, metadata={"help": "Sequences per generate call (HF policies)."})
+    method: str = field(
+        default="theorem",
+        metadata={
+            "help": "theorem (Theorem 3.1's terms) or lookahead (tilted policies' success).",
+            "choices": ["theorem", "lookahead"],
+        },
+    )
+    lookahead_step_sizes: list[float] = field(
+        default_factory=lambda: [1.0, 3.0, 10.0, 30.0],
+        metadata={"help": "Lookahead: natural-gradient step sizes c the score averages over."},
+    )
+    lookahead_candidates: int = field(default=8, metadata={"help": "Lookahead: base-policy steps drawn per state."})
 
 
 def run_select_prover(args: SelectProverArguments, config: ProverSelectionConfig) -> dict[str, Any]:
@@ -619,7 +638,24 @@ def run_select_prover(args: SelectProverArguments, config: ProverSelectionConfig
             policy = scorer = RewritePolicy(task, dict.fromkeys(MOVE_KINDS, args.error_rate))
         else:
             raise ValueError("select-prover: a dataset needs policy_model_name_or_path (no procedural policy for it)")
+    name = {"task": args.task or args.dataset_name, "policy": policy.name}
+    if args.method == "lookahead":
+        from .prover_lookahead import ProverLookaheadConfig, lookahead_provers
+
+        look = ProverLookaheadConfig(
+            step_sizes=list(args.lookahead_step_sizes),
+            candidates_per_step=args.lookahead_candidates,
+            alpha=config.alpha,
+            n_rollouts=config.n_rollouts,
+            num_bootstrap=config.num_bootstrap,
+            confidence=config.confidence,
+            seed=config.seed,
+        )
+        result = lookahead_provers(policy, problems["prompt"], grader, candidates, look, golds=problems["gold"])
+        return {**name, "method": "lookahead", **result.to_dict()}
+    if args.method != "theorem":
+        raise ValueError(f"select-prover: method must be 'theorem' or 'lookahead', got {args.method!r}")
     selection = measure_provers(
         policy, problems["prompt"], grader, candidates, config, golds=problems["gold"], scorer=scorer
     )
-    return {"task": args.task or args.dataset_name, "policy": policy.name, **selection.to_dict()}
+    return {**name, "method": "theorem", **selection.to_dict()}
