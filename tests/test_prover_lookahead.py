@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -113,3 +114,30 @@ def test_bad_inputs_raise_clear_errors():
         lookahead_provers(pol, [], TASK.grader, [1])
     with pytest.raises(ValueError, match="names must be distinct"):
         lookahead_provers(pol, [">"], TASK.grader, [1, 1])
+
+
+class _CutPolicy:
+    """Every step it writes hits the token limit (a step longer than the policy may generate)."""
+
+    name = "cut"
+    step_format = TASK.step_format
+
+    def generate(self, requests, stop_at_step=False):
+        from trl_pav.generation.base import Generation
+
+        return [Generation(steps=["b"], finished=False, num_tokens=3, truncated=True) for _ in requests]
+
+
+def test_cut_steps_and_endless_traces_fail():
+    scorer = PlantedOracleScorer(TASK, 5.0)
+    cands = [ProverCandidate("g", scorer=scorer)]
+    out = lookahead_provers(_CutPolicy(), [">"] * 4, TASK.grader, cands, ProverLookaheadConfig(num_bootstrap=10))
+    assert out.base_success == 0.0 and out.ranking[0].success == [0.0] * 4
+    # Traces that have not ended by max_steps are cut and fail, even where their steps so far would succeed.
+    long = PlantedTask(vocab_size=3, length=60, planted=(0, 1))  # 60 uniform symbols hold `a b` almost surely
+    cands = [ProverCandidate("g", scorer=PlantedOracleScorer(long, 5.0))]
+    cfg = ProverLookaheadConfig(step_sizes=[1.0], max_steps=3, num_bootstrap=10)
+    out = lookahead_provers(PlantedProverPolicy(long, 1.0), [">"] * 8, long.grader, cands, cfg)
+    assert out.base_success == 0.0 and out.ranking[0].success == [0.0]
+    uncut = lookahead_provers(PlantedProverPolicy(long, 1.0), [">"] * 8, long.grader, cands, replace(cfg, max_steps=64))
+    assert uncut.base_success > 0.5

@@ -187,11 +187,12 @@ class _Lookahead:
             for g in gens[n * m : (n + 1) * m]:
                 self.tokens += int(g.num_tokens)
                 steps = (*prefix, *g.steps[:1])
-                ended = g.finished or not g.steps or len(steps) >= self.cfg.max_steps
+                done = (g.finished or not g.steps) and not g.truncated
                 outcome = None
-                if ended:
-                    done = g.finished or not g.steps  # cut at max_steps: failed
-                    outcome = float(self.grader.grade(self.fmt.separator.join(steps), self.golds[i])) if done else 0.0
+                if done:
+                    outcome = float(self.grader.grade(self.fmt.separator.join(steps), self.golds[i]))
+                elif g.truncated or len(steps) >= self.cfg.max_steps:
+                    outcome = 0.0  # a step cut at the token limit, or a trace cut at max_steps: failed
                 row.append((steps, outcome))
             self.draws[(i, prefix)] = row
 
