@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from .generation.base import GenerationRequest, Policy, mix_seed
-from .prover_selection import ProverCandidate, _as_candidates, _last_values
+from .prover_selection import ProverCandidate, _checked_inputs, _last_values, _RankedResult
 from .values import best_of_k_unbiased, tilted_choice_probs
 
 __all__ = ["LookaheadSelection", "ProverLookahead", "ProverLookaheadConfig", "lookahead_provers"]
@@ -121,7 +121,7 @@ class ProverLookahead:
 
 
 @dataclass
-class LookaheadSelection:
+class LookaheadSelection(_RankedResult):
     """What `lookahead_provers` measured.
 
     Attributes:
@@ -147,12 +147,6 @@ class LookaheadSelection:
     def best(self) -> ProverLookahead:
         """The top-ranked prover."""
         return self.ranking[0]
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (`best` is the top row's name)."""
-        out = {k: v for k, v in asdict(self).items() if k != "ranking"}
-        out["base_success_interval"] = list(self.base_success_interval)
-        return {"best": self.best.name, **out, "ranking": [r.to_dict() for r in self.ranking]}
 
 
 def _text_key(fmt, steps: tuple[str, ...]) -> int:
@@ -305,15 +299,7 @@ def lookahead_provers(
         (True, 2)
     """
     cfg = config or ProverLookaheadConfig()
-    cands = _as_candidates(candidates)
-    prompts = list(prompts)
-    golds = [""] * len(prompts) if golds is None else list(golds)
-    if not prompts:
-        raise ValueError("lookahead_provers: no prompts")
-    if len(golds) != len(prompts):
-        raise ValueError(f"lookahead_provers: {len(prompts)} prompts but {len(golds)} gold answers")
-    if not isinstance(policy, Policy):
-        raise ValueError("lookahead_provers: policy does not implement Policy (name, step_format, generate)")
+    cands, prompts, golds = _checked_inputs("lookahead_provers", policy, candidates, prompts, golds)
     for c in cands:
         if c.k is not None and c.k > cfg.n_rollouts:
             raise ValueError(

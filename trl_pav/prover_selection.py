@@ -173,8 +173,17 @@ class ProverRanking:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
+class _RankedResult:
+    """`to_dict` of a dataclass holding `ranking` rows (each with `name` and `to_dict`), best first."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (`best` is the top row's name)."""
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if k != "ranking"}
+        return {"best": self.ranking[0].name, **out, "ranking": [r.to_dict() for r in self.ranking]}
+
+
 @dataclass
-class ProverSelection:
+class ProverSelection(_RankedResult):
     """What `measure_provers` measured: the ranking and what it cost.
 
     Attributes:
@@ -199,11 +208,6 @@ class ProverSelection:
         """The top-ranked prover."""
         return self.ranking[0]
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (`best` is the top row's name)."""
-        out = {k: v for k, v in asdict(self).items() if k != "ranking"}
-        return {"best": self.best.name, **out, "ranking": [r.to_dict() for r in self.ranking]}
-
 
 def _as_candidates(candidates: Sequence[int | ProverCandidate]) -> list[ProverCandidate]:
     out = [ProverCandidate.best_of(c) if isinstance(c, int) and not isinstance(c, bool) else c for c in candidates]
@@ -216,6 +220,22 @@ def _as_candidates(candidates: Sequence[int | ProverCandidate]) -> list[ProverCa
     if len(set(names)) != len(names):
         raise ValueError(f"select_prover: candidate names must be distinct, got {names}")
     return out
+
+
+def _checked_inputs(
+    what: str, policy, candidates, prompts: Sequence[str], golds: Sequence[str] | None
+) -> tuple[list[ProverCandidate], list[str], list[str]]:
+    """The candidates, prompts and gold answers of a prover ranking (`what`), checked; golds default to `""`."""
+    cands = _as_candidates(candidates)
+    prompts = list(prompts)
+    golds = [""] * len(prompts) if golds is None else list(golds)
+    if not prompts:
+        raise ValueError(f"{what}: no prompts")
+    if len(golds) != len(prompts):
+        raise ValueError(f"{what}: {len(prompts)} prompts but {len(golds)} gold answers")
+    if not isinstance(policy, Policy):
+        raise ValueError(f"{what}: policy does not implement Policy (name, step_format, generate)")
+    return cands, prompts, golds
 
 
 def _last_values(scorer, prompts: list[str], steps: list[tuple[str, ...]], what: str) -> np.ndarray:
@@ -266,15 +286,7 @@ def measure_provers(
 ) -> ProverSelection:
     """`select_prover` with its costs and sample sizes (a `ProverSelection`). Arguments as `select_prover`'s."""
     cfg = config or ProverSelectionConfig()
-    cands = _as_candidates(candidates)
-    prompts = list(prompts)
-    golds = [""] * len(prompts) if golds is None else list(golds)
-    if not prompts:
-        raise ValueError("select_prover: no prompts")
-    if len(golds) != len(prompts):
-        raise ValueError(f"select_prover: {len(prompts)} prompts but {len(golds)} gold answers")
-    if not isinstance(policy, Policy):
-        raise ValueError("select_prover: policy does not implement Policy (name, step_format, generate)")
+    cands, prompts, golds = _checked_inputs("select_prover", policy, candidates, prompts, golds)
     if scorer is None:
         half = cfg.n_rollouts // 2 if cfg.cross_fit else cfg.n_rollouts
         for c in cands:

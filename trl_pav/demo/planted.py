@@ -361,23 +361,27 @@ def prover_selection(task, gammas: list[float], alpha: float, seed: int, traces:
         ProverSelectionConfig(alpha=alpha, num_bootstrap=300, seed=seed),
         scorer=PlantedOracleScorer(task, PLANTED_SEARCH_GAMMA),
     )
-    ranking = [
-        {
-            "gamma": by_name[r.name],
-            "rank": r.rank,
-            "score": r.score,
-            "score_interval": list(r.score_interval),
-            "distinguishability": r.distinguishability,
-            "alignment": r.alignment,
-        }
-        for r in rows
-    ]
+    ranking = _gamma_ranking(rows, by_name, ("distinguishability", "alignment"))
     return {
         "stand_in_gamma": PLANTED_SEARCH_GAMMA,
         "alpha": alpha,
         "best_gamma": ranking[0]["gamma"],
         "ranking": ranking,
     }
+
+
+def _gamma_ranking(rows, by_name: dict[str, float], fields: tuple[str, ...]) -> list[dict]:
+    """Ranked rows of γ provers as JSON: γ, rank, score and its interval, and the named fields."""
+    return [
+        {
+            "gamma": by_name[r.name],
+            "rank": r.rank,
+            "score": r.score,
+            "score_interval": list(r.score_interval),
+            **{f: getattr(r, f) for f in fields},
+        }
+        for r in rows
+    ]
 
 
 def prover_lookahead(task, policy: Policy, gammas: list[float], alpha: float, seed: int, traces: int = 256) -> dict:
@@ -401,16 +405,7 @@ def prover_lookahead(task, policy: Policy, gammas: list[float], alpha: float, se
         [ProverCandidate(name, scorer=PlantedOracleScorer(task, g)) for name, g in by_name.items()],
         cfg,
     )
-    ranking = [
-        {
-            "gamma": by_name[r.name],
-            "rank": r.rank,
-            "score": r.score,
-            "score_interval": list(r.score_interval),
-            "success": r.success,
-        }
-        for r in out.ranking
-    ]
+    ranking = _gamma_ranking(out.ranking, by_name, ("success",))
     return {
         "alpha": alpha,
         "step_sizes": out.step_sizes,
