@@ -417,3 +417,47 @@ def test_truncated_terminal_charges_a_cut_completion_its_outcome(policy_dir, tmp
         [{"prompt": "Q:2*3?\n"}], {"completion_ids": completion_ids, "completion_mask": mask, "advantages": outcome}
     )
     assert torch.allclose(out[0, 5:], torch.full((len(ids) - 5,), -0.5))
+
+
+def test_a_completion_without_a_whole_step_is_charged_from_the_root(policy_dir, tmp_path):
+    """An empty completion (EOS only) and, with `truncated_terminal`, a cut one with no whole step (padding) get the
+    terminal step from the root's value to their outcome. Before, they carried no process term, while a whole
+    failing trace's terms sum to f(0) - f(V_root) < 0: RL learned to write nothing (or pad) under a strong prover."""
+    tok = TASK.tokenizer()
+    scorer = TableScorer({(): [0.7], ("2*3=6",): [0.7, 0.9]})
+    outcome = torch.tensor([0.0])
+    eos = [tok.eos_token_id]
+    pad = tok("\n\n\n", add_special_tokens=False)["input_ids"]  # separators only: no step
+    for ids, flag, expected in ((eos, False, 2 * (0.0 - 0.7)), (pad, True, 2 * (0.0 - 0.7)), (pad, False, 0.0)):
+        trainer = PAVGRPOTrainer(
+            policy_dir,
+            [grader_reward(TASK.grader)],
+            verifier=scorer,
+            args=rl_args(
+                PAVGRPOConfig, tmp_path, pav_alpha=2.0, prover_k=1, max_completion_length=len(ids),
+                truncated_terminal=flag,
+            ),
+            train_dataset=dataset(),
+            processing_class=tok,
+        )  # fmt: skip
+        trainer._last_rewards = torch.tensor([[0.0]])
+        out = trainer._pav_advantages(
+            [{"prompt": "Q:2*3?\n"}],
+            {
+                "completion_ids": torch.tensor([ids]),
+                "completion_mask": torch.ones(1, len(ids), dtype=torch.long),
+                "advantages": outcome,
+            },
+        )
+        assert torch.allclose(out[0], torch.full((len(ids),), expected)), (ids, flag, out)
+    # A whole failing trace pays the same in all: its step (0.7 -> 0.9) then its EOS (0.9 -> 0), summing to -0.7 x α.
+    ids = tok("2*3=6", add_special_tokens=False)["input_ids"] + eos
+    out = trainer._pav_advantages(
+        [{"prompt": "Q:2*3?\n"}],
+        {
+            "completion_ids": torch.tensor([ids]),
+            "completion_mask": torch.ones(1, len(ids), dtype=torch.long),
+            "advantages": outcome,
+        },
+    )
+    assert torch.allclose(out[0, :5], torch.full((5,), 2 * 0.2)) and torch.allclose(out[0, 5:], torch.tensor([-1.8]))

@@ -566,25 +566,27 @@ class PAVRLMixin:
         # A finished completion ends with a terminal step (its EOS): value moves from the last step's estimate to
         # the known outcome, so stopping early is credited to the token that stops.
         # With `truncated_terminal`, a completion cut at the length limit ends at its outcome too (it is graded as is).
+        # A completion with no whole step gets one as well, from the root's value: otherwise an empty or stepless
+        # completion carries no process term while every failing trace's terms sum to f(0) - f(V_root) < 0, and RL
+        # learns to write nothing.
         cut_at = self.args.max_completion_length if self.args.truncated_terminal else None
         terminal = [
             self.args.terminal_value == "outcome"
             and outcomes is not None
             and (finished_rows[i] or (cut_at is not None and int(mask[i].sum()) >= cut_at))
-            and bool(steps_list[i])
             and len(scored_steps[i]) == len(steps_list[i])
             for i in range(len(steps_list))
         ]
         for i, row in enumerate(owners):
             if terminal[i]:  # the terminal step is the tokens after the last whole step (none: it carries nothing)
-                last = max(t for t, h in enumerate(row) if h >= 0)
+                last = max((t for t, h in enumerate(row) if h >= 0), default=-1)
                 n = int(mask[i].sum())
                 row[last + 1 : n] = [len(steps_list[i])] * (n - last - 1)
         token_step = torch.tensor(owners, dtype=torch.long, device=device)
         width = max((len(s) + int(t) for s, t in zip(steps_list, terminal)), default=0)
         process = torch.zeros(len(steps_list), width, dtype=torch.float32, device=device)
         step_mask = torch.zeros_like(process, dtype=torch.bool)
-        scored = [i for i, s in enumerate(scored_steps) if s]
+        scored = [i for i, s in enumerate(scored_steps) if s or terminal[i]]
         # Under lockstep every process must call the verifier, even with nothing to score.
         if scored or getattr(self.verifier, "lockstep", None) is not None:
             prompts = [inputs[i]["prompt"] for i in scored]
