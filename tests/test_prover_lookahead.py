@@ -101,8 +101,8 @@ def test_monte_carlo_candidates_run_on_rollouts():
 
 def test_bad_inputs_raise_clear_errors():
     pol, scorer = PlantedProverPolicy(TASK, 2.0), PlantedOracleScorer(TASK, 5.0)
-    for bad in ([], [0.0], [-1.0], [True]):
-        with pytest.raises(ValueError, match="step_sizes must be numbers > 0"):
+    for bad in ([], [0.0], [-1.0], [True], [float("inf")], [float("nan")]):
+        with pytest.raises(ValueError, match="step_sizes must be finite numbers > 0"):
             ProverLookaheadConfig(step_sizes=bad)
     with pytest.raises(ValueError, match="candidates_per_step must be >= 2"):
         ProverLookaheadConfig(candidates_per_step=1)
@@ -141,3 +141,70 @@ def test_cut_steps_and_endless_traces_fail():
     assert out.base_success == 0.0 and out.ranking[0].success == [0.0]
     uncut = lookahead_provers(PlantedProverPolicy(long, 1.0), [">"] * 8, long.grader, cands, replace(cfg, max_steps=64))
     assert uncut.base_success > 0.5
+
+
+class _ScriptedPolicy:
+    """Steps from a fixed script per prefix length (a policy whose behaviour is known exactly)."""
+
+    name = "scripted"
+    step_format = TASK.step_format
+
+    def __init__(self, script, extra=0):
+        self.script, self.extra = script, extra  # script[len(prefix)]: (steps, finished); extra: generations added
+
+    def generate(self, requests, stop_at_step=False):
+        from trl_pav.generation.base import Generation
+
+        out = [Generation(*self.script[len(r.steps)], num_tokens=2) for r in requests]
+        return out + out[: self.extra]
+
+
+def test_max_steps_leaves_room_for_the_end_of_sequence():
+    """A policy that writes `a b` and then a bare end of sequence succeeds under max_steps = 2 (its trace has two
+    steps); one that writes a third step is cut."""
+    script = {0: (["a"], False), 1: (["b"], False), 2: ([], True)}
+    cands = [ProverCandidate("g", scorer=PlantedOracleScorer(TASK, 5.0))]
+    cfg = ProverLookaheadConfig(step_sizes=[1.0], max_steps=2, num_bootstrap=10)
+    assert lookahead_provers(_ScriptedPolicy(script), [">"] * 4, TASK.grader, cands, cfg).base_success == 1.0
+    longer = {**script, 2: (["a"], False), 3: ([], True)}
+    assert lookahead_provers(_ScriptedPolicy(longer), [">"] * 4, TASK.grader, cands, cfg).base_success == 0.0
+    cfg3 = ProverLookaheadConfig(step_sizes=[1.0], max_steps=3, num_bootstrap=10)
+    assert lookahead_provers(_ScriptedPolicy(longer), [">"] * 4, TASK.grader, cands, cfg3).base_success == 1.0
+
+
+def test_broken_policies_and_graders_raise():
+    script = {0: (["a"], False), 1: (["b"], True)}
+    cands = [ProverCandidate("g", scorer=PlantedOracleScorer(TASK, 5.0))]
+    with pytest.raises(ValueError, match="returned 33 generations for 32 requests"):  # 4 states x 8 candidates
+        lookahead_provers(_ScriptedPolicy(script, extra=1), [">"] * 4, TASK.grader, cands)
+
+    class NaNGrader:
+        def grade(self, completion, gold=""):
+            return float("nan")
+
+    with pytest.raises(ValueError, match="the grader returned nan"):
+        lookahead_provers(_ScriptedPolicy(script), [">"], NaNGrader(), cands)
+    with pytest.raises(ValueError, match="returned 2 steps for a stop_at_step request"):
+        lookahead_provers(_ScriptedPolicy({0: (["a", "b"], True)}), [">"], TASK.grader, cands)
+
+
+def test_a_policy_candidate_named_like_the_base_gets_its_own_rollouts():
+    """Best-of-K candidates share the base policy's rollout counts; a policy candidate (named anything, even "pi"
+    or "base") is valued by its own rollouts."""
+    strong = PlantedProverPolicy(TASK, 1000.0)  # writes the planted string from any state that fits it
+    cfg = ProverLookaheadConfig(step_sizes=[30.0], candidates_per_step=3, n_rollouts=4, num_bootstrap=50)
+    base = PlantedProverPolicy(TASK, 1.0)
+    named = {}
+    for name in ("pi", "base", "mu"):
+        out = lookahead_provers(base, [">"] * 64, TASK.grader, [1, ProverCandidate(name, policy=strong)], cfg)
+        named[name] = {r.name: r.score for r in out.ranking}[name]
+    assert named["pi"] == named["base"] == named["mu"]
+
+
+def test_tied_candidates_share_prob_best():
+    scorer = PlantedOracleScorer(TASK, 5.0)
+    cands = [ProverCandidate("a", scorer=scorer), ProverCandidate("b", scorer=scorer)]
+    out = lookahead_provers(
+        PlantedProverPolicy(TASK, 1.5), [">"] * 32, TASK.grader, cands, ProverLookaheadConfig(num_bootstrap=40)
+    )
+    assert [r.prob_best for r in out.ranking] == [0.5, 0.5]

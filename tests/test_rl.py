@@ -461,3 +461,25 @@ def test_a_completion_without_a_whole_step_is_charged_from_the_root(policy_dir, 
         },
     )
     assert torch.allclose(out[0, :5], torch.full((5,), 2 * 0.2)) and torch.allclose(out[0, 5:], torch.tensor([-1.8]))
+
+
+def test_a_stepless_completion_whose_prompt_the_verifier_cannot_read_gets_the_outcome_term(policy_dir, tmp_path):
+    """A learned verifier cannot read the root of a prompt longer than its `max_length` (`PAVVerifier.root_fits`):
+    an EOS-only completion of such a prompt gets no terminal step, rather than stopping training."""
+    from trl_pav import PAVMetadata, PAVVerifier
+    from trl_pav.testing import tiny_token_classifier
+
+    tok = TASK.tokenizer()
+    verifier = PAVVerifier(tiny_token_classifier(tok), tok, PAVMetadata(), max_length=12)
+    trainer = grpo_with(verifier, policy_dir, tmp_path)
+    ids = [tok.eos_token_id]
+    trainer._last_rewards = torch.tensor([[0.0], [0.0]])
+    batch = {
+        "completion_ids": torch.tensor([ids, ids]),
+        "completion_mask": torch.ones(2, 1, dtype=torch.long),
+        "advantages": torch.tensor([0.25, 0.25]),
+    }
+    out = trainer._pav_advantages([{"prompt": "Q:" + "1+" * 20 + "1?\n"}, {"prompt": "Q:1+1?\n"}], batch)
+    assert out[0, 0] == pytest.approx(0.25)  # too long to read: outcome only
+    root = verifier.score(["Q:1+1?\n"], [[]])[0][0]
+    assert out[1, 0] == pytest.approx(0.25 + trainer.args.pav_alpha * (0.0 - root), abs=1e-5)  # charged from the root

@@ -561,6 +561,21 @@ class PAVVerifier:
             low, high = (mid, high) if fits(mid) else (low, mid - 1)
         return low
 
+    def root_fits(self, prompt: Prompt) -> bool:
+        """Whether the prompt alone fits in `max_length` (its root value can be read); `steps_that_fit` is 0 both
+        when it does and when it does not.
+
+        Example:
+            >>> from trl_pav import PAVMetadata
+            >>> from trl_pav.testing import char_tokenizer, tiny_token_classifier
+            >>> tok = char_tokenizer()
+            >>> v = PAVVerifier(tiny_token_classifier(tok), tok, PAVMetadata(), max_length=14)
+            >>> v.root_fits("Q:"), v.root_fits("Q:" + "1" * 20)
+            (True, False)
+        """
+        text = render_prompt(self.tokenizer, prompt)
+        return len(tokenize_trace(self.tokenizer, text, [], self.step_format).input_ids) <= self.max_length
+
     def trace_tokens(self, prompt: Prompt, steps: Sequence[str]) -> int:
         """Tokens that scoring this trace reads (what `verifier_tokens` counts for it, whatever the batch)."""
         return len(self.encode(prompt, steps).input_ids)

@@ -19,6 +19,7 @@ the default grid was chosen and how the lookahead's choices compare with measure
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 
 from .generation.base import GenerationRequest, Policy, mix_seed
+from .grading import SUCCESS_THRESHOLD, checked_grades
 from .prover_selection import ProverCandidate, _checked_inputs, _last_values, _RankedResult
 from .values import best_of_k_unbiased, tilted_choice_probs
 
@@ -49,7 +51,8 @@ class ProverLookaheadConfig:
         alpha (`float`, defaults to `1.0`): weight of the process term in the effective reward `Q^π + α A^μ`.
         n_rollouts (`int`, defaults to `8`): rollouts per step for a candidate's Monte-Carlo `Q^μ` (Best-of-K of π
             from π's rollouts, `K <= n_rollouts`; a policy candidate from its own).
-        max_steps (`int`, defaults to `64`): most steps per tilted trace; a longer one is cut and counts as failed.
+        max_steps (`int`, defaults to `64`): most steps per tilted trace (after `max_steps` steps one more draw may
+            still end it); a trace that writes a step beyond them is cut and counts as failed.
         num_bootstrap (`int`, defaults to `1000`): bootstrap replicates over traces (every candidate on the same
             replicates, so differences are paired).
         confidence (`float`, defaults to `0.95`): coverage of the percentile intervals.
@@ -71,9 +74,15 @@ class ProverLookaheadConfig:
     seed: int = field(default=0, metadata={"help": "Seed of every draw."})
 
     def __post_init__(self) -> None:
-        bad = [c for c in self.step_sizes if isinstance(c, bool) or not isinstance(c, (int, float)) or not c > 0]
+        bad = [
+            c
+            for c in self.step_sizes
+            if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0 < c < math.inf  # NaN fails too
+        ]
         if bad or not self.step_sizes:
-            raise ValueError(f"ProverLookaheadConfig.step_sizes must be numbers > 0, got {list(self.step_sizes)}")
+            raise ValueError(
+                f"ProverLookaheadConfig.step_sizes must be finite numbers > 0, got {list(self.step_sizes)}"
+            )
         if self.candidates_per_step < 2:
             raise ValueError(
                 f"ProverLookaheadConfig.candidates_per_step must be >= 2 (a choice), got {self.candidates_per_step}"
@@ -149,6 +158,18 @@ class LookaheadSelection(_RankedResult):
         return self.ranking[0]
 
 
+def _generated(policy, requests: list[GenerationRequest], stop_at_step: bool = False) -> list:
+    """`policy.generate(requests)`, checked to return one generation per request."""
+    if not requests:
+        return []
+    gens = policy.generate(requests, stop_at_step=stop_at_step) if stop_at_step else policy.generate(requests)
+    if len(gens) != len(requests):
+        raise ValueError(
+            f"lookahead_provers: policy {policy.name!r} returned {len(gens)} generations for {len(requests)} requests"
+        )
+    return gens
+
+
 def _text_key(fmt, steps: tuple[str, ...]) -> int:
     """A stable integer of a trace's text (Python's `hash` of strings changes between processes)."""
     return zlib.crc32(fmt.separator.join(steps).encode("utf-8"))
@@ -162,7 +183,7 @@ class _Lookahead:
         self.fmt = policy.step_format
         self.draws: dict[tuple[int, tuple[str, ...]], list[tuple[tuple[str, ...], float | None]]] = {}
         self.values: dict[tuple[str, int, tuple[str, ...]], float] = {}
-        self.counts: dict[tuple[str, int, tuple[str, ...]], float] = {}
+        self.counts: dict[tuple, float] = {}
         self.tokens = 0
         self.rollouts = 0
 
@@ -175,24 +196,34 @@ class _Lookahead:
             for i, prefix in todo
             for j in range(m)
         ]
-        gens = self.policy.generate(requests, stop_at_step=True) if requests else []
+        gens = _generated(self.policy, requests, stop_at_step=True)
         for n, (i, prefix) in enumerate(todo):
             row = []
             for g in gens[n * m : (n + 1) * m]:
                 self.tokens += int(g.num_tokens)
-                steps = (*prefix, *g.steps[:1])
+                if len(g.steps) > 1:
+                    raise ValueError(
+                        f"lookahead_provers: policy {self.policy.name!r} returned {len(g.steps)} steps for a "
+                        "stop_at_step request (one at most)"
+                    )
+                steps = (*prefix, *g.steps)
                 done = (g.finished or not g.steps) and not g.truncated
                 outcome = None
-                if done:
-                    outcome = float(self.grader.grade(self.fmt.separator.join(steps), self.golds[i]))
-                elif g.truncated or len(steps) >= self.cfg.max_steps:
-                    outcome = 0.0  # a step cut at the token limit, or a trace cut at max_steps: failed
+                if len(steps) > self.cfg.max_steps or (g.truncated and not done):
+                    outcome = 0.0  # a trace cut at max_steps, or a step cut at the token limit: failed
+                elif done:
+                    outcome = self._success(self.fmt.separator.join(steps), i)
                 row.append((steps, outcome))
             self.draws[(i, prefix)] = row
 
-    def _rollout_counts(self, policy, tag: str, pairs: list[tuple[int, tuple[str, ...]]]) -> None:
+    def _success(self, completion: str, i: int) -> float:
+        """1.0 if the grade of a completed trace counts as a success (`SUCCESS_THRESHOLD`), else 0.0."""
+        grade = checked_grades([self.grader.grade(completion, self.golds[i])], [completion])[0]
+        return float(grade >= SUCCESS_THRESHOLD)
+
+    def _rollout_counts(self, policy, tag: tuple[str, ...], pairs: list[tuple[int, tuple[str, ...]]]) -> None:
         """Success counts of `n_rollouts` rollouts of `policy` from each pair not counted yet."""
-        todo = [p for p in dict.fromkeys(pairs) if (tag, *p) not in self.counts]
+        todo = [p for p in dict.fromkeys(pairs) if (*tag, *p) not in self.counts]
         n = self.cfg.n_rollouts
         requests = [
             GenerationRequest(self.prompts[i], steps, seed=mix_seed(self.cfg.seed, _ROLLOUTS, i, key, r))
@@ -200,14 +231,14 @@ class _Lookahead:
             for key in [_text_key(self.fmt, steps)]
             for r in range(n)
         ]
-        gens = policy.generate(requests) if requests else []
+        gens = _generated(policy, requests)
         self.rollouts += len(requests)
         for k, (i, steps) in enumerate(todo):
             wins = 0.0
-            for g in gens[k * n : (k + 1) * n]:
+            for g in gens[k * n : (k + 1) * n]:  # graded as written, as select_prover and the labeler grade rollouts
                 self.tokens += int(g.num_tokens)
-                wins += float(self.grader.grade(self.fmt.separator.join([*steps, *g.steps]), self.golds[i]))
-            self.counts[(tag, i, steps)] = wins
+                wins += self._success(self.fmt.separator.join([*steps, *g.steps]), i)
+            self.counts[(*tag, i, steps)] = wins
 
     def _q_mu(self, cand: ProverCandidate, pairs: list[tuple[int, tuple[str, ...]]]) -> None:
         """Fill `values` with the candidate's `Q^μ` of each (trace, steps) pair that does not end the trace."""
@@ -222,9 +253,10 @@ class _Lookahead:
                 f"prover candidate {cand.name!r} scorer",
             )
         else:
-            tag = "pi" if cand.k is not None else cand.name  # Best-of-K candidates share π's rollouts
+            # Best-of-K candidates share π's rollouts; a policy candidate has its own (whatever its name)
+            tag = ("base",) if cand.k is not None else ("policy", cand.name)
             self._rollout_counts(self.policy if cand.k is not None else cand.policy, tag, todo)
-            counts = torch.tensor([self.counts[(tag, *p)] for p in todo], dtype=torch.float64)
+            counts = torch.tensor([self.counts[(*tag, *p)] for p in todo], dtype=torch.float64)
             q = best_of_k_unbiased(counts, self.cfg.n_rollouts, cand.k or 1).numpy()
         for p, v in zip(todo, q):
             self.values[(cand.name, *p)] = float(v)
@@ -321,7 +353,8 @@ def lookahead_provers(
     def interval(reps: np.ndarray) -> tuple[float, float]:
         return float(np.quantile(reps[1:], lo_q)), float(np.quantile(reps[1:], hi_q))
 
-    wins = np.bincount(score_reps[:, 1:].argmax(0), minlength=len(cands)) / cfg.num_bootstrap
+    top = score_reps[:, 1:] == score_reps[:, 1:].max(0)  # ties share a replicate's win
+    wins = (top / top.sum(0)).sum(1) / cfg.num_bootstrap
     order = sorted(range(len(cands)), key=lambda c: -float(score_reps[c, 0]))  # stable: ties keep input order
     ranking = [
         ProverLookahead(

@@ -209,16 +209,16 @@ class ProverSelection(_RankedResult):
         return self.ranking[0]
 
 
-def _as_candidates(candidates: Sequence[int | ProverCandidate]) -> list[ProverCandidate]:
+def _as_candidates(candidates: Sequence[int | ProverCandidate], what: str = "select_prover") -> list[ProverCandidate]:
     out = [ProverCandidate.best_of(c) if isinstance(c, int) and not isinstance(c, bool) else c for c in candidates]
     if not out:
-        raise ValueError("select_prover: no candidate provers given")
+        raise ValueError(f"{what}: no candidate provers given")
     for i, c in enumerate(out):
         if not isinstance(c, ProverCandidate):
-            raise ValueError(f"select_prover: candidate {i} must be an int K or a ProverCandidate, got {c!r:.80}")
+            raise ValueError(f"{what}: candidate {i} must be an int K or a ProverCandidate, got {c!r:.80}")
     names = [c.name for c in out]
     if len(set(names)) != len(names):
-        raise ValueError(f"select_prover: candidate names must be distinct, got {names}")
+        raise ValueError(f"{what}: candidate names must be distinct, got {names}")
     return out
 
 
@@ -226,7 +226,7 @@ def _checked_inputs(
     what: str, policy, candidates, prompts: Sequence[str], golds: Sequence[str] | None
 ) -> tuple[list[ProverCandidate], list[str], list[str]]:
     """The candidates, prompts and gold answers of a prover ranking (`what`), checked; golds default to `""`."""
-    cands = _as_candidates(candidates)
+    cands = _as_candidates(candidates, what)
     prompts = list(prompts)
     golds = [""] * len(prompts) if golds is None else list(golds)
     if not prompts:

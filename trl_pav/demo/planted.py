@@ -98,6 +98,8 @@ def run(cfg, out: Path, progress) -> dict:
             "mc_rollouts": mc_rollouts,
             "record": "points+tokens",
         }
+        if gamma is not None or refresh is not None:  # PAV arms: a stepless completion is charged from the root
+            key["stepless_terminal"] = "root"
         if learned is not None:
             key["learned"] = learned["key"]
         if mc_rollouts is not None:
@@ -192,6 +194,8 @@ def run(cfg, out: Path, progress) -> dict:
             runs[arm] = []
             for seed in cfg.planted_ppo_seeds:
                 key = {"gamma": gamma, "steps": cfg.planted_ppo_steps, "seed": seed, "policy": policy_key}
+                if gamma is not None:  # as the GRPO arms: a stepless completion is charged from the root
+                    key["stepless_terminal"] = "root"
                 points = cached_json(
                     out / "planted" / "ppo" / f"{arm}-{cfg.planted_ppo_steps}-{seed}.json",
                     key,
@@ -294,7 +298,13 @@ def run(cfg, out: Path, progress) -> dict:
     selection["gaining_gammas"] = window  # the window's span may hold γ values that did not gain
     selection["in_window"] = None if not window else selection["best_gamma"] in window
     progress(f"prover lookahead (the trained base policy tilted by each prover's advantages) over {cfg.gamma_sweep}")
-    lookahead_key = {"policy": policy_key, "gammas": cfg.gamma_sweep, "alpha": cfg.planted_alpha, "seed": cfg.seed}
+    lookahead_key = {
+        "policy": policy_key,
+        "gammas": cfg.gamma_sweep,
+        "config": asdict(planted_lookahead_config(task, cfg.planted_alpha, cfg.seed)),
+        "traces": PLANTED_LOOKAHEAD_TRACES,
+        "rules": "max_steps leaves one end-of-sequence draw; grades thresholded",
+    }
 
     def lookahead_of_base() -> dict:
         model = AutoModelForCausalLM.from_pretrained(policy_dir)
@@ -384,7 +394,19 @@ def _gamma_ranking(rows, by_name: dict[str, float], fields: tuple[str, ...]) -> 
     ]
 
 
-def prover_lookahead(task, policy: Policy, gammas: list[float], alpha: float, seed: int, traces: int = 256) -> dict:
+PLANTED_LOOKAHEAD_TRACES = 256  # tilted traces per prover and step size (about 15 s for 7 provers)
+
+
+def planted_lookahead_config(task, alpha: float, seed: int):
+    """The lookahead's settings in the planted stage: the library defaults, a trace ends after `length` steps."""
+    from ..prover_lookahead import ProverLookaheadConfig
+
+    return ProverLookaheadConfig(alpha=alpha, num_bootstrap=300, seed=seed, max_steps=task.length)
+
+
+def prover_lookahead(
+    task, policy: Policy, gammas: list[float], alpha: float, seed: int, traces: int = PLANTED_LOOKAHEAD_TRACES
+) -> dict:
     """`lookahead_provers` over the sweep's γ provers on the trained base policy itself (no stand-in): its success
     after idealised natural-gradient steps on each prover's exact advantages, averaged over the default step sizes.
 
@@ -392,12 +414,12 @@ def prover_lookahead(task, policy: Policy, gammas: list[float], alpha: float, se
         `{"alpha", "step_sizes", "base_success", "best_gamma", "ranking": [{"gamma", "rank", "score",
         "score_interval", "success"}, ...]}`, best first.
     """
-    from ..prover_lookahead import ProverLookaheadConfig, lookahead_provers
+    from ..prover_lookahead import lookahead_provers
     from ..prover_selection import ProverCandidate
     from ..tasks import PlantedOracleScorer
 
     by_name = {f"gamma{g:g}": g for g in gammas}
-    cfg = ProverLookaheadConfig(alpha=alpha, num_bootstrap=300, seed=seed, max_steps=task.length)
+    cfg = planted_lookahead_config(task, alpha, seed)
     out = lookahead_provers(
         policy,
         [task.prompt] * traces,

@@ -98,6 +98,8 @@ def run(cfg, out: Path, progress, arith: dict) -> dict:
                 "checker": arith["checker_spec"],
                 "record": "points+tokens4+shape",
             }
+            if arm != "outcome":  # PAV arms: a completion with no whole step is charged from the root's value
+                key["stepless_terminal"] = "root"
             if arm == learned:  # only this arm depends on the learned PAV
                 key["verifier"] = (Path(arith["verifiers"]["pav"]) / ".done").read_text()
             if arm in ablations:

@@ -570,11 +570,13 @@ class PAVRLMixin:
         # completion carries no process term while every failing trace's terms sum to f(0) - f(V_root) < 0, and RL
         # learns to write nothing.
         cut_at = self.args.max_completion_length if self.args.truncated_terminal else None
+        root_fits = getattr(self.verifier, "root_fits", None)  # a prompt alone too long has no root value to read
         terminal = [
             self.args.terminal_value == "outcome"
             and outcomes is not None
             and (finished_rows[i] or (cut_at is not None and int(mask[i].sum()) >= cut_at))
             and len(scored_steps[i]) == len(steps_list[i])
+            and (bool(steps_list[i]) or not callable(root_fits) or root_fits(inputs[i]["prompt"]))
             for i in range(len(steps_list))
         ]
         for i, row in enumerate(owners):
