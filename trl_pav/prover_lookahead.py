@@ -13,10 +13,11 @@ candidate's score is `π_c`'s success averaged over the step sizes `c` of the co
 
 What it leaves out: the outcome term `Q^π` of the effective reward (0 where the theorem's terms fail, and a common
 shift of every candidate elsewhere), how far a parametric policy's update generalises across states, and the
-sampling noise of RL. A Monte-Carlo candidate tilts by noisy values (at large step sizes it follows the noise), so next
-to exact scorers it is at a disadvantage. A step cut at the token limit
-fails (its trace cannot go on); rollouts are graded as written, as `select_prover` and the labeler grade them. The step sizes stand in for RL's budget and learning rate; docs/prover_selection.md says how
-the default grid was chosen and how the lookahead's choices compare with measured sweeps.
+sampling noise of RL. A Monte-Carlo candidate tilts by noisy values (at large step sizes it follows the noise), so
+next to exact scorers it is at a disadvantage. A step cut at the token limit fails (its trace cannot go on);
+rollouts are graded as written, as `select_prover` and the labeler grade them. The step sizes stand in for RL's
+budget and learning rate; docs/prover_selection.md says how the default grid was chosen and how the lookahead's
+choices compare with measured sweeps.
 """
 
 from __future__ import annotations
