@@ -429,17 +429,7 @@ def test_a_completion_without_a_whole_step_is_charged_from_the_root(policy_dir, 
     eos = [tok.eos_token_id]
     pad = tok("\n\n\n", add_special_tokens=False)["input_ids"]  # separators only: no step
     for ids, flag, expected in ((eos, False, 2 * (0.0 - 0.7)), (pad, True, 2 * (0.0 - 0.7)), (pad, False, 0.0)):
-        trainer = PAVGRPOTrainer(
-            policy_dir,
-            [grader_reward(TASK.grader)],
-            verifier=scorer,
-            args=rl_args(
-                PAVGRPOConfig, tmp_path, pav_alpha=2.0, prover_k=1, max_completion_length=len(ids),
-                truncated_terminal=flag,
-            ),
-            train_dataset=dataset(),
-            processing_class=tok,
-        )  # fmt: skip
+        trainer = grpo_with(scorer, policy_dir, tmp_path, max_completion_length=len(ids), truncated_terminal=flag)
         trainer._last_rewards = torch.tensor([[0.0]])
         out = trainer._pav_advantages(
             [{"prompt": "Q:2*3?\n"}],

@@ -33,7 +33,13 @@ import torch
 
 from .generation.base import GenerationRequest, Policy, mix_seed
 from .grading import SUCCESS_THRESHOLD, checked_grades
-from .prover_selection import ProverCandidate, _checked_inputs, _last_values, _RankedResult
+from .prover_selection import (
+    ProverCandidate,
+    _check_ranking_settings,
+    _checked_inputs,
+    _last_values,
+    _RankedResult,
+)
 from .values import best_of_k_unbiased, tilted_choice_probs
 
 __all__ = ["LookaheadSelection", "ProverLookahead", "ProverLookaheadConfig", "lookahead_provers"]
@@ -90,16 +96,11 @@ class ProverLookaheadConfig:
             raise ValueError(
                 f"ProverLookaheadConfig.candidates_per_step must be >= 2 (a choice), got {self.candidates_per_step}"
             )
-        if not self.alpha > 0:
-            raise ValueError(f"ProverLookaheadConfig.alpha must be > 0, got {self.alpha}")
         if self.n_rollouts < 1:
             raise ValueError(f"ProverLookaheadConfig.n_rollouts must be >= 1, got {self.n_rollouts}")
         if self.max_steps < 1:
             raise ValueError(f"ProverLookaheadConfig.max_steps must be >= 1, got {self.max_steps}")
-        if self.num_bootstrap < 1:
-            raise ValueError(f"ProverLookaheadConfig.num_bootstrap must be >= 1, got {self.num_bootstrap}")
-        if not 0 < self.confidence < 1:
-            raise ValueError(f"ProverLookaheadConfig.confidence must be in (0, 1), got {self.confidence}")
+        _check_ranking_settings(self)
 
 
 @dataclass

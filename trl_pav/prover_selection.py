@@ -88,12 +88,18 @@ class ProverSelectionConfig:
             raise ValueError(
                 f"ProverSelectionConfig.states_per_trace must be >= 1 or None, got {self.states_per_trace}"
             )
-        if not self.alpha > 0:
-            raise ValueError(f"ProverSelectionConfig.alpha must be > 0, got {self.alpha}")
-        if self.num_bootstrap < 1:
-            raise ValueError(f"ProverSelectionConfig.num_bootstrap must be >= 1, got {self.num_bootstrap}")
-        if not 0 < self.confidence < 1:
-            raise ValueError(f"ProverSelectionConfig.confidence must be in (0, 1), got {self.confidence}")
+        _check_ranking_settings(self)
+
+
+def _check_ranking_settings(cfg) -> None:
+    """The settings every prover ranking shares (`alpha`, `num_bootstrap`, `confidence`), named by config class."""
+    owner = type(cfg).__name__
+    if not cfg.alpha > 0:
+        raise ValueError(f"{owner}.alpha must be > 0, got {cfg.alpha}")
+    if cfg.num_bootstrap < 1:
+        raise ValueError(f"{owner}.num_bootstrap must be >= 1, got {cfg.num_bootstrap}")
+    if not 0 < cfg.confidence < 1:
+        raise ValueError(f"{owner}.confidence must be in (0, 1), got {cfg.confidence}")
 
 
 @dataclass
