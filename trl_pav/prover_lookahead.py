@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .generation.base import GenerationRequest, Policy, mix_seed
+from .generation.base import GenerationGroup, Policy, generate_groups, mix_seed
 from .grading import SUCCESS_THRESHOLD, checked_grades
 from .prover_selection import (
     ProverCandidate,
@@ -162,18 +162,6 @@ class LookaheadSelection(_RankedResult):
         return self.ranking[0]
 
 
-def _generated(policy, requests: list[GenerationRequest], stop_at_step: bool = False) -> list:
-    """`policy.generate(requests)`, checked to return one generation per request."""
-    if not requests:
-        return []
-    gens = policy.generate(requests, stop_at_step=stop_at_step) if stop_at_step else policy.generate(requests)
-    if len(gens) != len(requests):
-        raise ValueError(
-            f"lookahead_provers: policy {policy.name!r} returned {len(gens)} generations for {len(requests)} requests"
-        )
-    return gens
-
-
 def _text_key(fmt, steps: tuple[str, ...]) -> int:
     """A stable integer of a trace's text (Python's `hash` of strings changes between processes)."""
     return zlib.crc32(fmt.separator.join(steps).encode("utf-8"))
@@ -195,15 +183,13 @@ class _Lookahead:
         """Draw the candidate steps of the states not drawn yet: `(steps after it, outcome if it ends the trace)`."""
         todo = [s for s in dict.fromkeys(states) if s not in self.draws]
         m = self.cfg.candidates_per_step
-        requests = [
-            GenerationRequest(self.prompts[i], prefix, seed=mix_seed(self.cfg.seed, _CANDIDATES, i, len(prefix), j))
+        groups = [
+            GenerationGroup(self.prompts[i], prefix, seed=mix_seed(self.cfg.seed, _CANDIDATES, i, len(prefix)), n=m)
             for i, prefix in todo
-            for j in range(m)
         ]
-        gens = _generated(self.policy, requests, stop_at_step=True)
-        for n, (i, prefix) in enumerate(todo):
+        for (i, prefix), gens in zip(todo, generate_groups(self.policy, groups, stop_at_step=True)):
             row = []
-            for g in gens[n * m : (n + 1) * m]:
+            for g in gens:
                 self.tokens += int(g.num_tokens)
                 if len(g.steps) > 1:
                     raise ValueError(
@@ -229,17 +215,16 @@ class _Lookahead:
         """Success counts of `n_rollouts` rollouts of `policy` from each pair not counted yet."""
         todo = [p for p in dict.fromkeys(pairs) if (*tag, *p) not in self.counts]
         n = self.cfg.n_rollouts
-        requests = [
-            GenerationRequest(self.prompts[i], steps, seed=mix_seed(self.cfg.seed, _ROLLOUTS, i, key, r))
+        groups = [
+            GenerationGroup(
+                self.prompts[i], steps, seed=mix_seed(self.cfg.seed, _ROLLOUTS, i, _text_key(self.fmt, steps)), n=n
+            )
             for i, steps in todo
-            for key in [_text_key(self.fmt, steps)]
-            for r in range(n)
         ]
-        gens = _generated(policy, requests)
-        self.rollouts += len(requests)
-        for k, (i, steps) in enumerate(todo):
+        self.rollouts += n * len(groups)
+        for (i, steps), gens in zip(todo, generate_groups(policy, groups)):
             wins = 0.0
-            for g in gens[k * n : (k + 1) * n]:  # graded as written, as select_prover and the labeler grade rollouts
+            for g in gens:  # graded as written, as select_prover and the labeler grade rollouts
                 self.tokens += int(g.num_tokens)
                 wins += self._success(self.fmt.separator.join([*steps, *g.steps]), i)
             self.counts[(*tag, i, steps)] = wins
