@@ -277,3 +277,10 @@ def test_cli_lookahead_on_an_hf_policy(tmp_path, capsys):
     assert out["rollouts"] > 0  # Bo1 is valued by the policy's rollouts
     with pytest.raises(SystemExit):
         main([*argv, "--method", "bound"])
+
+
+def test_run_select_prover_refuses_an_unknown_method():
+    from trl_pav.prover_selection import SelectProverArguments, run_select_prover
+
+    with pytest.raises(ValueError, match="method must be 'theorem' or 'lookahead', got 'bound'"):
+        run_select_prover(SelectProverArguments(task="planted", method="bound"), ProverSelectionConfig())

@@ -546,10 +546,8 @@ class PAVVerifier:
         """
         text = render_prompt(self.tokenizer, prompt)
 
-        def fits(h: int) -> bool:  # the trace of the first h steps, tokenized as scoring tokenizes it
-            return len(tokenize_trace(self.tokenizer, text, list(steps[:h]), self.step_format).input_ids) <= (
-                self.max_length
-            )
+        def fits(h: int) -> bool:
+            return self._fits(text, steps[:h])
 
         if fits(len(steps)):  # the usual case: one tokenization
             return len(steps)
@@ -573,8 +571,11 @@ class PAVVerifier:
             >>> v.root_fits("Q:"), v.root_fits("Q:" + "1" * 20)
             (True, False)
         """
-        text = render_prompt(self.tokenizer, prompt)
-        return len(tokenize_trace(self.tokenizer, text, [], self.step_format).input_ids) <= self.max_length
+        return self._fits(render_prompt(self.tokenizer, prompt), [])
+
+    def _fits(self, text: str, steps: Sequence[str]) -> bool:
+        """Whether a rendered prompt and these steps, tokenized as scoring tokenizes them, fit in `max_length`."""
+        return len(tokenize_trace(self.tokenizer, text, list(steps), self.step_format).input_ids) <= self.max_length
 
     def trace_tokens(self, prompt: Prompt, steps: Sequence[str]) -> int:
         """Tokens that scoring this trace reads (what `verifier_tokens` counts for it, whatever the batch)."""

@@ -603,6 +603,8 @@ def run_select_prover(args: SelectProverArguments, config: ProverSelectionConfig
     )
     from .tasks.rewrite import MOVE_KINDS
 
+    if args.method not in ("theorem", "lookahead"):  # before any problem or policy is loaded
+        raise ValueError(f"select-prover: method must be 'theorem' or 'lookahead', got {args.method!r}")
     if args.num_problems is None or args.num_problems < 1:
         raise ValueError(f"select-prover: num_problems must be >= 1 (one trace per problem), got {args.num_problems}")
     if args.dataset_name is not None and args.policy_model_name_or_path is None:
@@ -671,8 +673,6 @@ def run_select_prover(args: SelectProverArguments, config: ProverSelectionConfig
         )
         result = lookahead_provers(policy, problems["prompt"], grader, candidates, look, golds=problems["gold"])
         return {**name, "method": "lookahead", **result.to_dict()}
-    if args.method != "theorem":
-        raise ValueError(f"select-prover: method must be 'theorem' or 'lookahead', got {args.method!r}")
     selection = measure_provers(
         policy, problems["prompt"], grader, candidates, config, golds=problems["gold"], scorer=scorer
     )
