@@ -175,7 +175,7 @@ def test_max_steps_leaves_room_for_the_end_of_sequence():
 def test_broken_policies_and_graders_raise():
     script = {0: (["a"], False), 1: (["b"], True)}
     cands = [ProverCandidate("g", scorer=PlantedOracleScorer(TASK, 5.0))]
-    with pytest.raises(RuntimeError, match="returned 33 results .* for 32 requests"):  # 4 states x 8 candidates
+    with pytest.raises(RuntimeError, match=r"returned 33 results .* for 32 requests"):  # 4 states x 8 candidates
         lookahead_provers(_ScriptedPolicy(script, extra=1), [">"] * 4, TASK.grader, cands)
 
     class NaNGrader:
